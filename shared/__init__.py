@@ -1,0 +1,1 @@
+"""songpop's common package: what the services must agree on, defined once."""

@@ -1,0 +1,152 @@
+"""Typed settings shared by every service (pydantic-settings, `SONGPOP_` environment variables or `.env`)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Self, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SPOTIFY_API_URL = "https://api.spotify.com/v1"
+SPOTIFY_ACCOUNTS_URL = "https://accounts.spotify.com"
+EMULATOR_HOST = "127.0.0.1"
+EMULATOR_PORT = 8002
+PLACEHOLDER_SECRETS = {"changeme", "changethis", "secret", "password", "xxx"}
+
+
+S = TypeVar("S", bound="Settings")
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says which variable and why."""
+
+
+class Settings(BaseSettings):
+    """Settings every service reads. Service-specific settings subclass this."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SONGPOP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Environment = Environment.development
+    log_level: str = "INFO"
+    var_dir: Path = Path("var")
+    database_url: str = Field(default="", repr=False)  # empty: embedded SQLite under var_dir
+    mqtt_url: str = Field(default="", repr=False)  # empty: an embedded broker in-process
+    mqtt_topic_root: str = "songpop/v1"
+    mqtt_client_prefix: str = "songpop"
+    mqtt_reconnect_seconds: float = 2.0
+
+    spotify_client_id: str | None = None
+    spotify_client_secret: SecretStr | None = None
+    spotify_api_url: str = ""
+    spotify_accounts_url: str = ""
+    spotify_market: str = "US"
+    spotify_concurrency: int = Field(default=16, ge=1, le=256)
+    spotify_max_retry_after_seconds: float = Field(default=60.0, ge=0)
+    spotify_timeout_seconds: float = Field(default=10.0, gt=0)
+    spotify_trending_playlist_id: str | None = None
+
+    charts_dir: Path = Path("charts")
+    chart_region: str = "global"
+    demo: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if url and not url.startswith(("mysql+asyncmy://", "sqlite+aiosqlite://")):
+            raise ConfigError(
+                "SONGPOP_DATABASE_URL must start with mysql+asyncmy:// or sqlite+aiosqlite://"
+            )
+        return url
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in ("mqtt", "mqtts"):
+            raise ConfigError("SONGPOP_MQTT_URL must look like mqtt://user:password@host:1883")
+        return url
+
+    @model_validator(mode="after")
+    def _credentials_are_real(self) -> Self:
+        has_id, has_secret = bool(self.spotify_client_id), self.spotify_client_secret is not None
+        if has_id != has_secret:
+            raise ConfigError(
+                "set both SONGPOP_SPOTIFY_CLIENT_ID and SONGPOP_SPOTIFY_CLIENT_SECRET, or neither"
+            )
+        if self.environment is Environment.production:
+            secret = self.spotify_client_secret.get_secret_value() if self.spotify_client_secret else ""
+            if secret.lower() in PLACEHOLDER_SECRETS:
+                raise ConfigError("SONGPOP_SPOTIFY_CLIENT_SECRET is a placeholder; set the real one")
+            password = urlsplit(self.mqtt_url).password or ""
+            if password.lower() in PLACEHOLDER_SECRETS:
+                raise ConfigError("the password in SONGPOP_MQTT_URL is a placeholder; set the real one")
+        return self
+
+    # Derived values: one place decides what "embedded" means.
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.var_dir / 'songpop.db'}"
+
+    @property
+    def uses_emulator(self) -> bool:
+        """True when no credentials are set: the local Spotify emulator stands in for Spotify."""
+        return not self.spotify_client_id
+
+    @property
+    def effective_spotify_api_url(self) -> str:
+        if self.spotify_api_url:
+            return self.spotify_api_url.rstrip("/")
+        if self.uses_emulator:
+            return f"http://{EMULATOR_HOST}:{EMULATOR_PORT}/v1"
+        return SPOTIFY_API_URL
+
+    @property
+    def effective_spotify_accounts_url(self) -> str:
+        if self.spotify_accounts_url:
+            return self.spotify_accounts_url.rstrip("/")
+        if self.uses_emulator:
+            return f"http://{EMULATOR_HOST}:{EMULATOR_PORT}"
+        return SPOTIFY_ACCOUNTS_URL
+
+    @property
+    def models_dir(self) -> Path:
+        return self.var_dir / "models"
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to log or show: secrets and URL passwords replaced by stars."""
+        shown = self.model_dump(mode="json")
+        shown["spotify_client_secret"] = "**********" if self.spotify_client_secret else None
+        for key in ("database_url", "mqtt_url"):
+            shown[key] = redact_url(shown[key])
+        return shown
+
+
+def redact_url(url: str) -> str:
+    """Replace the password in a URL with stars."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return url.replace(f":{parts.password}@", ":****@", 1)
+
+
+def load_settings(cls: type[S] = Settings, **overrides: object) -> S:  # type: ignore[assignment]
+    """Build settings, turning validation errors into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SONGPOP_{'_'.join(str(p) for p in err['loc']).upper() or 'CONFIG'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,156 @@
+"""Database engine, sessions, migrations and the dialect-aware bulk upsert every writer uses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Table, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+log = logging.getLogger(__name__)
+
+UPSERT_CHUNK = 2000  # rows per multi-row statement: large enough to amortise, small enough for packet limits
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached; the message names it without its password."""
+
+
+def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for MySQL (asyncmy) or SQLite (aiosqlite)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_recycle=3600, pool_size=10)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def session_scope(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    async with sessions() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    """True when the database answers a trivial query."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # any driver error means "not ready"
+        return False
+
+
+async def wait_for_database(engine: AsyncEngine, *, timeout: float = 30.0) -> None:
+    """Wait (with backoff) until the database answers, or raise DatabaseUnavailable."""
+
+    @retry(
+        stop=stop_after_delay(timeout),
+        wait=wait_exponential(multiplier=0.2, max=3),
+        retry=retry_if_exception_type(ConnectionError),
+        reraise=True,
+    )
+    async def attempt() -> None:
+        if not await ping(engine):
+            raise ConnectionError
+
+    try:
+        await attempt()
+    except ConnectionError:
+        raise DatabaseUnavailable(
+            f"database {engine.url.render_as_string(hide_password=True)} is unreachable"
+        ) from None
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the latest Alembic revision (synchronous; call before serving)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+async def migrate_async(url: str) -> None:
+    """Run the migrations from async code without blocking the event loop."""
+    import asyncio
+
+    await asyncio.to_thread(migrate, url)
+
+
+def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterable[Sequence[Mapping[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+async def upsert(
+    *,
+    session: AsyncSession,
+    model: type[SQLModel],
+    rows: Sequence[Mapping[str, Any]],
+    update: Sequence[str],
+    keys: Sequence[str],
+    chunk: int = UPSERT_CHUNK,
+) -> int:
+    """Insert `rows`, updating `update` columns where the unique `keys` already exist.
+
+    Multi-row statements in chunks (`ON DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT` on SQLite);
+    the caller owns the transaction. Returns the number of rows sent.
+    """
+    if not rows:
+        return 0
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.bind.dialect.name if session.bind else "mysql"
+    for part in _chunks(rows, chunk):
+        stmt: Any
+        if dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(table).values(list(part))
+            if update:
+                stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+            else:
+                stmt = stmt.prefix_with("IGNORE")
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table).values(list(part))
+            if update:
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+                )
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        await session.exec(stmt)  # type: ignore[call-overload]
+    return len(rows)
+
+
+def metadata() -> Any:
+    """The metadata of every table (importing the models registers them)."""
+    import shared.models  # noqa: F401
+
+    return SQLModel.metadata

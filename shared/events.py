@@ -1,0 +1,163 @@
+"""MQTT topics and the versioned event envelopes published on them, defined once for every service.
+
+Every message is a JSON envelope `{schema_version, event_id, occurred_at, producer, data}`; the same
+pydantic models are used to publish and to parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+QOS = 1
+MAX_LOGGED_PAYLOAD = 200  # characters of a malformed payload worth logging
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one root (`songpop/v1` in production, a unique prefix in tests)."""
+
+    root: str = "songpop/v1"
+
+    @property
+    def db_updated(self) -> str:
+        return f"{self.root}/events/db-updated"
+
+    @property
+    def model_updated(self) -> str:
+        return f"{self.root}/events/model-updated"
+
+    @property
+    def predictions_latest(self) -> str:
+        return f"{self.root}/predictions/latest"
+
+    @property
+    def predictions_tracks(self) -> str:
+        """Wildcard filter for every per-song prediction topic."""
+        return f"{self.root}/predictions/tracks/+"
+
+    def prediction_for(self, track_id: str) -> str:
+        return f"{self.root}/predictions/tracks/{track_id}"
+
+    def status(self, service: str) -> str:
+        return f"{self.root}/status/{service}"
+
+    def alert(self, kind: str) -> str:
+        return f"{self.root}/alerts/{kind}"
+
+
+class DbUpdated(BaseModel):
+    """An ingest run committed new snapshots."""
+
+    run_id: int
+    kind: str = Field(description="init, update, history or demo")
+    week: dt.date = Field(description="Monday of the ISO week the run wrote")
+    tracks: int = Field(ge=0, description="tracks written")
+    snapshots: int = Field(ge=0, description="snapshot rows written")
+    chart_entries: int = Field(default=0, ge=0)
+    access_mode: str | None = None
+    demo: bool = False
+
+
+class ModelUpdated(BaseModel):
+    """A new model version became active."""
+
+    version: str
+    signal: Literal["popularity", "streams"]
+    horizon_weeks: int
+    kind: str
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    baselines: dict[str, Any] = Field(default_factory=dict)
+    cold_start: bool = False
+    demo: bool = False
+
+
+class Forecast(BaseModel):
+    """One horizon's forecast of one signal for one song."""
+
+    horizon_weeks: int
+    value: float
+    lower: float | None = Field(default=None, description="80% interval, lower bound")
+    upper: float | None = Field(default=None, description="80% interval, upper bound")
+    p_chart: float | None = Field(default=None, description="streams: probability still charting")
+    model_version: str
+    cold_start: bool = False
+
+
+class TrackPrediction(BaseModel):
+    """A song's latest forecasts (one per horizon) for one signal."""
+
+    track_id: str
+    name: str = ""
+    artists: str = ""
+    week: dt.date
+    signal: Literal["popularity", "streams"]
+    region: str = ""
+    rank: int | None = None
+    current: float | None = None
+    forecasts: list[Forecast]
+    demo: bool = False
+
+
+class PredictionsLatest(BaseModel):
+    """All current predictions of the trending songs."""
+
+    week: dt.date
+    count: int
+    predictions: list[TrackPrediction]
+
+
+class ServiceStatus(BaseModel):
+    service: str
+    state: Literal["online", "offline"]
+
+
+class ForecastAlert(BaseModel):
+    """A forecast crossed a threshold or moved by more than a set amount since last week."""
+
+    track_id: str
+    name: str = ""
+    signal: str
+    horizon_weeks: int
+    reason: Literal["threshold", "moved"]
+    value: float
+    previous: float | None = None
+    threshold: float | None = None
+
+
+D = TypeVar("D", bound=BaseModel)
+
+
+class Envelope(BaseModel, Generic[D]):
+    """The JSON wrapper of every songpop MQTT message."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    producer: str
+    data: D
+
+
+def envelope(producer: str, data: D, *, event_id: str | None = None) -> Envelope[D]:
+    """Wrap `data` in a new envelope from `producer`."""
+    if event_id:
+        return Envelope[type(data)](producer=producer, data=data, event_id=event_id)  # type: ignore[misc]
+    return Envelope[type(data)](producer=producer, data=data)  # type: ignore[misc]
+
+
+def parse(payload: bytes | str, data_model: type[D]) -> Envelope[D]:
+    """Parse and validate a message; raises pydantic.ValidationError on anything malformed."""
+    return Envelope[data_model].model_validate_json(payload)  # type: ignore[valid-type]
+
+
+def preview(payload: bytes | str) -> str:
+    """A short printable excerpt of a payload, for logging bad messages without flooding logs."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    return text[:MAX_LOGGED_PAYLOAD] + ("…" if len(text) > MAX_LOGGED_PAYLOAD else "")

@@ -1,0 +1,174 @@
+"""MQTT plumbing shared by the services: clients from settings, JSON publishing, a resilient consumer
+loop, and the embedded broker used when no `SONGPOP_MQTT_URL` is set."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+from pydantic import BaseModel
+
+from shared.config import Settings
+from shared.events import QOS, ServiceStatus, Topics, envelope
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MQTT_PORT = 18830
+Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def broker_address(url: str) -> BrokerAddress:
+    """Parse `mqtt://user:pw@host:port` (or `mqtts://`)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    return BrokerAddress(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or (8883 if tls else 1883),
+        username=parts.username,
+        password=parts.password,
+        tls=tls,
+    )
+
+
+def effective_mqtt_url(settings: Settings) -> str:
+    """The configured broker, or the embedded one on its fixed local port."""
+    return settings.mqtt_url or f"mqtt://127.0.0.1:{EMBEDDED_MQTT_PORT}"
+
+
+def topics(settings: Settings) -> Topics:
+    return Topics(settings.mqtt_topic_root)
+
+
+def client_id(settings: Settings, service: str, *, unique: bool = False) -> str:
+    """A stable id per service and host (persistent sessions survive restarts), or a unique one."""
+    suffix = uuid.uuid4().hex[:8] if unique else socket.gethostname()
+    return f"{settings.mqtt_client_prefix}-{service}-{suffix}"[:128]
+
+
+def status_payload(service: str, state: str) -> bytes:
+    return envelope(service, ServiceStatus(service=service, state=state)).model_dump_json().encode()  # type: ignore[arg-type]
+
+
+def make_client(
+    settings: Settings,
+    service: str,
+    *,
+    persistent: bool = False,
+    identifier: str | None = None,
+    announce: bool = True,
+) -> aiomqtt.Client:
+    """A client for `service`; with `announce`, its last will marks it `offline` (retained)."""
+    address = broker_address(effective_mqtt_url(settings))
+    will = (
+        aiomqtt.Will(
+            topics(settings).status(service), status_payload(service, "offline"), qos=QOS, retain=True
+        )
+        if announce
+        else None
+    )
+    return aiomqtt.Client(
+        address.host,
+        address.port,
+        username=address.username,
+        password=address.password,
+        identifier=identifier or client_id(settings, service, unique=not persistent),
+        clean_session=not persistent,
+        will=will,
+        tls_params=aiomqtt.TLSParameters() if address.tls else None,
+        timeout=10,
+    )
+
+
+async def publish_model(
+    client: aiomqtt.Client, topic: str, message: BaseModel, *, retain: bool = False
+) -> None:
+    """Publish a pydantic model (normally an Envelope) as JSON at QoS 1."""
+    await client.publish(topic, message.model_dump_json().encode(), qos=QOS, retain=retain)
+
+
+async def announce_online(client: aiomqtt.Client, settings: Settings, service: str) -> None:
+    await client.publish(
+        topics(settings).status(service), status_payload(service, "online"), qos=QOS, retain=True
+    )
+
+
+async def consume_forever(
+    settings: Settings,
+    service: str,
+    subscriptions: Sequence[str],
+    handle: Handler,
+    *,
+    persistent: bool = True,
+    on_connect: Callable[[aiomqtt.Client], Awaitable[None]] | None = None,
+) -> None:
+    """Subscribe and hand every message to `handle`, reconnecting with a pause when the broker goes away.
+
+    A handler that raises is logged and the message skipped: one bad message never stops a service.
+    Runs until cancelled.
+    """
+    while True:
+        try:
+            async with make_client(settings, service, persistent=persistent) as client:
+                await announce_online(client, settings, service)
+                for topic in subscriptions:
+                    await client.subscribe(topic, qos=QOS)
+                log.info("%s connected to MQTT, subscribed to %s", service, ", ".join(subscriptions))
+                if on_connect:
+                    await on_connect(client)
+                async for message in client.messages:
+                    try:
+                        await handle(message)
+                    except Exception:
+                        log.exception("%s: handling a message on %s failed; skipped", service, message.topic)
+        except aiomqtt.MqttError as exc:
+            log.warning(
+                "%s: MQTT connection lost (%s); reconnecting in %.1fs",
+                service,
+                exc,
+                settings.mqtt_reconnect_seconds,
+            )
+            await asyncio.sleep(settings.mqtt_reconnect_seconds)
+
+
+class EmbeddedBroker:
+    """An in-process MQTT broker (amqtt) for `songpop up` and for tests on machines without Mosquitto."""
+
+    def __init__(self, port: int = EMBEDDED_MQTT_PORT, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+        log.info("embedded MQTT broker listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None

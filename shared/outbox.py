@@ -1,0 +1,58 @@
+"""The transactional outbox: an event is stored in the same transaction as the data it announces and
+published after commit, retried until the broker acknowledges. A crash in between loses nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import aiomqtt
+from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.events import QOS, Envelope
+from shared.models import Outbox, utcnow
+
+log = logging.getLogger(__name__)
+
+OUTBOX_BATCH = 100
+
+
+def add_event(
+    session: AsyncSession, *, topic: str, event: Envelope[BaseModel], retain: bool = False  # type: ignore[type-var]
+) -> Outbox:
+    """Stage `event` for publishing; it becomes visible only if the surrounding transaction commits."""
+    row = Outbox(event_id=event.event_id, topic=topic, payload=event.model_dump_json(), retain=retain)
+    session.add(row)
+    return row
+
+
+async def publish_pending(
+    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client
+) -> int:
+    """Publish every unpublished event in order, marking each once the broker has acknowledged it.
+
+    Raises aiomqtt.MqttError if the broker goes away; what was not acknowledged stays pending.
+    """
+    published = 0
+    while True:
+        async with sessions() as session:
+            rows = (
+                await session.exec(  # type: ignore[call-overload]
+                    select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id).limit(OUTBOX_BATCH)  # type: ignore[union-attr]
+                )
+            ).scalars().all()
+        if not rows:
+            return published
+        for row in rows:
+            await client.publish(row.topic, row.payload.encode(), qos=QOS, retain=row.retain)
+            async with sessions() as session:
+                await session.exec(  # type: ignore[call-overload]
+                    update(Outbox)
+                    .where(Outbox.id == row.id)  # type: ignore[arg-type]
+                    .values(published_at=utcnow(), attempts=Outbox.attempts + 1)
+                )
+                await session.commit()
+            published += 1
+            log.info("published event %s on %s", row.event_id, row.topic)

@@ -1,0 +1,1 @@
+"""The Spotify Web API client (async, httpx + tenacity) and the typed objects it returns."""
