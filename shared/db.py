@@ -6,9 +6,11 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, case, func, text, true
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -63,11 +65,11 @@ async def ping(engine: AsyncEngine) -> bool:
         return False
 
 
-async def wait_for_database(engine: AsyncEngine, *, timeout: float = 30.0) -> None:
+async def wait_for_database(engine: AsyncEngine, *, within: float = 30.0) -> None:
     """Wait (with backoff) until the database answers, or raise DatabaseUnavailable."""
 
     @retry(
-        stop=stop_after_delay(timeout),
+        stop=stop_after_delay(within),
         wait=wait_exponential(multiplier=0.2, max=3),
         retry=retry_if_exception_type(ConnectionError),
         reraise=True,
@@ -107,41 +109,57 @@ def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterable[Sequence[M
         yield rows[start : start + size]
 
 
+MergeRule = Literal["replace", "keep_known", "or"]
+
+
+def _merged(rule: MergeRule, old: Any, new: Any) -> Any:
+    """The SQL value of a column on conflict: the new value, the new one unless NULL, or a logical OR."""
+    if rule == "replace":
+        return new
+    if rule == "keep_known":
+        return func.coalesce(new, old)
+    return case((new == true(), true()), else_=old)
+
+
 async def upsert(
     *,
     session: AsyncSession,
     model: type[SQLModel],
     rows: Sequence[Mapping[str, Any]],
-    update: Sequence[str],
     keys: Sequence[str],
+    update: Sequence[str] | Mapping[str, MergeRule] = (),
     chunk: int = UPSERT_CHUNK,
 ) -> int:
-    """Insert `rows`, updating `update` columns where the unique `keys` already exist.
+    """Insert `rows`; where the unique `keys` already exist, update the `update` columns.
 
-    Multi-row statements in chunks (`ON DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT` on SQLite);
-    the caller owns the transaction. Returns the number of rows sent.
+    `update` lists columns to replace, or maps each to a merge rule ("keep_known" keeps the stored value
+    when the new one is NULL; "or" for flags that, once true, stay true). Multi-row statements in chunks
+    (`ON DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT` on SQLite); the caller owns the transaction.
+    Returns the number of rows sent.
     """
     if not rows:
         return 0
+    rules: Mapping[str, MergeRule] = (
+        update if isinstance(update, Mapping) else {column: "replace" for column in update}
+    )
     table: Table = model.__table__  # type: ignore[attr-defined]
     dialect = session.bind.dialect.name if session.bind else "mysql"
     for part in _chunks(rows, chunk):
         stmt: Any
         if dialect == "mysql":
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
             stmt = mysql_insert(table).values(list(part))
-            if update:
-                stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+            if rules:
+                stmt = stmt.on_duplicate_key_update(
+                    {c: _merged(r, table.c[c], stmt.inserted[c]) for c, r in rules.items()}
+                )
             else:
                 stmt = stmt.prefix_with("IGNORE")
         else:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
             stmt = sqlite_insert(table).values(list(part))
-            if update:
+            if rules:
                 stmt = stmt.on_conflict_do_update(
-                    index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
+                    index_elements=list(keys),
+                    set_={c: _merged(r, table.c[c], stmt.excluded[c]) for c, r in rules.items()},
                 )
             else:
                 stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
