@@ -63,9 +63,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, url: str) -> str:
         if url and not url.startswith(("mysql+asyncmy://", "sqlite+aiosqlite://")):
-            raise ConfigError(
-                "SONGPOP_DATABASE_URL must start with mysql+asyncmy:// or sqlite+aiosqlite://"
-            )
+            raise ConfigError("SONGPOP_DATABASE_URL must start with mysql+asyncmy:// or sqlite+aiosqlite://")
         return url
 
     @field_validator("mqtt_url")

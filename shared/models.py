@@ -142,9 +142,7 @@ class ProcessedEvent(SQLModel, table=True):
 
 class Prediction(SQLModel, table=True):
     __table_args__ = (
-        UniqueConstraint(
-            "track_id", "week", "signal", "region", "horizon_weeks", name="uq_prediction_key"
-        ),
+        UniqueConstraint("track_id", "week", "signal", "region", "horizon_weeks", name="uq_prediction_key"),
         Index("ix_prediction_week", "week"),
     )
     id: int | None = Field(default=None, primary_key=True)

@@ -11,8 +11,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.config import Settings, redact_url
 from shared.events import QOS, Envelope
 from shared.models import Outbox, utcnow
+from shared.mqtt import effective_mqtt_url, make_client
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,11 @@ OUTBOX_BATCH = 100
 
 
 def add_event(
-    session: AsyncSession, *, topic: str, event: Envelope[BaseModel], retain: bool = False  # type: ignore[type-var]
+    session: AsyncSession,
+    *,
+    topic: str,
+    event: Envelope[BaseModel],
+    retain: bool = False,  # type: ignore[type-var]
 ) -> Outbox:
     """Stage `event` for publishing; it becomes visible only if the surrounding transaction commits."""
     row = Outbox(event_id=event.event_id, topic=topic, payload=event.model_dump_json(), retain=retain)
@@ -28,9 +34,7 @@ def add_event(
     return row
 
 
-async def publish_pending(
-    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client
-) -> int:
+async def publish_pending(*, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client) -> int:
     """Publish every unpublished event in order, marking each once the broker has acknowledged it.
 
     Raises aiomqtt.MqttError if the broker goes away; what was not acknowledged stays pending.
@@ -39,10 +43,17 @@ async def publish_pending(
     while True:
         async with sessions() as session:
             rows = (
-                await session.exec(  # type: ignore[call-overload]
-                    select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id).limit(OUTBOX_BATCH)  # type: ignore[union-attr]
+                (
+                    await session.exec(  # type: ignore[call-overload]
+                        select(Outbox)
+                        .where(Outbox.published_at.is_(None))
+                        .order_by(Outbox.id)
+                        .limit(OUTBOX_BATCH)  # type: ignore[union-attr]
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         if not rows:
             return published
         for row in rows:
@@ -56,3 +67,21 @@ async def publish_pending(
                 await session.commit()
             published += 1
             log.info("published event %s on %s", row.event_id, row.topic)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The MQTT broker could not be reached; staged events stay in the outbox for the next attempt."""
+
+
+async def flush_outbox(
+    *, settings: Settings, sessions: async_sessionmaker[AsyncSession], service: str
+) -> int:
+    """Connect, publish every pending event, disconnect. Raises BrokerUnavailable with a clear message."""
+    try:
+        async with make_client(settings, service) as client:
+            return await publish_pending(sessions=sessions, client=client)
+    except aiomqtt.MqttError as exc:
+        raise BrokerUnavailable(
+            f"MQTT broker {redact_url(effective_mqtt_url(settings))} is unreachable ({exc}); the data is "
+            "committed and its events wait in the outbox, to be published on the next connection"
+        ) from None

@@ -52,8 +52,12 @@ async def test_snapshot_upsert_is_idempotent(sessions) -> None:  # type: ignore[
         changed = [{**r, "popularity": r["popularity"] + popularity_shift} for r in rows]
         async with sessions() as session:
             await upsert(
-                session=session, model=Snapshot, rows=changed, keys=["track_id", "week"],
-                update=["popularity"], chunk=7,
+                session=session,
+                model=Snapshot,
+                rows=changed,
+                keys=["track_id", "week"],
+                update=["popularity"],
+                chunk=7,
             )
             await session.commit()
     async with sessions() as session:
@@ -65,7 +69,9 @@ async def test_snapshot_upsert_is_idempotent(sessions) -> None:  # type: ignore[
 
 async def test_outbox_publishes_after_commit(settings, sessions) -> None:  # type: ignore[no-untyped-def]
     t = topics(settings)
-    event = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=dt.date(2026, 11, 23), tracks=3, snapshots=3))
+    event = envelope(
+        "ingestor", DbUpdated(run_id=1, kind="update", week=dt.date(2026, 11, 23), tracks=3, snapshots=3)
+    )
     async with sessions() as session:
         add_event(session, topic=t.db_updated, event=event, retain=True)
         await session.commit()

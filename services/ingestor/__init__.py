@@ -1,0 +1,1 @@
+"""The ingestor: Spotify and chart files → MySQL snapshots → `db-updated`."""

@@ -1,0 +1,137 @@
+"""Ingestor entry points: one run (the CLI's `ingest init|update`) and the long-lived service
+(weekly schedule, a watched charts folder, and an outbox publisher)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.charts import iter_chart_paths
+from shared.spotify.client import SpotifyClient
+
+from shared.db import make_engine, make_sessionmaker, migrate_async, wait_for_database
+from shared.mqtt import topics
+from shared.outbox import BrokerUnavailable, flush_outbox
+from shared.schedule import run_on_schedule
+
+from .service import Progress, RunReport, run_ingest
+from .settings import IngestorSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ingestor"
+CHARTS_POLL_SECONDS = 30.0
+OUTBOX_RETRY_SECONDS = 10.0
+
+
+async def ingest_once(
+    settings: IngestorSettings,
+    *,
+    kind: str = "update",
+    chart_paths: Sequence[Path] | None = None,
+    limit: int | None = None,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] = (),
+    migrate_schema: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """One complete run: ingest, commit, then publish `db-updated`.
+
+    Raises DatabaseUnavailable or BrokerUnavailable with a clear message; the data of a run whose
+    event could not be published stays committed and the event waits in the outbox.
+    """
+    url = settings.effective_database_url
+    engine = make_engine(url)
+    try:
+        await wait_for_database(engine, within=10)
+        if migrate_schema:
+            await migrate_async(url)
+        sessions = make_sessionmaker(engine)
+        async with SpotifyClient(settings) as spotify:
+            report = await run_ingest(
+                sessions=sessions,
+                spotify=spotify,
+                settings=settings,
+                topics=topics(settings),
+                kind=kind,
+                week=week,
+                chart_paths=chart_paths,
+                extra_track_ids=track_ids,
+                limit=limit,
+                progress=progress,
+            )
+        await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
+        return report
+    finally:
+        await engine.dispose()
+
+
+class ChartsWatcher:
+    """Notices new or changed files in the charts folder (by name, size and mtime) between polls."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._seen: dict[Path, tuple[int, float]] = {}
+
+    def changed(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        fresh = []
+        for path in iter_chart_paths([self.folder]):
+            stat = path.stat()
+            signature = (stat.st_size, stat.st_mtime)
+            if self._seen.get(path) != signature:
+                self._seen[path] = signature
+                fresh.append(path)
+        return fresh
+
+
+async def serve(settings: IngestorSettings | None = None) -> None:
+    """Run the ingestor until cancelled: weekly updates, new chart files as they appear, pending events."""
+    settings = settings or IngestorSettings()
+    lock = asyncio.Lock()  # one run at a time
+
+    async def weekly() -> None:
+        async with lock:
+            await ingest_once(settings, kind="update")
+
+    async def watch() -> None:
+        watcher = ChartsWatcher(settings.charts_dir)
+        while True:
+            paths = watcher.changed()
+            if paths:
+                log.info("charts folder: %d new or changed file(s)", len(paths))
+                async with lock:
+                    await ingest_once(settings, kind="update", chart_paths=paths)
+            await asyncio.sleep(CHARTS_POLL_SECONDS)
+
+    async def publisher() -> None:
+        engine = make_engine(settings.effective_database_url)
+        sessions = make_sessionmaker(engine)
+        try:
+            while True:
+                try:
+                    await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
+                except BrokerUnavailable as exc:
+                    log.warning("%s", exc)
+                await asyncio.sleep(OUTBOX_RETRY_SECONDS)
+        finally:
+            await engine.dispose()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(run_on_schedule("ingest", settings.ingest_cron, settings.ingest_timezone, weekly))
+        group.create_task(_resilient("charts watcher", watch))
+        group.create_task(publisher())
+
+
+async def _resilient(name: str, loop_fn) -> None:  # type: ignore[no-untyped-def]
+    """Restart a background loop that failed, after a pause, instead of bringing the service down."""
+    while True:
+        try:
+            await loop_fn()
+        except Exception:
+            log.exception("%s failed; restarting in %.0fs", name, CHARTS_POLL_SECONDS)
+            await asyncio.sleep(CHARTS_POLL_SECONDS)

@@ -1,0 +1,681 @@
+"""Ingest runs: chart files and Spotify metadata → dimensions, weekly snapshots and chart entries.
+
+A run records itself in `ingest_run`, writes one transaction per batch (idempotent upserts), and stages
+its `db-updated` event in the outbox in the same transaction that finishes the run. A Spotify pause
+(long Retry-After, exhausted quota) keeps what was fetched and leaves a resume point for the next run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.charts import Chart, ChartFormatError, iter_chart_paths, read_chart
+from shared.spotify.client import SpotifyClient, SpotifyPaused
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import session_scope, upsert
+from shared.events import DbUpdated, Topics, envelope
+from shared.models import (
+    Album,
+    AppState,
+    Artist,
+    ChartEntry,
+    ChartFile,
+    IngestRun,
+    Snapshot,
+    Track,
+    TrackArtist,
+    utcnow,
+)
+from shared.outbox import add_event
+from shared.spotify import models as sp
+from shared.weeks import add_weeks, current_week
+
+from .settings import IngestorSettings
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "ingestor"
+FETCH_BATCH = 500  # tracks per fetch-and-commit batch: a pause or crash loses at most one batch
+Progress = Callable[[int], None]
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the CLI summary, logs and the `db-updated` event."""
+
+    run_id: int
+    kind: str
+    week: dt.date
+    status: str = "running"
+    access_mode: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    resume_after: dt.datetime | None = None
+
+    def add(self, key: str, n: int) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+# ---------------------------------------------------------------- rows from Spotify objects and charts
+
+
+def artist_rows(artists: Iterable[sp.Artist]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "id": a.id,
+            "name": a.name[:512],
+            "followers": a.followers,
+            "popularity": a.popularity,
+            "updated_at": now,
+        }
+        for a in artists
+    ]
+
+
+def album_rows(albums: Iterable[sp.Album]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "id": a.id,
+            "name": a.name[:512],
+            "album_type": a.album_type,
+            "total_tracks": a.total_tracks,
+            "release_date": a.release_date,
+            "release_date_precision": a.release_date_precision,
+            "label": a.label,
+            "updated_at": now,
+        }
+        for a in albums
+    ]
+
+
+def track_rows(tracks: Iterable[sp.Track], *, demo: bool) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "id": t.id,
+            "name": t.name[:512],
+            "artist_names": ", ".join(a.name for a in t.artists)[:1024],
+            "album_id": t.album.id if t.album else None,
+            "duration_ms": t.duration_ms,
+            "explicit": t.explicit,
+            "isrc": t.isrc,
+            "release_date": t.album.release_date if t.album else None,
+            "is_demo": demo,
+            "updated_at": now,
+        }
+        for t in tracks
+    ]
+
+
+def track_artist_rows(tracks: Iterable[sp.Track]) -> list[dict[str, Any]]:
+    return [
+        {"track_id": t.id, "artist_id": a.id, "position": i}
+        for t in tracks
+        for i, a in enumerate(t.artists)
+        if a.id
+    ]
+
+
+def chart_track_rows(charts: Iterable[Chart], *, demo: bool) -> list[dict[str, Any]]:
+    """Minimal track rows from chart files, so a song is stored even before (or without) enrichment."""
+    rows: dict[str, dict[str, Any]] = {}
+    for chart in charts:
+        for row in chart.rows:
+            if row.track_id and row.track_id not in rows:
+                rows[row.track_id] = {
+                    "id": row.track_id,
+                    "name": row.track_name[:512],
+                    "artist_names": ", ".join(row.artists)[:1024],
+                    "is_demo": demo,
+                    "updated_at": utcnow(),
+                }
+    return list(rows.values())
+
+
+def chart_entry_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
+    return [
+        {
+            "track_id": row.track_id,
+            "week": chart.week,
+            "region": chart.region,
+            "rank": row.rank,
+            "streams": row.streams,
+            "source": chart.name[:255],
+            "is_demo": demo,
+        }
+        for row in chart.rows
+        if row.track_id
+    ]
+
+
+def chart_snapshot_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
+    """A charting song trended that week; its popularity (if any) comes from the API."""
+    return [
+        {
+            "track_id": row.track_id,
+            "week": chart.week,
+            "trending": True,
+            "is_demo": demo,
+            "updated_at": utcnow(),
+        }
+        for row in chart.rows
+        if row.track_id
+    ]
+
+
+SNAPSHOT_MERGE = {
+    "popularity": "keep_known",
+    "popularity_source": "keep_known",
+    "trending": "or",
+    "updated_at": "replace",
+}
+TRACK_UPDATE = [
+    "name",
+    "artist_names",
+    "album_id",
+    "duration_ms",
+    "explicit",
+    "isrc",
+    "release_date",
+    "updated_at",
+]
+
+
+# ---------------------------------------------------------------- database steps
+
+
+async def start_run(*, sessions: async_sessionmaker[AsyncSession], kind: str, week: dt.date) -> RunReport:
+    async with session_scope(sessions) as session:
+        run = IngestRun(kind=kind, week=week)
+        session.add(run)
+        await session.flush()
+        assert run.id is not None
+        return RunReport(run_id=run.id, kind=kind, week=week)
+
+
+async def record_access_mode(
+    *, sessions: async_sessionmaker[AsyncSession], mode: sp.AccessMode, emulator: bool
+) -> None:
+    """Store the probed access mode where the API and the dashboard show it."""
+    value = {
+        "mode": mode.value,
+        "lacks": sp.ACCESS_MODE_LIMITS[mode],
+        "emulator": emulator,
+        "probed_at": utcnow().isoformat(),
+    }
+    async with session_scope(sessions) as session:
+        await upsert(
+            session=session,
+            model=AppState,
+            rows=[{"key": "spotify", "value": value, "updated_at": utcnow()}],
+            keys=["key"],
+            update=["value", "updated_at"],
+        )
+
+
+async def known_ids(session: AsyncSession, column: Any, ids: Sequence[str]) -> set[str]:
+    """Which of `ids` are already stored in `column` (chunked IN queries)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 1000):
+        part = ids[start : start + 1000]
+        found.update((await session.exec(select(column).where(column.in_(part)))).scalars().all())  # type: ignore[call-overload]
+    return found
+
+
+async def followed_track_ids(*, session: AsyncSession, week: dt.date, follow_weeks: int) -> list[str]:
+    """Songs that trended in the last `follow_weeks` weeks: their popularity is snapshotted weekly."""
+    since = add_weeks(week, -follow_weeks)
+    query = select(Snapshot.track_id).where(Snapshot.trending, Snapshot.week >= since).distinct()  # type: ignore[arg-type]
+    return sorted((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
+async def paused_resume_ids(*, session: AsyncSession) -> list[str]:
+    """Track ids a paused run had not fetched yet, if the latest run paused."""
+    last = (
+        (
+            await session.exec(
+                select(IngestRun).where(IngestRun.status != "running").order_by(IngestRun.id.desc()).limit(1)
+            )  # type: ignore[call-overload, union-attr]
+        )
+        .scalars()
+        .first()
+    )
+    if last is None or last.status != "paused" or not last.resume_point:
+        return []
+    return list(last.resume_point.get("track_ids", []))
+
+
+async def ingested_hashes(*, session: AsyncSession, hashes: Sequence[str]) -> set[str]:
+    return await known_ids(session, ChartFile.sha256, list(hashes))
+
+
+# ---------------------------------------------------------------- chart files
+
+
+def read_charts(paths: Sequence[Path], report: RunReport) -> list[Chart]:
+    """Read chart files; a file that cannot be read is reported by name and the rest go on."""
+    charts: list[Chart] = []
+    for path in paths:
+        try:
+            chart = read_chart(path)
+        except ChartFormatError as exc:
+            report.errors.append(str(exc))
+            report.add("chart_files_failed", 1)
+            log.error("chart file skipped: %s", exc)
+            continue
+        for problem in chart.problems:
+            report.errors.append(f"{problem.file}:{problem.line}: {problem.reason}")
+        report.add("chart_rows_rejected", len(chart.problems))
+        charts.append(chart)
+    return charts
+
+
+async def new_charts(
+    *, sessions: async_sessionmaker[AsyncSession], paths: Sequence[Path], report: RunReport
+) -> list[Chart]:
+    """Charts not ingested before (by content hash), in date order."""
+    charts = read_charts(paths, report)
+    async with sessions() as session:
+        seen = await ingested_hashes(session=session, hashes=[c.sha256 for c in charts])
+    fresh, hashes = [], set()
+    for chart in charts:
+        if chart.sha256 not in seen and chart.sha256 not in hashes:
+            fresh.append(chart)
+            hashes.add(chart.sha256)
+    report.add("chart_files_skipped_known", len(charts) - len(fresh))
+    return fresh
+
+
+async def write_charts(
+    *, sessions: async_sessionmaker[AsyncSession], charts: Sequence[Chart], report: RunReport, demo: bool
+) -> None:
+    """Each chart file in one transaction: its songs, chart entries, trending snapshots and its hash."""
+    for chart in charts:
+        async with session_scope(sessions) as session:
+            await upsert(session=session, model=Track, rows=chart_track_rows([chart], demo=demo), keys=["id"])
+            entries = chart_entry_rows(chart, demo=demo)
+            await upsert(
+                session=session,
+                model=ChartEntry,
+                rows=entries,
+                keys=["track_id", "week", "region"],
+                update=["rank", "streams", "source"],
+            )
+            await upsert(
+                session=session,
+                model=Snapshot,
+                rows=chart_snapshot_rows(chart, demo=demo),
+                keys=["track_id", "week"],
+                update=SNAPSHOT_MERGE,
+            )
+            session.add(
+                ChartFile(
+                    sha256=chart.sha256,
+                    name=chart.name[:512],
+                    region=chart.region,
+                    week=chart.week,
+                    rows=len(entries),
+                )
+            )
+        report.add("chart_files", 1)
+        report.add("chart_entries", len(entries))
+
+
+# ---------------------------------------------------------------- Spotify enrichment
+
+
+async def fetch_and_write(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient,
+    track_ids: Sequence[str],
+    week: dt.date,
+    trending: set[str],
+    report: RunReport,
+    demo: bool,
+    progress: Progress | None = None,
+) -> None:
+    """Fetch tracks in batches with their unknown albums and artists; one transaction per batch.
+
+    Raises SpotifyPaused after committing what the interrupted batch had fetched.
+    """
+    for start in range(0, len(track_ids), FETCH_BATCH):
+        batch = list(track_ids[start : start + FETCH_BATCH])
+        try:
+            tracks = await spotify.get_tracks(batch)
+        except SpotifyPaused as paused:
+            partial = {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
+            await write_tracks(
+                sessions=sessions,
+                spotify=None,
+                tracks=partial,
+                week=week,
+                trending=trending,
+                report=report,
+                demo=demo,
+            )
+            fetched = set(partial)
+            paused.remaining = [i for i in track_ids[start:] if i not in fetched]  # type: ignore[attr-defined]
+            raise
+        report.add("tracks_unknown_to_spotify", len(set(batch) - set(tracks)))
+        await write_tracks(
+            sessions=sessions,
+            spotify=spotify,
+            tracks=tracks,
+            week=week,
+            trending=trending,
+            report=report,
+            demo=demo,
+        )
+        if progress:
+            progress(len(batch))
+
+
+async def write_tracks(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient | None,
+    tracks: dict[str, sp.Track],
+    week: dt.date,
+    trending: set[str],
+    report: RunReport,
+    demo: bool,
+) -> None:
+    """Store tracks, the albums and artists not stored yet (immutable metadata is fetched once), and
+    this week's snapshot of each track."""
+    if not tracks:
+        return
+    albums: dict[str, sp.Album] = {}
+    artists: dict[str, sp.Artist] = {}
+    if spotify is not None:
+        albums, artists = await fetch_missing_dimensions(
+            sessions=sessions, spotify=spotify, tracks=tracks.values()
+        )
+    snapshots = [
+        {
+            "track_id": t.id,
+            "week": week,
+            "popularity": t.popularity,
+            "popularity_source": "api" if t.popularity is not None else None,
+            "trending": t.id in trending,
+            "is_demo": demo,
+            "updated_at": utcnow(),
+        }
+        for t in tracks.values()
+    ]
+    async with session_scope(sessions) as session:
+        await upsert(
+            session=session,
+            model=Artist,
+            rows=artist_rows(artists.values()),
+            keys=["id"],
+            update=["name", "followers", "popularity", "updated_at"],
+        )
+        await upsert(
+            session=session,
+            model=Album,
+            rows=album_rows(albums.values()),
+            keys=["id"],
+            update=[
+                "name",
+                "album_type",
+                "total_tracks",
+                "release_date",
+                "release_date_precision",
+                "label",
+                "updated_at",
+            ],
+        )
+        await upsert(
+            session=session,
+            model=Track,
+            rows=track_rows(tracks.values(), demo=demo),
+            keys=["id"],
+            update=TRACK_UPDATE,
+        )
+        await upsert(
+            session=session,
+            model=TrackArtist,
+            rows=track_artist_rows(tracks.values()),
+            keys=["track_id", "artist_id"],
+            update=["position"],
+        )
+        await upsert(
+            session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"], update=SNAPSHOT_MERGE
+        )
+    report.add("tracks", len(tracks))
+    report.add("albums", len(albums))
+    report.add("artists", len(artists))
+    report.add("snapshots", len(snapshots))
+
+
+async def fetch_missing_dimensions(
+    *, sessions: async_sessionmaker[AsyncSession], spotify: SpotifyClient, tracks: Iterable[sp.Track]
+) -> tuple[dict[str, sp.Album], dict[str, sp.Artist]]:
+    """Albums and artists referenced by `tracks` that the database does not hold yet."""
+    tracks = list(tracks)
+    album_ids = sorted({t.album.id for t in tracks if t.album and t.album.id})
+    artist_ids = sorted({a.id for t in tracks for a in t.artists if a.id})
+    async with sessions() as session:
+        album_ids = [i for i in album_ids if i not in await known_ids(session, Album.id, album_ids)]
+        artist_ids = [i for i in artist_ids if i not in await known_ids(session, Artist.id, artist_ids)]
+    albums = await spotify.get_albums(album_ids) if album_ids else {}
+    # Albums embedded in track objects are complete enough when the album endpoint lacks one.
+    for t in tracks:
+        if t.album and t.album.id in album_ids and t.album.id not in albums:
+            albums[t.album.id] = t.album
+    artists = await spotify.get_artists(artist_ids) if artist_ids else {}
+    return albums, artists
+
+
+# ---------------------------------------------------------------- finishing a run
+
+
+async def finish_run(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    report: RunReport,
+    topics: Topics,
+    demo: bool,
+    resume_ids: Sequence[str] = (),
+) -> None:
+    """Close the run and, if it wrote anything, stage `db-updated` in the same transaction."""
+    async with session_scope(sessions) as session:
+        run = await session.get(IngestRun, report.run_id)
+        assert run is not None
+        run.status = report.status
+        run.finished_at = utcnow()
+        run.access_mode = report.access_mode
+        run.counts = dict(report.counts)
+        run.errors = report.errors[:200]
+        run.resume_after = report.resume_after
+        run.resume_point = {"track_ids": list(resume_ids)} if resume_ids else None
+        session.add(run)
+        wrote = report.counts.get("snapshots", 0) + report.counts.get("chart_entries", 0)
+        if wrote and report.status in ("ok", "paused"):
+            event = envelope(
+                PRODUCER,
+                DbUpdated(
+                    run_id=report.run_id,
+                    kind=report.kind,
+                    week=report.week,
+                    tracks=report.counts.get("tracks", 0),
+                    snapshots=report.counts.get("snapshots", 0),
+                    chart_entries=report.counts.get("chart_entries", 0),
+                    access_mode=report.access_mode,
+                    demo=demo,
+                ),
+            )
+            add_event(session, topic=topics.db_updated, event=event, retain=True)
+
+
+async def fail_run(*, sessions: async_sessionmaker[AsyncSession], report: RunReport, error: str) -> None:
+    """Mark the run failed (best effort: the database itself may be what failed)."""
+    report.status = "failed"
+    report.errors.append(error)
+    try:
+        async with session_scope(sessions) as session:
+            run = await session.get(IngestRun, report.run_id)
+            if run is not None:
+                run.status, run.finished_at, run.errors = "failed", utcnow(), report.errors[:200]
+                run.counts = dict(report.counts)
+                session.add(run)
+    except Exception:  # noqa: BLE001 - reporting must not hide the original failure
+        log.warning("could not record the failure of run %s", report.run_id)
+
+
+# ---------------------------------------------------------------- the runs
+
+
+async def run_ingest(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient,
+    settings: IngestorSettings,
+    topics: Topics,
+    kind: str = "update",
+    week: dt.date | None = None,
+    chart_paths: Sequence[Path] | None = None,
+    extra_track_ids: Sequence[str] = (),
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """One ingest run: new chart files, then this week's snapshot of every followed song.
+
+    `kind` is "init" (bootstrap from past charts), "update" (the weekly run) or "demo". `limit` caps
+    the songs fetched from Spotify. Never raises SpotifyPaused: a pause ends the run as `paused`.
+    """
+    week = week or current_week()
+    demo = settings.uses_emulator
+    report = await start_run(sessions=sessions, kind=kind, week=week)
+    try:
+        await _run_steps(
+            sessions=sessions,
+            spotify=spotify,
+            settings=settings,
+            report=report,
+            demo=demo,
+            chart_paths=chart_paths,
+            extra_track_ids=extra_track_ids,
+            limit=limit,
+            progress=progress,
+        )
+    except SpotifyPaused as paused:
+        report.status, report.resume_after = "paused", paused.resume_at
+        report.errors.append(
+            f"Spotify paused the run: {paused.reason}; resume after {paused.resume_at.isoformat()}"
+        )
+        log.warning(
+            "run %s paused (%s); it may resume after %s", report.run_id, paused.reason, paused.resume_at
+        )
+        await finish_run(
+            sessions=sessions,
+            report=report,
+            topics=topics,
+            demo=demo,
+            resume_ids=getattr(paused, "remaining", []),
+        )
+        return report
+    except Exception as exc:
+        await fail_run(sessions=sessions, report=report, error=f"{type(exc).__name__}: {exc}")
+        raise
+    report.status = "ok"
+    await finish_run(sessions=sessions, report=report, topics=topics, demo=demo)
+    log.info("run %s (%s, week %s) done: %s", report.run_id, kind, week, report.counts)
+    return report
+
+
+async def _run_steps(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient,
+    settings: IngestorSettings,
+    report: RunReport,
+    demo: bool,
+    chart_paths: Sequence[Path] | None,
+    extra_track_ids: Sequence[str],
+    limit: int | None,
+    progress: Progress | None,
+) -> None:
+    mode = await spotify.probe_access_mode()
+    report.access_mode = mode.value
+    await record_access_mode(sessions=sessions, mode=mode, emulator=settings.uses_emulator)
+
+    paths = (
+        chart_paths
+        if chart_paths is not None
+        else iter_chart_paths([settings.charts_dir])
+        if settings.charts_dir.exists()
+        else []
+    )
+    charts = await new_charts(sessions=sessions, paths=list(paths), report=report)
+    await write_charts(sessions=sessions, charts=charts, report=report, demo=demo)
+
+    trending = {row.track_id for c in charts if c.week == report.week for row in c.rows if row.track_id}
+    if mode is sp.AccessMode.extended and settings.spotify_trending_playlist_id:
+        trending.update(await spotify.playlist_track_ids(settings.spotify_trending_playlist_id))
+    trending.update(extra_track_ids)
+    trending.update(settings.track_ids)
+
+    to_fetch = await tracks_to_fetch(
+        sessions=sessions, settings=settings, report=report, mode=mode, charts=charts, trending=trending
+    )
+    if limit is not None:
+        to_fetch = to_fetch[:limit]
+    report.add("tracks_requested", len(to_fetch))
+    await fetch_and_write(
+        sessions=sessions,
+        spotify=spotify,
+        track_ids=to_fetch,
+        week=report.week,
+        trending=trending,
+        report=report,
+        demo=demo,
+        progress=progress,
+    )
+
+
+async def tracks_to_fetch(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: IngestorSettings,
+    report: RunReport,
+    mode: sp.AccessMode,
+    charts: Sequence[Chart],
+    trending: set[str],
+) -> list[str]:
+    """Only what changes: songs never enriched, plus (with popularity available) every followed song."""
+    charted = {row.track_id for c in charts for row in c.rows if row.track_id}
+    async with sessions() as session:
+        resume = await paused_resume_ids(session=session)
+        candidates = sorted(charted | trending | set(resume))
+        enriched = await known_enriched(session=session, ids=candidates)
+        wanted = [i for i in candidates if i not in enriched]
+        if mode is sp.AccessMode.extended:
+            followed = await followed_track_ids(
+                session=session, week=report.week, follow_weeks=settings.follow_weeks
+            )
+            wanted = sorted(set(wanted) | set(followed) | trending)
+    # A resumed run fetches first what the paused run had left.
+    wanted_set, resume_set = set(wanted), set(resume)
+    return [i for i in resume if i in wanted_set] + [i for i in wanted if i not in resume_set]
+
+
+async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    """Tracks whose metadata came from the API already (their album is known)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 1000):
+        part = list(ids[start : start + 1000])
+        query = select(Track.id).where(Track.id.in_(part), Track.album_id.is_not(None))  # type: ignore[attr-defined, union-attr]
+        found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    return found
