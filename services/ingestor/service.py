@@ -14,24 +14,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.charts import Chart, ChartFormatError, iter_chart_paths, read_chart
 from shared.spotify.client import SpotifyClient, SpotifyPaused
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.catalog import SNAPSHOT_MERGE, known_ids, write_tracks
+from shared.charts import Chart, ChartFormatError, iter_chart_paths, read_chart
 from shared.db import session_scope, upsert
 from shared.events import DbUpdated, Topics, envelope
 from shared.models import (
     Album,
     AppState,
-    Artist,
     ChartEntry,
     ChartFile,
     IngestRun,
     Snapshot,
     Track,
-    TrackArtist,
     utcnow,
 )
 from shared.outbox import add_event
@@ -63,67 +62,12 @@ class RunReport:
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
 
+    def merge(self, counts: dict[str, int]) -> None:
+        for key, n in counts.items():
+            self.add(key, n)
+
 
 # ---------------------------------------------------------------- rows from Spotify objects and charts
-
-
-def artist_rows(artists: Iterable[sp.Artist]) -> list[dict[str, Any]]:
-    now = utcnow()
-    return [
-        {
-            "id": a.id,
-            "name": a.name[:512],
-            "followers": a.followers,
-            "popularity": a.popularity,
-            "updated_at": now,
-        }
-        for a in artists
-    ]
-
-
-def album_rows(albums: Iterable[sp.Album]) -> list[dict[str, Any]]:
-    now = utcnow()
-    return [
-        {
-            "id": a.id,
-            "name": a.name[:512],
-            "album_type": a.album_type,
-            "total_tracks": a.total_tracks,
-            "release_date": a.release_date,
-            "release_date_precision": a.release_date_precision,
-            "label": a.label,
-            "updated_at": now,
-        }
-        for a in albums
-    ]
-
-
-def track_rows(tracks: Iterable[sp.Track], *, demo: bool) -> list[dict[str, Any]]:
-    now = utcnow()
-    return [
-        {
-            "id": t.id,
-            "name": t.name[:512],
-            "artist_names": ", ".join(a.name for a in t.artists)[:1024],
-            "album_id": t.album.id if t.album else None,
-            "duration_ms": t.duration_ms,
-            "explicit": t.explicit,
-            "isrc": t.isrc,
-            "release_date": t.album.release_date if t.album else None,
-            "is_demo": demo,
-            "updated_at": now,
-        }
-        for t in tracks
-    ]
-
-
-def track_artist_rows(tracks: Iterable[sp.Track]) -> list[dict[str, Any]]:
-    return [
-        {"track_id": t.id, "artist_id": a.id, "position": i}
-        for t in tracks
-        for i, a in enumerate(t.artists)
-        if a.id
-    ]
 
 
 def chart_track_rows(charts: Iterable[Chart], *, demo: bool) -> list[dict[str, Any]]:
@@ -173,24 +117,6 @@ def chart_snapshot_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
     ]
 
 
-SNAPSHOT_MERGE = {
-    "popularity": "keep_known",
-    "popularity_source": "keep_known",
-    "trending": "or",
-    "updated_at": "replace",
-}
-TRACK_UPDATE = [
-    "name",
-    "artist_names",
-    "album_id",
-    "duration_ms",
-    "explicit",
-    "isrc",
-    "release_date",
-    "updated_at",
-]
-
-
 # ---------------------------------------------------------------- database steps
 
 
@@ -221,15 +147,6 @@ async def record_access_mode(
             keys=["key"],
             update=["value", "updated_at"],
         )
-
-
-async def known_ids(session: AsyncSession, column: Any, ids: Sequence[str]) -> set[str]:
-    """Which of `ids` are already stored in `column` (chunked IN queries)."""
-    found: set[str] = set()
-    for start in range(0, len(ids), 1000):
-        part = ids[start : start + 1000]
-        found.update((await session.exec(select(column).where(column.in_(part)))).scalars().all())  # type: ignore[call-overload]
-    return found
 
 
 async def followed_track_ids(*, session: AsyncSession, week: dt.date, follow_weeks: int) -> list[str]:
@@ -347,135 +264,30 @@ async def fetch_and_write(
 ) -> None:
     """Fetch tracks in batches with their unknown albums and artists; one transaction per batch.
 
-    Raises SpotifyPaused after committing what the interrupted batch had fetched.
+    On SpotifyPaused, commits what the interrupted batch had fetched, sets `remaining` on the
+    exception (the ids the next run must fetch) and re-raises.
     """
     for start in range(0, len(track_ids), FETCH_BATCH):
         batch = list(track_ids[start : start + FETCH_BATCH])
+        tracks: dict[str, sp.Track] = {}
         try:
             tracks = await spotify.get_tracks(batch)
-        except SpotifyPaused as paused:
-            partial = {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
-            await write_tracks(
-                sessions=sessions,
-                spotify=None,
-                tracks=partial,
-                week=week,
-                trending=trending,
-                report=report,
-                demo=demo,
+            counts = await write_tracks(
+                sessions=sessions, spotify=spotify, tracks=tracks, week=week, trending=trending, demo=demo
             )
-            fetched = set(partial)
-            paused.remaining = [i for i in track_ids[start:] if i not in fetched]  # type: ignore[attr-defined]
+        except SpotifyPaused as paused:
+            tracks = tracks or {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
+            # Without their albums these tracks count as not enriched: the next run fetches them again.
+            counts = await write_tracks(
+                sessions=sessions, spotify=None, tracks=tracks, week=week, trending=trending, demo=demo
+            )
+            report.merge(counts)
+            paused.remaining = [i for i in track_ids[start:] if i not in tracks]  # type: ignore[attr-defined]
             raise
+        report.merge(counts)
         report.add("tracks_unknown_to_spotify", len(set(batch) - set(tracks)))
-        await write_tracks(
-            sessions=sessions,
-            spotify=spotify,
-            tracks=tracks,
-            week=week,
-            trending=trending,
-            report=report,
-            demo=demo,
-        )
         if progress:
             progress(len(batch))
-
-
-async def write_tracks(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    spotify: SpotifyClient | None,
-    tracks: dict[str, sp.Track],
-    week: dt.date,
-    trending: set[str],
-    report: RunReport,
-    demo: bool,
-) -> None:
-    """Store tracks, the albums and artists not stored yet (immutable metadata is fetched once), and
-    this week's snapshot of each track."""
-    if not tracks:
-        return
-    albums: dict[str, sp.Album] = {}
-    artists: dict[str, sp.Artist] = {}
-    if spotify is not None:
-        albums, artists = await fetch_missing_dimensions(
-            sessions=sessions, spotify=spotify, tracks=tracks.values()
-        )
-    snapshots = [
-        {
-            "track_id": t.id,
-            "week": week,
-            "popularity": t.popularity,
-            "popularity_source": "api" if t.popularity is not None else None,
-            "trending": t.id in trending,
-            "is_demo": demo,
-            "updated_at": utcnow(),
-        }
-        for t in tracks.values()
-    ]
-    async with session_scope(sessions) as session:
-        await upsert(
-            session=session,
-            model=Artist,
-            rows=artist_rows(artists.values()),
-            keys=["id"],
-            update=["name", "followers", "popularity", "updated_at"],
-        )
-        await upsert(
-            session=session,
-            model=Album,
-            rows=album_rows(albums.values()),
-            keys=["id"],
-            update=[
-                "name",
-                "album_type",
-                "total_tracks",
-                "release_date",
-                "release_date_precision",
-                "label",
-                "updated_at",
-            ],
-        )
-        await upsert(
-            session=session,
-            model=Track,
-            rows=track_rows(tracks.values(), demo=demo),
-            keys=["id"],
-            update=TRACK_UPDATE,
-        )
-        await upsert(
-            session=session,
-            model=TrackArtist,
-            rows=track_artist_rows(tracks.values()),
-            keys=["track_id", "artist_id"],
-            update=["position"],
-        )
-        await upsert(
-            session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"], update=SNAPSHOT_MERGE
-        )
-    report.add("tracks", len(tracks))
-    report.add("albums", len(albums))
-    report.add("artists", len(artists))
-    report.add("snapshots", len(snapshots))
-
-
-async def fetch_missing_dimensions(
-    *, sessions: async_sessionmaker[AsyncSession], spotify: SpotifyClient, tracks: Iterable[sp.Track]
-) -> tuple[dict[str, sp.Album], dict[str, sp.Artist]]:
-    """Albums and artists referenced by `tracks` that the database does not hold yet."""
-    tracks = list(tracks)
-    album_ids = sorted({t.album.id for t in tracks if t.album and t.album.id})
-    artist_ids = sorted({a.id for t in tracks for a in t.artists if a.id})
-    async with sessions() as session:
-        album_ids = [i for i in album_ids if i not in await known_ids(session, Album.id, album_ids)]
-        artist_ids = [i for i in artist_ids if i not in await known_ids(session, Artist.id, artist_ids)]
-    albums = await spotify.get_albums(album_ids) if album_ids else {}
-    # Albums embedded in track objects are complete enough when the album endpoint lacks one.
-    for t in tracks:
-        if t.album and t.album.id in album_ids and t.album.id not in albums:
-            albums[t.album.id] = t.album
-    artists = await spotify.get_artists(artist_ids) if artist_ids else {}
-    return albums, artists
 
 
 # ---------------------------------------------------------------- finishing a run
@@ -672,10 +484,10 @@ async def tracks_to_fetch(
 
 
 async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:
-    """Tracks whose metadata came from the API already (their album is known)."""
+    """Tracks whose metadata came from the API already (their album is stored too)."""
     found: set[str] = set()
     for start in range(0, len(ids), 1000):
         part = list(ids[start : start + 1000])
-        query = select(Track.id).where(Track.id.in_(part), Track.album_id.is_not(None))  # type: ignore[attr-defined, union-attr]
+        query = select(Track.id).join(Album, Album.id == Track.album_id).where(Track.id.in_(part))  # type: ignore[arg-type, attr-defined]
         found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
     return found
