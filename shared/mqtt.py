@@ -172,3 +172,14 @@ class EmbeddedBroker:
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
+
+
+async def broker_reachable(settings: Settings, *, within: float = 2.0) -> bool:
+    """True when the broker accepts a TCP connection (readiness checks; no MQTT session is opened)."""
+    address = broker_address(effective_mqtt_url(settings))
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address.host, address.port), within)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True

@@ -1,0 +1,114 @@
+"""The predictor's FastAPI app: REST API plus, in its lifespan, the MQTT consumer of db-updated and
+model-updated events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiomqtt
+from fastapi import FastAPI
+from pydantic import ValidationError
+from shared.spotify.client import SpotifyClient
+
+from shared.db import make_engine, make_sessionmaker
+from shared.events import DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
+from shared.mqtt import consume_forever, topics
+from shared.outbox import publish_pending
+
+from . import service
+from .api import router
+from .settings import PredictorSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "predictor"
+
+
+def subscriptions(settings: PredictorSettings, t: Topics) -> list[str]:
+    """Event topics; on a real broker as a shared subscription so replicas split the work."""
+    plain = [t.db_updated, t.model_updated]
+    if settings.mqtt_url and settings.predictor_share_group:
+        return [f"$share/{settings.predictor_share_group}/{topic}" for topic in plain]
+    return plain
+
+
+def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
+    settings: PredictorSettings = app.state.settings
+    t = topics(settings)
+
+    async def handle(message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        MQTT_RECEIVED.labels(SERVICE, topic.rsplit("/", 1)[-1]).inc()
+        model = DbUpdated if topic == t.db_updated else ModelUpdated if topic == t.model_updated else None
+        if model is None:
+            return
+        try:
+            event = parse(message.payload, model)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            MQTT_REJECTED.labels(SERVICE).inc()
+            log.warning(
+                "malformed message on %s skipped (%d errors): %s",
+                topic,
+                exc.error_count(),
+                preview(message.payload),
+            )  # type: ignore[arg-type]
+            return
+        predictions = await service.predict_trending(
+            sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
+        )
+        if predictions is not None:
+            await publish_pending(sessions=app.state.sessions, client=app.state.mqtt)
+
+    return handle
+
+
+async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
+    """On every (re)connection: publish what is pending, then handle events missed while away."""
+    app.state.mqtt = client
+    await publish_pending(sessions=app.state.sessions, client=client)
+    if await service.catch_up(
+        sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
+    ):
+        await publish_pending(sessions=app.state.sessions, client=client)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: PredictorSettings = app.state.settings
+    engine = make_engine(settings.effective_database_url)
+    app.state.sessions = make_sessionmaker(engine)
+    async with SpotifyClient(settings) as spotify:
+        app.state.spotify = spotify
+        consumer = asyncio.create_task(
+            consume_forever(
+                settings,
+                SERVICE,
+                subscriptions(settings, topics(settings)),
+                make_handler(app),
+                on_connect=lambda client: on_connect(app, client),
+            )
+        )
+        try:
+            yield
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+    await engine.dispose()
+
+
+def create_app(settings: PredictorSettings | None = None) -> FastAPI:
+    """The predictor app; long-lived clients are created in its lifespan, not at import."""
+    app = FastAPI(
+        title="songpop predictor",
+        summary="Forecasts of Spotify popularity and chart streams, 26 and 52 weeks ahead",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or PredictorSettings()
+    app.include_router(router)
+    instrument(app, SERVICE)
+    return app

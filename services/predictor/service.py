@@ -1,0 +1,334 @@
+"""Predictor domain logic: forecast the trending songs once per event, store, stage the MQTT messages.
+
+Exactly once per event: handling starts by claiming the event id in `processed_event` inside the same
+transaction that stores the predictions and stages their messages in the outbox, so a duplicate
+delivery, a second replica or a restart can neither lose nor double a set of predictions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from shared.spotify.client import SpotifyClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.catalog import write_tracks
+from shared.db import upsert
+from shared.events import (
+    Forecast,
+    ForecastAlert,
+    PredictionsLatest,
+    Topics,
+    TrackPrediction,
+    envelope,
+)
+from shared.forecasting import forecast_tracks
+from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
+from shared.outbox import add_event
+from shared.weeks import current_week
+
+from .settings import PredictorSettings
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "predictor"
+PREDICTION_UPDATE = [
+    "current",
+    "value",
+    "lower",
+    "upper",
+    "p_chart",
+    "model_version",
+    "cold_start",
+    "created_at",
+]
+
+
+class UnknownTracks(LookupError):
+    """Spotify does not know these ids."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        super().__init__(f"Spotify does not know track(s): {', '.join(ids)}")
+        self.ids = list(ids)
+
+
+def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "track_id": p.track_id,
+            "week": p.week,
+            "signal": p.signal,
+            "region": p.region,
+            "horizon_weeks": f.horizon_weeks,
+            "current": p.current,
+            "value": f.value,
+            "lower": f.lower,
+            "upper": f.upper,
+            "p_chart": f.p_chart,
+            "model_version": f.model_version,
+            "cold_start": f.cold_start,
+            "created_at": now,
+        }
+        for p in predictions
+        for f in p.forecasts
+    ]
+
+
+def headline(predictions: Sequence[TrackPrediction]) -> dict[str, TrackPrediction]:
+    """Per song, the prediction shown first: the popularity index where known, else chart streams."""
+    best: dict[str, TrackPrediction] = {}
+    for p in predictions:
+        if p.track_id not in best or p.signal == "popularity":
+            best[p.track_id] = p
+    return best
+
+
+async def previous_values(
+    *, session: AsyncSession, predictions: Sequence[TrackPrediction], horizon: int = 26
+) -> dict[tuple[str, str], float]:
+    """Last week's forecast of each (song, signal) at `horizon`, to detect big moves."""
+    if not predictions:
+        return {}
+    week = predictions[0].week
+    ids = sorted({p.track_id for p in predictions})
+    latest = (
+        select(Prediction.track_id, Prediction.signal, func.max(Prediction.week).label("week"))
+        .where(Prediction.track_id.in_(ids), Prediction.week < week, Prediction.horizon_weeks == horizon)  # type: ignore[attr-defined]
+        .group_by(Prediction.track_id, Prediction.signal)
+        .subquery()
+    )
+    query = select(Prediction.track_id, Prediction.signal, Prediction.value).join(
+        latest,
+        (Prediction.track_id == latest.c.track_id)  # type: ignore[arg-type]
+        & (Prediction.signal == latest.c.signal)
+        & (Prediction.week == latest.c.week)
+        & (Prediction.horizon_weeks == horizon),
+    )
+    return {(t, s): v for t, s, v in (await session.exec(query)).all()}  # type: ignore[call-overload]
+
+
+def alerts_for(
+    predictions: Sequence[TrackPrediction],
+    previous: dict[tuple[str, str], float],
+    *,
+    threshold: float | None,
+    move: float | None,
+    horizon: int = 26,
+) -> list[ForecastAlert]:
+    """Songs whose forecast crossed `threshold` upwards or moved by more than `move` since last week."""
+    alerts = []
+    for p in predictions:
+        forecast = next((f for f in p.forecasts if f.horizon_weeks == horizon), None)
+        if forecast is None:
+            continue
+        before = previous.get((p.track_id, p.signal))
+        common = {"track_id": p.track_id, "name": p.name, "signal": p.signal, "horizon_weeks": horizon}
+        if threshold is not None and forecast.value >= threshold and (before is None or before < threshold):
+            alerts.append(
+                ForecastAlert(
+                    **common, reason="threshold", value=forecast.value, previous=before, threshold=threshold
+                )
+            )
+        elif move is not None and before is not None and abs(forecast.value - before) > move:
+            alerts.append(ForecastAlert(**common, reason="moved", value=forecast.value, previous=before))
+    return alerts
+
+
+def stage_messages(
+    session: AsyncSession,
+    *,
+    topics: Topics,
+    predictions: Sequence[TrackPrediction],
+    alerts: Sequence[ForecastAlert],
+    week: dt.date,
+) -> None:
+    """Stage the retained latest-state messages and the alerts in the outbox."""
+    latest = PredictionsLatest(week=week, count=len(predictions), predictions=list(predictions))
+    add_event(session, topic=topics.predictions_latest, event=envelope(CONSUMER, latest), retain=True)
+    for track_id, prediction in headline(predictions).items():
+        add_event(
+            session, topic=topics.prediction_for(track_id), event=envelope(CONSUMER, prediction), retain=True
+        )
+    for alert in alerts:
+        add_event(session, topic=topics.alert(alert.reason), event=envelope(CONSUMER, alert))
+
+
+async def claim(session: AsyncSession, event_id: str) -> bool:
+    """Record that this consumer handles `event_id`; False if it was handled (or claimed) already."""
+    if await session.get(ProcessedEvent, (CONSUMER, event_id)) is not None:
+        return False
+    session.add(ProcessedEvent(consumer=CONSUMER, event_id=event_id))
+    try:
+        await session.flush()
+    except IntegrityError:  # another replica claimed it between our read and our insert
+        await session.rollback()
+        return False
+    return True
+
+
+async def predict_trending(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: PredictorSettings,
+    topics: Topics,
+    event_id: str,
+) -> list[TrackPrediction] | None:
+    """Forecast this week's trending songs for the event `event_id`; None if it was handled already.
+
+    The caller publishes the staged messages (shared.outbox.flush_outbox) after this returns.
+    """
+    async with sessions() as session:
+        if not await claim(session, event_id):
+            log.info("event %s already handled; skipped", event_id)
+            return None
+        predictions = await forecast_tracks(session=session, settings=settings)
+        previous = await previous_values(session=session, predictions=predictions)
+        alerts = alerts_for(
+            predictions, previous, threshold=settings.alert_threshold, move=settings.alert_move
+        )
+        await upsert(
+            session=session,
+            model=Prediction,
+            rows=prediction_rows(predictions),
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+            update=PREDICTION_UPDATE,
+        )
+        week = predictions[0].week if predictions else current_week()
+        stage_messages(session, topics=topics, predictions=predictions, alerts=alerts, week=week)
+        await session.commit()
+    log.info(
+        "event %s: %d predictions of %d songs, %d alerts",
+        event_id,
+        len(predictions),
+        len({p.track_id for p in predictions}),
+        len(alerts),
+    )
+    return predictions
+
+
+async def missed_events(*, session: AsyncSession, topic: str) -> list[str]:
+    """Events published on `topic` (per the outbox) that this consumer never handled, oldest first."""
+    handled = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == CONSUMER)
+    query = (
+        select(Outbox.event_id)
+        .where(Outbox.topic == topic, Outbox.event_id.not_in(handled))
+        .order_by(Outbox.id)
+    )  # type: ignore[attr-defined]
+    return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
+async def catch_up(
+    *, sessions: async_sessionmaker[AsyncSession], settings: PredictorSettings, topics: Topics
+) -> int:
+    """After downtime: handle the newest missed `db-updated` once and mark the older ones handled
+    (forecasts always start from the latest data, so replaying each would only repeat work)."""
+    async with sessions() as session:
+        missed = await missed_events(session=session, topic=topics.db_updated)
+        if not missed:
+            return 0
+        for event_id in missed[:-1]:
+            session.add(ProcessedEvent(consumer=CONSUMER, event_id=event_id))
+        await session.commit()
+    log.info("catching up: %d missed db-updated event(s)", len(missed))
+    await predict_trending(sessions=sessions, settings=settings, topics=topics, event_id=missed[-1])
+    return len(missed)
+
+
+# ---------------------------------------------------------------- on-demand forecasts (REST)
+
+
+async def ensure_tracks(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient,
+    track_ids: Sequence[str],
+    demo: bool,
+) -> None:
+    """Fetch and store the songs the database has never seen; raise UnknownTracks for ids Spotify lacks."""
+    async with sessions() as session:
+        query = select(Track.id).where(Track.id.in_(list(track_ids)))  # type: ignore[attr-defined]
+        known = set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    missing = [i for i in track_ids if i not in known]
+    if not missing:
+        return
+    fetched = await spotify.get_tracks(missing)
+    if fetched:
+        await write_tracks(
+            sessions=sessions, spotify=spotify, tracks=fetched, week=current_week(), trending=set(), demo=demo
+        )
+        log.info("fetched and stored %d song(s) asked for on demand", len(fetched))
+    unknown = [i for i in missing if i not in fetched]
+    if unknown:
+        raise UnknownTracks(unknown)
+
+
+async def forecasts_for(
+    *, session: AsyncSession, settings: PredictorSettings, track_ids: Sequence[str]
+) -> dict[str, list[TrackPrediction]]:
+    """Every signal's forecast for each requested song (songs already stored)."""
+    result: dict[str, list[TrackPrediction]] = {i: [] for i in track_ids}
+    for p in await forecast_tracks(session=session, settings=settings, track_ids=list(track_ids)):
+        result.setdefault(p.track_id, []).append(p)
+    return result
+
+
+async def history(*, session: AsyncSession, track_id: str) -> list[dict[str, Any]]:
+    """A song's weekly popularity and chart positions, oldest first."""
+    snaps = (await session.exec(select(Snapshot).where(Snapshot.track_id == track_id))).scalars().all()  # type: ignore[call-overload]
+    charts = (await session.exec(select(ChartEntry).where(ChartEntry.track_id == track_id))).scalars().all()  # type: ignore[call-overload]
+    points: dict[tuple[dt.date, str | None], dict[str, Any]] = {}
+    for s in snaps:
+        points[(s.week, None)] = {"week": s.week, "popularity": s.popularity, "trending": s.trending}
+    for c in charts:
+        point = points.pop((c.week, None), None) or {"week": c.week, "popularity": None, "trending": True}
+        points[(c.week, c.region)] = {**point, "region": c.region, "rank": c.rank, "streams": c.streams}
+    return sorted(points.values(), key=lambda p: (p["week"], p.get("region") or ""))
+
+
+async def latest_predictions(*, session: AsyncSession) -> PredictionsLatest | None:
+    """The stored predictions of the most recent anchor week, grouped per song and signal."""
+    week = (await session.exec(select(func.max(Prediction.week)))).scalar()  # type: ignore[call-overload]
+    if week is None:
+        return None
+    rows = (
+        await session.exec(  # type: ignore[call-overload]
+            select(Prediction, Track)
+            .join(Track, Track.id == Prediction.track_id, isouter=True)
+            .where(Prediction.week == week)  # type: ignore[arg-type]
+        )
+    ).all()
+    grouped: dict[tuple[str, str, str], TrackPrediction] = {}
+    for pred, track in rows:
+        key = (pred.track_id, pred.signal, pred.region)
+        if key not in grouped:
+            grouped[key] = TrackPrediction(
+                track_id=pred.track_id,
+                name=track.name if track else "",
+                artists=track.artist_names if track else "",
+                week=week,
+                signal=pred.signal,
+                region=pred.region,
+                current=pred.current,
+                forecasts=[],
+                demo=bool(track and track.is_demo),
+            )
+        grouped[key].forecasts.append(
+            Forecast(
+                horizon_weeks=pred.horizon_weeks,
+                value=pred.value,
+                lower=pred.lower,
+                upper=pred.upper,
+                p_chart=pred.p_chart,
+                model_version=pred.model_version,
+                cold_start=pred.cold_start,
+            )
+        )
+    predictions = sorted(grouped.values(), key=lambda p: (p.track_id, p.signal))
+    return PredictionsLatest(week=week, count=len(predictions), predictions=predictions)

@@ -1,0 +1,21 @@
+"""Predictor settings."""
+
+from pydantic import Field
+
+from shared.config import Settings
+
+
+class PredictorSettings(Settings):
+    predictor_host: str = "127.0.0.1"
+    predictor_port: int = 8001
+    predictor_share_group: str = Field(
+        default="songpop-predictors",
+        description="MQTT shared-subscription group: replicas split the events between them",
+    )
+    max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
+    alert_threshold: float | None = Field(
+        default=None, description="alert when a 26-week popularity forecast crosses this value"
+    )
+    alert_move: float | None = Field(
+        default=None, description="alert when a forecast moves by more than this since the last one"
+    )
