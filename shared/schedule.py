@@ -44,7 +44,10 @@ async def run_on_schedule(
         when = next_run(cron, timezone)
         log.info("%s: next run at %s", name, when.isoformat())
         if on_next:
-            await on_next(when)
+            try:
+                await on_next(when)
+            except Exception:
+                log.warning("%s: could not record the next run time", name, exc_info=True)
         await asyncio.sleep(max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds()))
         try:
             await job()

@@ -1,0 +1,105 @@
+"""Trainer entry points: one training pass (the CLI's `songpop train`) and the scheduled service."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wait_for_database
+from shared.events import ModelUpdated, envelope
+from shared.forecasting import train_and_register
+from shared.models import AppState, ModelVersion, utcnow
+from shared.mqtt import topics
+from shared.outbox import BrokerUnavailable, add_event, flush_outbox
+from shared.schedule import run_on_schedule
+
+from .settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+SERVICE = "trainer"
+
+
+def announcement(version: ModelVersion) -> ModelUpdated:
+    return ModelUpdated(
+        version=version.version,
+        signal=version.signal,  # type: ignore[arg-type]
+        horizon_weeks=version.horizon_weeks,
+        kind=version.kind,
+        metrics=version.metrics,
+        baselines=version.baselines,
+        cold_start=version.cold_start,
+        demo=version.is_demo,
+    )
+
+
+async def set_state(sessions: async_sessionmaker[AsyncSession], **values: object) -> None:
+    """Merge `values` into the trainer's entry of app_state (shown on /status and the dashboard)."""
+    async with session_scope(sessions) as session:
+        current = await session.get(AppState, "trainer")
+        value = {**(current.value if current else {}), **values}
+        await upsert(
+            session=session,
+            model=AppState,
+            rows=[{"key": "trainer", "value": value, "updated_at": utcnow()}],
+            keys=["key"],
+            update=["value", "updated_at"],
+        )
+
+
+async def train_once(
+    settings: TrainerSettings,
+    *,
+    horizons: Sequence[int] = (26, 52),
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+) -> list[ModelVersion]:
+    """Train, backtest and register; announce each model that became active on `model-updated`."""
+    engine = make_engine(settings.effective_database_url) if sessions is None else None
+    try:
+        if engine is not None:
+            await wait_for_database(engine, within=10)
+            sessions = make_sessionmaker(engine)
+        assert sessions is not None
+        activated = await train_and_register(sessions=sessions, settings=settings, horizons=tuple(horizons))
+        await set_state(sessions, last_run=utcnow().isoformat(), activated=[v.version for v in activated])
+        if activated:
+            async with session_scope(sessions) as session:
+                for version in activated:
+                    add_event(
+                        session,
+                        topic=topics(settings).model_updated,
+                        event=envelope(SERVICE, announcement(version)),
+                        retain=True,
+                    )
+            await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
+        log.info("training done: %d model(s) became active", len(activated))
+        return activated
+    finally:
+        if engine is not None:
+            await engine.dispose()
+
+
+async def serve(settings: TrainerSettings | None = None) -> None:
+    """Retrain on the schedule until cancelled; the next run time is kept in app_state."""
+    settings = settings or TrainerSettings()
+    engine = make_engine(settings.effective_database_url)
+    sessions = make_sessionmaker(engine)
+
+    async def job() -> None:
+        try:
+            await train_once(settings, sessions=sessions)
+        except BrokerUnavailable as exc:
+            log.warning("%s", exc)
+
+    async def on_next(when: dt.datetime) -> None:
+        await set_state(
+            sessions, next_run=when.isoformat(), cron=settings.train_cron, timezone=settings.train_timezone
+        )
+
+    try:
+        await run_on_schedule("train", settings.train_cron, settings.train_timezone, job, on_next=on_next)
+    finally:
+        await engine.dispose()
