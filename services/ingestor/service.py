@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER = "ingestor"
 FETCH_BATCH = 500  # tracks per fetch-and-commit batch: a pause or crash loses at most one batch
-Progress = Callable[[int], None]
+Progress = Callable[[str, int, int], None]  # (phase, done, total), e.g. for a progress bar
 
 
 @dataclass
@@ -214,10 +214,15 @@ async def new_charts(
 
 
 async def write_charts(
-    *, sessions: async_sessionmaker[AsyncSession], charts: Sequence[Chart], report: RunReport, demo: bool
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    charts: Sequence[Chart],
+    report: RunReport,
+    demo: bool,
+    progress: Progress | None = None,
 ) -> None:
     """Each chart file in one transaction: its songs, chart entries, trending snapshots and its hash."""
-    for chart in charts:
+    for done, chart in enumerate(charts, 1):
         async with session_scope(sessions) as session:
             await upsert(session=session, model=Track, rows=chart_track_rows([chart], demo=demo), keys=["id"])
             entries = chart_entry_rows(chart, demo=demo)
@@ -246,6 +251,8 @@ async def write_charts(
             )
         report.add("chart_files", 1)
         report.add("chart_entries", len(entries))
+        if progress:
+            progress("chart files", done, len(charts))
 
 
 # ---------------------------------------------------------------- Spotify enrichment
@@ -287,7 +294,7 @@ async def fetch_and_write(
         report.merge(counts)
         report.add("tracks_unknown_to_spotify", len(set(batch) - set(tracks)))
         if progress:
-            progress(len(batch))
+            progress("songs", min(start + FETCH_BATCH, len(track_ids)), len(track_ids))
 
 
 # ---------------------------------------------------------------- finishing a run
@@ -431,7 +438,7 @@ async def _run_steps(
         else []
     )
     charts = await new_charts(sessions=sessions, paths=list(paths), report=report)
-    await write_charts(sessions=sessions, charts=charts, report=report, demo=demo)
+    await write_charts(sessions=sessions, charts=charts, report=report, demo=demo, progress=progress)
 
     trending = {row.track_id for c in charts if c.week == report.week for row in c.rows if row.track_id}
     if mode is sp.AccessMode.extended and settings.spotify_trending_playlist_id:

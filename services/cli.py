@@ -1,0 +1,324 @@
+"""The `songpop` command: one entry point for every job and service (names fixed in docs/interfaces)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from shared import logs
+from shared.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="songpop: which of this week's trending Spotify songs will still matter in 6 and 12 months.\n\n"
+    "Configuration comes from SONGPOP_* environment variables or a .env file (see README).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(
+    help="Fill the database from chart files and the Spotify Web API.", no_args_is_help=True
+)
+eval_app = typer.Typer(help="Backtest the forecasting models on files (train on some, score on others).")
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(eval_app, name="eval")
+console = Console(stderr=True)
+S = TypeVar("S", bound=Settings)
+
+EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_FAILED = 2, 3, 1
+
+
+class Service(StrEnum):
+    ingestor = "ingestor"
+    predictor = "predictor"
+    trainer = "trainer"
+    dashboard = "dashboard"
+
+
+def fail(message: str, code: int) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def settings_of(cls: type[S]) -> S:
+    try:
+        settings = load_settings(cls)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    logs.setup(settings.log_level)
+    return settings
+
+
+def run_job(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run an async job, turning unreachable infrastructure into a clear message and exit code."""
+    from shared.db import DatabaseUnavailable
+    from shared.outbox import BrokerUnavailable
+
+    try:
+        return asyncio.run(coro_factory())
+    except (DatabaseUnavailable, BrokerUnavailable) as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+def rich_progress() -> tuple[Progress, Callable[[str, int, int], None]]:
+    """A progress bar per phase, fed by the ingestor's (phase, done, total) callback."""
+    bar = Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return bar, update
+
+
+def print_run(report: Any) -> None:
+    colour = {"ok": "green", "paused": "yellow"}.get(report.status, "red")
+    console.print(f"run {report.run_id} ({report.kind}, week {report.week}): [{colour}]{report.status}[/]")
+    console.print(f"  Spotify access mode: {report.access_mode}")
+    for key, value in sorted(report.counts.items()):
+        console.print(f"  {key:>28}: {value}")
+    if report.errors:
+        console.print(f"  {len(report.errors)} problem(s), first ones:")
+        for error in report.errors[:10]:
+            console.print(f"    - {error}", highlight=False, markup=False)
+    if report.resume_after:
+        console.print(
+            f"  resumes after {report.resume_after.isoformat()} (run `songpop ingest update` again then)"
+        )
+
+
+def _ingest(
+    kind: str, *, charts: Path | None, limit: int | None, week: dt.date | None, track_ids: list[str]
+) -> None:
+    from services.ingestor.main import ingest_once
+    from services.ingestor.settings import IngestorSettings
+    from shared.charts import iter_chart_paths
+
+    settings = settings_of(IngestorSettings)
+    if charts is not None and not charts.exists():
+        fail(f"charts folder {charts} does not exist", EXIT_CONFIG)
+    paths = iter_chart_paths([charts]) if charts is not None else None
+    if kind == "init" and paths is not None and limit is not None:
+        paths = paths[:limit]  # --limit on init: the first N chart files
+    bar, update = rich_progress()
+    with bar:
+        report = run_job(
+            lambda: ingest_once(
+                settings,
+                kind=kind,
+                chart_paths=paths,
+                limit=None if kind == "init" else limit,
+                week=week,
+                track_ids=track_ids,
+                migrate_schema=True,
+                progress=update,
+            )
+        )
+    print_run(report)
+    if report.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@ingest_app.command("init")
+def ingest_init(
+    charts: Annotated[
+        Path | None, typer.Option(help="folder of chart CSVs (old or new format); default SONGPOP_CHARTS_DIR")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="read only the first N chart files (by date)")
+    ] = None,
+) -> None:
+    """Create or migrate the schema and bootstrap the database from past chart files."""
+    folder = charts or settings_of(Settings).charts_dir
+    _ingest("init", charts=folder, limit=limit, week=None, track_ids=[])
+
+
+@ingest_app.command("update")
+def ingest_update(
+    limit: Annotated[int | None, typer.Option(min=1, help="fetch at most N songs from Spotify")] = None,
+    week: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="week to snapshot (default: this week)")
+    ] = None,
+    track_id: Annotated[list[str] | None, typer.Option(help="also follow this track id (repeatable)")] = None,
+) -> None:
+    """This week's run: new chart files in SONGPOP_CHARTS_DIR, the trending playlist (Extended Quota),
+    and a popularity snapshot of every followed song; then publishes db-updated."""
+    _ingest("update", charts=None, limit=limit, week=week.date() if week else None, track_ids=track_id or [])
+
+
+@app.command()
+def train(
+    horizon: Annotated[list[int] | None, typer.Option(help="26 or 52 (repeatable; default both)")] = None,
+) -> None:
+    """Train, backtest and register the models; announce the ones that became active."""
+    from services.trainer.main import train_once
+    from services.trainer.settings import TrainerSettings
+
+    horizons = horizon or [26, 52]
+    if any(h not in (26, 52) for h in horizons):
+        fail("--horizon must be 26 or 52", EXIT_CONFIG)
+    settings = settings_of(TrainerSettings)
+    activated = run_job(lambda: train_once(settings, horizons=horizons))
+    if not activated:
+        console.print("no model became active (not enough new data, or no improvement over the active ones)")
+    for version in activated:
+        console.print(
+            f"active: {version.version} ({version.signal}, {version.horizon_weeks} weeks) {version.metrics}"
+        )
+
+
+@app.command()
+def predict() -> None:
+    """Score the current trending songs with the active models, store and publish the forecasts."""
+    from services.predictor.main import predict_once
+    from services.predictor.settings import PredictorSettings
+
+    settings = settings_of(PredictorSettings)
+    predictions = run_job(lambda: predict_once(settings))
+    console.print(
+        f"{len(predictions)} prediction(s) of {len({p.track_id for p in predictions})} song(s) published"
+    )
+
+
+@app.command()
+def serve(service: Annotated[Service, typer.Argument(help="which long-lived service to run")]) -> None:
+    """Run one long-lived service (what each docker compose service runs)."""
+    runners = {
+        Service.ingestor: ("services.ingestor.main", "services.ingestor.settings", "IngestorSettings"),
+        Service.predictor: ("services.predictor.main", "services.predictor.settings", "PredictorSettings"),
+        Service.trainer: ("services.trainer.main", "services.trainer.settings", "TrainerSettings"),
+        Service.dashboard: ("services.dashboard.main", "services.dashboard.settings", "DashboardSettings"),
+    }
+    import importlib
+
+    main_module, settings_module, settings_class = runners[service]
+    settings = settings_of(getattr(importlib.import_module(settings_module), settings_class))
+    serve_fn = importlib.import_module(main_module).serve
+    run_job(lambda: serve_fn(settings))
+
+
+@app.command()
+def migrate(
+    wait: Annotated[float, typer.Option(help="seconds to wait for the database and broker")] = 60.0,
+) -> None:
+    """Pre-start step: wait for the database and the broker, then bring the schema up to date."""
+    from services.prestart import prestart
+
+    settings = settings_of(Settings)
+    run_job(lambda: prestart(settings, within=wait))
+    console.print("database and broker reachable; schema up to date")
+
+
+@app.command()
+def up(
+    weeks: Annotated[
+        int, typer.Option(min=0, help="weeks of simulated demo history on an empty database")
+    ] = 60,
+    mode: Annotated[str, typer.Option(help="emulator access mode: extended or development")] = "extended",
+) -> None:
+    """The whole stack in one process: SQLite, an in-process MQTT broker and the Spotify emulator
+    unless SONGPOP_* settings point elsewhere. Prints the dashboard URL."""
+    from services.stack import run_stack
+
+    settings = settings_of(Settings)
+    if mode not in ("extended", "development"):
+        fail("--mode must be extended or development", EXIT_CONFIG)
+    run_job(lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=mode, console=console))
+
+
+@app.command()
+def emulator(
+    host: str = "127.0.0.1",
+    port: int = 8002,
+    mode: Annotated[str, typer.Option(help="extended or development")] = "development",
+    latency_ms: Annotated[float, typer.Option(help="added latency per request")] = 0.0,
+    seed: int = 42,
+    tracks: Annotated[int, typer.Option(help="catalog size")] = 20_000,
+) -> None:
+    """Run the Spotify Web API emulator (same paths, JSON shapes and errors as Spotify)."""
+    from services.emulator import run
+
+    logs.setup()
+    run(host=host, port=port, mode=mode, latency_ms=latency_ms, seed=seed, n_tracks=tracks)
+
+
+def split_paths(args: list[str]) -> tuple[list[Path], list[Path], bool]:
+    """Parse `--train A B ... --test C D ... [--json]` (each flag takes one or more paths)."""
+    groups: dict[str, list[Path]] = {"--train": [], "--test": []}
+    current: str | None = None
+    as_json = False
+    for arg in args:
+        if arg == "--json":
+            as_json = True
+        elif arg in groups:
+            current = arg
+        elif arg.startswith("--"):
+            fail(f"unknown option {arg}", EXIT_CONFIG)
+        elif current is None:
+            fail(f"{arg}: paths must follow --train or --test", EXIT_CONFIG)
+        else:
+            groups[current].append(Path(arg))
+    for flag, paths in groups.items():
+        if not paths:
+            fail(f"{flag} needs at least one path", EXIT_CONFIG)
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            fail(f"{flag}: not found: {', '.join(missing)}", EXIT_CONFIG)
+    return groups["--train"], groups["--test"], as_json
+
+
+EVAL_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+EVAL_EPILOG = "Each of --train and --test takes one or more files or folders. --json prints one JSON object."
+
+
+def _eval(kind: str, ctx: typer.Context) -> None:
+    from shared.forecasting import format_eval_table, run_eval
+
+    logs.setup("WARNING")
+    train_paths, test_paths, as_json = split_paths(ctx.args)
+    result = run_eval(kind, train_paths, test_paths)  # type: ignore[arg-type]
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        sys.stdout.write(format_eval_table(result) + "\n")
+
+
+@eval_app.command("charts", context_settings=EVAL_CONTEXT, epilog=EVAL_EPILOG)
+def eval_charts(ctx: typer.Context) -> None:
+    """Chart streams: `--train PATH... --test PATH... [--json]`; censored MAE, AUC and 80% coverage at
+    26 and 52 weeks, next to persistence and the naive floor."""
+    _eval("charts", ctx)
+
+
+@eval_app.command("popularity", context_settings=EVAL_CONTEXT, epilog=EVAL_EPILOG)
+def eval_popularity(ctx: typer.Context) -> None:
+    """Popularity index: `--train CSV... --test CSV... [--json]`; MAE and 80% coverage at 182 and 365
+    days, next to persistence and drift."""
+    _eval("popularity", ctx)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
