@@ -1,0 +1,128 @@
+"""How numbers, times and sparklines look on the pages (Jinja filters; static/live.js mirrors them)."""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from typing import Any
+
+from jinja2 import Environment
+
+from shared.weeks import add_weeks
+
+from .service import ForecastCell, TrackDetail
+
+SPARK_WIDTH, SPARK_HEIGHT = 100.0, 24.0
+COMPACT = ((1e9, "B"), (1e6, "M"), (1e3, "K"))
+LOWER_IS_BETTER = {"mae", "cmae", "rmse", "mse", "mape", "smape", "pinball", "crps"}
+HIGHER_IS_BETTER = {"auc", "r2", "accuracy"}
+COVERAGE_TARGETS = {"coverage80": 0.8}
+
+
+def fmt_value(value: float | None, signal: str | None = None) -> str:
+    """Popularity as a whole number; streams compactly (1.2M)."""
+    if value is None:
+        return "—"
+    if signal != "streams":
+        return f"{value:.0f}"
+    for size, suffix in COMPACT:
+        if abs(value) >= size:
+            return f"{value / size:.1f}".rstrip("0").rstrip(".") + suffix
+    return f"{value:.0f}"
+
+
+def fmt_interval(cell: ForecastCell | None, signal: str | None = None) -> str:
+    """`lower–upper` of an 80% interval, or nothing."""
+    if cell is None or cell.lower is None or cell.upper is None:
+        return ""
+    return f"{fmt_value(cell.lower, signal)}–{fmt_value(cell.upper, signal)}"
+
+
+def fmt_metric(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def fmt_time(value: Any) -> str:
+    """An ISO string or datetime as `YYYY-MM-DD HH:MM UTC` (naive values are UTC)."""
+    if value in (None, ""):
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.strftime("%Y-%m-%d %H:%M UTC")
+    return str(value)
+
+
+SIGNAL_LABELS = {"popularity": "Popularity index (0–100)", "streams": "Weekly chart streams"}
+
+
+def signal_label(signal: str | None) -> str:
+    return SIGNAL_LABELS.get(signal or "", "—")
+
+
+def sparkline(values: list[float]) -> str:
+    """SVG polyline points for a small trend line, scaled to the values' own range."""
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    step = SPARK_WIDTH / (len(values) - 1)
+    return " ".join(
+        f"{i * step:.1f},{SPARK_HEIGHT - 2 - (v - low) / span * (SPARK_HEIGHT - 4):.1f}"
+        for i, v in enumerate(values)
+    )
+
+
+def verdict(metric: str, model: float | None, baselines: list[float]) -> str:
+    """'better' when the model beats every baseline on this metric, 'worse' when it beats none."""
+    if model is None or not baselines:
+        return ""
+    if metric in COVERAGE_TARGETS:
+        target = COVERAGE_TARGETS[metric]
+        wins = [abs(model - target) <= abs(b - target) for b in baselines]
+    elif metric in LOWER_IS_BETTER or metric.endswith(("mae", "rmse", "error")):
+        wins = [model <= b for b in baselines]
+    elif metric in HIGHER_IS_BETTER:
+        wins = [model >= b for b in baselines]
+    else:
+        return ""
+    return "better" if all(wins) else "worse" if not any(wins) else ""
+
+
+def _epoch(day: dt.date) -> int:
+    return calendar.timegm(day.timetuple())
+
+
+def chart_data(detail: TrackDetail) -> dict[str, Any]:
+    """What static/track.js needs to draw history, forecast and its 80% band (times in epoch seconds)."""
+    forecasts = []
+    if detail.week is not None:
+        for horizon, cell in sorted(detail.forecasts.items()):
+            forecasts.append({
+                "h": horizon, "t": _epoch(add_weeks(detail.week, horizon)),
+                "value": cell.value, "lower": cell.lower, "upper": cell.upper,
+            })
+    return {
+        "track_id": detail.track_id,
+        "signal": detail.signal,
+        "region": detail.region,
+        "anchor": _epoch(detail.week) if detail.week else None,
+        "current": detail.current,
+        "history": [[_epoch(p.week), p.value] for p in detail.history],
+        "forecasts": forecasts,
+    }
+
+
+def register(env: Environment) -> None:
+    """Install the filters and globals the templates use."""
+    env.filters.update(
+        value=fmt_value, interval=fmt_interval, metric=fmt_metric, time=fmt_time, sparkline=sparkline,
+    )
+    env.globals.update(signal_label=signal_label, verdict=verdict)

@@ -1,0 +1,165 @@
+"""Live updates: MQTT prediction messages fanned out to every open page over bounded per-client queues.
+
+Each websocket client gets a queue of at most `queue_size` messages. A client that falls that far behind
+is dropped (its page reconnects and resyncs from the REST view), so memory stays bounded however slow
+or numerous the clients are. A message is serialised once and shared by every queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from pydantic import ValidationError
+
+from shared.events import PredictionsLatest, ServiceStatus, Topics, parse, preview
+from shared.models import utcnow
+
+from .service import TrendingRow, row_from_message
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and resyncs
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One websocket client's outgoing queue; `dropped` is set when it fell too far behind."""
+
+    queue: asyncio.Queue[str]
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Hub:
+    """Fan-out of text messages to subscribers with bounded queues; slow subscribers are dropped."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._subscribers: set[Subscriber] = set()
+        self.dropped_total = 0
+        self.broadcast_total = 0
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber(queue=asyncio.Queue(maxsize=self.queue_size))
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def broadcast(self, text: str) -> int:
+        """Queue `text` for every subscriber; returns how many got it. Full queues drop their client."""
+        delivered = 0
+        for subscriber in list(self._subscribers):
+            try:
+                subscriber.queue.put_nowait(text)
+                delivered += 1
+            except asyncio.QueueFull:
+                self._drop(subscriber)
+        self.broadcast_total += 1
+        return delivered
+
+    def close(self) -> None:
+        """Release every subscriber (server shutting down)."""
+        for subscriber in list(self._subscribers):
+            self._drop(subscriber, counted=False)
+
+    def _drop(self, subscriber: Subscriber, *, counted: bool = True) -> None:
+        self._subscribers.discard(subscriber)
+        subscriber.dropped.set()
+        # Free the backlog now rather than when the connection finally closes.
+        while not subscriber.queue.empty():
+            subscriber.queue.get_nowait()
+        if counted:
+            self.dropped_total += 1
+            log.info("dropped a websocket client that fell %d messages behind", self.queue_size)
+
+
+def _fingerprint(row: TrendingRow) -> str:
+    return row.model_dump_json(include={"current", "rank", "f26", "f52", "name", "artists", "demo"})
+
+
+@dataclass
+class ServiceSeen:
+    state: str
+    at: dt.datetime
+
+
+class LiveFeed:
+    """Turns MQTT messages into page updates and remembers what the status page shows about services."""
+
+    def __init__(self, hub: Hub, topics: Topics) -> None:
+        self.hub = hub
+        self.topics = topics
+        self.services: dict[str, ServiceSeen] = {}
+        self.last_event_id: str | None = None
+        self.last_received_at: dt.datetime | None = None
+        self.connected_at: dt.datetime | None = None
+        self.connected = asyncio.Event()  # set once subscribed: updates published from now on arrive
+        self.malformed = 0
+        self._sent: dict[tuple[str, str, str], str] = {}  # rows of the last message, to send only changes
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return [self.topics.predictions_latest, f"{self.topics.root}/status/+"]
+
+    async def on_connect(self, client: aiomqtt.Client) -> None:
+        self.connected_at = utcnow()
+        self.connected.set()
+
+    async def handle(self, message: aiomqtt.Message) -> None:
+        """Route one MQTT message; malformed payloads are logged and skipped."""
+        topic = str(message.topic)
+        payload = message.payload if isinstance(message.payload, bytes | str) else b""
+        try:
+            if topic == self.topics.predictions_latest:
+                self._on_predictions(payload)
+            elif topic.startswith(f"{self.topics.root}/status/"):
+                self._on_status(payload)
+        except ValidationError as exc:
+            self.malformed += 1
+            log.warning(
+                "skipped a malformed message on %s (%d errors): %s",
+                topic, exc.error_count(), preview(payload),
+            )
+
+    def _on_predictions(self, payload: bytes | str) -> None:
+        event = parse(payload, PredictionsLatest)
+        rows = [row_from_message(p) for p in event.data.predictions]
+        fresh = {(r.track_id, r.signal, r.region): _fingerprint(r) for r in rows}
+        changed = [r for r in rows if self._sent.get((r.track_id, r.signal, r.region)) != fresh[
+            (r.track_id, r.signal, r.region)]]
+        self._sent = fresh  # bounded by the size of one message
+        self.last_event_id, self.last_received_at = event.event_id, utcnow()
+        if changed:
+            self.hub.broadcast(
+                predictions_message(changed, event_id=event.event_id, week=event.data.week)
+            )
+
+    def _on_status(self, payload: bytes | str) -> None:
+        event = parse(payload, ServiceStatus)
+        self.services[event.data.service] = ServiceSeen(state=event.data.state, at=event.occurred_at)
+
+
+def predictions_message(rows: list[TrendingRow], *, event_id: str | None, week: dt.date | None) -> str:
+    """The websocket message carrying updated rows (the page's one update format)."""
+    body: dict[str, Any] = {
+        "type": "predictions",
+        "event_id": event_id,
+        "week": week.isoformat() if week else None,
+        "rows": [r.model_dump(mode="json", exclude={"trend"}) for r in rows],
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def hello_message(feed: LiveFeed) -> str:
+    """Sent when a page connects: which predictions event the server saw last, so the page can resync."""
+    return json.dumps({"type": "hello", "event_id": feed.last_event_id})

@@ -1,0 +1,36 @@
+"""Run the dashboard: `run()` on its own, `serve()` inside another event loop (as `songpop up` does)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from shared.config import load_settings
+
+from .app import create_app
+from .settings import DashboardSettings
+
+
+def server(settings: DashboardSettings) -> uvicorn.Server:
+    """A uvicorn server for the dashboard on `dashboard_host:dashboard_port`."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.dashboard_host,
+        port=settings.dashboard_port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=64 * 1024,  # pages send nothing of substance; refuse big frames
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(settings: DashboardSettings | None = None) -> None:
+    """Serve until cancelled or told to exit (runs in the caller's event loop)."""
+    await server(settings or load_settings(DashboardSettings)).serve()
+
+
+def run(settings: DashboardSettings | None = None) -> None:
+    """Serve the dashboard (blocking) on port `dashboard_port` (8000 by default)."""
+    asyncio.run(serve(settings))

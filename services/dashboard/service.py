@@ -1,0 +1,512 @@
+"""The dashboard's read side: typed views of trending songs, one song, the models and the system status.
+
+Keyword-only query functions take their session explicitly; routes stay thin. The same `TrendingRow`
+shape is built from the database (page render, resync) and from MQTT messages (live updates), so the
+page has one way to draw a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.events import Forecast, TrackPrediction
+from shared.models import AppState, ChartEntry, IngestRun, ModelVersion, Prediction, Snapshot, Track
+from shared.weeks import add_weeks
+
+HORIZONS = (26, 52)
+SIGNALS = ("popularity", "streams")
+RECENT_RUNS = 10
+RECENT_MODELS = 30
+
+
+class ForecastCell(BaseModel):
+    """One horizon's forecast as the page shows it."""
+
+    value: float
+    lower: float | None = None
+    upper: float | None = None
+    p_chart: float | None = None
+    model_version: str = ""
+    cold_start: bool = False
+
+
+class TrendingRow(BaseModel):
+    """One song's line in the trending table (and one item of a live update)."""
+
+    track_id: str
+    name: str = ""
+    artists: str = ""
+    rank: int | None = None
+    current: float | None = None
+    signal: str
+    region: str = ""
+    week: dt.date
+    demo: bool = False
+    f26: ForecastCell | None = None
+    f52: ForecastCell | None = None
+    trend: list[float] = Field(default_factory=list, description="recent weekly values, oldest first")
+
+    @property
+    def cold_start(self) -> bool:
+        return any(f is not None and f.cold_start for f in (self.f26, self.f52))
+
+
+class SignalChoice(BaseModel):
+    signal: str
+    region: str
+
+
+class TrendingView(BaseModel):
+    """The trending table of one signal (and chart region) for the latest predicted week."""
+
+    week: dt.date | None
+    signal: str | None
+    region: str = ""
+    choices: list[SignalChoice] = Field(default_factory=list)
+    rows: list[TrendingRow] = Field(default_factory=list)
+    rank_source: str = "chart"  # "chart" (chart position) or "value" (ordered by current value)
+
+    @property
+    def demo(self) -> bool:
+        return any(row.demo for row in self.rows)
+
+
+class HistoryPoint(BaseModel):
+    week: dt.date
+    value: float
+
+
+class TrackDetail(BaseModel):
+    """One song: its history and forecasts for one signal."""
+
+    track_id: str
+    name: str
+    artists: str
+    demo: bool
+    release_date: dt.date | None = None
+    signal: str | None = None
+    region: str = ""
+    choices: list[SignalChoice] = Field(default_factory=list)
+    week: dt.date | None = None
+    current: float | None = None
+    history: list[HistoryPoint] = Field(default_factory=list)
+    forecasts: dict[int, ForecastCell] = Field(default_factory=dict)
+
+
+class ComparisonRow(BaseModel):
+    label: str
+    is_model: bool
+    values: dict[str, float]
+
+
+class ModelCard(BaseModel):
+    """A registered model with its backtest metrics next to its baselines."""
+
+    version: str
+    signal: str
+    horizon_weeks: int
+    kind: str
+    created_at: dt.datetime
+    train_start: dt.date | None = None
+    train_end: dt.date | None = None
+    n_train: int = 0
+    active: bool = False
+    cold_start: bool = False
+    demo: bool = False
+    metric_names: list[str] = Field(default_factory=list)
+    comparison: list[ComparisonRow] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict, description="non-numeric metrics")
+
+
+class RunView(BaseModel):
+    id: int
+    kind: str
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    week: dt.date | None = None
+    access_mode: str | None = None
+    counts: dict[str, Any] = Field(default_factory=dict)
+    errors: int = 0
+
+
+class StatusView(BaseModel):
+    """What the status page shows from the database."""
+
+    spotify: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    other_state: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    runs: list[RunView] = Field(default_factory=list)
+    tracks: int = 0
+    demo_tracks: int = 0
+    latest_prediction_week: dt.date | None = None
+    active_models: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- conversions
+
+
+def cell_from_prediction(row: Prediction) -> ForecastCell:
+    return ForecastCell(
+        value=row.value,
+        lower=row.lower,
+        upper=row.upper,
+        p_chart=row.p_chart,
+        model_version=row.model_version,
+        cold_start=row.cold_start,
+    )
+
+
+def cell_from_forecast(forecast: Forecast) -> ForecastCell:
+    return ForecastCell(
+        value=forecast.value,
+        lower=forecast.lower,
+        upper=forecast.upper,
+        p_chart=forecast.p_chart,
+        model_version=forecast.model_version,
+        cold_start=forecast.cold_start,
+    )
+
+
+def row_from_message(prediction: TrackPrediction) -> TrendingRow:
+    """A live-update row from a published `TrackPrediction`."""
+    cells = {f.horizon_weeks: cell_from_forecast(f) for f in prediction.forecasts}
+    return TrendingRow(
+        track_id=prediction.track_id,
+        name=prediction.name,
+        artists=prediction.artists,
+        rank=prediction.rank,
+        current=prediction.current,
+        signal=prediction.signal,
+        region=prediction.region,
+        week=prediction.week,
+        demo=prediction.demo,
+        f26=cells.get(26),
+        f52=cells.get(52),
+    )
+
+
+# ---------------------------------------------------------------- trending
+
+
+def _pick(choices: Sequence[SignalChoice], signal: str | None, region: str | None, default_region: str) -> (
+    SignalChoice | None
+):
+    """The requested signal/region if predicted, else popularity, else the default chart region."""
+    if not choices:
+        return None
+
+    def score(choice: SignalChoice) -> tuple[int, int, int, str]:
+        return (
+            0 if signal and choice.signal == signal else 1,
+            0 if region is not None and choice.region == region else 1,
+            (0 if choice.signal == "popularity" else 1) if not signal else 0,
+            "" if choice.region == default_region else choice.region or "~",
+        )
+
+    return min(choices, key=score)
+
+
+async def latest_prediction_week(*, session: AsyncSession) -> dt.date | None:
+    """The most recent anchor week any prediction was made for."""
+    return (await session.exec(select(func.max(Prediction.week)))).one()
+
+
+async def signal_choices(*, session: AsyncSession, week: dt.date, track_id: str | None = None) -> list[
+    SignalChoice
+]:
+    """The (signal, region) pairs predicted for `week` (optionally for one song)."""
+    query = select(Prediction.signal, Prediction.region).where(Prediction.week == week).distinct()
+    if track_id is not None:
+        query = query.where(Prediction.track_id == track_id)
+    pairs = (await session.exec(query)).all()
+    return sorted((SignalChoice(signal=s, region=r) for s, r in pairs), key=lambda c: (c.signal, c.region))
+
+
+async def trending(
+    *,
+    session: AsyncSession,
+    signal: str | None = None,
+    region: str | None = None,
+    default_region: str = "global",
+    limit: int = 200,
+    trend_weeks: int = 26,
+) -> TrendingView:
+    """The latest week's predicted songs for one signal, ranked, with a short trend of each."""
+    week = await latest_prediction_week(session=session)
+    if week is None:
+        return TrendingView(week=None, signal=None)
+    choices = await signal_choices(session=session, week=week)
+    choice = _pick(choices, signal, region, default_region)
+    assert choice is not None  # a week with predictions has at least one choice
+    query = (
+        select(Prediction, Track)
+        .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
+        .where(
+            Prediction.week == week,
+            Prediction.signal == choice.signal,
+            Prediction.region == choice.region,
+            col(Prediction.horizon_weeks).in_(HORIZONS),
+        )
+    )
+    rows: dict[str, TrendingRow] = {}
+    for prediction, track in (await session.exec(query)).all():
+        row = rows.get(prediction.track_id)
+        if row is None:
+            row = rows[prediction.track_id] = TrendingRow(
+                track_id=prediction.track_id,
+                name=track.name if track else prediction.track_id,
+                artists=track.artist_names if track else "",
+                current=prediction.current,
+                signal=prediction.signal,
+                region=prediction.region,
+                week=week,
+                demo=bool(track and track.is_demo),
+            )
+        setattr(row, f"f{prediction.horizon_weeks}", cell_from_prediction(prediction))
+    chart_region = choice.region or default_region
+    ranks = await _chart_ranks(session=session, week=week, region=chart_region, track_ids=list(rows))
+    ordered, rank_source = _rank(rows.values(), ranks)
+    shown = ordered[:limit]
+    trends = await _trends(
+        session=session,
+        signal=choice.signal,
+        region=chart_region,
+        end=week,
+        weeks=trend_weeks,
+        track_ids=[r.track_id for r in shown],
+    )
+    for row in shown:
+        row.trend = trends.get(row.track_id, [])
+    return TrendingView(
+        week=week, signal=choice.signal, region=choice.region, choices=choices, rows=shown,
+        rank_source=rank_source,
+    )
+
+
+def _rank(rows: Iterable[TrendingRow], chart_ranks: dict[str, int]) -> tuple[list[TrendingRow], str]:
+    """Order by chart position when the week has a chart, else by current value (highest first)."""
+    items = list(rows)
+    if chart_ranks:
+        for row in items:
+            row.rank = chart_ranks.get(row.track_id)
+        items.sort(key=lambda r: (r.rank is None, r.rank or 0, -(r.current or 0.0), r.name))
+        return items, "chart"
+    items.sort(key=lambda r: (r.current is None, -(r.current or 0.0), r.name))
+    for position, row in enumerate(items, start=1):
+        row.rank = position
+    return items, "value"
+
+
+async def _chart_ranks(
+    *, session: AsyncSession, week: dt.date, region: str, track_ids: Sequence[str]
+) -> dict[str, int]:
+    if not track_ids:
+        return {}
+    query = select(ChartEntry.track_id, ChartEntry.rank).where(
+        ChartEntry.week == week, ChartEntry.region == region, col(ChartEntry.track_id).in_(track_ids)
+    )
+    return {track_id: rank for track_id, rank in (await session.exec(query)).all()}
+
+
+async def _trends(
+    *,
+    session: AsyncSession,
+    signal: str,
+    region: str,
+    end: dt.date,
+    weeks: int,
+    track_ids: Sequence[str],
+) -> dict[str, list[float]]:
+    """Each song's weekly values over the last `weeks` weeks up to `end`, oldest first."""
+    if not track_ids:
+        return {}
+    start = add_weeks(end, -(weeks - 1))
+    points = await _history_points(session=session, signal=signal, region=region, track_ids=track_ids,
+                                   start=start, end=end)
+    trends: dict[str, list[float]] = defaultdict(list)
+    for track_id, _week, value in points:
+        trends[track_id].append(value)
+    return trends
+
+
+async def _history_points(
+    *,
+    session: AsyncSession,
+    signal: str,
+    region: str,
+    track_ids: Sequence[str],
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> list[tuple[str, dt.date, float]]:
+    """(track, week, value) of the signal's history, ordered by week."""
+    query: Any
+    if signal == "streams":
+        query = select(ChartEntry.track_id, ChartEntry.week, ChartEntry.streams).where(
+            ChartEntry.region == region,
+            col(ChartEntry.track_id).in_(track_ids),
+            col(ChartEntry.streams).is_not(None),
+        )
+        week_col = ChartEntry.week
+    else:
+        query = select(Snapshot.track_id, Snapshot.week, Snapshot.popularity).where(
+            col(Snapshot.track_id).in_(track_ids), col(Snapshot.popularity).is_not(None)
+        )
+        week_col = Snapshot.week
+    if start is not None:
+        query = query.where(week_col >= start)
+    if end is not None:
+        query = query.where(week_col <= end)
+    rows = (await session.exec(query.order_by(week_col))).all()
+    return [(track_id, week, float(value)) for track_id, week, value in rows]
+
+
+# ---------------------------------------------------------------- one song
+
+
+async def track_detail(
+    *,
+    session: AsyncSession,
+    track_id: str,
+    signal: str | None = None,
+    region: str | None = None,
+    default_region: str = "global",
+) -> TrackDetail | None:
+    """A song's history and latest forecasts, or None when the song is unknown."""
+    track = await session.get(Track, track_id)
+    latest = (
+        await session.exec(select(func.max(Prediction.week)).where(Prediction.track_id == track_id))
+    ).one()
+    if track is None and latest is None:
+        return None
+    detail = TrackDetail(
+        track_id=track_id,
+        name=track.name if track else track_id,
+        artists=track.artist_names if track else "",
+        demo=bool(track and track.is_demo),
+        release_date=track.release_date if track else None,
+        week=latest,
+    )
+    choices = await signal_choices(session=session, week=latest, track_id=track_id) if latest else []
+    choice = _pick(choices, signal, region, default_region)
+    detail.choices = choices
+    if choice is None:  # no forecast yet: show whatever history there is
+        choice = SignalChoice(signal=signal or "popularity", region=region or "")
+    detail.signal, detail.region = choice.signal, choice.region
+    if latest is not None:
+        predictions = (
+            await session.exec(
+                select(Prediction).where(
+                    Prediction.track_id == track_id,
+                    Prediction.week == latest,
+                    Prediction.signal == choice.signal,
+                    Prediction.region == choice.region,
+                )
+            )
+        ).all()
+        detail.forecasts = {p.horizon_weeks: cell_from_prediction(p) for p in predictions}
+        detail.current = next((p.current for p in predictions if p.current is not None), None)
+    points = await _history_points(
+        session=session, signal=choice.signal, region=choice.region or default_region, track_ids=[track_id]
+    )
+    detail.history = [HistoryPoint(week=week, value=value) for _, week, value in points]
+    return detail
+
+
+# ---------------------------------------------------------------- models
+
+
+def _numeric(values: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def comparison_rows(metrics: dict[str, Any], baselines: dict[str, Any]) -> list[ComparisonRow]:
+    """The model's numeric metrics and each baseline's, as rows of one table."""
+    rows = [ComparisonRow(label="model", is_model=True, values=_numeric(metrics))]
+    nested = {k: v for k, v in baselines.items() if isinstance(v, dict)}
+    rows.extend(ComparisonRow(label=name, is_model=False, values=_numeric(v)) for name, v in nested.items())
+    flat = _numeric({k: v for k, v in baselines.items() if k not in nested})
+    if flat:
+        rows.append(ComparisonRow(label="baselines", is_model=False, values=flat))
+    return rows
+
+
+def model_card(model: ModelVersion) -> ModelCard:
+    comparison = comparison_rows(model.metrics or {}, model.baselines or {})
+    names: list[str] = []
+    for row in comparison:
+        names.extend(k for k in row.values if k not in names)
+    details = {k: v for k, v in (model.metrics or {}).items() if k not in comparison[0].values}
+    return ModelCard(
+        version=model.version,
+        signal=model.signal,
+        horizon_weeks=model.horizon_weeks,
+        kind=model.kind,
+        created_at=model.created_at,
+        train_start=model.train_start,
+        train_end=model.train_end,
+        n_train=model.n_train,
+        active=model.active,
+        cold_start=model.cold_start,
+        demo=model.is_demo,
+        metric_names=names,
+        comparison=comparison,
+        details=details,
+    )
+
+
+async def model_cards(*, session: AsyncSession, limit: int = RECENT_MODELS) -> list[ModelCard]:
+    """Active models first (by signal and horizon), then the most recent others."""
+    query = select(ModelVersion).order_by(
+        col(ModelVersion.active).desc(), col(ModelVersion.created_at).desc(), col(ModelVersion.id).desc()
+    )
+    models = (await session.exec(query.limit(limit))).all()
+    cards = [model_card(m) for m in models]
+    # Stable sort: the inactive ones stay newest first.
+    cards.sort(key=lambda c: (0, c.signal, c.horizon_weeks) if c.active else (1, "", 0))
+    return cards
+
+
+# ---------------------------------------------------------------- status
+
+
+async def status_view(*, session: AsyncSession) -> StatusView:
+    """Access mode, schedules, recent ingest runs and a few counts."""
+    states = {s.key: dict(s.value or {}) for s in (await session.exec(select(AppState))).all()}
+    runs = (
+        await session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(RECENT_RUNS))
+    ).all()
+    tracks = (await session.exec(select(func.count()).select_from(Track))).one()
+    demo_tracks = (
+        await session.exec(select(func.count()).select_from(Track).where(col(Track.is_demo).is_(True)))
+    ).one()
+    active = (
+        await session.exec(select(ModelVersion.version).where(col(ModelVersion.active).is_(True)))
+    ).all()
+    return StatusView(
+        spotify=states.pop("spotify", {}),
+        trainer=states.pop("trainer", {}),
+        other_state=states,
+        runs=[
+            RunView(
+                id=r.id or 0, kind=r.kind, status=r.status, started_at=r.started_at,
+                finished_at=r.finished_at, week=r.week, access_mode=r.access_mode,
+                counts=dict(r.counts or {}), errors=len(r.errors or []),
+            )
+            for r in runs
+        ],
+        tracks=int(tracks),
+        demo_tracks=int(demo_tracks),
+        latest_prediction_week=await latest_prediction_week(session=session),
+        active_models=sorted(active),
+    )
