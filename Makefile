@@ -1,0 +1,44 @@
+# songpop: `make run` runs the whole stack on this machine, `make test` runs the tests.
+# Both create .venv and install what they need first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+
+.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-e2e eval compose-check clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/songpop: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/songpop  ## create .venv and install songpop with its dev tools
+
+run: install  ## the whole stack in one process (SQLite, embedded broker, Spotify emulator); prints the dashboard URL
+	$(BIN)/songpop up
+
+test: install  ## the test suite (real MariaDB/Mosquitto when reachable, embedded ones otherwise)
+	$(BIN)/pytest -q
+
+lint: install  ## ruff
+	$(BIN)/ruff check shared services tests benchmarks
+
+typecheck: install  ## mypy
+	$(BIN)/mypy shared services
+
+eval: install  ## backtests on the real chart and popularity data in $(DATA)
+	$(BIN)/songpop eval charts --train $(DATA)/charts-weekly-2017-2020 --test $(DATA)/charts-weekly-2017-2020
+	$(BIN)/songpop eval popularity --train $(DATA)/popularity-top50-daily-2023-2024 --test $(DATA)/popularity-top50-daily-2023-2024
+
+compose-check:  ## validate docker-compose.yml (needs the docker client only)
+	docker compose -f docker-compose.yml --env-file .env.example config -q
+
+bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache
