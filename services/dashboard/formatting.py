@@ -14,9 +14,6 @@ from .service import ForecastCell, TrackDetail
 
 SPARK_WIDTH, SPARK_HEIGHT = 100.0, 24.0
 COMPACT = ((1e9, "B"), (1e6, "M"), (1e3, "K"))
-LOWER_IS_BETTER = {"mae", "cmae", "rmse", "mse", "mape", "smape", "pinball", "crps"}
-HIGHER_IS_BETTER = {"auc", "r2", "accuracy"}
-COVERAGE_TARGETS = {"coverage80": 0.8}
 
 
 def fmt_value(value: float | None, signal: str | None = None) -> str:
@@ -80,22 +77,6 @@ def sparkline(values: list[float]) -> str:
     )
 
 
-def verdict(metric: str, model: float | None, baselines: list[float]) -> str:
-    """'better' when the model beats every baseline on this metric, 'worse' when it beats none."""
-    if model is None or not baselines:
-        return ""
-    if metric in COVERAGE_TARGETS:
-        target = COVERAGE_TARGETS[metric]
-        wins = [abs(model - target) <= abs(b - target) for b in baselines]
-    elif metric in LOWER_IS_BETTER or metric.endswith(("mae", "rmse", "error")):
-        wins = [model <= b for b in baselines]
-    elif metric in HIGHER_IS_BETTER:
-        wins = [model >= b for b in baselines]
-    else:
-        return ""
-    return "better" if all(wins) else "worse" if not any(wins) else ""
-
-
 def _epoch(day: dt.date) -> int:
     return calendar.timegm(day.timetuple())
 
@@ -125,4 +106,4 @@ def register(env: Environment) -> None:
     env.filters.update(
         value=fmt_value, interval=fmt_interval, metric=fmt_metric, time=fmt_time, sparkline=sparkline,
     )
-    env.globals.update(signal_label=signal_label, verdict=verdict)
+    env.globals.update(signal_label=signal_label)

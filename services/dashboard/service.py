@@ -25,6 +25,9 @@ HORIZONS = (26, 52)
 SIGNALS = ("popularity", "streams")
 RECENT_RUNS = 10
 RECENT_MODELS = 30
+LOWER_IS_BETTER = {"mae", "cmae", "rmse", "mse", "mape", "smape", "pinball", "crps"}
+HIGHER_IS_BETTER = {"auc", "r2", "accuracy"}
+COVERAGE_TARGETS = {"coverage80": 0.8}
 
 
 class ForecastCell(BaseModel):
@@ -123,6 +126,7 @@ class ModelCard(BaseModel):
     demo: bool = False
     metric_names: list[str] = Field(default_factory=list)
     comparison: list[ComparisonRow] = Field(default_factory=list)
+    verdicts: dict[str, str] = Field(default_factory=dict, description="metric -> better/worse")
     details: dict[str, Any] = Field(default_factory=dict, description="non-numeric metrics")
 
 
@@ -441,12 +445,30 @@ def comparison_rows(metrics: dict[str, Any], baselines: dict[str, Any]) -> list[
     return rows
 
 
+def verdict(metric: str, model: float | None, baselines: list[float]) -> str:
+    """'better' when the model beats every baseline on `metric`, 'worse' when it beats none, else ''."""
+    if model is None or not baselines:
+        return ""
+    if metric in COVERAGE_TARGETS:
+        target = COVERAGE_TARGETS[metric]
+        wins = [abs(model - target) <= abs(b - target) for b in baselines]
+    elif metric in LOWER_IS_BETTER or metric.endswith(("mae", "rmse", "error")):
+        wins = [model <= b for b in baselines]
+    elif metric in HIGHER_IS_BETTER:
+        wins = [model >= b for b in baselines]
+    else:
+        return ""
+    return "better" if all(wins) else "worse" if not any(wins) else ""
+
+
 def model_card(model: ModelVersion) -> ModelCard:
     comparison = comparison_rows(model.metrics or {}, model.baselines or {})
     names: list[str] = []
     for row in comparison:
         names.extend(k for k in row.values if k not in names)
     details = {k: v for k, v in (model.metrics or {}).items() if k not in comparison[0].values}
+    mine, others = comparison[0].values, [row.values for row in comparison[1:]]
+    verdicts = {name: verdict(name, mine.get(name), [o[name] for o in others if name in o]) for name in names}
     return ModelCard(
         version=model.version,
         signal=model.signal,
@@ -461,6 +483,7 @@ def model_card(model: ModelVersion) -> ModelCard:
         demo=model.is_demo,
         metric_names=names,
         comparison=comparison,
+        verdicts={k: v for k, v in verdicts.items() if v},
         details=details,
     )
 

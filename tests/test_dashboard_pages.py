@@ -1,0 +1,77 @@
+"""The dashboard's track, models and status pages render what the database holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+
+from services.dashboard.service import comparison_rows, verdict
+from shared.models import AppState, IngestRun, ModelVersion
+from tests.dashboard_support import WEEK, Song, dashboard_settings, running_dashboard, seed
+
+
+@pytest.fixture
+async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
+    async with running_dashboard(dashboard_settings(settings), wait_mqtt=False) as running:
+        yield running
+
+
+async def test_track_page_carries_history_and_forecast(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+    song = Song("t" * 22, "Long Road", "The Walkers", current=60.0)
+    await seed(sessions, [song], history_weeks=20)
+    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+        page = await http.get(f"/tracks/{song.track_id}")
+    assert page.status_code == 200
+    assert "Long Road" in page.text and "The Walkers" in page.text
+    assert "/static/vendor/uPlot.iife.min.js" in page.text
+    assert "80%: 45–65" in page.text and "80%: 40–65" in page.text  # seed: lower = 50 - h/5, upper 65
+    assert page.text.count('"h": 26') + page.text.count('"h":26') == 1
+
+
+async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        session.add(ModelVersion(
+            version="pop-26-v3", signal="popularity", horizon_weeks=26, kind="gbm", n_train=1234,
+            metrics={"mae": 4.2, "coverage80": 0.79, "folds": "3 rolling"},
+            baselines={"persistence": {"mae": 6.1, "coverage80": 0.7}, "naive": {"mae": 7.3}},
+            active=True, is_demo=True,
+        ))
+        await session.commit()
+    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+        html = (await http.get("/models")).text
+    assert "pop-26-v3" in html and "persistence" in html and "naive" in html
+    assert '<td class="num better">4.2</td>' in html
+    assert "6.1" in html and "7.3" in html and "3 rolling" in html
+    assert "demo" in html
+
+
+async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        session.add(AppState(key="spotify", value={
+            "mode": "development", "lacks": ["popularity", "audio features"], "emulator": True,
+            "probed_at": "2026-11-23T12:00:00+00:00",
+        }))
+        session.add(AppState(key="trainer", value={
+            "next_run": "2026-11-30T11:00:00+00:00", "cron": "0 12 * * 1", "timezone": "Europe/Rome",
+        }))
+        session.add(IngestRun(kind="update", status="ok", week=WEEK, counts={"tracks": 200},
+                              started_at=dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)))
+        await session.commit()
+    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+        html = (await http.get("/status")).text
+    assert "Development Mode" in html and "audio features" in html and "emulator" in html
+    assert "2026-11-30 11:00 UTC" in html and "Europe/Rome" in html
+    assert "tracks 200" in html and "2026-11-23 09:00 UTC" in html
+    health = html.split('id="health"', 1)[1].split("</section>", 1)[0]
+    assert health.count('<span class="badge ok">ok</span>') == 2  # database and broker
+
+
+def test_comparison_and_verdicts() -> None:
+    rows = comparison_rows({"mae": 3.0, "auc": 0.7}, {"persistence": {"mae": 4.0, "auc": 0.8}})
+    assert [r.label for r in rows] == ["model", "persistence"]
+    assert verdict("mae", 3.0, [4.0, 5.0]) == "better"
+    assert verdict("auc", 0.7, [0.8]) == "worse"
+    assert verdict("coverage80", 0.78, [0.6, 0.95]) == "better"
+    assert verdict("mystery", 1.0, [2.0]) == ""
