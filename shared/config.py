@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     mqtt_topic_root: str = "songpop/v1"
     mqtt_client_prefix: str = "songpop"
     mqtt_reconnect_seconds: float = 2.0
+    mqtt_embedded_port: int = 18830  # the in-process broker's port when SONGPOP_MQTT_URL is empty
 
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None

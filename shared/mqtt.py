@@ -20,7 +20,6 @@ from shared.events import QOS, ServiceStatus, Topics, envelope
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MQTT_PORT = 18830
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
 
 
@@ -48,7 +47,7 @@ def broker_address(url: str) -> BrokerAddress:
 
 def effective_mqtt_url(settings: Settings) -> str:
     """The configured broker, or the embedded one on its fixed local port."""
-    return settings.mqtt_url or f"mqtt://127.0.0.1:{EMBEDDED_MQTT_PORT}"
+    return settings.mqtt_url or f"mqtt://127.0.0.1:{settings.mqtt_embedded_port}"
 
 
 def topics(settings: Settings) -> Topics:
@@ -149,7 +148,7 @@ async def consume_forever(
 class EmbeddedBroker:
     """An in-process MQTT broker (amqtt) for `songpop up` and for tests on machines without Mosquitto."""
 
-    def __init__(self, port: int = EMBEDDED_MQTT_PORT, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.host, self.port = host, port
         self._broker: Any = None
 

@@ -1,0 +1,211 @@
+"""`songpop up`: the whole stack in one process, for a machine with Python and nothing else.
+
+Embedded defaults: a SQLite file under var/, an in-process MQTT broker, and the Spotify emulator when no
+credentials are set. On an empty database it first simulates a year or more of weekly history from the
+emulator (labelled demo data everywhere), trains, and predicts, so forecasts appear at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import uvicorn
+from rich.console import Console
+from sqlalchemy import func, select
+
+from services.dashboard.app import create_app as create_dashboard
+from services.dashboard.settings import DashboardSettings
+from services.emulator import EmulatorConfig
+from services.emulator import create_app as create_emulator
+from services.ingestor.main import serve as serve_ingestor
+from services.ingestor.service import run_ingest
+from services.ingestor.settings import IngestorSettings
+from services.predictor.app import create_app as create_predictor
+from services.predictor.main import predict_once
+from services.predictor.settings import PredictorSettings
+from services.trainer.main import serve as serve_trainer
+from services.trainer.main import train_once
+from services.trainer.settings import TrainerSettings
+from shared.config import Settings
+from shared.db import make_engine, make_sessionmaker, migrate_async
+from shared.models import Snapshot
+from shared.mqtt import EmbeddedBroker, topics
+from shared.outbox import flush_outbox
+from shared.spotify.client import SpotifyClient
+from shared.weeks import add_weeks, current_week
+
+log = logging.getLogger(__name__)
+S = TypeVar("S", bound=Settings)
+MIN_DEMO_WEEKS = 60  # a year of history plus enough to show a trend; models need t+52 pairs
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the stack (several servers share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def derive(cls: type[S], settings: Settings, **overrides: Any) -> S:
+    """A service's settings: the stack's values plus that service's own defaults and environment."""
+    base = {
+        k: v for k, v in settings.model_dump().items() if k in settings.model_fields_set or k in overrides
+    }
+    return cls(**{**base, **overrides})
+
+
+def http_server(app: Any, host: str, port: int) -> QuietServer:
+    return QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
+
+
+async def start_server(server: QuietServer) -> asyncio.Task[None]:
+    """Start `server` in the background and wait until it accepts connections."""
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises the start-up error (e.g. port in use)
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.05)
+    return task
+
+
+async def database_is_empty(settings: Settings) -> bool:
+    engine = make_engine(settings.effective_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            return not (await session.exec(select(func.count()).select_from(Snapshot))).one()[0]  # type: ignore[call-overload]
+    finally:
+        await engine.dispose()
+
+
+async def simulate_history(
+    settings: IngestorSettings, emulator_state: Any, *, weeks: int, console: Console
+) -> None:
+    """Ingest `weeks` simulated weeks from the emulator (its chart and popularity of each week)."""
+    charts_dir = settings.var_dir / "demo-charts"
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    sessions = make_sessionmaker(engine)
+    first = add_weeks(current_week(), -(weeks - 1))
+    try:
+        async with SpotifyClient(settings) as spotify:
+            for i in range(weeks):
+                week = add_weeks(first, i)
+                emulator_state.set_week(week)
+                path = write_demo_chart(charts_dir, emulator_state.catalog, week)
+                await run_ingest(
+                    sessions=sessions,
+                    spotify=spotify,
+                    settings=settings,
+                    topics=topics(settings),
+                    kind="demo",
+                    week=week,
+                    chart_paths=[path],
+                )
+                console.print(f"  demo history: week {week} ({i + 1}/{weeks})", end="\r")
+        console.print()
+        await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
+    finally:
+        await engine.dispose()
+
+
+def write_demo_chart(folder: Path, catalog: Any, week: dt.date) -> Path:
+    """The emulator's weekly global chart for `week`, in charts.spotify.com's format."""
+    path = folder / f"regional-global-weekly-{week.isoformat()}.csv"
+    path.write_bytes(catalog.chart_csv(week, "global").encode("utf-8"))
+    return path
+
+
+async def run_stack(
+    settings: Settings, *, demo_weeks: int = MIN_DEMO_WEEKS, emulator_mode: str = "extended", console: Console
+) -> None:
+    """Start everything, print the dashboard URL, and run until SIGINT/SIGTERM; then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+
+    broker = None
+    if not settings.mqtt_url:
+        broker = EmbeddedBroker(port=settings.mqtt_embedded_port)
+        await broker.start()
+    servers: list[tuple[QuietServer, asyncio.Task[None]]] = []
+    background: list[asyncio.Task[None]] = []
+    try:
+        await migrate_async(settings.effective_database_url)
+        emulator_state = None
+        if settings.uses_emulator:
+            emulator_app = create_emulator(EmulatorConfig(mode=emulator_mode, start_week=current_week()))
+            emulator_state = emulator_app.state.emulator
+            api = urlsplit(settings.effective_spotify_api_url)
+            servers.append(
+                await _serve(http_server(emulator_app, api.hostname or "127.0.0.1", api.port or 8002))
+            )
+            console.print(
+                f"Spotify emulator ({emulator_mode} mode) on {api.scheme}://{api.netloc} — demo data"
+            )
+
+        ingestor = derive(IngestorSettings, settings)
+        if emulator_state is not None and demo_weeks and await database_is_empty(settings):
+            console.print(f"Empty database: simulating {demo_weeks} weeks of demo history from the emulator…")
+            await simulate_history(ingestor, emulator_state, weeks=demo_weeks, console=console)
+            await train_once(derive(TrainerSettings, settings))
+            await predict_once(derive(PredictorSettings, settings))
+
+        predictor = derive(PredictorSettings, settings)
+        dashboard = derive(DashboardSettings, settings)
+        servers.append(
+            await _serve(
+                http_server(create_predictor(predictor), predictor.predictor_host, predictor.predictor_port)
+            )
+        )
+        servers.append(
+            await _serve(
+                http_server(create_dashboard(dashboard), dashboard.dashboard_host, dashboard.dashboard_port)
+            )
+        )
+        background.append(asyncio.create_task(serve_ingestor(ingestor)))
+        background.append(asyncio.create_task(serve_trainer(derive(TrainerSettings, settings))))
+
+        label = " (demo data from the Spotify emulator)" if settings.uses_emulator else ""
+        console.print(
+            f"[bold green]Dashboard:[/] http://{dashboard.dashboard_host}:{dashboard.dashboard_port}/{label}"
+        )
+        console.print(f"REST API:  http://{predictor.predictor_host}:{predictor.predictor_port}/docs")
+        console.print("Press Ctrl+C to stop.")
+        await _wait(stop, background)
+    finally:
+        console.print("stopping…")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        for server, _ in reversed(servers):
+            server.should_exit = True
+        await asyncio.gather(*(task for _, task in servers), return_exceptions=True)
+        if broker is not None:
+            await broker.stop()
+        console.print("stopped")
+
+
+async def _serve(server: QuietServer) -> tuple[QuietServer, asyncio.Task[None]]:
+    return server, await start_server(server)
+
+
+async def _wait(stop: asyncio.Event, background: list[asyncio.Task[None]]) -> None:
+    """Until asked to stop, or until a background service dies (its error is raised)."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *background], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception():
+            raise task.exception()  # type: ignore[misc]
