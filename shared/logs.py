@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio", "amqtt", "transitions", "uvicorn.access")
+QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio", "amqtt", "transitions", "uvicorn.access", "alembic")
 
 
 class JsonFormatter(logging.Formatter):
