@@ -17,11 +17,12 @@ COMPACT = ((1e9, "B"), (1e6, "M"), (1e3, "K"))
 
 
 def fmt_value(value: float | None, signal: str | None = None) -> str:
-    """Popularity as a whole number; streams compactly (1.2M)."""
+    """Popularity as a whole number within 0–100; streams compactly (1.2M)."""
     if value is None:
         return "—"
     if signal != "streams":
-        return f"{value:.0f}"
+        return f"{min(100.0, max(0.0, value)):.0f}"  # the index is bounded; intervals may not be
+    value = max(0.0, value)
     for size, suffix in COMPACT:
         if abs(value) >= size:
             return f"{value / size:.1f}".rstrip("0").rstrip(".") + suffix

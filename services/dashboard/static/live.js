@@ -11,7 +11,8 @@ const songpop = (() => {
   function fmtValue(v, signal) {
     if (v === null || v === undefined || v === "") return "\u2014";
     v = Number(v);
-    if (signal !== "streams") return v.toFixed(0);
+    if (signal !== "streams") return Math.min(100, Math.max(0, v)).toFixed(0); // the index is bounded
+    v = Math.max(0, v);
     for (const [size, suffix] of COMPACT) {
       if (Math.abs(v) >= size) return (v / size).toFixed(1).replace(/\.0$/, "") + suffix;
     }
