@@ -101,8 +101,12 @@ def _builder(request: Request, state: EmulatorState) -> ObjectBuilder:
         extended=state.extended,
         week=state.week,
         base_url=str(request.base_url) + "v1",
-        served=state.counters.served,
     )
+
+
+def _served(state: EmulatorState, ids: list[str]) -> None:
+    """Count the ids a lookup by id answered (searches and playlists do not count)."""
+    state.counters.served.update(ids)
 
 
 def _valid_id(spotify_id: str) -> str:
@@ -161,12 +165,15 @@ def _make_api_router() -> APIRouter:
         number = _track_number(state, _valid_id(track_id))
         if number is None:
             raise ApiError(404, "Resource not found")
+        _served(state, [track_id])
         return _builder(request, state).track(number)
 
     @router.get("/tracks")
     async def get_tracks(request: Request, state: StateDep, ids: str = "") -> dict[str, Any]:
         build = _builder(request, state)
-        numbers = [_track_number(state, i) for i in _batch_ids(state, "tracks", ids)]
+        wanted = _batch_ids(state, "tracks", ids)
+        numbers = [_track_number(state, i) for i in wanted]
+        _served(state, [i for i, n in zip(wanted, numbers, strict=True) if n is not None])
         return {"tracks": [None if n is None else build.track(n) for n in numbers]}
 
     @router.get("/albums/{album_id}")
@@ -174,6 +181,7 @@ def _make_api_router() -> APIRouter:
         number = _album_number(state, _valid_id(album_id))
         if number is None:
             raise ApiError(404, "Resource not found")
+        _served(state, [album_id])
         build = _builder(request, state)
         tracks = [build.track_ref(t) for t in state.catalog.album_tracks(number)]
         page = _page(request, tracks[:50], len(tracks), 50, 0)
@@ -188,6 +196,7 @@ def _make_api_router() -> APIRouter:
             if number is None:
                 out.append(None)
                 continue
+            _served(state, [album_id])
             tracks = [build.track_ref(t) for t in state.catalog.album_tracks(number)]
             out.append(build.album(number, _page(request, tracks[:50], len(tracks), 50, 0)))
         return {"albums": out}
@@ -210,12 +219,15 @@ def _make_api_router() -> APIRouter:
         number = state.catalog.artist_index.get(_valid_id(artist_id))
         if number is None:
             raise ApiError(404, "Resource not found")
+        _served(state, [artist_id])
         return _builder(request, state).artist(number)
 
     @router.get("/artists")
     async def get_artists(request: Request, state: StateDep, ids: str = "") -> dict[str, Any]:
         build = _builder(request, state)
-        numbers = [state.catalog.artist_index.get(i) for i in _batch_ids(state, "artists", ids)]
+        wanted = _batch_ids(state, "artists", ids)
+        numbers = [state.catalog.artist_index.get(i) for i in wanted]
+        _served(state, [i for i, n in zip(wanted, numbers, strict=True) if n is not None])
         return {"artists": [None if n is None else build.artist(n) for n in numbers]}
 
     @router.get("/artists/{artist_id}/albums")

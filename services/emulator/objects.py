@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import zlib
-from collections import Counter
 from typing import Any
 
 from services.emulator.catalog import MARKETS, Catalog
@@ -30,10 +29,8 @@ class ObjectBuilder:
         extended: bool,
         week: dt.date,
         base_url: str,
-        served: Counter[str] | None = None,
     ) -> None:
         self.catalog, self.extended, self.week, self.base = catalog, extended, week, base_url.rstrip("/")
-        self.served = served if served is not None else Counter()
         self._track_pop = catalog.track_popularity(week) if extended else None
         self._album_pop = catalog.album_popularity(week) if extended else None
         self._artist_pop = catalog.artist_popularity(week) if extended else None
@@ -56,7 +53,6 @@ class ObjectBuilder:
 
     def artist(self, artist: int) -> dict[str, Any]:
         """A full artist object (followers and popularity only in Extended Quota Mode)."""
-        self.served[self.catalog.artist_ids[artist]] += 1
         out = {**self.artist_ref(artist), "genres": list(self.catalog.artist_genres[artist]), "images": []}
         if self.extended:
             assert self._artist_pop is not None
@@ -84,7 +80,6 @@ class ObjectBuilder:
 
     def album(self, album: int, track_page: dict[str, Any]) -> dict[str, Any]:
         """A full album object with its first page of tracks."""
-        self.served[self.catalog.album_ids[album]] += 1
         out = {**self.album_ref(album), "tracks": track_page, "copyrights": [], "genres": []}
         out["external_ids"] = {"upc": f"{zlib.crc32(self.catalog.album_ids[album].encode()):012d}"}
         if self.extended:
@@ -115,7 +110,6 @@ class ObjectBuilder:
     def track(self, track: int) -> dict[str, Any]:
         """A full track object (popularity only in Extended Quota Mode)."""
         c = self.catalog
-        self.served[c.track_ids[track]] += 1
         out = self.track_ref(track)
         out["album"] = self.album_ref(int(c.track_album[track]))
         out["external_ids"] = {"isrc": c.track_isrc[track]} if c.track_has_isrc[track] else {}

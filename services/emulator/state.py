@@ -71,6 +71,10 @@ class RequestCounters:
     def api_requests(self) -> int:
         return sum(self.by_endpoint.values())
 
+    def served_twice(self) -> int:
+        """How many ids were served more than once (a resumed run should refetch none)."""
+        return sum(1 for n in self.served.values() if n > 1)
+
     def as_dict(self) -> dict[str, object]:
         return {
             "api_requests": self.api_requests,
@@ -79,7 +83,7 @@ class RequestCounters:
             "by_status": {str(k): v for k, v in self.by_status.items()},
             "rejected_during_penalty": self.rejected_during_penalty,
             "objects_served": sum(self.served.values()),
-            "objects_served_twice_or_more": sum(1 for n in self.served.values() if n > 1),
+            "objects_served_twice_or_more": self.served_twice(),
         }
 
 

@@ -44,6 +44,7 @@ RATE_LIMIT_MARGIN_SECONDS = 0.5  # waited beyond Retry-After
 TOKEN_RENEW_MARGIN_SECONDS = 60.0  # renew this long before expiry (at most half the token's lifetime)
 OUTAGE_PAUSE_SECONDS = 900.0  # resume delay after persistent 5xx/timeouts
 QUOTA_PAUSE_SECONDS = 3600.0  # resume delay for QUOTA_EXCEEDED without a Retry-After
+STOP_EXTENSION_SLACK = dt.timedelta(seconds=5)  # a later 429 extends a stop only beyond this
 
 BATCH_SIZES = {"tracks": 50, "artists": 50, "albums": 20}
 SEARCH_PAGE = {AccessMode.development: 10, AccessMode.extended: 50}
@@ -136,9 +137,14 @@ class RateLimiter:
             return
         raise self.stopped.with_partial({})
 
-    def pause_for(self, seconds: float) -> None:
-        """Hold every request of the client for `seconds` from now (a longer pause already set wins)."""
-        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+    def pause_for(self, seconds: float) -> bool:
+        """Hold every request of the client for `seconds` from now (a longer pause already set wins).
+
+        Returns whether this started a new pause rather than falling inside the current one."""
+        now = time.monotonic()
+        started = now >= self._resume_at
+        self._resume_at = max(self._resume_at, now + seconds)
+        return started
 
     def stop(self, paused: SpotifyPaused) -> None:
         """Refuse every request until `paused.resume_at`."""
@@ -389,7 +395,7 @@ class SpotifyClient:
             for _ in range(min(self._concurrency, len(units))):
                 group.create_task(worker())
         if paused:
-            raise paused[0].with_partial(dict(results))
+            raise (self._limiter.stopped or paused[0]).with_partial(dict(results))
         return results
 
     async def _get_batch(
@@ -555,12 +561,17 @@ class SpotifyClient:
             raise self._stop(
                 max(wait, self._max_retry_after), f"Spotify rate-limited {endpoint} {times} times in a row"
             )
-        log.warning("Spotify rate limit on %s: every request waits %.1f s", endpoint, wait)
-        self.stats.rate_limit_wait_seconds += wait
-        self._limiter.pause_for(wait + self._rate_limit_margin)
+        if self._limiter.pause_for(wait + self._rate_limit_margin):
+            self.stats.rate_limit_wait_seconds += wait
+            log.warning("Spotify rate limit on %s: every request waits %.3g s", endpoint, wait)
 
     def _stop(self, seconds: float, reason: str) -> SpotifyPaused:
+        """Stop every request of the client until `seconds` from now; log it once."""
         resume_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        current = self._limiter.stopped
+        # Requests in flight when the first long 429 came back meet the same penalty: keep one pause.
+        if current is not None and resume_at <= current.resume_at + STOP_EXTENSION_SLACK:
+            return current
         paused = SpotifyPaused(resume_at, reason)
         self._limiter.stop(paused)
         log.warning("Stopping Spotify requests until %s UTC: %s", f"{resume_at:%Y-%m-%d %H:%M:%S}", reason)

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: a SpotifyClient wired to an in-process emulator, timing knobs near zero."""
+"""Test and benchmark helpers: a SpotifyClient wired to an in-process emulator, timing knobs near zero."""
 
 from __future__ import annotations
 
