@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -115,16 +116,21 @@ async def consume_forever(
     *,
     persistent: bool = True,
     on_connect: Callable[[aiomqtt.Client], Awaitable[None]] | None = None,
+    announce: bool = True,
 ) -> None:
-    """Subscribe and hand every message to `handle`, reconnecting with a pause when the broker goes away.
+    """Subscribe and hand every message to `handle`, reconnecting with backoff when the broker goes away.
 
     A handler that raises is logged and the message skipped: one bad message never stops a service.
+    With `announce=False` the client publishes nothing (no status, no last will): read-only users.
     Runs until cancelled.
     """
+    failures = 0
     while True:
         try:
-            async with make_client(settings, service, persistent=persistent) as client:
-                await announce_online(client, settings, service)
+            async with make_client(settings, service, persistent=persistent, announce=announce) as client:
+                failures = 0
+                if announce:
+                    await announce_online(client, settings, service)
                 for topic in subscriptions:
                     await client.subscribe(topic, qos=QOS)
                 log.info("%s connected to MQTT, subscribed to %s", service, ", ".join(subscriptions))
@@ -136,13 +142,19 @@ async def consume_forever(
                     except Exception:
                         log.exception("%s: handling a message on %s failed; skipped", service, message.topic)
         except aiomqtt.MqttError as exc:
-            log.warning(
-                "%s: MQTT connection lost (%s); reconnecting in %.1fs",
-                service,
-                exc,
-                settings.mqtt_reconnect_seconds,
-            )
-            await asyncio.sleep(settings.mqtt_reconnect_seconds)
+            delay = reconnect_delay(settings.mqtt_reconnect_seconds, failures)
+            failures += 1
+            log.warning("%s: MQTT connection lost (%s); reconnecting in %.1fs", service, exc, delay)
+            await asyncio.sleep(delay)
+
+
+RECONNECT_MAX_SECONDS = 60.0
+
+
+def reconnect_delay(base: float, failures: int, *, cap: float = RECONNECT_MAX_SECONDS) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base... up to `cap`, never below base/2."""
+    ceiling = min(cap, base * 2 ** min(failures, 16))
+    return max(base / 2, random.uniform(ceiling / 2, ceiling))
 
 
 class EmbeddedBroker:

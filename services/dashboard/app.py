@@ -122,7 +122,7 @@ def create_app(settings: DashboardSettings | None = None) -> FastAPI:
         consumer = asyncio.create_task(
             consume_forever(
                 settings, SERVICE_NAME, feed.subscriptions, feed.handle,
-                persistent=False, on_connect=feed.on_connect,
+                persistent=False, on_connect=feed.on_connect, announce=False,  # read-only MQTT user
             ),
             name="dashboard-mqtt",
         )
