@@ -27,7 +27,7 @@ from shared.weeks import week_of
 EPOCH = dt.date(2014, 1, 6)  # a Monday: week index 0 of the catalog
 CATALOG_WEEKS = 16 * 52  # releases spread from EPOCH to about 2029
 CHART_SIZE = 200
-CHART_HISTORY_WEEKS = 104  # peak_rank and weeks_on_chart look this far back
+HISTORY_CHUNK_WEEKS = 52  # weeks of streams computed at once when a chart's history is first needed
 TRENDING_SIZE = 50
 CHART_HEADER = [
     "rank", "uri", "artist_names", "track_name", "source",
@@ -36,165 +36,41 @@ CHART_HEADER = [
 REGION_SCALE = {"global": 1.0, "us": 0.22, "gb": 0.06, "de": 0.06, "br": 0.07, "mx": 0.06, "fr": 0.04}
 OTHER_REGION_SCALE = 0.03
 
+
+def _words(text: str, sep: str = " ") -> list[str]:
+    return text.split(sep)
+
+
 ALPHABET = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
-WORDS_A = [
-    "Golden",
-    "Broken",
-    "Midnight",
-    "Electric",
-    "Silent",
-    "Neon",
-    "Wild",
-    "Lonely",
-    "Velvet",
-    "Burning",
-    "Paper",
-    "Summer",
-    "Crystal",
-    "Faded",
-    "Hollow",
-    "Sweet",
-    "Bitter",
-    "Endless",
-    "Falling",
-    "Restless",
-    "Blue",
-    "Crimson",
-    "Lucky",
-    "Quiet",
-    "Savage",
-    "Tender",
-    "Frozen",
-    "Hidden",
-]
-WORDS_B = [
-    "Heart",
-    "Lights",
-    "Dreams",
-    "River",
-    "Fire",
-    "Echo",
-    "Road",
-    "Ocean",
-    "Skies",
-    "Nights",
-    "Rain",
-    "Stars",
-    "Mirror",
-    "Shadows",
-    "Waves",
-    "Garden",
-    "Thunder",
-    "Letters",
-    "Streets",
-    "Roses",
-    "Highway",
-    "Satellite",
-    "Paradise",
-    "Horizon",
-    "Memories",
-    "Diamonds",
-    "Ghosts",
-    "Angels",
-]
-FIRST = [
-    "Mila",
-    "Theo",
-    "Ava",
-    "Luca",
-    "Nova",
-    "Kai",
-    "Zoe",
-    "Leo",
-    "Ivy",
-    "Omar",
-    "Lena",
-    "Max",
-    "Aria",
-    "Jude",
-    "Nia",
-    "Eli",
-    "Sol",
-    "Remy",
-    "Yara",
-    "Finn",
-    "Ines",
-    "Bo",
-    "Cleo",
-    "Dario",
-    "Esme",
-    "Felix",
-    "Gaia",
-    "Hugo",
-    "Iris",
-    "Jonas",
-]
-LAST = [
-    "Rivers",
-    "Stone",
-    "Vega",
-    "Moreau",
-    "Kline",
-    "Santos",
-    "Nakamura",
-    "Reyes",
-    "Holm",
-    "Adeyemi",
-    "Costa",
-    "Lindqvist",
-    "Petrov",
-    "Haddad",
-    "Okafor",
-    "Brandt",
-    "Silva",
-    "Novak",
-    "Quinn",
-    "Marlowe",
-]
-BANDS = [
-    "Wolves",
-    "Comets",
-    "Parade",
-    "Machines",
-    "Saints",
-    "Tigers",
-    "Pilots",
-    "Ghosts",
-    "Sirens",
-    "Lanterns",
-    "Owls",
-    "Kings",
-]
-LABELS = [
-    "Northbound Records",
-    "Polar Music Group",
-    "Blue Harbor",
-    "Sunset Audio",
-    "Indie Lane",
-    "Big Wave Entertainment",
-    "Nightjar Recordings",
-    "Lighthouse Music",
-    "Red Fern",
-    "Open Sky Records",
-    "Atlas Sound",
-    "Copper Coast",
-]
-GENRES = [
-    "pop",
-    "dance pop",
-    "hip hop",
-    "rap",
-    "indie",
-    "rock",
-    "r&b",
-    "latin",
-    "k-pop",
-    "edm",
-    "afrobeats",
-    "country",
-    "reggaeton",
-    "soul",
-]
+WORDS_A = _words(
+    "Golden Broken Midnight Electric Silent Neon Wild Lonely Velvet Burning Paper Summer "
+    "Crystal Faded Hollow Sweet Bitter Endless Falling Restless Blue Crimson Lucky Quiet "
+    "Savage Tender Frozen Hidden"
+)
+WORDS_B = _words(
+    "Heart Lights Dreams River Fire Echo Road Ocean Skies Nights Rain Stars Mirror Shadows "
+    "Waves Garden Thunder Letters Streets Roses Highway Satellite Paradise Horizon Memories "
+    "Diamonds Ghosts Angels"
+)
+FIRST = _words(
+    "Mila Theo Ava Luca Nova Kai Zoe Leo Ivy Omar Lena Max Aria Jude Nia Eli Sol Remy Yara "
+    "Finn Ines Bo Cleo Dario Esme Felix Gaia Hugo Iris Jonas"
+)
+LAST = _words(
+    "Rivers Stone Vega Moreau Kline Santos Nakamura Reyes Holm Adeyemi Costa Lindqvist Petrov "
+    "Haddad Okafor Brandt Silva Novak Quinn Marlowe"
+)
+BANDS = _words("Wolves Comets Parade Machines Saints Tigers Pilots Ghosts Sirens Lanterns Owls Kings")
+LABELS = _words(
+    "Northbound Records|Polar Music Group|Blue Harbor|Sunset Audio|Indie Lane|"
+    "Big Wave Entertainment|Nightjar Recordings|Lighthouse Music|Red Fern|Open Sky Records|"
+    "Atlas Sound|Copper Coast",
+    "|",
+)
+GENRES = _words(
+    "pop|dance pop|hip hop|rap|indie|rock|r&b|latin|k-pop|edm|afrobeats|country|reggaeton|soul",
+    "|",
+)
 HTML_SUFFIXES = [" &amp; Friends", " <3", " <b>Live</b>", " (Rock &amp; Roll)", " Tom &quot;The Voice&quot;"]
 EMOJI_SUFFIXES = [" 🔥", " 💔", " ✨", " 🌙", " 🇧🇷", " 👩‍🎤"]
 ISRC_COUNTRIES = ["US", "GB", "DE", "SE", "FR", "IT", "BR", "KR", "QZ"]
@@ -254,6 +130,14 @@ def _awkward_names(rng: np.random.Generator, names: np.ndarray, html: float, emo
     return [str(s) for s in out]
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: well-spread 64-bit hashes of `x`, vectorised."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 class Catalog:
     """Artists, albums and tracks with week-by-week popularity, streams and charts."""
 
@@ -271,7 +155,7 @@ class Catalog:
         self.album_index = {aid: i for i, aid in enumerate(self.album_ids)}
         self.artist_index = {aid: i for i, aid in enumerate(self.artist_ids)}
         self._week_cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._top_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._top_cache: dict[str, dict[int, np.ndarray]] = {}  # region -> week -> chart
         self._derived_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
 
     # ---- generation -------------------------------------------------------------------------------
@@ -365,33 +249,47 @@ class Catalog:
         self.comeback_width = rng.uniform(2.0, 10.0, n)
         self.seasonal_height = rng.uniform(15, 40, n) * (rng.random(n) < 0.01)
         self.region_seed = int(rng.integers(0, 2**31))
+        self._track_numbers = np.arange(n)
 
     # ---- dynamics ---------------------------------------------------------------------------------
-    def _noise(self, week: int, salt: int = 0) -> np.ndarray:
-        return np.random.default_rng([self.seed, week + 10_000, salt]).normal(0.0, 1.0, self.n_tracks)
+    def _noise(self, weeks: np.ndarray, tracks: np.ndarray, salt: int = 0) -> np.ndarray:
+        """Noise of mean 0 and variance 1 per (week, track), a pure function of seed, week, track and salt.
 
-    def popularity_matrix(self, weeks: np.ndarray) -> np.ndarray:
-        """Continuous popularity (0-100) of every track at each catalog week index (weeks x tracks)."""
+        The sum of four 16-bit uniforms from one hash (Irwin-Hall): close to normal, cheap to vectorise.
+        """
+        key = np.uint64((self.seed * 1_000_003 + salt) % 2**61)
+        grid = (np.asarray(weeks, dtype=np.uint64)[:, None] << np.uint64(32)) + tracks.astype(np.uint64)
+        hashed = _mix(grid ^ key)
+        mask = np.uint64(0xFFFF)
+        total = sum(((hashed >> np.uint64(16 * i)) & mask).astype(np.float32) for i in range(4))
+        return (total / np.float32(65536.0) - np.float32(2.0)) * np.float32(3.0**0.5)
+
+    def popularity_matrix(self, weeks: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
+        """Continuous popularity (0-100) at each week index (weeks x tracks; all tracks by default)."""
+        pick = slice(None) if tracks is None else tracks
         w = np.asarray(weeks, dtype=float)[:, None]
-        age = w - self.release_week[None, :]
+        age = w - self.release_week[pick]
         released = age >= 0
         age = np.maximum(age, 0.0)
-        rise = 1.0 - np.exp(-(age + 1.0) / self.rise_weeks)
-        floor = self.peak * self.floor_share
-        decay = np.exp(-np.log(2.0) * age / self.half_life_weeks)
-        main = floor + (self.peak - floor) * decay
-        comeback = self.comeback_height * np.exp(-0.5 * ((w - self.comeback_week) / self.comeback_width) ** 2)
+        peak = self.peak[pick]
+        floor = peak * self.floor_share[pick]
+        rise = 1.0 - np.exp(-(age + 1.0) / self.rise_weeks[pick])
+        decay = np.exp(-np.log(2.0) * age / self.half_life_weeks[pick])
+        pop = rise * (floor + (peak - floor) * decay)
+        comeback_height = self.comeback_height[pick]
+        if comeback_height.any():
+            distance = (w - self.comeback_week[pick]) / self.comeback_width[pick]
+            pop += comeback_height * np.exp(-0.5 * distance**2)
         week_of_year = np.mod(w, 52.0)  # EPOCH is the first week of January
         to_christmas = np.minimum(np.abs(week_of_year - 51.0), 52.0 - np.abs(week_of_year - 51.0))
-        seasonal = self.seasonal_height * np.exp(-0.5 * (to_christmas / 1.2) ** 2) * (age > 0)
-        noise = np.stack([self._noise(int(k)) for k in np.asarray(weeks)]) * 1.2
-        pop = np.clip(rise * main + comeback + seasonal + noise, 0.0, 100.0)
-        return np.where(released, pop, 0.0)
+        pop += self.seasonal_height[pick] * np.exp(-0.5 * (to_christmas / 1.2) ** 2) * (age > 0)
+        pop += self._noise(weeks, self._track_numbers[pick]) * 1.2
+        return np.where(released, np.clip(pop, 0.0, 100.0), 0.0)
 
     def _popularity_continuous(self, week: int) -> np.ndarray:
         cached = self._week_cache.get(week)
         if cached is None:
-            cached = self.popularity_matrix(np.array([week]))[0]
+            cached = self.popularity_matrix(np.array([week]))[0].astype(np.float64)
             self._week_cache[week] = cached
             if len(self._week_cache) > 16:
                 self._week_cache.popitem(last=False)
@@ -447,43 +345,63 @@ class Catalog:
         salt = zlib.crc32(region.encode())
         return np.random.default_rng([self.region_seed, salt]).normal(0.0, 0.35, self.n_tracks)
 
-    def streams_matrix(self, weeks: np.ndarray, region: str = "global") -> np.ndarray:
-        """Weekly streams of every track at each week index (weeks x tracks), zero before release."""
-        pop = self.popularity_matrix(weeks)
+    def _log_streams(self, weeks: np.ndarray, region: str, tracks: np.ndarray | None = None) -> np.ndarray:
+        """log10 weekly streams (weeks x tracks); -inf before release."""
+        pick = slice(None) if tracks is None else tracks
+        pop = self.popularity_matrix(weeks, tracks)
         scale = self._region_streams_scale.get(region, OTHER_REGION_SCALE)
         salt = zlib.crc32(region.encode())
-        jitter = np.stack([self._noise(int(k), salt) for k in np.asarray(weeks)]) * 0.04
-        log_streams = 3.3 + 0.047 * pop + self._region_taste(region) + jitter + np.log10(scale)
-        return np.where(pop > 0, np.rint(10**log_streams), 0).astype(np.int64)
+        jitter = self._noise(weeks, self._track_numbers[pick], salt) * 0.04
+        log_streams = 3.3 + 0.047 * pop + self._region_taste(region)[pick] + jitter + np.log10(scale)
+        return np.where(pop > 0, log_streams, -np.inf)
+
+    def streams_matrix(self, weeks: np.ndarray, region: str = "global") -> np.ndarray:
+        """Weekly streams of every track at each week index (weeks x tracks), zero before release."""
+        log_streams = self._log_streams(weeks, region)
+        return np.where(np.isfinite(log_streams), np.rint(10**log_streams), 0).astype(np.int64)
 
     # ---- charts -----------------------------------------------------------------------------------
-    def _top_by_week(self, weeks: list[int], region: str) -> dict[int, np.ndarray]:
-        """Track indices of each week's Top-200, in rank order (cached)."""
-        missing = [k for k in weeks if (region, k) not in self._top_cache]
-        if missing:
-            streams = self.streams_matrix(np.array(missing), region)
-            for row, k in zip(streams, missing, strict=True):
-                top = np.argpartition(-row, CHART_SIZE)[:CHART_SIZE]
-                top = top[row[top] > 0]
-                self._top_cache[(region, k)] = top[np.lexsort((top, -row[top]))]
-            while len(self._top_cache) > 4 * (CHART_HISTORY_WEEKS + 1):
-                self._top_cache.popitem(last=False)
-        return {k: self._top_cache[(region, k)] for k in weeks}
+
+    # ---- charts -----------------------------------------------------------------------------------
+    def _tops(self, weeks: list[int], region: str) -> list[np.ndarray]:
+        """Track indices of each week's Top-200, in rank order (cached per region and week)."""
+        cached = self._top_cache.setdefault(region, {})
+        missing = [k for k in weeks if k not in cached]
+        for first in range(0, len(missing), HISTORY_CHUNK_WEEKS):
+            chunk = np.array(missing[first : first + HISTORY_CHUNK_WEEKS])
+            candidates = np.flatnonzero(self.release_week <= chunk.max())  # nothing else can chart yet
+            for week, row in zip(chunk.tolist(), self._log_streams(chunk, region, candidates), strict=True):
+                size = min(CHART_SIZE, len(row) - 1)
+                best = np.argpartition(-row, size)[: size + 1] if size > 0 else np.arange(len(row))
+                best = best[np.isfinite(row[best])]
+                order = np.lexsort((candidates[best], -row[best]))[:CHART_SIZE]
+                cached[week] = candidates[best[order]]
+        return [cached[k] for k in weeks]
 
     def chart_rows(self, week: dt.date, region: str = "global") -> list[ChartRow]:
         """The weekly Top-200 of `region` for the ISO week containing `week`."""
         region = region.lower()
         current = week_index(week)
-        history = list(range(max(0, current - CHART_HISTORY_WEEKS), current + 1))
-        tops = self._top_by_week(history, region)
-        ranks = np.zeros((len(history), self.n_tracks), dtype=np.int32)
-        for h, k in enumerate(history):
-            ranks[h, tops[k]] = np.arange(1, len(tops[k]) + 1)
-        top = tops[current]
-        seen = ranks[:, top]
-        on_chart = seen > 0
-        peak = np.where(on_chart, seen, np.iinfo(np.int32).max).min(axis=0)
-        previous = ranks[-2, top] if len(history) > 1 else np.zeros(len(top), dtype=np.int32)
+        if current < 0:
+            return []
+        (top,) = self._tops([current], region)
+        if len(top) == 0:
+            return []
+        # Earlier weeks matter only from the first release among this week's songs.
+        history = self._tops(list(range(int(self.release_week[top].min()), current)), region)
+        weeks_on_chart = np.ones(len(top), dtype=np.int64)
+        peak = np.arange(1, len(top) + 1)
+        previous_rank = np.full(len(top), -1)
+        for past in history:
+            ranks = np.zeros(self.n_tracks, dtype=np.int64)
+            ranks[past] = np.arange(1, len(past) + 1)
+            mine = ranks[top]
+            weeks_on_chart += mine > 0
+            peak = np.where(mine > 0, np.minimum(peak, mine), peak)
+        if history and int(self.release_week[top].min()) < current:
+            ranks = np.zeros(self.n_tracks, dtype=np.int64)
+            ranks[history[-1]] = np.arange(1, len(history[-1]) + 1)
+            previous_rank = np.where(ranks[top] > 0, ranks[top], -1)
         streams = self.streams_matrix(np.array([current]), region)[0]
         return [
             ChartRow(
@@ -493,8 +411,8 @@ class Catalog:
                 track_name=self.track_names[t],
                 source=self.album_label[self.track_album[t]],
                 peak_rank=int(peak[r]),
-                previous_rank=int(previous[r]) if previous[r] > 0 else -1,
-                weeks_on_chart=int(on_chart[:, r].sum()),
+                previous_rank=int(previous_rank[r]),
+                weeks_on_chart=int(weeks_on_chart[r]),
                 streams=int(streams[t]),
             )
             for r, t in enumerate(top.tolist())
