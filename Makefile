@@ -40,5 +40,8 @@ compose-check:  ## validate docker-compose.yml (needs the docker client only)
 
 bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
 
+bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
+	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5
+
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -119,6 +119,8 @@ class LiveFeed:
         """Route one MQTT message; malformed payloads are logged and skipped."""
         topic = str(message.topic)
         payload = message.payload if isinstance(message.payload, bytes | str) else b""
+        if not payload:  # an emptied retained topic (its latest state was cleared): nothing to show
+            return
         try:
             if topic == self.topics.predictions_latest:
                 self._on_predictions(payload)

@@ -90,14 +90,27 @@
     if (row.demo) document.getElementById("demo-banner").hidden = false;
   }
 
-  function flash(tr) {
-    tr.classList.remove("flash");
-    void tr.offsetWidth; // restart the animation
-    tr.classList.add("flash");
+  /* Only rows on screen are highlighted: animating a thousand off-screen rows would cost whole
+     seconds of layout and paint on a phone, for nothing anyone sees. */
+  const visible = new Set();
+  const watcher = "IntersectionObserver" in window
+    ? new IntersectionObserver((entries) => {
+      for (const e of entries) (e.isIntersecting ? visible.add(e.target) : visible.delete(e.target));
+    })
+    : null;
+  for (const tr of tbody.rows) watcher && watcher.observe(tr);
+
+  function flash(trs) {
+    for (const tr of trs) {
+      if (!visible.has(tr) || !tr.animate) continue;
+      tr.animate([{ backgroundColor: "var(--flash)" }, { backgroundColor: "transparent" }],
+        { duration: 1600, easing: "ease-out" });
+    }
   }
 
   function apply(rows, eventId) {
     let added = false;
+    const touched = [];
     for (const row of rows) {
       if (table.dataset.signal && (row.signal !== table.dataset.signal || row.region !== table.dataset.region)) continue;
       if (!table.dataset.signal) { table.dataset.signal = row.signal; table.dataset.region = row.region; }
@@ -106,12 +119,14 @@
         tr = newRow(row);
         byId.set(row.track_id, tr);
         tbody.append(tr);
+        if (watcher) watcher.observe(tr);
         added = true;
       }
       fill(tr, row);
       tr.dataset.event = eventId || "";
-      flash(tr);
+      touched.push(tr);
     }
+    flash(touched);
     if (byId.size) document.getElementById("empty").hidden = true;
     if (sortKey) sortBy(sortKey, sortDir);
     else if (added) sortBy("rank", 1, false);
@@ -139,16 +154,14 @@
   function sortBy(key, dir, remember = true) {
     const th = table.querySelector('th[data-sort="' + key + '"]');
     const numeric = th.dataset.type === "num";
-    const rows = Array.from(tbody.rows);
-    rows.sort((a, b) => {
-      const x = sortValue(a, key, numeric);
-      const y = sortValue(b, key, numeric);
+    const keyed = Array.from(tbody.rows, (tr) => [sortValue(tr, key, numeric), tr]);
+    keyed.sort(([x], [y]) => {
       if (x === null && y === null) return 0;
       if (x === null) return 1; // missing values last either way
       if (y === null) return -1;
       return (x < y ? -1 : x > y ? 1 : 0) * dir;
     });
-    tbody.append(...rows);
+    tbody.append(...keyed.map(([, tr]) => tr));
     if (!remember) return;
     sortKey = key;
     sortDir = dir;
