@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from services.dashboard.service import comparison_rows, verdict
-from shared.models import AppState, IngestRun, ModelVersion
+from shared.models import AppState, IngestRun, ModelVersion, Prediction
 from tests.dashboard_support import WEEK, Song, dashboard_settings, running_dashboard, seed
 
 
@@ -75,3 +75,30 @@ def test_comparison_and_verdicts() -> None:
     assert verdict("auc", 0.7, [0.8]) == "worse"
     assert verdict("coverage80", 0.78, [0.6, 0.95]) == "better"
     assert verdict("mystery", 1.0, [2.0]) == ""
+
+
+async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+    items = [Song("x" * 22, "Low Pop High Chart", current=30.0), Song("y" * 22, "High Pop", current=95.0)]
+    await seed(sessions, items, with_chart=True)  # chart ranks follow list order: x is #1
+    streams = [
+        {"track_id": s.track_id, "week": WEEK, "signal": "streams", "region": "global", "horizon_weeks": h,
+         "current": 1_000_000 - i * 1000, "value": 1_250_000.0, "lower": 400_000.0, "upper": 2_100_000.0,
+         "p_chart": 0.42, "model_version": "streams-test"}
+        for i, s in enumerate(items) for h in (26, 52)
+    ]
+    async with sessions() as session:
+        session.add_all([Prediction(**row) for row in streams])
+        await session.commit()
+    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+        default = (await http.get("/api/trending")).json()
+        chart = (await http.get("/api/trending", params={"signal": "streams"})).json()
+        html = (await http.get("/", params={"signal": "streams", "region": "global"})).text
+        bad = await http.get("/", params={"signal": "likes"})
+    # Popularity is the default signal; its table too is in chart order when the week has a chart.
+    assert default["signal"] == "popularity" and default["rows"][0]["track_id"] == "x" * 22
+    choices = {(c["signal"], c["region"]) for c in default["choices"]}
+    assert choices == {("popularity", ""), ("streams", "global")}
+    assert chart["rank_source"] == "chart"
+    assert [(r["track_id"], r["rank"]) for r in chart["rows"]] == [("x" * 22, 1), ("y" * 22, 2)]
+    assert ">1M<" in html and "400K–2.1M" in html and "42% charting" in html
+    assert bad.status_code == 422

@@ -354,14 +354,14 @@ async def _history_points(
     """(track, week, value) of the signal's history, ordered by week."""
     query: Any
     if signal == "streams":
-        query = select(ChartEntry.track_id, ChartEntry.week, ChartEntry.streams).where(
+        query = select(col(ChartEntry.track_id), col(ChartEntry.week), col(ChartEntry.streams)).where(
             ChartEntry.region == region,
             col(ChartEntry.track_id).in_(track_ids),
             col(ChartEntry.streams).is_not(None),
         )
         week_col = ChartEntry.week
     else:
-        query = select(Snapshot.track_id, Snapshot.week, Snapshot.popularity).where(
+        query = select(col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity)).where(
             col(Snapshot.track_id).in_(track_ids), col(Snapshot.popularity).is_not(None)
         )
         week_col = Snapshot.week
