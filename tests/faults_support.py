@@ -1,0 +1,195 @@
+"""Fault-injection helpers for the reliability and security tests: a private Mosquitto started with the
+project's mosquitto/ config (so it can be stopped, killed and restarted without touching the shared
+broker), and a TCP proxy that can cut every connection to a server (MariaDB) and let them back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO_DIR = ROOT / "mosquitto"
+SERVICE_USERS = ("ingestor", "predictor", "trainer", "dashboard", "healthcheck")
+OBSERVER = "observer"  # test-only user that reads and writes everything, to see what got through
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def make_passwd(out: Path, passwords: dict[str, str]) -> None:
+    """Run mosquitto/make-passwd.sh with `passwords` as MQTT_<USER>_PASSWORD variables."""
+    env = {"PATH": os.environ["PATH"]}
+    env.update({f"MQTT_{user.upper()}_PASSWORD": pw for user, pw in passwords.items()})
+    subprocess.run(
+        ["sh", str(MOSQUITTO_DIR / "make-passwd.sh"), str(out)], env=env, check=True, capture_output=True
+    )
+
+
+def project_config(*, port: int, workdir: Path, passwd: Path, acl: Path) -> str:
+    """The project's mosquitto.conf with its paths and listener moved into `workdir` and `port`."""
+    replaced = {
+        "password_file": f"password_file {passwd}",
+        "acl_file": f"acl_file {acl}",
+        "persistence_location": f"persistence_location {workdir}/data/",
+        "log_dest": f"log_dest file {workdir}/mosquitto.log",
+        "listener": f"listener {port} 127.0.0.1",
+    }
+    lines = []
+    for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text().splitlines():
+        key = line.split(" ", 1)[0]
+        lines.append(replaced.pop(key, line) if key in replaced else line)
+    # Running as root, Mosquitto would switch to the `mosquitto` user, who cannot read pytest's tmp dirs.
+    lines.append(f"user {getpass.getuser()}")
+    return "\n".join(lines) + "\n"
+
+
+class PrivateBroker:
+    """A Mosquitto process of this test alone, with the project's config, ACL and generated passwords.
+
+    The ACL is the project's, plus a test-only `observer` user allowed everything.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.passwords = {user: secrets.token_urlsafe(12) for user in (*SERVICE_USERS, OBSERVER)}
+        self._process: subprocess.Popen[bytes] | None = None
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        passwd, acl = workdir / "passwd", workdir / "acl"
+        make_passwd(passwd, self.passwords)
+        observer = ["mosquitto_passwd", "-b", str(passwd), OBSERVER, self.passwords[OBSERVER]]
+        subprocess.run(observer, check=True)
+        acl_text = (MOSQUITTO_DIR / "acl").read_text()
+        acl.write_text(f"{acl_text}\n\nuser {OBSERVER}\ntopic readwrite #\n")
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(project_config(port=self.port, workdir=workdir, passwd=passwd, acl=acl))
+
+    def url(self, user: str | None) -> str:
+        """`mqtt://user:password@127.0.0.1:port` (or anonymous when `user` is None)."""
+        if user is None:
+            return f"mqtt://127.0.0.1:{self.port}"
+        return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 10
+        while not port_open(self.port):
+            if self._process.poll() is not None:
+                error = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"mosquitto exited: {error}\n{self.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not listen on {self.port}\n{self.log}")
+            time.sleep(0.05)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker: SIGTERM (saves its persistence file) or SIGKILL (a crash)."""
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self._process.wait(timeout=10)
+        if self._process.stderr:
+            self._process.stderr.close()
+        self._process = None
+
+    def __enter__(self) -> PrivateBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(kill=True)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to an upstream server; `cut()` drops every connection and refuses new
+    ones until `restore()`: the server looks unreachable to the clients, and nothing else is touched."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.is_open = True
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        self.is_open = False
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.is_open = True
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.is_open:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def __aenter__(self) -> TcpProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def via_proxy(database_url: str, proxy_port: int) -> str:
+    """`database_url` pointed at the proxy instead of the server."""
+    head, _, tail = database_url.partition("@")
+    _, _, rest = tail.partition("/")
+    return f"{head}@127.0.0.1:{proxy_port}/{rest}"
