@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_LATENCY = Histogram(
     "songpop_http_request_seconds",
@@ -20,19 +20,42 @@ MQTT_REJECTED = Counter("songpop_mqtt_rejected_total", "malformed MQTT messages 
 INGESTED = Counter("songpop_ingested_total", "rows written by ingest runs", ["entity"])
 
 
+class RequestTimer:
+    """Pure ASGI middleware recording each HTTP request's latency by route template.
+
+    Unlike Starlette's BaseHTTPMiddleware it adds no task or stream per request: it only wraps `send`
+    to catch the status code, which matters on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_LATENCY.labels(self.service, route, scope["method"], str(status)).observe(
+                time.perf_counter() - start
+            )
+
+
 def instrument(app: FastAPI, service: str) -> None:
     """Record every request's latency by route template, and serve /metrics."""
-
-    @app.middleware("http")
-    async def _timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_LATENCY.labels(service, path, request.method, str(response.status_code)).observe(
-            time.perf_counter() - start
-        )
-        return response
+    app.add_middleware(RequestTimer, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -5,25 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
 
-from fastapi import APIRouter, HTTPException, Path
-from sqlalchemy import func, select
+from fastapi import APIRouter, HTTPException, Path, Response
+from pydantic import BaseModel
+from sqlalchemy import select
 
 from shared.db import ping
 from shared.ids import InvalidTrackId, normalise_track_id
-from shared.models import AppState, IngestRun, ModelVersion, Snapshot, Track
+from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
 
-from . import service
+from . import service, tracks
 from .deps import SessionDep, SessionsDep, SettingsDep, SpotifyDep
 from .schemas import (
+    EXAMPLE_ID,
     ForecastBatchRequest,
     ForecastBatchResponse,
-    HistoryPoint,
+    Health,
     ModelOut,
     Problem,
+    Readiness,
     StatusResponse,
     TrackForecast,
-    TrackInfo,
     TrendingResponse,
 )
 
@@ -39,42 +41,39 @@ def valid_ids(raw: Sequence[str]) -> list[str]:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-async def build_forecasts(
+class JSONBytes(Response):
+    """A response whose body was serialised by pydantic already (no second validation pass)."""
+
+    media_type = "application/json"
+
+
+def as_json(model: BaseModel) -> JSONBytes:
+    return JSONBytes(model.model_dump_json().encode())
+
+
+async def forecasts(
     *, sessions: SessionsDep, settings: SettingsDep, spotify: SpotifyDep, track_ids: list[str]
-) -> list[TrackForecast]:
-    """Forecasts with history for songs already stored (callers ensure them first)."""
+) -> tuple[list[TrackForecast], list[str]]:
+    """Forecasts of `track_ids` (songs never seen are fetched from Spotify first) and the ids Spotify
+    does not know."""
     async with sessions() as session:
-        per_track = await service.forecasts_for(session=session, settings=settings, track_ids=track_ids)
-        tracks = {
-            t.id: t
-            for t in (await session.exec(select(Track).where(Track.id.in_(track_ids)))).scalars()  # type: ignore[call-overload, attr-defined]
-        }
-        result = []
-        for track_id in track_ids:
-            track = tracks[track_id]
-            refreshed = (
-                await session.exec(select(func.max(Snapshot.updated_at)).where(Snapshot.track_id == track_id))  # type: ignore[call-overload]
-            ).scalar()
-            predictions = per_track.get(track_id, [])
-            result.append(
-                TrackForecast(
-                    track=TrackInfo(
-                        id=track.id,
-                        name=track.name,
-                        artists=track.artist_names,
-                        album_id=track.album_id,
-                        release_date=track.release_date,
-                        demo=track.is_demo,
-                    ),
-                    predictions=predictions,
-                    history=[
-                        HistoryPoint(**p) for p in await service.history(session=session, track_id=track_id)
-                    ],
-                    data_refreshed_at=refreshed,
-                    cold_start=any(f.cold_start for p in predictions for f in p.forecasts) or not predictions,
-                )
-            )
-        return result
+        found = await tracks.forecasts_for(session=session, settings=settings, track_ids=track_ids)
+    missing = [i for i in track_ids if i not in {f.track.id for f in found}]
+    if not missing:
+        return found, []
+    try:
+        await service.ensure_tracks(
+            sessions=sessions, spotify=spotify, track_ids=missing, demo=settings.uses_emulator
+        )
+        not_found: list[str] = []
+    except service.UnknownTracks as exc:
+        not_found = exc.ids
+    fetched = [i for i in missing if i not in set(not_found)]
+    if fetched:
+        async with sessions() as session:
+            found += await tracks.forecasts_for(session=session, settings=settings, track_ids=fetched)
+    order = {track_id: n for n, track_id in enumerate(track_ids)}
+    return sorted(found, key=lambda f: order[f.track.id]), not_found
 
 
 @router.get(
@@ -84,43 +83,41 @@ async def build_forecasts(
     summary="Forecast one song",
     description="Current values, 26- and 52-week forecasts with 80% intervals, model versions and history. "
     "`track_id` may be an id, a `spotify:track:` URI or an open.spotify.com URL. A valid id the database "
-    "has never seen is fetched from Spotify, stored and forecast (a cold-start forecast).",
+    "has never seen is fetched from Spotify, stored and forecast (a cold-start forecast); an id Spotify "
+    "does not know gives 404.",
 )
 async def track_forecast(
     sessions: SessionsDep,
     settings: SettingsDep,
     spotify: SpotifyDep,
-    track_id: str = Path(max_length=200),
-) -> TrackForecast:
+    track_id: str = Path(max_length=200, examples=[EXAMPLE_ID]),
+) -> Response:
     ids = valid_ids([track_id])
-    try:
-        await service.ensure_tracks(
-            sessions=sessions, spotify=spotify, track_ids=ids, demo=settings.uses_emulator
-        )
-    except service.UnknownTracks as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    return (await build_forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=ids))[0]
+    found, not_found = await forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=ids)
+    if not_found:
+        raise HTTPException(status_code=404, detail=f"Spotify does not know track {not_found[0]}")
+    return as_json(found[0])
 
 
 @router.post(
-    "/v1/forecasts", response_model=ForecastBatchResponse, responses=ERRORS, summary="Forecast many songs"
+    "/v1/forecasts",
+    response_model=ForecastBatchResponse,
+    responses=ERRORS,
+    summary="Forecast many songs",
+    description="The same as the single-song forecast for up to 100 songs; ids Spotify does not know "
+    "are listed in `not_found` instead of failing the whole request.",
 )
 async def batch_forecast(
     body: ForecastBatchRequest, sessions: SessionsDep, settings: SettingsDep, spotify: SpotifyDep
-) -> ForecastBatchResponse:
+) -> Response:
     if len(body.track_ids) > settings.max_batch:
-        raise HTTPException(status_code=422, detail=f"at most {settings.max_batch} track ids per request")
-    ids = valid_ids(body.track_ids)
-    not_found: list[str] = []
-    try:
-        await service.ensure_tracks(
-            sessions=sessions, spotify=spotify, track_ids=ids, demo=settings.uses_emulator
+        raise HTTPException(
+            status_code=422,
+            detail=f"at most {settings.max_batch} track ids per request, got {len(body.track_ids)}",
         )
-    except service.UnknownTracks as exc:
-        not_found = exc.ids
-    found = [i for i in ids if i not in set(not_found)]
-    forecasts = await build_forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=found)
-    return ForecastBatchResponse(forecasts=forecasts, not_found=not_found)
+    ids = valid_ids(body.track_ids)
+    found, not_found = await forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=ids)
+    return as_json(ForecastBatchResponse(forecasts=found, not_found=not_found))
 
 
 @router.get(
@@ -160,17 +157,22 @@ async def status(session: SessionDep, settings: SettingsDep) -> StatusResponse:
     )
 
 
-@router.get("/healthz", summary="Alive")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=Health, summary="Alive")
+async def healthz() -> Health:
+    return Health(status="ok")
 
 
 def _state(ok: bool) -> str:
     return "ok" if ok else "unreachable"
 
 
-@router.get("/readyz", summary="Database and broker reachable", responses={503: {"model": Problem}})
-async def readyz(sessions: SessionsDep, settings: SettingsDep) -> dict[str, str]:
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Database and broker reachable",
+    responses={503: {"model": Problem}},
+)
+async def readyz(sessions: SessionsDep, settings: SettingsDep) -> Readiness:
     db_ok = await ping(sessions.kw["bind"])
     broker_ok = await broker_reachable(settings)
     if not (db_ok and broker_ok):
@@ -178,4 +180,4 @@ async def readyz(sessions: SessionsDep, settings: SettingsDep) -> dict[str, str]
             status_code=503,
             detail=f"database {_state(db_ok)}, broker {_state(broker_ok)}",
         )
-    return {"status": "ready", "database": "ok", "broker": "ok"}
+    return Readiness(status="ready", database="ok", broker="ok")

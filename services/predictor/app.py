@@ -9,15 +9,18 @@ import logging
 from collections.abc import AsyncIterator
 
 import aiomqtt
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from shared.spotify.client import SpotifyClient
 
 from shared.db import make_engine, make_sessionmaker
 from shared.events import DbUpdated, ModelUpdated, Topics, parse, preview
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import consume_forever, topics
 from shared.outbox import publish_pending
+from shared.spotify.client import SpotifyClient
 
 from . import service
 from .api import router
@@ -100,6 +103,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+def _where(location: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in location if part != "body") or "body"
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable sentence per problem (plus pydantic's structured errors)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = "; ".join(f"{_where(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors)
+    structured = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors]
+    return JSONResponse(
+        status_code=422,
+        content={"detail": detail or "invalid request", "errors": jsonable_encoder(structured)},
+    )
+
+
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     """The predictor app; long-lived clients are created in its lifespan, not at import."""
     app = FastAPI(
@@ -110,5 +128,6 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings or PredictorSettings()
     app.include_router(router)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     instrument(app, SERVICE)
     return app

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from shared.spotify.client import SpotifyClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true, union
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import forecasting
 from shared.catalog import write_tracks
 from shared.db import upsert
 from shared.events import (
@@ -28,9 +28,9 @@ from shared.events import (
     TrackPrediction,
     envelope,
 )
-from shared.forecasting import forecast_tracks
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
 from shared.outbox import add_event
+from shared.spotify.client import SpotifyClient
 from shared.weeks import current_week
 
 from .settings import PredictorSettings
@@ -160,6 +160,25 @@ def stage_messages(
         add_event(session, topic=topics.alert(alert.reason), event=envelope(CONSUMER, alert))
 
 
+async def data_week(session: AsyncSession) -> dt.date | None:
+    """The most recent week with trending songs (a trending snapshot or a chart entry)."""
+    snapshot_week = (
+        await session.exec(select(func.max(Snapshot.week)).where(Snapshot.trending == true()))  # type: ignore[call-overload, arg-type]
+    ).scalar()
+    chart_week = (await session.exec(select(func.max(ChartEntry.week)))).scalar()  # type: ignore[call-overload]
+    weeks = [w for w in (snapshot_week, chart_week) if w is not None]
+    return max(weeks) if weeks else None
+
+
+async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
+    """The songs that trended in `week`: on a chart or flagged trending in their snapshot."""
+    query = union(
+        select(Snapshot.track_id).where(Snapshot.week == week, Snapshot.trending == true()),  # type: ignore[arg-type]
+        select(ChartEntry.track_id).where(ChartEntry.week == week),  # type: ignore[arg-type]
+    )
+    return sorted((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
 async def claim(session: AsyncSession, event_id: str) -> bool:
     """Record that this consumer handles `event_id`; False if it was handled (or claimed) already."""
     if await session.get(ProcessedEvent, (CONSUMER, event_id)) is not None:
@@ -188,7 +207,14 @@ async def predict_trending(
         if not await claim(session, event_id):
             log.info("event %s already handled; skipped", event_id)
             return None
-        predictions = await forecast_tracks(session=session, settings=settings)
+        week = await data_week(session)
+        predictions = (
+            await forecasting.forecast_tracks(
+                session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
+            )
+            if week is not None
+            else []
+        )
         previous = await previous_values(session=session, predictions=predictions)
         alerts = alerts_for(
             predictions, previous, threshold=settings.alert_threshold, move=settings.alert_move
@@ -200,7 +226,7 @@ async def predict_trending(
             keys=["track_id", "week", "signal", "region", "horizon_weeks"],
             update=PREDICTION_UPDATE,
         )
-        week = predictions[0].week if predictions else current_week()
+        week = week or current_week()
         stage_messages(session, topics=topics, predictions=predictions, alerts=alerts, week=week)
         await session.commit()
     log.info(
@@ -267,29 +293,6 @@ async def ensure_tracks(
     unknown = [i for i in missing if i not in fetched]
     if unknown:
         raise UnknownTracks(unknown)
-
-
-async def forecasts_for(
-    *, session: AsyncSession, settings: PredictorSettings, track_ids: Sequence[str]
-) -> dict[str, list[TrackPrediction]]:
-    """Every signal's forecast for each requested song (songs already stored)."""
-    result: dict[str, list[TrackPrediction]] = {i: [] for i in track_ids}
-    for p in await forecast_tracks(session=session, settings=settings, track_ids=list(track_ids)):
-        result.setdefault(p.track_id, []).append(p)
-    return result
-
-
-async def history(*, session: AsyncSession, track_id: str) -> list[dict[str, Any]]:
-    """A song's weekly popularity and chart positions, oldest first."""
-    snaps = (await session.exec(select(Snapshot).where(Snapshot.track_id == track_id))).scalars().all()  # type: ignore[call-overload]
-    charts = (await session.exec(select(ChartEntry).where(ChartEntry.track_id == track_id))).scalars().all()  # type: ignore[call-overload]
-    points: dict[tuple[dt.date, str | None], dict[str, Any]] = {}
-    for s in snaps:
-        points[(s.week, None)] = {"week": s.week, "popularity": s.popularity, "trending": s.trending}
-    for c in charts:
-        point = points.pop((c.week, None), None) or {"week": c.week, "popularity": None, "trending": True}
-        points[(c.week, c.region)] = {**point, "region": c.region, "rank": c.rank, "streams": c.streams}
-    return sorted(points.values(), key=lambda p: (p["week"], p.get("region") or ""))
 
 
 async def latest_predictions(*, session: AsyncSession) -> PredictionsLatest | None:

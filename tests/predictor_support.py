@@ -1,0 +1,172 @@
+"""Helpers of the predictor tests: songs written straight into the database, predictor settings and
+apps pointed at the Spotify emulator, and MQTT observers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import string
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.emulator import EmulatorConfig
+from services.emulator import create_app as create_emulator
+from services.predictor.settings import PredictorSettings
+from shared.config import Settings
+from shared.db import upsert
+from shared.events import DbUpdated, Envelope, envelope
+from shared.models import ChartEntry, Snapshot, Track
+from shared.weeks import add_weeks, current_week
+from tests.servers import serving
+
+WEEK = current_week()
+BASE62 = string.digits + string.ascii_letters
+NOT_ON_SPOTIFY = "0" * 22  # a well-formed id the emulator's catalog does not hold
+
+
+def random_track_id(rng: random.Random) -> str:
+    return "".join(rng.choice(BASE62) for _ in range(22))
+
+
+async def seed_songs(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    n: int = 12,
+    weeks: int = 10,
+    week: dt.date = WEEK,
+    charted: int = 5,
+    seed: int = 1,
+) -> list[str]:
+    """`n` songs with `weeks` weekly snapshots ending at `week` (trending that week); the first
+    `charted` of them also on the global chart that week. Returns their ids."""
+    rng = random.Random(seed)
+    ids = [random_track_id(rng) for _ in range(n)]
+    tracks, snapshots, charts = [], [], []
+    for i, track_id in enumerate(ids):
+        tracks.append(
+            {
+                "id": track_id,
+                "name": f"Song {i} <b>",
+                "artist_names": f"Artist {i % 4}",
+                "release_date": add_weeks(week, -weeks - i),
+                "is_demo": False,
+            }
+        )
+        level = rng.uniform(30, 90)
+        for back in range(weeks):
+            snapshots.append(
+                {
+                    "track_id": track_id,
+                    "week": add_weeks(week, -back),
+                    "popularity": max(0, min(100, round(level - back * rng.uniform(-1, 2)))),
+                    "popularity_source": "api",
+                    "trending": back == 0,
+                }
+            )
+        if i < charted:
+            charts.append(
+                {
+                    "track_id": track_id,
+                    "week": week,
+                    "region": "global",
+                    "rank": i + 1,
+                    "streams": 5_000_000 - i * 100_000,
+                }
+            )
+    async with sessions() as session:
+        await upsert(session=session, model=Track, rows=tracks, keys=["id"])
+        await upsert(session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"])
+        await upsert(session=session, model=ChartEntry, rows=charts, keys=["track_id", "week", "region"])
+        await session.commit()
+    return ids
+
+
+def db_updated(run_id: int = 1, week: dt.date = WEEK, tracks: int = 12) -> Envelope[DbUpdated]:
+    """A `db-updated` event as the ingestor publishes it."""
+    data = DbUpdated(run_id=run_id, kind="update", week=week, tracks=tracks, snapshots=tracks)
+    return envelope("ingestor", data)  # type: ignore[return-value]
+
+
+def predictor_settings(settings: Settings, emulator_url: str = "", **extra: Any) -> PredictorSettings:
+    """Predictor settings on the test's database, broker and topic root (and the emulator, if given)."""
+    spotify = (
+        {"spotify_api_url": f"{emulator_url}/v1", "spotify_accounts_url": emulator_url}
+        if emulator_url
+        else {}
+    )
+    return PredictorSettings(
+        **{**settings.model_dump(), **(spotify if emulator_url else {}), **extra},
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_emulator() -> AsyncIterator[tuple[Any, str]]:
+    """The Spotify emulator app (its catalog is reachable through app.state) and its URL."""
+    app = create_emulator(EmulatorConfig(mode="extended", n_tracks=300, start_week=WEEK))
+    async with serving(app) as url:
+        yield app, url
+
+
+async def messages_until(client: aiomqtt.Client, done: Any, within: float = 20) -> list[aiomqtt.Message]:
+    """Messages received until `done(messages)` is true (TimeoutError after `within` seconds)."""
+    received: list[aiomqtt.Message] = []
+    async with asyncio.timeout(within):
+        async for message in client.messages:
+            received.append(message)
+            if done(received):
+                return received
+    return received
+
+
+# TEMPORARY until shared.forecasting.forecast_tracks lands (forecasting engineer): a persistence stand-in.
+def use_interim_forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import forecasting
+
+    if hasattr(forecasting, "forecast_tracks"):
+        return
+    from sqlmodel import col, func, select
+
+    from shared.events import Forecast, TrackPrediction
+
+    async def forecast_tracks(*, session, settings, week, track_ids):  # type: ignore[no-untyped-def]
+        latest = (
+            select(Snapshot.track_id, func.max(Snapshot.week))
+            .where(col(Snapshot.track_id).in_(track_ids), Snapshot.week <= week)
+            .group_by(Snapshot.track_id)
+        )
+        out = []
+        for track_id, w in (await session.exec(latest)).all():
+            snap = (
+                await session.exec(select(Snapshot).where(Snapshot.track_id == track_id, Snapshot.week == w))
+            ).one()
+            value = float(snap.popularity or 0)
+            out.append(
+                TrackPrediction(
+                    track_id=track_id,
+                    week=week,
+                    signal="popularity",
+                    current=value,
+                    forecasts=[
+                        Forecast(
+                            horizon_weeks=h,
+                            value=value,
+                            lower=value - 10,
+                            upper=value + 10,
+                            model_version="interim",
+                            cold_start=True,
+                        )
+                        for h in (26, 52)
+                    ],
+                )
+            )
+        return out
+
+    monkeypatch.setattr(forecasting, "forecast_tracks", forecast_tracks, raising=False)
