@@ -40,6 +40,9 @@ compose-check:  ## validate docker-compose.yml (needs the docker client only)
 
 bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
 
+bench-db: install  ## upsert 200,000 snapshot rows into MariaDB: rows/s next to a plain executemany (>= 50,000/s)
+	$(BIN)/python -m benchmarks.bench_db --rows 200000
+
 bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
 	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5
 

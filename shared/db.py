@@ -18,7 +18,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 log = logging.getLogger(__name__)
 
-UPSERT_CHUNK = 2000  # rows per multi-row statement: large enough to amortise, small enough for packet limits
+# Rows per executemany call. The statement is compiled once and cached; the driver folds each call into
+# multi-row INSERTs of at most ~1 MB (asyncmy) or SQLAlchemy batches them (SQLite).
+UPSERT_CHUNK = 5000
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -143,28 +145,30 @@ async def upsert(
         update if isinstance(update, Mapping) else {column: "replace" for column in update}
     )
     table: Table = model.__table__  # type: ignore[attr-defined]
-    dialect = session.bind.dialect.name if session.bind else "mysql"
+    connection = await session.connection()
+    stmt = _upsert_statement(table, connection.dialect.name, keys, rules)
     for part in _chunks(rows, chunk):
-        stmt: Any
-        if dialect == "mysql":
-            stmt = mysql_insert(table).values(list(part))
-            if rules:
-                stmt = stmt.on_duplicate_key_update(
-                    {c: _merged(r, table.c[c], stmt.inserted[c]) for c, r in rules.items()}
-                )
-            else:
-                stmt = stmt.prefix_with("IGNORE")
-        else:
-            stmt = sqlite_insert(table).values(list(part))
-            if rules:
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=list(keys),
-                    set_={c: _merged(r, table.c[c], stmt.excluded[c]) for c, r in rules.items()},
-                )
-            else:
-                stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        await session.exec(stmt)  # type: ignore[call-overload]
+        # executemany with one cached statement: rendering a 2,000-row VALUES clause per chunk cost ~10x more.
+        await connection.execute(stmt, list(part))
     return len(rows)
+
+
+def _upsert_statement(table: Table, dialect: str, keys: Sequence[str], rules: Mapping[str, MergeRule]) -> Any:
+    """The dialect's INSERT ... ON DUPLICATE KEY UPDATE / ON CONFLICT statement for `table`."""
+    stmt: Any
+    if dialect == "mysql":
+        stmt = mysql_insert(table)
+        if not rules:
+            return stmt.prefix_with("IGNORE")
+        merged = {c: _merged(r, table.c[c], stmt.inserted[c]) for c, r in rules.items()}
+        return stmt.on_duplicate_key_update(merged)
+    stmt = sqlite_insert(table)
+    if not rules:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: _merged(r, table.c[c], stmt.excluded[c]) for c, r in rules.items()},
+    )
 
 
 def metadata() -> Any:

@@ -1,0 +1,140 @@
+"""Bulk writes: upsert 200,000 weekly snapshot rows into MariaDB next to a plain executemany of the same rows.
+
+Four timings in one run, each on an emptied `snapshot` table of a throwaway database:
+  - baseline: the driver's plain `executemany` of `INSERT INTO snapshot ... VALUES (...)` (asyncmy folds
+    it into multi-row statements itself), in one transaction;
+  - `shared.db.upsert` inserting the rows into the empty table (the first ingest of a week);
+  - `shared.db.upsert` of the same rows again, every one a duplicate key merged with the snapshot merge
+    rules (a repeated or resumed run);
+  - `shared.db.upsert` of 200,000 new rows into the table already holding 200,000.
+Prints rows/s for each and the ratio to the baseline; the target is >= 50,000 rows/s for the upserts.
+Run: `make bench-db` (or `python -m benchmarks.bench_db --rows 200000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import text
+
+from shared.catalog import SNAPSHOT_MERGE
+from shared.db import make_engine, make_sessionmaker, migrate, session_scope, upsert
+from shared.models import Snapshot, utcnow
+
+TARGET_ROWS_PER_SECOND = 50_000
+MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+COLUMNS = ["track_id", "week", "popularity", "popularity_source", "trending", "is_demo", "updated_at"]
+FIRST_WEEK = dt.date(2021, 1, 4)
+
+
+def snapshot_rows(n: int, *, weeks: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """`n` distinct (song, week) rows: n / weeks songs, each over `weeks` ISO weeks."""
+    now = utcnow()
+    rows = []
+    for i in range(offset, offset + n):
+        song, week = divmod(i, weeks)
+        rows.append(
+            {
+                "track_id": f"{song:022d}",
+                "week": FIRST_WEEK + dt.timedelta(weeks=week),
+                "popularity": (song * 7 + week) % 101,
+                "popularity_source": "api",
+                "trending": week % 3 == 0,
+                "is_demo": False,
+                "updated_at": now,
+            }
+        )
+    return rows
+
+
+async def timed(label: str, n: int, work: Callable[[], Awaitable[None]]) -> float:
+    start = time.perf_counter()
+    await work()
+    seconds = time.perf_counter() - start
+    rate = n / seconds
+    print(f"  {label:<44} {n:>9,} rows  {seconds:7.2f} s  {rate:>10,.0f} rows/s")
+    return rate
+
+
+async def run(rows_n: int) -> int:
+    db_name = f"songpop_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(MYSQL_SERVER + "/")
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE DATABASE `{db_name}` CHARACTER SET utf8mb4"))
+    url = f"{MYSQL_SERVER}/{db_name}"
+    engine = make_engine(url)
+    try:
+        await asyncio.to_thread(migrate, url)
+        sessions = make_sessionmaker(engine)
+        rows = snapshot_rows(rows_n)
+        more = snapshot_rows(rows_n, offset=rows_n)
+
+        async def empty() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("DELETE FROM snapshot"))
+
+        async def plain_executemany() -> None:
+            sql = f"INSERT INTO snapshot ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+            params = [tuple(row[c] for c in COLUMNS) for row in rows]
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+                await cursor.executemany(sql, params)
+                await raw.driver_connection.commit()  # type: ignore[union-attr]
+                await cursor.close()
+
+        def upserting(batch: list[dict[str, Any]]) -> Callable[[], Awaitable[None]]:
+            async def work() -> None:
+                async with session_scope(sessions) as session:
+                    await upsert(
+                        session=session,
+                        model=Snapshot,
+                        rows=batch,
+                        keys=["track_id", "week"],
+                        update=SNAPSHOT_MERGE,
+                    )
+
+            return work
+
+        where = engine.url.render_as_string(hide_password=True)
+        print(f"bench-db: {rows_n:,} snapshot rows, MariaDB {where}")
+        await empty()
+        baseline = await timed("baseline: plain executemany INSERT", rows_n, plain_executemany)
+        await empty()
+        fresh = await timed("upsert, empty table", rows_n, upserting(rows))
+        again = await timed("upsert, same rows again (all duplicates)", rows_n, upserting(rows))
+        grown = await timed(f"upsert, new rows into {rows_n:,}", rows_n, upserting(more))
+        async with engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT COUNT(*) FROM snapshot"))).scalar_one()
+        assert stored == 2 * rows_n, f"expected {2 * rows_n} rows, found {stored}"
+        print(f"  ratio to baseline: empty {fresh / baseline:.2f}x, duplicates {again / baseline:.2f}x, "
+              f"growing {grown / baseline:.2f}x")
+        worst = min(fresh, again, grown)
+        verdict = "meets" if worst >= TARGET_ROWS_PER_SECOND else "MISSES"
+        target = TARGET_ROWS_PER_SECOND
+        print(f"  slowest upsert {worst:,.0f} rows/s {verdict} the target of {target:,} rows/s")
+        return 0 if worst >= TARGET_ROWS_PER_SECOND else 1
+    finally:
+        await engine.dispose()
+        async with admin.begin() as conn:
+            await conn.execute(text(f"DROP DATABASE IF EXISTS `{db_name}`"))
+        await admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=200_000)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(run(args.rows)))
+
+
+if __name__ == "__main__":
+    main()
