@@ -73,6 +73,26 @@ class Snapshot(SQLModel, table=True):
     updated_at: dt.datetime = Field(default_factory=utcnow)
 
 
+class SnapshotStage(SQLModel, table=True):
+    """Snapshot rows an ingest run has fetched but not published yet.
+
+    Runs commit their batches here; the transaction that finishes a run moves every staged row into
+    `snapshot` (with the snapshot merge rules) and stages `db-updated`, so readers of `snapshot` never
+    see a half-written week, and a run that dies keeps its progress for the next one to publish.
+    """
+
+    __tablename__ = "snapshot_stage"
+    __table_args__ = (UniqueConstraint("track_id", "week", name="uq_snapshot_stage_track_week"),)
+    id: int | None = Field(default=None, primary_key=True)
+    track_id: str = Field(max_length=ID_LEN)
+    week: dt.date
+    popularity: int | None = None
+    popularity_source: str | None = Field(default=None, max_length=32)
+    trending: bool = False
+    is_demo: bool = False
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
 class ChartEntry(SQLModel, table=True):
     """A song's position and streams on one region's weekly chart: the streams signal."""
 
@@ -202,6 +222,7 @@ __all__ = [
     "Prediction",
     "ProcessedEvent",
     "Snapshot",
+    "SnapshotStage",
     "Track",
     "TrackArtist",
 ]
