@@ -113,6 +113,8 @@ class PredictionsLatest(BaseModel):
 
 
 class ServiceStatus(BaseModel):
+    """A service's connection state; `offline` is also its MQTT last will."""
+
     service: str
     state: Literal["online", "offline"]
 
@@ -130,6 +132,55 @@ class ForecastAlert(BaseModel):
     threshold: float | None = None
 
 
+@dataclass(frozen=True)
+class Channel:
+    """One documented topic: its address under the topic root, its payload model and delivery."""
+
+    key: str
+    address: str  # under the root; `{name}` marks a parameter
+    data: type[BaseModel]
+    retained: bool
+    producers: tuple[str, ...]
+    summary: str
+    parameters: tuple[tuple[str, str], ...] = ()  # (name, description)
+
+
+SERVICES = ("ingestor", "predictor", "trainer", "dashboard")
+ALERT_REASONS = ("threshold", "moved")
+
+# Every topic songpop publishes (QoS 1). shared.asyncapi generates asyncapi.yaml from this list.
+CHANNELS: tuple[Channel, ...] = (
+    Channel(
+        "dbUpdated", "events/db-updated", DbUpdated, True, ("ingestor",),
+        "An ingest run committed new snapshots; the latest stays retained.",
+    ),
+    Channel(
+        "modelUpdated", "events/model-updated", ModelUpdated, True, ("trainer",),
+        "A new model version is active; the latest stays retained.",
+    ),
+    Channel(
+        "predictionsLatest", "predictions/latest", PredictionsLatest, True, ("predictor",),
+        "All current predictions of the trending songs (retained): a new subscriber gets them at once.",
+    ),
+    Channel(
+        "trackPrediction", "predictions/tracks/{track_id}", TrackPrediction, True, ("predictor",),
+        "One song's latest prediction (retained), the popularity index where known, else chart streams.",
+        (("track_id", "22-character Spotify track id"),),
+    ),
+    Channel(
+        "serviceStatus", "status/{service}", ServiceStatus, True, SERVICES,
+        "`online` when a service connects; `offline` as its last will when it goes away (retained).",
+        (("service", "one of " + ", ".join(SERVICES)),),
+    ),
+    Channel(
+        "forecastAlert", "alerts/{reason}", ForecastAlert, False, ("predictor",),
+        "A forecast crossed the configured threshold or moved more than the configured amount since "
+        "last week (not retained: an alert is news, not state).",
+        (("reason", "threshold or moved"),),
+    ),
+)  # fmt: skip
+
+
 D = TypeVar("D", bound=BaseModel)
 
 
@@ -138,10 +189,17 @@ class Envelope(BaseModel, Generic[D]):
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: int = SCHEMA_VERSION
-    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
-    occurred_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    producer: str
+    schema_version: int = Field(
+        default=SCHEMA_VERSION, description="version of the payload schema; consumers check it"
+    )
+    event_id: str = Field(
+        default_factory=lambda: str(uuid.uuid4()),
+        description="unique per event; a redelivered message keeps it, so consumers drop duplicates by it",
+    )
+    occurred_at: dt.datetime = Field(
+        default_factory=lambda: dt.datetime.now(dt.UTC), description="when the event happened (UTC)"
+    )
+    producer: str = Field(description="the service that published the message")
     data: D
 
 

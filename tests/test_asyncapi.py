@@ -1,0 +1,109 @@
+"""asyncapi.yaml: generated from the event models (the committed file is up to date), a valid AsyncAPI 3.0
+document (checked against the official JSON Schema, shipped in tests/data), covering every topic, with
+bindings that match how songpop publishes, and examples that the models accept."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from shared import asyncapi
+from shared.events import CHANNELS, QOS, Topics, parse
+
+SPEC_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json.gz"
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    return yaml.safe_load(asyncapi.DOCUMENT.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def test_committed_document_is_the_generated_one(tmp_path: Path) -> None:
+    assert asyncapi.DOCUMENT.read_text(encoding="utf-8") == asyncapi.render(), (
+        "asyncapi.yaml is out of date: run `python -m shared.asyncapi`"
+    )
+    check = [sys.executable, "-m", "shared.asyncapi", "--check"]
+    assert subprocess.run(check, capture_output=True).returncode == 0
+    stale = tmp_path / "asyncapi.yaml"
+    stale.write_text(asyncapi.render().replace("qos: 1", "qos: 0"), encoding="utf-8")
+    result = subprocess.run([*check, "--output", str(stale)], capture_output=True, text=True)
+    assert result.returncode == 1 and "out of date" in result.stderr
+
+
+def test_document_is_valid_asyncapi_3(doc: dict[str, Any]) -> None:
+    schema = json.loads(gzip.decompress(SPEC_SCHEMA.read_bytes()))
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(doc)]
+    assert errors == []
+    broken = json.loads(json.dumps(doc))
+    broken["operations"]["send_dbUpdated"]["bindings"]["mqtt"]["qos"] = 3
+    assert not validator.is_valid(broken), "the official schema checks MQTT bindings too"
+
+
+def test_every_topic_is_documented(doc: dict[str, Any]) -> None:
+    t = Topics()
+    topics = {
+        t.db_updated,
+        t.model_updated,
+        t.predictions_latest,
+        t.prediction_for("{track_id}"),
+        t.status("{service}"),
+        t.alert("{reason}"),
+    }
+    assert {channel["address"] for channel in doc["channels"].values()} == topics
+    for key, channel in doc["channels"].items():
+        for parameter in channel.get("parameters", {}):
+            assert f"{{{parameter}}}" in channel["address"], key
+
+
+def test_bindings_say_qos_1_and_retain_latest_state_only(doc: dict[str, Any]) -> None:
+    sends = {op["channel"]["$ref"].rsplit("/", 1)[-1]: op for op in doc["operations"].values()
+             if op["action"] == "send"}  # fmt: skip
+    assert set(sends) == {c.key for c in CHANNELS}
+    for channel in CHANNELS:
+        binding = sends[channel.key]["bindings"]["mqtt"]
+        assert binding["qos"] == QOS == 1
+        assert binding["retain"] is channel.retained
+    retained = {c.key for c in CHANNELS if c.retained}
+    assert retained == {"dbUpdated", "modelUpdated", "predictionsLatest", "trackPrediction", "serviceStatus"}
+    will = doc["servers"]["mosquitto"]["bindings"]["mqtt"]["lastWill"]
+    assert will["retain"] is True and will["topic"].endswith("/status/{service}")
+
+
+def test_every_example_matches_its_schema_and_model(doc: dict[str, Any]) -> None:
+    components = doc["components"]
+    by_key = {c.key: c for c in CHANNELS}
+    checked = 0
+    for key, message in components["messages"].items():
+        assert message["examples"], f"{key} has no example"
+        payload_schema = {**message["payload"], "components": components}
+        validator = jsonschema.Draft202012Validator(payload_schema)
+        for example in message["examples"]:
+            validator.validate(example["payload"])
+            event = parse(json.dumps(example["payload"]), by_key[key].data)
+            assert event.model_dump(mode="json") == example["payload"]
+            checked += 1
+    assert checked >= len(CHANNELS)
+
+
+def test_payload_schemas_reject_what_the_models_reject(doc: dict[str, Any]) -> None:
+    components = doc["components"]
+    message = components["messages"]["trackPrediction"]
+    payload = json.loads(json.dumps(message["examples"][0]["payload"]))
+    payload["data"]["signal"] = "likes"
+    validator = jsonschema.Draft202012Validator({**message["payload"], "components": components})
+    assert not validator.is_valid(payload)
+    with pytest.raises(ValueError):
+        parse(json.dumps(payload), by_key_data("trackPrediction"))
+
+
+def by_key_data(key: str) -> Any:
+    return next(c.data for c in CHANNELS if c.key == key)
