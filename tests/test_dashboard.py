@@ -107,7 +107,9 @@ async def test_song_names_are_escaped(settings, sessions, dashboard) -> None:  #
     evil = Song("e" * 22, SCRIPT_NAME, artists='"><img src=x onerror=alert(2)>')
     await seed(sessions, [evil])
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
-        pages = [(await http.get(path)).text for path in ("/", f"/tracks/{evil.track_id}")]
+        responses = [await http.get(path) for path in ("/", f"/tracks/{evil.track_id}")]
+    pages = [r.text for r in responses]
+    assert all("script-src 'self'" in r.headers["content-security-policy"] for r in responses)
     for html in pages:
         assert SCRIPT_NAME not in html and "<img src=x" not in html
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

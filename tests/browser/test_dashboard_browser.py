@@ -80,6 +80,7 @@ async def open_page(browser, url: str, viewport: dict[str, int], problems: list[
     page = await browser.new_page(viewport=viewport)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
     await page.goto(url)
     return page
 
