@@ -135,7 +135,12 @@ async def consume_forever(
                     await client.subscribe(topic, qos=QOS)
                 log.info("%s connected to MQTT, subscribed to %s", service, ", ".join(subscriptions))
                 if on_connect:
-                    await on_connect(client)
+                    try:
+                        await on_connect(client)
+                    except aiomqtt.MqttError:
+                        raise
+                    except Exception:  # e.g. the database is down: keep consuming, catch up later
+                        log.exception("%s: on-connect step failed; consuming anyway", service)
                 async for message in client.messages:
                     try:
                         await handle(message)
