@@ -102,3 +102,12 @@ async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashb
     assert [(r["track_id"], r["rank"]) for r in chart["rows"]] == [("x" * 22, 1), ("y" * 22, 2)]
     assert ">1M<" in html and "400K–2.1M" in html and "42% charting" in html
     assert bad.status_code == 422
+
+
+async def test_database_down_gives_a_clear_503(settings) -> None:  # type: ignore[no-untyped-def]
+    down = dashboard_settings(settings, database_url="mysql+asyncmy://root@127.0.0.1:1/nothing_here")
+    async with running_dashboard(down) as running, httpx.AsyncClient(base_url=running.url) as http:
+        page, api, ready = await http.get("/"), await http.get("/api/trending"), await http.get("/readyz")
+    assert page.status_code == 503 and "Database unavailable" in page.text
+    assert api.status_code == 503 and api.json() == {"detail": "database unavailable"}
+    assert ready.status_code == 503 and ready.json()["database"] is False and ready.json()["broker"] is True

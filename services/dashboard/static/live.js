@@ -47,6 +47,8 @@ const songpop = (() => {
     }
     if (message.type === "predictions") {
       handlers.forEach((fn) => fn(message));
+      const stamp = document.getElementById("last-update");
+      if (stamp) stamp.textContent = "updated " + new Date().toLocaleTimeString();
       if (message.event_id) document.body.dataset.event = message.event_id;
     }
   }
