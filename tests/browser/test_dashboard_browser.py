@@ -188,3 +188,23 @@ async def test_pages_read_well_on_a_phone(browser, dashboard, screenshot_dir: Pa
         page = await open_page(browser, f"{dashboard.url}/{name}", DESKTOP, problems)
         await page.screenshot(path=screenshot_dir / f"{name}-desktop.png", full_page=True)
     assert problems == []
+
+
+async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    problems: list[str] = []
+    page = await open_page(browser, dashboard.url + "/", DESKTOP, problems)
+    await wait_live(page)
+    next_week = WEEK + dt.timedelta(weeks=1)
+    still = catalog()[:3]
+    newcomer = Song("w" * 22, "New This Week", "Fresh Face", current=64.0)
+    await seed(sessions, [*still, newcomer], week=next_week)  # the predictor stores, then publishes
+    await publish_latest(settings, prediction_event([*still, newcomer], shift=1.0, week=next_week))
+    await page.wait_for_function(
+        "text => document.getElementById('week').textContent === text", arg=next_week.isoformat(),
+        timeout=WAIT_MS,
+    )
+    await page.wait_for_function("() => document.querySelectorAll('#trending tbody tr').length === 4",
+                                 timeout=WAIT_MS)
+    shown = await page.eval_on_selector_all("#trending tbody tr", "rows => rows.map(r => r.dataset.trackId)")
+    assert set(shown) == {s.track_id for s in [*still, newcomer]}
+    assert problems == []

@@ -132,18 +132,32 @@
     else if (added) sortBy("rank", 1, false);
   }
 
-  songpop.onPredictions((message) => {
-    apply(message.rows, message.event_id);
-    const week = document.getElementById("week");
-    if (week && message.week && message.week > week.textContent) week.textContent = message.week;
-  });
-
-  songpop.onResync(async () => {
+  /* Reload the whole table from the server: rows of songs no longer trending go away. */
+  async function resync() {
     const params = new URLSearchParams();
     if (table.dataset.signal) { params.set("signal", table.dataset.signal); params.set("region", table.dataset.region); }
     const response = await fetch("/api/trending?" + params.toString());
-    if (response.ok) apply((await response.json()).rows, "resync");
+    if (!response.ok) return;
+    const view = await response.json();
+    const keep = new Set(view.rows.map((r) => r.track_id));
+    for (const [id, tr] of byId) {
+      if (!keep.has(id)) { tr.remove(); byId.delete(id); if (watcher) watcher.unobserve(tr); }
+    }
+    const week = document.getElementById("week");
+    if (week && view.week) week.textContent = view.week;
+    apply(view.rows, "resync");
+  }
+
+  songpop.onPredictions((message) => {
+    const week = document.getElementById("week");
+    if (week && message.week && message.week > week.textContent) {
+      resync(); // a new week: the set of trending songs changed, not just their numbers
+      return;
+    }
+    apply(message.rows, message.event_id);
   });
+
+  songpop.onResync(resync);
 
   function sortValue(tr, key, numeric) {
     const raw = cell(tr, key).dataset.v;
