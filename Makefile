@@ -43,6 +43,9 @@ bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
 bench-db: install  ## upsert 200,000 snapshot rows into MariaDB: rows/s next to a plain executemany (>= 50,000/s)
 	$(BIN)/python -m benchmarks.bench_db --rows 200000
 
+bench-ingest: install  ## weekly Spotify update of 10,000 songs vs the emulator (50 ms), both modes, vs the sequential way
+	$(BIN)/python -m benchmarks.bench_ingest --songs 10000 --latency-ms 50
+
 bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
 	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5
 

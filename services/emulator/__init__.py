@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from services.emulator.app import DEMO_PLAYLIST_ID, TRENDING_PLAYLIST_ID, create_app
 from services.emulator.catalog import Catalog, ChartRow
 from services.emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig
@@ -44,7 +46,17 @@ def run(
     latency_ms: float = 0.0,
     seed: int = 7,
     n_tracks: int = 20_000,
+    *,
+    start_week: dt.date | None = None,
+    token_ttl_seconds: float = 3600.0,
 ) -> None:
     """Entry point for `songpop emulator`: build the config from plain arguments and serve."""
-    config = EmulatorConfig(mode=mode, latency_ms=latency_ms, seed=seed, n_tracks=n_tracks)  # type: ignore[arg-type]
+    config = EmulatorConfig(
+        mode=mode,  # type: ignore[arg-type]
+        latency_ms=latency_ms,
+        seed=seed,
+        n_tracks=n_tracks,
+        token_ttl_seconds=token_ttl_seconds,
+        **({"start_week": start_week} if start_week else {}),
+    )
     serve(config, host=host, port=port)

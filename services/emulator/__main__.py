@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 
 from services.emulator import run
@@ -17,9 +18,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--n-tracks", type=int, default=20_000)
+    parser.add_argument("--start-week", type=dt.date.fromisoformat, default=None, help="YYYY-MM-DD")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(args.host, args.port, args.mode, args.latency_ms, args.seed, args.n_tracks)
+    run(
+        args.host, args.port, args.mode, args.latency_ms, args.seed, args.n_tracks, start_week=args.start_week
+    )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import math
 import re
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -95,6 +95,13 @@ async def api_gate(request: Request, state: StateDep, authorization: str | None 
         raise ApiError(401, "The access token expired")
 
 
+def _json(payload: Any) -> Response:
+    """JSON straight to bytes (FastAPI's generic encoder is slow, and these payloads are plain JSON)."""
+    return Response(
+        json.dumps(payload, ensure_ascii=False, separators=(",", ":")), media_type="application/json"
+    )
+
+
 def _builder(request: Request, state: EmulatorState) -> ObjectBuilder:
     return ObjectBuilder(
         state.catalog,
@@ -161,23 +168,23 @@ def _make_api_router() -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=[Depends(api_gate)])
 
     @router.get("/tracks/{track_id}")
-    async def get_track(track_id: str, request: Request, state: StateDep) -> dict[str, Any]:
+    async def get_track(track_id: str, request: Request, state: StateDep) -> Response:
         number = _track_number(state, _valid_id(track_id))
         if number is None:
             raise ApiError(404, "Resource not found")
         _served(state, [track_id])
-        return _builder(request, state).track(number)
+        return _json(_builder(request, state).track(number))
 
     @router.get("/tracks")
-    async def get_tracks(request: Request, state: StateDep, ids: str = "") -> dict[str, Any]:
+    async def get_tracks(request: Request, state: StateDep, ids: str = "") -> Response:
         build = _builder(request, state)
         wanted = _batch_ids(state, "tracks", ids)
         numbers = [_track_number(state, i) for i in wanted]
         _served(state, [i for i, n in zip(wanted, numbers, strict=True) if n is not None])
-        return {"tracks": [None if n is None else build.track(n) for n in numbers]}
+        return _json({"tracks": [None if n is None else build.track(n) for n in numbers]})
 
     @router.get("/albums/{album_id}")
-    async def get_album(album_id: str, request: Request, state: StateDep) -> dict[str, Any]:
+    async def get_album(album_id: str, request: Request, state: StateDep) -> Response:
         number = _album_number(state, _valid_id(album_id))
         if number is None:
             raise ApiError(404, "Resource not found")
@@ -185,10 +192,10 @@ def _make_api_router() -> APIRouter:
         build = _builder(request, state)
         tracks = [build.track_ref(t) for t in state.catalog.album_tracks(number)]
         page = _page(request, tracks[:50], len(tracks), 50, 0)
-        return build.album(number, page)
+        return _json(build.album(number, page))
 
     @router.get("/albums")
-    async def get_albums(request: Request, state: StateDep, ids: str = "") -> dict[str, Any]:
+    async def get_albums(request: Request, state: StateDep, ids: str = "") -> Response:
         build = _builder(request, state)
         out = []
         for album_id in _batch_ids(state, "albums", ids):
@@ -199,42 +206,42 @@ def _make_api_router() -> APIRouter:
             _served(state, [album_id])
             tracks = [build.track_ref(t) for t in state.catalog.album_tracks(number)]
             out.append(build.album(number, _page(request, tracks[:50], len(tracks), 50, 0)))
-        return {"albums": out}
+        return _json({"albums": out})
 
     @router.get("/albums/{album_id}/tracks")
     async def get_album_tracks(
         album_id: str, request: Request, state: StateDep,
         limit: int = Query(20, ge=1, le=50), offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> Response:  # fmt: skip
         number = _album_number(state, _valid_id(album_id))
         if number is None:
             raise ApiError(404, "Resource not found")
         build = _builder(request, state)
         tracks = list(state.catalog.album_tracks(number))
         items = [build.track_ref(t) for t in tracks[offset : offset + limit]]
-        return _page(request, items, len(tracks), limit, offset)
+        return _json(_page(request, items, len(tracks), limit, offset))
 
     @router.get("/artists/{artist_id}")
-    async def get_artist(artist_id: str, request: Request, state: StateDep) -> dict[str, Any]:
+    async def get_artist(artist_id: str, request: Request, state: StateDep) -> Response:
         number = state.catalog.artist_index.get(_valid_id(artist_id))
         if number is None:
             raise ApiError(404, "Resource not found")
         _served(state, [artist_id])
-        return _builder(request, state).artist(number)
+        return _json(_builder(request, state).artist(number))
 
     @router.get("/artists")
-    async def get_artists(request: Request, state: StateDep, ids: str = "") -> dict[str, Any]:
+    async def get_artists(request: Request, state: StateDep, ids: str = "") -> Response:
         build = _builder(request, state)
         wanted = _batch_ids(state, "artists", ids)
         numbers = [state.catalog.artist_index.get(i) for i in wanted]
         _served(state, [i for i, n in zip(wanted, numbers, strict=True) if n is not None])
-        return {"artists": [None if n is None else build.artist(n) for n in numbers]}
+        return _json({"artists": [None if n is None else build.artist(n) for n in numbers]})
 
     @router.get("/artists/{artist_id}/albums")
     async def get_artist_albums(
         artist_id: str, request: Request, state: StateDep,
         limit: int = Query(20, ge=1, le=50), offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> Response:  # fmt: skip
         number = state.catalog.artist_index.get(_valid_id(artist_id))
         if number is None:
             raise ApiError(404, "Resource not found")
@@ -244,10 +251,10 @@ def _make_api_router() -> APIRouter:
         ]
         build = _builder(request, state)
         items = [build.album_ref(a) for a in albums[offset : offset + limit]]
-        return _page(request, items, len(albums), limit, offset)
+        return _json(_page(request, items, len(albums), limit, offset))
 
     @router.get("/artists/{artist_id}/top-tracks")
-    async def get_artist_top_tracks(artist_id: str, request: Request, state: StateDep) -> dict[str, Any]:
+    async def get_artist_top_tracks(artist_id: str, request: Request, state: StateDep) -> Response:
         if not state.extended:
             raise ApiError(403, "GET /artists/{id}/top-tracks is not available in Development Mode")
         number = state.catalog.artist_index.get(_valid_id(artist_id))
@@ -258,13 +265,13 @@ def _make_api_router() -> APIRouter:
         mine = [t for a in catalog.artist_albums(number) for t in catalog.album_tracks(a) if pop[t] > 0]
         top = sorted(mine, key=lambda t: -pop[t])[:10]
         build = _builder(request, state)
-        return {"tracks": [build.track(t) for t in top]}
+        return _json({"tracks": [build.track(t) for t in top]})
 
     @router.get("/search")
     async def search(
         request: Request, state: StateDep, q: str = Query(..., min_length=1), type: str = "track",
         limit: int | None = Query(None, ge=1), offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> Response:  # fmt: skip
         maximum = SEARCH_LIMITS[state.extended]
         limit = limit if limit is not None else (20 if state.extended else 5)
         if limit > maximum:
@@ -276,35 +283,35 @@ def _make_api_router() -> APIRouter:
         found = state.catalog.search(q, state.week)
         build = _builder(request, state)
         items = [build.track(t) for t in found[offset : offset + limit]]
-        return {"tracks": _page(request, items, len(found), limit, offset)}
+        return _json({"tracks": _page(request, items, len(found), limit, offset)})
 
     @router.get("/playlists/{playlist_id}")
-    async def get_playlist(playlist_id: str, request: Request, state: StateDep) -> dict[str, Any]:
+    async def get_playlist(playlist_id: str, request: Request, state: StateDep) -> Response:
         entries = _playlist_entries(state, _valid_id(playlist_id))
         owner = "spotify" if playlist_id == TRENDING_PLAYLIST_ID else "songpop-demo-user"
         content = "tracks" if state.extended else "items"
-        return {
+        return _json({
             "id": playlist_id, "name": "Top 50 - Songpop" if owner == "spotify" else "My mixtape",
             "owner": {"id": owner, "type": "user"}, "collaborative": False, "public": True,
             "type": "playlist", "uri": f"spotify:playlist:{playlist_id}",
             content: {"href": f"{request.url}/{content}", "total": len(entries)},
-        }  # fmt: skip
+        })  # fmt: skip
 
     @router.get("/playlists/{playlist_id}/tracks")
     async def get_playlist_tracks(
         playlist_id: str, request: Request, state: StateDep,
         limit: int = Query(100, ge=1, le=100), offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> Response:  # fmt: skip
         if not state.extended:
             raise ApiError(403, "GET /playlists/{id}/tracks was replaced by /playlists/{id}/items")
-        return _playlist_page(request, state, playlist_id, "track", limit, offset)
+        return _json(_playlist_page(request, state, playlist_id, "track", limit, offset))
 
     @router.get("/playlists/{playlist_id}/items")
     async def get_playlist_items(
         playlist_id: str, request: Request, state: StateDep,
         limit: int = Query(100, ge=1, le=100), offset: int = Query(0, ge=0),
-    ) -> dict[str, Any]:  # fmt: skip
-        return _playlist_page(request, state, playlist_id, "item", limit, offset)
+    ) -> Response:  # fmt: skip
+        return _json(_playlist_page(request, state, playlist_id, "item", limit, offset))
 
     return router
 
@@ -423,11 +430,23 @@ def _make_control_router() -> APIRouter:
     return router
 
 
-async def _count_status(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
-    if request.url.path.startswith("/v1/"):
-        request.app.state.emulator.counters.by_status[response.status_code] += 1
-    return response
+class StatusCounter:
+    """ASGI middleware counting the status codes of `/v1/` answers (lighter than an HTTP middleware)."""
+
+    def __init__(self, app: Any, state: EmulatorState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.state.counters.by_status[message["status"]] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 def create_app(config: EmulatorConfig | None = None) -> FastAPI:
@@ -437,7 +456,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     app.state.emulator = EmulatorState(config)
     app.add_exception_handler(ApiError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
-    app.middleware("http")(_count_status)
+    app.add_middleware(StatusCounter, state=app.state.emulator)
     app.include_router(_make_accounts_router())
     app.include_router(_make_api_router())
     app.include_router(_make_control_router())

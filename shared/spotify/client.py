@@ -30,6 +30,7 @@ from tenacity.wait import wait_exponential_jitter
 from shared.config import Settings
 from shared.spotify.models import ACCESS_MODE_LIMITS, AccessMode, Album, Artist, Track
 from shared.spotify.parse import Problems, is_spotify_id, parse_album, parse_artist, parse_track
+from shared.spotify.transport import pooled_transport
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +227,10 @@ class SpotifyClient:
         self._max_attempts, self._max_rate_limited = max_attempts, max_rate_limited
         self._rate_limit_margin, self._token_renew_margin = rate_limit_margin, token_renew_margin
         self._outage_pause = outage_pause
+        limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
         self._http = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or pooled_transport(limits),
             timeout=httpx.Timeout(self._timeout),
-            limits=httpx.Limits(
-                max_connections=self._concurrency, max_keepalive_connections=self._concurrency
-            ),
             headers={"Accept": "application/json"},
         )
         self._limiter = RateLimiter(self._concurrency)
