@@ -93,7 +93,8 @@ def rich_progress() -> tuple[Progress, Callable[[str, int, int], None]]:
 def print_run(report: Any) -> None:
     colour = {"ok": "green", "paused": "yellow"}.get(report.status, "red")
     console.print(f"run {report.run_id} ({report.kind}, week {report.week}): [{colour}]{report.status}[/]")
-    console.print(f"  Spotify access mode: {report.access_mode}")
+    if report.access_mode:
+        console.print(f"  Spotify access mode: {report.access_mode}")
     for key, value in sorted(report.counts.items()):
         console.print(f"  {key:>28}: {value}")
     if report.errors:
@@ -112,13 +113,20 @@ def _ingest(
     from services.ingestor.main import ingest_once
     from services.ingestor.settings import IngestorSettings
     from shared.charts import iter_chart_paths
+    from shared.ids import InvalidTrackId, normalise_track_id
 
     settings = settings_of(IngestorSettings)
     if charts is not None and not charts.exists():
         fail(f"charts folder {charts} does not exist", EXIT_CONFIG)
+    try:
+        track_ids = [normalise_track_id(raw) for raw in track_ids]
+    except InvalidTrackId as exc:
+        fail(f"--track-id: {exc}", EXIT_CONFIG)
     paths = iter_chart_paths([charts]) if charts is not None else None
     if kind == "init" and paths is not None and limit is not None:
         paths = paths[:limit]  # --limit on init: the first N chart files
+    if kind == "init" and not paths:
+        fail(f"no chart CSV files (a CSV with a date in its name) under {charts}", EXIT_CONFIG)
     bar, update = rich_progress()
     with bar:
         report = run_job(
@@ -163,6 +171,41 @@ def ingest_update(
     """This week's run: new chart files in SONGPOP_CHARTS_DIR, the trending playlist (Extended Quota),
     and a popularity snapshot of every followed song; then publishes db-updated."""
     _ingest("update", charts=None, limit=limit, week=week.date() if week else None, track_ids=track_id or [])
+
+
+class Aggregate(StrEnum):
+    last = "last"
+    mean = "mean"
+
+
+@ingest_app.command("history")
+def ingest_history(
+    paths: Annotated[
+        list[Path], typer.Argument(help="popularity-history CSV files or folders of them", show_default=False)
+    ],
+    aggregate: Annotated[
+        Aggregate, typer.Option(help="a week's value: the last known day's, or the mean of its days")
+    ] = Aggregate.last,
+) -> None:
+    """Import popularity-history CSVs (date, track id or song + artist, popularity) as weekly snapshots,
+    so a new installation starts with years of history; then publishes db-updated."""
+    from services.ingestor.main import import_history_once
+    from services.ingestor.settings import IngestorSettings
+
+    settings = settings_of(IngestorSettings)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"not found: {', '.join(missing)}", EXIT_CONFIG)
+    bar, update = rich_progress()
+    with bar:
+        report = run_job(
+            lambda: import_history_once(
+                settings, paths, aggregate=aggregate.value, migrate_schema=True, progress=update
+            )
+        )
+    print_run(report)
+    if report.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 Used by the ingestor's runs and by the predictor when it is asked about a song it has never seen.
 Albums and artists are immutable enough to be fetched once: only those not stored yet are requested.
+Ingest runs write their snapshot rows to `snapshot_stage` (`staged=True`) and publish them all at once
+with `publish_staged_snapshots` in the transaction that finishes the run.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import MergeRule, session_scope, upsert
-from shared.models import Album, Artist, Snapshot, Track, TrackArtist, utcnow
+from shared.db import MergeRule, _merged, session_scope, upsert
+from shared.models import Album, Artist, Snapshot, SnapshotStage, Track, TrackArtist, utcnow
 from shared.spotify import models as sp
 from shared.spotify.client import SpotifyClient
 
@@ -134,9 +138,10 @@ async def write_tracks(
     week: dt.date,
     trending: set[str],
     demo: bool,
+    staged: bool = False,
 ) -> dict[str, int]:
     """Store tracks, the albums and artists not stored yet (immutable metadata is fetched once), and
-    this week's snapshot of each track."""
+    this week's snapshot of each track (into `snapshot_stage` when `staged`, published when the run ends)."""
     if not tracks:
         return {}
     albums: dict[str, sp.Album] = {}
@@ -183,9 +188,7 @@ async def write_tracks(
             keys=["track_id", "artist_id"],
             update=["position"],
         )
-        await upsert(
-            session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"], update=SNAPSHOT_MERGE
-        )
+        await upsert_snapshots(session=session, rows=snapshots, staged=staged)
     return {
         "tracks": len(tracks),
         "albums": len(albums),
@@ -211,3 +214,42 @@ async def fetch_missing_dimensions(
             albums[t.album.id] = t.album
     artists = await spotify.get_artists(artist_ids) if artist_ids else {}
     return albums, artists
+
+
+async def upsert_snapshots(*, session: AsyncSession, rows: Sequence[dict[str, Any]], staged: bool) -> int:
+    """Write snapshot rows with the merge rules, to `snapshot` or (staged) to `snapshot_stage`."""
+    model = SnapshotStage if staged else Snapshot
+    keys = ["track_id", "week"]
+    return await upsert(session=session, model=model, rows=rows, keys=keys, update=SNAPSHOT_MERGE)
+
+
+async def publish_staged_snapshots(*, session: AsyncSession) -> int:
+    """Move every staged snapshot row into `snapshot` (merge rules applied) in the caller's transaction.
+
+    Rows staged by earlier runs that died are published too: their batches were committed and are valid.
+    Returns the number of rows moved.
+    """
+    query = select(func.count(), func.max(SnapshotStage.id))  # type: ignore[arg-type]
+    count, last_id = (await session.exec(query)).one()  # type: ignore[call-overload]
+    if not count:
+        return 0
+    columns = ["track_id", "week", "popularity", "popularity_source", "trending", "is_demo", "updated_at"]
+    stage = SnapshotStage.__table__  # type: ignore[attr-defined]
+    target = Snapshot.__table__  # type: ignore[attr-defined]
+    source = select(*(stage.c[c] for c in columns)).where(stage.c.id <= last_id)
+    stmt: Any
+    if (await session.connection()).dialect.name == "mysql":
+        stmt = mysql_insert(target).from_select(columns, source)
+        stmt = stmt.on_duplicate_key_update(
+            {c: _merged(rule, target.c[c], stmt.inserted[c]) for c, rule in SNAPSHOT_MERGE.items()}
+        )
+    else:
+        stmt = sqlite_insert(target).from_select(columns, source)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["track_id", "week"],
+            set_={c: _merged(r, target.c[c], stmt.excluded[c]) for c, r in SNAPSHOT_MERGE.items()},
+        )
+    await session.exec(stmt)  # type: ignore[call-overload]
+    published = delete(SnapshotStage).where(SnapshotStage.id <= last_id)  # type: ignore[arg-type, operator]
+    await session.exec(published)  # type: ignore[call-overload]
+    return int(count)

@@ -159,7 +159,8 @@ def _upsert_statement(table: Table, dialect: str, keys: Sequence[str], rules: Ma
     if dialect == "mysql":
         stmt = mysql_insert(table)
         if not rules:
-            return stmt.prefix_with("IGNORE")
+            # A no-op update rather than INSERT IGNORE, which would also turn real errors into warnings.
+            return stmt.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
         merged = {c: _merged(r, table.c[c], stmt.inserted[c]) for c, r in rules.items()}
         return stmt.on_duplicate_key_update(merged)
     stmt = sqlite_insert(table)

@@ -6,17 +6,23 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-from shared.charts import iter_chart_paths
-from shared.spotify.client import SpotifyClient
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import make_engine, make_sessionmaker, migrate_async, wait_for_database
+from shared.charts import iter_chart_paths
+from shared.config import redact_url
+from shared.db import DatabaseUnavailable, make_engine, make_sessionmaker, migrate_async, wait_for_database
 from shared.mqtt import topics
 from shared.outbox import BrokerUnavailable, flush_outbox
 from shared.schedule import run_on_schedule
+from shared.spotify.client import SpotifyClient
 
+from .history import import_history
 from .service import Progress, RunReport, run_ingest
 from .settings import IngestorSettings
 
@@ -43,13 +49,7 @@ async def ingest_once(
     Raises DatabaseUnavailable or BrokerUnavailable with a clear message; the data of a run whose
     event could not be published stays committed and the event waits in the outbox.
     """
-    url = settings.effective_database_url
-    engine = make_engine(url)
-    try:
-        await wait_for_database(engine, within=10)
-        if migrate_schema:
-            await migrate_async(url)
-        sessions = make_sessionmaker(engine)
+    async with database(settings, migrate_schema=migrate_schema) as sessions:
         async with SpotifyClient(settings) as spotify:
             report = await run_ingest(
                 sessions=sessions,
@@ -65,6 +65,47 @@ async def ingest_once(
             )
         await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
         return report
+
+
+async def import_history_once(
+    settings: IngestorSettings,
+    paths: Sequence[Path],
+    *,
+    aggregate: str = "last",
+    migrate_schema: bool = False,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Import popularity-history CSV files as weekly snapshots, commit, then publish `db-updated`."""
+    async with database(settings, migrate_schema=migrate_schema) as sessions:
+        report = await import_history(
+            sessions=sessions,
+            topics=topics(settings),
+            paths=paths,
+            aggregate=aggregate,
+            progress=progress,
+        )
+        await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
+        return report
+
+
+@asynccontextmanager
+async def database(
+    settings: IngestorSettings, *, migrate_schema: bool = False
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the configured database, which must answer within 10 s; a connection lost on the way
+    becomes DatabaseUnavailable (the batches committed before it stay, the next run goes on from them)."""
+    url = settings.effective_database_url
+    engine = make_engine(url)
+    try:
+        await wait_for_database(engine, within=10)
+        if migrate_schema:
+            await migrate_async(url)
+        yield make_sessionmaker(engine)
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(
+            f"lost the database {redact_url(url)} during the run ({type(exc.orig).__name__}: {exc.orig}); "
+            "whole batches committed before stay, and the next run continues from them"
+        ) from exc
     finally:
         await engine.dispose()
 

@@ -1,8 +1,15 @@
 """Ingest runs: chart files and Spotify metadata → dimensions, weekly snapshots and chart entries.
 
-A run records itself in `ingest_run`, writes one transaction per batch (idempotent upserts), and stages
-its `db-updated` event in the outbox in the same transaction that finishes the run. A Spotify pause
-(long Retry-After, exhausted quota) keeps what was fetched and leaves a resume point for the next run.
+A run records itself in `ingest_run` and writes one transaction per batch (idempotent upserts): a chart
+week (every chart file of that week, their entries and hashes), or a batch of songs fetched from Spotify.
+
+What readers see: a week's chart entries appear all at once (one transaction per chart week). Snapshot
+rows go to `snapshot_stage` and move into `snapshot` in the transaction that finishes the run and stages
+its `db-updated` event, so the predictor never sees a half-written week. A run that dies (database lost,
+process killed) leaves only whole batches; the next run skips the chart files it finished (by hash),
+fetches the rest and publishes both runs' staged rows. A Spotify pause (long Retry-After, exhausted
+quota) ends the run as `paused` with a resume point; its staged rows are published by the run that
+completes the week.
 """
 
 from __future__ import annotations
@@ -11,16 +18,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from shared.spotify.client import SpotifyClient, SpotifyPaused
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.catalog import SNAPSHOT_MERGE, known_ids, write_tracks
-from shared.charts import Chart, ChartFormatError, iter_chart_paths, read_chart
+from shared.catalog import known_ids, publish_staged_snapshots, upsert_snapshots, write_tracks
+from shared.charts import TRACK_ID_RE, Chart, ChartFormatError, iter_chart_paths, read_chart
 from shared.db import session_scope, upsert
 from shared.events import DbUpdated, Topics, envelope
 from shared.models import (
@@ -35,6 +42,7 @@ from shared.models import (
 )
 from shared.outbox import add_event
 from shared.spotify import models as sp
+from shared.spotify.client import SpotifyClient, SpotifyPaused
 from shared.weeks import add_weeks, current_week
 
 from .settings import IngestorSettings
@@ -43,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER = "ingestor"
 FETCH_BATCH = 500  # tracks per fetch-and-commit batch: a pause or crash loses at most one batch
+ABANDONED = "abandoned: the run stopped before it finished (database connection lost or process stopped)"
 Progress = Callable[[str, int, int], None]  # (phase, done, total), e.g. for a progress bar
 
 
@@ -102,6 +111,16 @@ def chart_entry_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
     ]
 
 
+def week_entry_rows(charts: Sequence[Chart], *, demo: bool) -> list[dict[str, Any]]:
+    """Chart entries of one week's files; where two files chart the same region (daily files of one
+    week), the later file's rank and streams win."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for chart in charts:
+        for row in chart_entry_rows(chart, demo=demo):
+            rows[(row["track_id"], row["region"])] = row
+    return list(rows.values())
+
+
 def chart_snapshot_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
     """A charting song trended that week; its popularity (if any) comes from the API."""
     return [
@@ -121,12 +140,30 @@ def chart_snapshot_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
 
 
 async def start_run(*, sessions: async_sessionmaker[AsyncSession], kind: str, week: dt.date) -> RunReport:
+    """Record a new run; earlier runs still marked running never finished and are marked failed."""
     async with session_scope(sessions) as session:
+        await abandon_unfinished_runs(session=session)
         run = IngestRun(kind=kind, week=week)
         session.add(run)
         await session.flush()
         assert run.id is not None
         return RunReport(run_id=run.id, kind=kind, week=week)
+
+
+async def abandon_unfinished_runs(*, session: AsyncSession) -> int:
+    """Mark runs that never recorded an end as failed (one ingest runs at a time per database)."""
+    query = select(IngestRun).where(IngestRun.status == "running")  # type: ignore[arg-type]
+    runs = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+    for run in runs:
+        run.status, run.finished_at, run.errors = "failed", utcnow(), [*run.errors, ABANDONED]
+        session.add(run)
+    return len(runs)
+
+
+async def record_progress(*, session: AsyncSession, report: RunReport) -> None:
+    """Store the run's counts so far, in the caller's transaction (a batch's rows and its counts agree)."""
+    stmt = update(IngestRun).where(IngestRun.id == report.run_id).values(counts=dict(report.counts))  # type: ignore[arg-type]
+    await session.exec(stmt)  # type: ignore[call-overload]
 
 
 async def record_access_mode(
@@ -150,10 +187,14 @@ async def record_access_mode(
 
 
 async def followed_track_ids(*, session: AsyncSession, week: dt.date, follow_weeks: int) -> list[str]:
-    """Songs that trended in the last `follow_weeks` weeks: their popularity is snapshotted weekly."""
+    """Songs that trended in the last `follow_weeks` weeks: their popularity is snapshotted weekly.
+
+    Songs known only from imported history (synthetic ids) cannot be asked from Spotify and are left out.
+    """
     since = add_weeks(week, -follow_weeks)
     query = select(Snapshot.track_id).where(Snapshot.trending, Snapshot.week >= since).distinct()  # type: ignore[arg-type]
-    return sorted((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    ids = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+    return sorted(i for i in ids if TRACK_ID_RE.match(i))
 
 
 async def paused_resume_ids(*, session: AsyncSession) -> list[str]:
@@ -213,6 +254,12 @@ async def new_charts(
     return fresh
 
 
+def by_week(charts: Sequence[Chart]) -> list[list[Chart]]:
+    """Charts grouped by ISO week, oldest week first (files in date order within a week)."""
+    ordered = sorted(charts, key=lambda c: (c.week, c.date, c.region, c.name))
+    return [list(group) for _, group in groupby(ordered, key=lambda c: c.week)]
+
+
 async def write_charts(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -221,11 +268,14 @@ async def write_charts(
     demo: bool,
     progress: Progress | None = None,
 ) -> None:
-    """Each chart file in one transaction: its songs, chart entries, trending snapshots and its hash."""
-    for done, chart in enumerate(charts, 1):
+    """Each chart week in one transaction: its songs, chart entries, staged trending snapshots, the files'
+    hashes and the run's counts. A week is written completely or not at all."""
+    done = 0
+    for week_charts in by_week(charts):
         async with session_scope(sessions) as session:
-            await upsert(session=session, model=Track, rows=chart_track_rows([chart], demo=demo), keys=["id"])
-            entries = chart_entry_rows(chart, demo=demo)
+            songs = chart_track_rows(week_charts, demo=demo)
+            await upsert(session=session, model=Track, rows=songs, keys=["id"])
+            entries = week_entry_rows(week_charts, demo=demo)
             await upsert(
                 session=session,
                 model=ChartEntry,
@@ -233,26 +283,31 @@ async def write_charts(
                 keys=["track_id", "week", "region"],
                 update=["rank", "streams", "source"],
             )
-            await upsert(
-                session=session,
-                model=Snapshot,
-                rows=chart_snapshot_rows(chart, demo=demo),
-                keys=["track_id", "week"],
-                update=SNAPSHOT_MERGE,
-            )
-            session.add(
-                ChartFile(
-                    sha256=chart.sha256,
-                    name=chart.name[:512],
-                    region=chart.region,
-                    week=chart.week,
-                    rows=len(entries),
-                )
-            )
-        report.add("chart_files", 1)
-        report.add("chart_entries", len(entries))
+            snapshots = {r["track_id"]: r for c in week_charts for r in chart_snapshot_rows(c, demo=demo)}
+            await upsert_snapshots(session=session, rows=list(snapshots.values()), staged=True)
+            await upsert(session=session, model=ChartFile, rows=chart_file_rows(week_charts), keys=["sha256"])
+            report.add("chart_files", len(week_charts))
+            report.add("chart_weeks", 1)
+            report.add("chart_entries", len(entries))
+            report.add("snapshots", len(snapshots))
+            await record_progress(session=session, report=report)
+        done += len(week_charts)
         if progress:
             progress("chart files", done, len(charts))
+
+
+def chart_file_rows(charts: Iterable[Chart]) -> list[dict[str, Any]]:
+    return [
+        {
+            "sha256": c.sha256,
+            "name": c.name[:512],
+            "region": c.region,
+            "week": c.week,
+            "rows": sum(1 for row in c.rows if row.track_id),
+            "ingested_at": utcnow(),
+        }
+        for c in charts
+    ]
 
 
 # ---------------------------------------------------------------- Spotify enrichment
@@ -280,19 +335,33 @@ async def fetch_and_write(
         try:
             tracks = await spotify.get_tracks(batch)
             counts = await write_tracks(
-                sessions=sessions, spotify=spotify, tracks=tracks, week=week, trending=trending, demo=demo
+                sessions=sessions,
+                spotify=spotify,
+                tracks=tracks,
+                week=week,
+                trending=trending,
+                demo=demo,
+                staged=True,
             )
         except SpotifyPaused as paused:
             tracks = tracks or {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
             # Without their albums these tracks count as not enriched: the next run fetches them again.
             counts = await write_tracks(
-                sessions=sessions, spotify=None, tracks=tracks, week=week, trending=trending, demo=demo
+                sessions=sessions,
+                spotify=None,
+                tracks=tracks,
+                week=week,
+                trending=trending,
+                demo=demo,
+                staged=True,
             )
             report.merge(counts)
             paused.remaining = [i for i in track_ids[start:] if i not in tracks]  # type: ignore[attr-defined]
             raise
         report.merge(counts)
         report.add("tracks_unknown_to_spotify", len(set(batch) - set(tracks)))
+        async with session_scope(sessions) as session:
+            await record_progress(session=session, report=report)
         if progress:
             progress("songs", min(start + FETCH_BATCH, len(track_ids)), len(track_ids))
 
@@ -308,8 +377,11 @@ async def finish_run(
     demo: bool,
     resume_ids: Sequence[str] = (),
 ) -> None:
-    """Close the run and, if it wrote anything, stage `db-updated` in the same transaction."""
+    """Close the run in one transaction: a completed run publishes every staged snapshot row and, if it
+    wrote anything, stages `db-updated`; a paused run leaves its staged rows for the run that completes."""
     async with session_scope(sessions) as session:
+        if report.status == "ok":
+            report.add("snapshots_published", await publish_staged_snapshots(session=session))
         run = await session.get(IngestRun, report.run_id)
         assert run is not None
         run.status = report.status
@@ -320,8 +392,8 @@ async def finish_run(
         run.resume_after = report.resume_after
         run.resume_point = {"track_ids": list(resume_ids)} if resume_ids else None
         session.add(run)
-        wrote = report.counts.get("snapshots", 0) + report.counts.get("chart_entries", 0)
-        if wrote and report.status in ("ok", "paused"):
+        wrote = report.counts.get("snapshots_published", 0) + report.counts.get("chart_entries", 0)
+        if wrote and report.status == "ok":
             event = envelope(
                 PRODUCER,
                 DbUpdated(
@@ -329,7 +401,7 @@ async def finish_run(
                     kind=report.kind,
                     week=report.week,
                     tracks=report.counts.get("tracks", 0),
-                    snapshots=report.counts.get("snapshots", 0),
+                    snapshots=report.counts.get("snapshots_published", 0),
                     chart_entries=report.counts.get("chart_entries", 0),
                     access_mode=report.access_mode,
                     demo=demo,

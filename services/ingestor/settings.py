@@ -1,8 +1,9 @@
 """Ingestor settings."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.config import Settings
+from shared.ids import normalise_track_id
 
 
 class IngestorSettings(Settings):
@@ -11,3 +12,9 @@ class IngestorSettings(Settings):
     track_ids: list[str] = Field(default_factory=list, description="extra track ids to follow every week")
     follow_weeks: int = Field(default=60, ge=1, description="weeks a song stays followed after it trended")
     write_chunk: int = Field(default=2000, ge=1)
+
+    @field_validator("track_ids")
+    @classmethod
+    def _spotify_ids(cls, ids: list[str]) -> list[str]:
+        """Ids, URIs or open.spotify.com URLs, stored as plain ids; anything else is a config error."""
+        return [normalise_track_id(raw) for raw in ids]
