@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from shared.db import make_engine, make_sessionmaker
 from shared.events import DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import consume_forever, topics
 from shared.outbox import publish_pending
@@ -129,5 +130,6 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.state.settings = settings or PredictorSettings()
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
     instrument(app, SERVICE)
     return app
