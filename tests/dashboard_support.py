@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -55,6 +56,14 @@ def dashboard_settings(settings: Settings, **overrides: object) -> DashboardSett
     return DashboardSettings(**values, _env_file=None)  # type: ignore[call-arg]
 
 
+def past_popularity(song: Song, index: int, weeks_ago: int) -> int:
+    """A plausible weekly history ending at the song's current value: a climb with a wobble."""
+    if weeks_ago == 0:
+        return int(song.current)
+    wobble = 3 * math.sin(weeks_ago / 2.5 + index)
+    return max(0, min(100, round(song.current - 0.8 * weeks_ago + wobble)))
+
+
 async def seed(
     sessions: async_sessionmaker[AsyncSession],
     items: Sequence[Song],
@@ -69,10 +78,10 @@ async def seed(
     ]
     snapshots = [
         {
-            "track_id": s.track_id, "week": add_weeks(week, -k), "popularity": int(s.current) - k % 5,
+            "track_id": s.track_id, "week": add_weeks(week, -k), "popularity": past_popularity(s, i, k),
             "trending": True, "is_demo": s.demo,
         }
-        for s in items
+        for i, s in enumerate(items)
         for k in range(history_weeks)
     ]
     predictions = [

@@ -75,9 +75,9 @@ async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
     await clear_retained(settings)
 
 
-async def open_page(browser, url: str, viewport: dict[str, int], problems: list[str]) -> Any:  # type: ignore[no-untyped-def]
+async def open_page(browser, url: str, viewport: dict[str, int], problems: list[str], **options: Any) -> Any:  # type: ignore[no-untyped-def]
     """A new page that records script errors and any dialog (an executed alert() would open one)."""
-    page = await browser.new_page(viewport=viewport)
+    page = await browser.new_page(viewport=viewport, **options)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
     page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
@@ -187,6 +187,11 @@ async def test_pages_read_well_on_a_phone(browser, dashboard, screenshot_dir: Pa
     for name in ("models", "status"):
         page = await open_page(browser, f"{dashboard.url}/{name}", DESKTOP, problems)
         await page.screenshot(path=screenshot_dir / f"{name}-desktop.png", full_page=True)
+    for name in ("", f"tracks/{'a' * 22}"):
+        page = await open_page(browser, f"{dashboard.url}/{name}", DESKTOP, problems, color_scheme="dark")
+        await page.wait_for_load_state("load")
+        shot = "trending" if not name else "track"
+        await page.screenshot(path=screenshot_dir / f"{shot}-dark.png", full_page=True)
     assert problems == []
 
 

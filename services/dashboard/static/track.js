@@ -105,5 +105,8 @@
     pending = setTimeout(() => plot && plot.setSize({ width: Math.max(box.clientWidth, 280), height: plot.height }), 150);
   });
 
+  // Colours come from the theme: redraw when the system switches between light and dark.
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => plot && draw());
+
   if (data.history.length || data.forecasts.length) draw();
 })();

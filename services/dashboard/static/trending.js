@@ -23,8 +23,9 @@
   function newRow(row) {
     const tr = document.createElement("tr");
     tr.dataset.trackId = row.track_id;
-    const rank = songpop.el("td", "num rank");
+    const rank = songpop.el("td", "num rank", "\u2014");
     rank.dataset.col = "rank";
+    rank.dataset.v = "";
     const song = songpop.el("td", "song");
     song.dataset.col = "name";
     const link = songpop.el("a", "name");
