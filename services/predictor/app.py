@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from shared.db import make_engine, make_sessionmaker
-from shared.events import DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
 from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import consume_forever, topics
@@ -60,7 +60,11 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
                 preview(message.payload),
             )  # type: ignore[arg-type]
             return
-        predictions = await service.predict_trending(
+        if event.schema_version != SCHEMA_VERSION:
+            MQTT_REJECTED.labels(SERVICE).inc()
+            log.warning("%s: schema version %s not understood; skipped", topic, event.schema_version)
+            return
+        predictions = await service.handle_event(
             sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
         )
         if predictions is not None:
@@ -77,6 +81,7 @@ async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
         sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
     ):
         await publish_pending(sessions=app.state.sessions, client=client)
+    app.state.consuming.set()
 
 
 @contextlib.asynccontextmanager
@@ -84,6 +89,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: PredictorSettings = app.state.settings
     engine = make_engine(settings.effective_database_url)
     app.state.sessions = make_sessionmaker(engine)
+    app.state.consuming = asyncio.Event()  # set once subscribed and caught up
     async with SpotifyClient(settings) as spotify:
         app.state.spotify = spotify
         consumer = asyncio.create_task(

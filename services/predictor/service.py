@@ -7,13 +7,14 @@ delivery, a second replica or a restart can neither lose nor double a set of pre
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, true, union
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -239,6 +240,29 @@ async def predict_trending(
     return predictions
 
 
+async def handle_event(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: PredictorSettings,
+    topics: Topics,
+    event_id: str,
+) -> list[TrackPrediction] | None:
+    """`predict_trending`, tried again when the database gives up on a lock (a deadlock or lock timeout
+    between replicas writing the same week's predictions): the transaction was rolled back whole, claim
+    included, so trying again is safe."""
+    for attempt in range(1, settings.event_attempts + 1):
+        try:
+            return await predict_trending(
+                sessions=sessions, settings=settings, topics=topics, event_id=event_id
+            )
+        except OperationalError as exc:
+            if attempt == settings.event_attempts:
+                raise
+            log.warning("event %s: database conflict (%s); attempt %d again", event_id, exc.orig, attempt + 1)
+            await asyncio.sleep(settings.event_retry_seconds * attempt)
+    return None
+
+
 async def missed_events(*, session: AsyncSession, topic: str) -> list[str]:
     """Events published on `topic` (per the outbox) that this consumer never handled, oldest first."""
     handled = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == CONSUMER)
@@ -263,7 +287,7 @@ async def catch_up(
             session.add(ProcessedEvent(consumer=CONSUMER, event_id=event_id))
         await session.commit()
     log.info("catching up: %d missed db-updated event(s)", len(missed))
-    await predict_trending(sessions=sessions, settings=settings, topics=topics, event_id=missed[-1])
+    await handle_event(sessions=sessions, settings=settings, topics=topics, event_id=missed[-1])
     return len(missed)
 
 

@@ -13,6 +13,8 @@ class PredictorSettings(Settings):
         description="MQTT shared-subscription group: replicas split the events between them",
     )
     max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
+    event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
+    event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
     alert_threshold: float | None = Field(
         default=None, description="alert when a 26-week popularity forecast crosses this value"
     )
