@@ -185,6 +185,10 @@ def _records(text: str) -> list[tuple[int, list[str]]]:
     except csv.Error as exc:
         # A truncated file may end inside an open quote: keep what came before it.
         records.append((line, [f"\x00{exc}"]))
+    if len(records) > 2 and not text.endswith(("\n", "\r")):
+        # Chart files end with a line break; without one the last row was cut short (a number in it may
+        # have lost digits), so it is reported rather than read.
+        records[-1] = (records[-1][0], ["\x00the file ends inside this row (no final line break): truncated"])
     return records
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 SERVICE = "ingestor"
 CHARTS_POLL_SECONDS = 30.0
 OUTBOX_RETRY_SECONDS = 10.0
+DATABASE_WAIT_SECONDS = 10.0  # how long a run waits for the database before giving up
 
 
 async def ingest_once(
@@ -92,12 +93,12 @@ async def import_history_once(
 async def database(
     settings: IngestorSettings, *, migrate_schema: bool = False
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions on the configured database, which must answer within 10 s; a connection lost on the way
+    """Sessions on the configured database, which must answer in time; a connection lost on the way
     becomes DatabaseUnavailable (the batches committed before it stay, the next run goes on from them)."""
     url = settings.effective_database_url
     engine = make_engine(url)
     try:
-        await wait_for_database(engine, within=10)
+        await wait_for_database(engine, within=DATABASE_WAIT_SECONDS)
         if migrate_schema:
             await migrate_async(url)
         yield make_sessionmaker(engine)
