@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.config import load_settings
 from shared.db import make_engine, make_sessionmaker, ping
 from shared.models import ID_LEN
 from shared.mqtt import consume_forever, make_client, topics
@@ -118,7 +119,7 @@ def make_templates() -> Jinja2Templates:
 
 def create_app(settings: DashboardSettings | None = None) -> FastAPI:
     """The dashboard app; the engine and the MQTT consumer live in its lifespan."""
-    settings = settings or DashboardSettings()
+    settings = settings or load_settings(DashboardSettings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
