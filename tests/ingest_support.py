@@ -132,7 +132,9 @@ async def count(sessions: async_sessionmaker[AsyncSession], model: Any, *where: 
         return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
 
 
-async def rows(sessions: async_sessionmaker[AsyncSession], model: Any, *columns: str) -> list[tuple[Any, ...]]:
+async def rows(
+    sessions: async_sessionmaker[AsyncSession], model: Any, *columns: str
+) -> list[tuple[Any, ...]]:
     """Every row of `model` as tuples of `columns`, sorted: a table's content to compare between runs."""
     async with sessions() as session:
         found = (await session.exec(select(model))).scalars().all()  # type: ignore[call-overload]
