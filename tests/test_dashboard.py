@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.dashboard.live import CLOSE_TOO_SLOW, Hub
-from shared.mqtt import make_client, topics
+from shared.events import ModelUpdated, envelope
+from shared.mqtt import make_client, publish_model, topics
 from tests.dashboard_support import (
     Song,
     clear_retained,
@@ -34,6 +35,15 @@ async def next_of_type(ws, kind: str) -> dict:  # type: ignore[no-untyped-def]
         while True:
             message = json.loads(await ws.recv())
             if message["type"] == kind:
+                return message  # type: ignore[no-any-return]
+
+
+async def next_of_type_any(ws) -> dict:  # type: ignore[no-untyped-def]
+    """The next websocket message other than hello."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] != "hello":
                 return message  # type: ignore[no-any-return]
 
 
@@ -153,3 +163,17 @@ async def test_unknown_song_is_404(dashboard) -> None:  # type: ignore[no-untype
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         response = await http.get("/tracks/nosuchsong")
     assert response.status_code == 404 and "Song not found" in response.text
+
+
+async def test_a_new_model_is_announced_once(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
+    event = envelope("trainer", ModelUpdated(version="pop-26-v9", signal="popularity", horizon_weeks=26,
+                                             kind="gbm"))
+    async with connect(dashboard.ws_url) as ws:
+        await next_of_type(ws, "hello")
+        async with make_client(settings, "trainer-test", announce=False) as client:
+            for _ in range(2):  # a redelivery (as after a reconnect) is not announced again
+                await publish_model(client, topics(settings).model_updated, event, retain=True)
+            await client.publish(topics(settings).model_updated, b"", qos=1, retain=True)
+        await publish_latest(settings, prediction_event(songs(1), shift=1))
+        kinds = [(await next_of_type_any(ws))["type"] for _ in range(2)]
+    assert kinds == ["model", "predictions"]

@@ -17,7 +17,7 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
-from shared.events import PredictionsLatest, ServiceStatus, Topics, parse, preview
+from shared.events import ModelUpdated, PredictionsLatest, ServiceStatus, Topics, parse, preview
 from shared.models import utcnow
 
 from .service import TrendingRow, row_from_message
@@ -106,10 +106,11 @@ class LiveFeed:
         self.connected = asyncio.Event()  # set once subscribed: updates published from now on arrive
         self.malformed = 0
         self._sent: dict[tuple[str, str, str], str] = {}  # rows of the last message, to send only changes
+        self._models_seen: set[str] = set()  # model events already announced (retained ones come back)
 
     @property
     def subscriptions(self) -> list[str]:
-        return [self.topics.predictions_latest, f"{self.topics.root}/status/+"]
+        return [self.topics.predictions_latest, self.topics.model_updated, f"{self.topics.root}/status/+"]
 
     async def on_connect(self, client: aiomqtt.Client) -> None:
         self.connected_at = utcnow()
@@ -124,6 +125,8 @@ class LiveFeed:
         try:
             if topic == self.topics.predictions_latest:
                 self._on_predictions(payload)
+            elif topic == self.topics.model_updated:
+                self._on_model(payload)
             elif topic.startswith(f"{self.topics.root}/status/"):
                 self._on_status(payload)
         except ValidationError as exc:
@@ -145,6 +148,14 @@ class LiveFeed:
             self.hub.broadcast(
                 predictions_message(changed, event_id=event.event_id, week=event.data.week)
             )
+
+    def _on_model(self, payload: bytes | str) -> None:
+        event = parse(payload, ModelUpdated)
+        if event.event_id in self._models_seen:
+            return
+        self._models_seen.add(event.event_id)
+        self.hub.broadcast(json.dumps({"type": "model", **event.data.model_dump(
+            mode="json", include={"version", "signal", "horizon_weeks", "kind", "demo"})}))
 
     def _on_status(self, payload: bytes | str) -> None:
         event = parse(payload, ServiceStatus)

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from shared.events import ModelUpdated, envelope
 from shared.models import AppState, IngestRun, ModelVersion
+from shared.mqtt import make_client, publish_model, topics
 from tests.dashboard_support import (
     WEEK,
     Song,
@@ -212,4 +214,20 @@ async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessi
                                  timeout=WAIT_MS)
     shown = await page.eval_on_selector_all("#trending tbody tr", "rows => rows.map(r => r.dataset.trackId)")
     assert set(shown) == {s.track_id for s in [*still, newcomer]}
+    assert problems == []
+
+
+async def test_a_new_model_shows_a_notice(browser, dashboard, settings, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    problems: list[str] = []
+    page = await open_page(browser, dashboard.url + "/models", PHONE, problems)
+    await wait_live(page)
+    model = ModelUpdated(version=IMG_NAME, signal="popularity", horizon_weeks=52, kind="gbm")
+    event = envelope("trainer", model)
+    async with make_client(settings, "trainer-test", announce=False) as client:
+        await publish_model(client, topics(settings).model_updated, event)
+    notice = page.locator("#notice")
+    await notice.wait_for(state="visible", timeout=WAIT_MS)
+    assert IMG_NAME in (await notice.text_content() or "")
+    assert await page.locator("#notice img").count() == 0
+    await page.screenshot(path=screenshot_dir / "models-notice-phone.png")
     assert problems == []

@@ -39,10 +39,25 @@ const songpop = (() => {
     badge.querySelector(".live-text").textContent = text;
   }
 
+  /* A new model became active: say so, with a link to its card (built with textContent only). */
+  function showModelNotice(model) {
+    const notice = document.getElementById("notice");
+    if (!notice) return;
+    notice.replaceChildren(
+      el("span", null, "A new model is active: " + model.signal + ", " + model.horizon_weeks + " weeks ahead (" + model.version + "). "),
+      Object.assign(el("a", null, "See the model card"), { href: "/models" }),
+    );
+    notice.hidden = false;
+  }
+
   function dispatch(message) {
     if (message.type === "hello") {
       const known = document.body.dataset.event || "";
       if (message.event_id && message.event_id !== known) resyncers.forEach((fn) => fn());
+      return;
+    }
+    if (message.type === "model") {
+      showModelNotice(message);
       return;
     }
     if (message.type === "predictions") {
