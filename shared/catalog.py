@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import MergeRule, _merged, session_scope, upsert
 from shared.models import Album, Artist, Snapshot, SnapshotStage, Track, TrackArtist, utcnow
 from shared.spotify import models as sp
-from shared.spotify.client import SpotifyClient
+from shared.spotify.client import SpotifyClient, SpotifyPaused
 
 # Several sources write the same (song, week): a chart says it trended, the API gives its popularity.
 # Neither may erase the other: known popularity is kept, and "trended" once means trended that week.
@@ -31,6 +31,10 @@ SNAPSHOT_MERGE: dict[str, MergeRule] = {
     "trending": "or",
     "updated_at": "replace",
 }
+ARTIST_UPDATE = ["name", "followers", "popularity", "updated_at"]
+ALBUM_UPDATE = [
+    "name", "album_type", "total_tracks", "release_date", "release_date_precision", "label", "updated_at",
+]  # fmt: skip
 TRACK_UPDATE = [
     "name",
     "artist_names",
@@ -157,22 +161,14 @@ async def write_tracks(
             model=Artist,
             rows=artist_rows(artists.values()),
             keys=["id"],
-            update=["name", "followers", "popularity", "updated_at"],
+            update=ARTIST_UPDATE,
         )
         await upsert(
             session=session,
             model=Album,
             rows=album_rows(albums.values()),
             keys=["id"],
-            update=[
-                "name",
-                "album_type",
-                "total_tracks",
-                "release_date",
-                "release_date_precision",
-                "label",
-                "updated_at",
-            ],
+            update=ALBUM_UPDATE,
         )
         await upsert(
             session=session,
@@ -212,8 +208,28 @@ async def fetch_missing_dimensions(
     for t in tracks:
         if t.album and t.album.id in album_ids and t.album.id not in albums:
             albums[t.album.id] = t.album
-    artists = await spotify.get_artists(artist_ids) if artist_ids else {}
+    try:
+        artists = await spotify.get_artists(artist_ids) if artist_ids else {}
+    except SpotifyPaused as paused:  # the albums fetched already travel with the pause, to be stored
+        raise paused.with_partial({**albums, **paused.partial}) from None
     return albums, artists
+
+
+async def write_dimensions(
+    *, sessions: async_sessionmaker[AsyncSession], objects: Iterable[object]
+) -> dict[str, int]:
+    """Store the albums and artists among `objects` (what a paused fetch got), so none is asked again."""
+    objects = list(objects)
+    albums = [o for o in objects if isinstance(o, sp.Album)]
+    artists = [o for o in objects if isinstance(o, sp.Artist)]
+    if not albums and not artists:
+        return {}
+    async with session_scope(sessions) as session:
+        await upsert(
+            session=session, model=Artist, rows=artist_rows(artists), keys=["id"], update=ARTIST_UPDATE
+        )
+        await upsert(session=session, model=Album, rows=album_rows(albums), keys=["id"], update=ALBUM_UPDATE)
+    return {"albums": len(albums), "artists": len(artists)}
 
 
 async def upsert_snapshots(*, session: AsyncSession, rows: Sequence[dict[str, Any]], staged: bool) -> int:

@@ -26,18 +26,27 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.catalog import known_ids, publish_staged_snapshots, upsert_snapshots, write_tracks
+from shared.catalog import (
+    known_ids,
+    publish_staged_snapshots,
+    upsert_snapshots,
+    write_dimensions,
+    write_tracks,
+)
 from shared.charts import TRACK_ID_RE, Chart, ChartFormatError, iter_chart_paths, read_chart
 from shared.db import session_scope, upsert
 from shared.events import DbUpdated, Topics, envelope
 from shared.models import (
     Album,
     AppState,
+    Artist,
     ChartEntry,
     ChartFile,
     IngestRun,
     Snapshot,
+    SnapshotStage,
     Track,
+    TrackArtist,
     utcnow,
 )
 from shared.outbox import add_event
@@ -345,7 +354,9 @@ async def fetch_and_write(
             )
         except SpotifyPaused as paused:
             tracks = tracks or {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
-            # Without their albums these tracks count as not enriched: the next run fetches them again.
+            # Keep all that was fetched: the tracks, and the albums and artists got before the pause;
+            # the next run asks only for the dimensions still missing (complete_dimensions).
+            report.merge(await write_dimensions(sessions=sessions, objects=paused.partial.values()))
             counts = await write_tracks(
                 sessions=sessions,
                 spotify=None,
@@ -364,6 +375,41 @@ async def fetch_and_write(
             await record_progress(session=session, report=report)
         if progress:
             progress("songs", min(start + FETCH_BATCH, len(track_ids)), len(track_ids))
+
+
+async def complete_dimensions(
+    *, sessions: async_sessionmaker[AsyncSession], spotify: SpotifyClient, report: RunReport
+) -> None:
+    """Fetch the albums and artists stored tracks refer to but the database lacks (a run paused between a
+    track and its album); the tracks themselves are not asked for again."""
+    async with sessions() as session:
+        album_query = (
+            select(Track.album_id)
+            .outerjoin(Album, Album.id == Track.album_id)  # type: ignore[arg-type]
+            .where(Track.album_id.is_not(None), Album.id.is_(None))  # type: ignore[union-attr, attr-defined]
+            .distinct()
+        )
+        artist_query = (
+            select(TrackArtist.artist_id)
+            .outerjoin(Artist, Artist.id == TrackArtist.artist_id)  # type: ignore[arg-type]
+            .where(Artist.id.is_(None))  # type: ignore[attr-defined]
+            .distinct()
+        )
+        album_ids = sorted((await session.exec(album_query)).scalars().all())  # type: ignore[call-overload]
+        artist_ids = sorted((await session.exec(artist_query)).scalars().all())  # type: ignore[call-overload]
+    fetched: dict[str, object] = {}
+    try:
+        if album_ids:
+            fetched.update(await spotify.get_albums(album_ids))
+        if artist_ids:
+            fetched.update(await spotify.get_artists(artist_ids))
+    except SpotifyPaused as paused:
+        kept = [*fetched.values(), *paused.partial.values()]
+        report.merge(await write_dimensions(sessions=sessions, objects=kept))
+        async with sessions() as session:  # the paused run's leftovers stay the next run's work
+            paused.remaining = await paused_resume_ids(session=session)  # type: ignore[attr-defined]
+        raise
+    report.merge(await write_dimensions(sessions=sessions, objects=fetched.values()))
 
 
 # ---------------------------------------------------------------- finishing a run
@@ -512,6 +558,8 @@ async def _run_steps(
     charts = await new_charts(sessions=sessions, paths=list(paths), report=report)
     await write_charts(sessions=sessions, charts=charts, report=report, demo=demo, progress=progress)
 
+    await complete_dimensions(sessions=sessions, spotify=spotify, report=report)
+
     trending = {row.track_id for c in charts if c.week == report.week for row in c.rows if row.track_id}
     if mode is sp.AccessMode.extended and settings.spotify_trending_playlist_id:
         trending.update(await spotify.playlist_track_ids(settings.spotify_trending_playlist_id))
@@ -557,9 +605,27 @@ async def tracks_to_fetch(
                 session=session, week=report.week, follow_weeks=settings.follow_weeks
             )
             wanted = sorted(set(wanted) | set(followed) | trending)
+            # A resumed run of the same week: songs whose popularity it already has are done.
+            done = await fetched_this_week(session=session, week=report.week, ids=wanted)
+            wanted = [i for i in wanted if i not in done]
     # A resumed run fetches first what the paused run had left.
     wanted_set, resume_set = set(wanted), set(resume)
     return [i for i in resume if i in wanted_set] + [i for i in wanted if i not in resume_set]
+
+
+async def fetched_this_week(*, session: AsyncSession, week: dt.date, ids: Sequence[str]) -> set[str]:
+    """Songs with a popularity from the API for `week` already (staged by a paused run, or published)."""
+    found: set[str] = set()
+    for model in (SnapshotStage, Snapshot):
+        for start in range(0, len(ids), 1000):
+            part = list(ids[start : start + 1000])
+            query = select(model.track_id).where(
+                model.week == week,  # type: ignore[arg-type]
+                model.popularity_source == "api",  # type: ignore[arg-type]
+                model.track_id.in_(part),  # type: ignore[attr-defined]
+            )
+            found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    return found
 
 
 async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:

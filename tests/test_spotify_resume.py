@@ -1,0 +1,148 @@
+"""End to end: a Spotify pause stops an ingest run cleanly and the next run resumes without refetching.
+
+The emulator runs in-process; the database is this session's real one (conftest fixtures).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.emulator import EmulatorConfig, FaultPlan, create_app
+from services.ingestor.service import RunReport, run_ingest
+from services.ingestor.settings import IngestorSettings
+from shared.config import Settings
+from shared.events import Topics
+from shared.models import Album, Artist, IngestRun, Snapshot, Track
+from shared.spotify.testing import EMULATOR_BASE, emulator_client
+
+WEEK = dt.date(2026, 11, 23)
+
+
+def make_emulator(mode: str) -> Any:
+    return create_app(EmulatorConfig(mode=mode, n_tracks=2_000, seed=13, start_week=WEEK))  # type: ignore[arg-type]
+
+
+def ingest_settings(settings: Settings) -> IngestorSettings:
+    values = settings.model_dump() | {
+        "spotify_api_url": f"{EMULATOR_BASE}/v1",
+        "spotify_accounts_url": EMULATOR_BASE,
+        "spotify_concurrency": 4,
+    }
+    return IngestorSettings(**values, _env_file=None)  # type: ignore[call-arg]
+
+
+def write_chart(settings: Settings, app: Any) -> list[str]:
+    """This week's emulated global chart in the charts folder; returns its track ids."""
+    settings.charts_dir.mkdir(parents=True, exist_ok=True)
+    catalog = app.state.emulator.catalog
+    path = settings.charts_dir / f"regional-global-weekly-{WEEK.isoformat()}.csv"
+    path.write_text(catalog.chart_csv(WEEK, "global"), encoding="utf-8")
+    return [row.track_id for row in catalog.chart_rows(WEEK, "global")]
+
+
+async def ingest(
+    app: Any, sessions: async_sessionmaker[AsyncSession], settings: IngestorSettings
+) -> RunReport:
+    async with emulator_client(app, settings) as spotify:
+        return await run_ingest(
+            sessions=sessions,
+            spotify=spotify,
+            settings=settings,
+            topics=Topics(settings.mqtt_topic_root),
+            week=WEEK,
+        )
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], query: Any) -> int:
+    async with sessions() as session:
+        return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+
+
+async def assert_week_complete(sessions: async_sessionmaker[AsyncSession], chart_ids: list[str]) -> None:
+    """Every charted song is stored with its album and artists, and has this week's published snapshot."""
+    enriched = select(func.count()).select_from(Track).join(Album, Album.id == Track.album_id)
+    assert await count(sessions, enriched.where(Track.id.in_(chart_ids))) == len(chart_ids)  # type: ignore[attr-defined]
+    snapshots = select(func.count()).select_from(Snapshot).where(Snapshot.week == WEEK)
+    assert await count(sessions, snapshots.where(Snapshot.track_id.in_(chart_ids))) == len(chart_ids)  # type: ignore[attr-defined]
+    assert await count(sessions, select(func.count()).select_from(Artist)) > 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "fault"),
+    [
+        # Development Mode: 1 probe + 200 track requests, then albums: pause among the tracks ...
+        ("development", FaultPlan(after=90, rate_limited=1, retry_after=3600)),
+        # ... and among the albums, after every track was fetched.
+        ("development", FaultPlan(after=240, rate_limited=1, retry_after=3600)),
+        # Extended Quota: 1 probe + 4 batches of 50 tracks + album and artist batches.
+        ("extended", FaultPlan(after=3, quota_exceeded=1, quota_retry_after=7200)),
+        ("extended", FaultPlan(after=6, rate_limited=1, retry_after=900)),
+    ],
+    ids=["dev-tracks", "dev-albums", "ext-quota", "ext-dimensions"],
+)
+async def test_a_paused_run_resumes_without_refetching(
+    mode: str, fault: FaultPlan, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    app = make_emulator(mode)
+    config = ingest_settings(settings)
+    chart_ids = write_chart(config, app)
+    app.state.emulator.add_faults(fault)
+
+    before = dt.datetime.now(dt.UTC)
+    first = await ingest(app, sessions, config)
+    assert first.status == "paused"
+    assert first.resume_after is not None and first.resume_after > before + dt.timedelta(seconds=800)
+    async with sessions() as session:
+        run = await session.get(IngestRun, first.run_id)
+    assert run is not None and run.status == "paused" and run.resume_after is not None
+
+    app.state.emulator.clear_faults()  # the Retry-After has passed
+    second = await ingest(app, sessions, config)
+    assert second.status == "ok", second.errors
+    await assert_week_complete(sessions, chart_ids)
+    served = app.state.emulator.counters.served
+    twice = {spotify_id: n for spotify_id, n in served.items() if n > 1}
+    assert twice == {}, f"{len(twice)} objects fetched again after the pause"
+
+
+async def test_a_resumed_weekly_update_asks_each_followed_song_once(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Extended Quota: songs followed from last week get one popularity fetch this week, pause or not."""
+    app = make_emulator("extended")
+    config = ingest_settings(settings)
+    last_week = WEEK - dt.timedelta(weeks=1)
+    app.state.emulator.set_week(last_week)
+    config.charts_dir.mkdir(parents=True, exist_ok=True)
+    catalog = app.state.emulator.catalog
+    (config.charts_dir / f"regional-global-weekly-{last_week}.csv").write_text(catalog.chart_csv(last_week))
+    async with emulator_client(app, config) as spotify:
+        first = await run_ingest(
+            sessions=sessions,
+            spotify=spotify,
+            settings=config,
+            topics=Topics(config.mqtt_topic_root),
+            week=last_week,
+        )
+    assert first.status == "ok", first.errors
+    followed = {row.track_id for row in catalog.chart_rows(last_week)}
+
+    app.state.emulator.set_week(WEEK)
+    this_week = set(write_chart(config, app))
+    app.state.emulator.add_faults(FaultPlan(after=4, rate_limited=1, retry_after=3600))
+    assert (await ingest(app, sessions, config)).status == "paused"
+    app.state.emulator.clear_faults()
+    assert (await ingest(app, sessions, config)).status == "ok"
+
+    served = app.state.emulator.counters.served
+    for track_id in followed | this_week:
+        assert served[track_id] <= (2 if track_id in followed else 1), "fetched twice in one week"
+    assert all(served[i] == 2 for i in followed), "every followed song is fetched once per week"
+    dimensions = {k: n for k, n in served.items() if k not in followed | this_week}
+    assert max(dimensions.values()) == 1
