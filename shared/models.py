@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.mysql import MEDIUMTEXT
 from sqlmodel import Field, SQLModel
 
 ID_LEN = 64  # Spotify ids are 22 characters; songs imported by name get a longer synthetic id
@@ -144,7 +145,8 @@ class Outbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=36, unique=True)
     topic: str = Field(max_length=255)
-    payload: str = Field(sa_column=Column(Text, nullable=False))
+    # MEDIUMTEXT on MySQL (migration 0003): a week's predictions/latest message outgrows TEXT's 64 KB.
+    payload: str = Field(sa_column=Column(Text().with_variant(MEDIUMTEXT(), "mysql"), nullable=False))
     retain: bool = False
     created_at: dt.datetime = Field(default_factory=utcnow)
     published_at: dt.datetime | None = Field(default=None, index=True)

@@ -1,0 +1,193 @@
+"""Faults survived, nothing lost: the MQTT broker crashes or restarts in the middle of an ingest and in the
+middle of a burst of predictions. The services run against a private Mosquitto (the project's config,
+per-service users) that the tests kill and restart; every `db-updated` and every prediction message
+staged in the outbox is delivered once the broker is back (QoS 1, persistent sessions, outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import services.predictor.app as predictor_app
+from services.emulator import EmulatorConfig
+from services.emulator import create_app as create_emulator
+from services.ingestor.main import ingest_once
+from services.ingestor.settings import IngestorSettings
+from services.predictor.app import create_app as create_predictor
+from services.predictor.settings import PredictorSettings
+from shared.config import Settings
+from shared.db import session_scope
+from shared.events import DbUpdated, Topics, envelope
+from shared.models import IngestRun, Outbox, ProcessedEvent
+from shared.outbox import BrokerUnavailable, add_event, flush_outbox
+from shared.weeks import current_week
+from tests.faults_support import OBSERVER, Collector, PrivateBroker
+from tests.predictor_support import use_interim_forecaster
+from tests.servers import free_port, serving
+
+pytestmark = pytest.mark.skipif(
+    not __import__("shutil").which("mosquitto"), reason="needs the mosquitto binary"
+)
+
+T = Topics("songpop/v1")
+WEEK = current_week()
+
+
+@pytest.fixture(autouse=True)
+def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
+
+
+def on_broker(cls: type[Any], settings: Settings, broker: PrivateBroker, user: str, **extra: Any) -> Any:
+    """`cls` settings on the test database, connected to the private broker as `user`."""
+    values = {
+        **settings.model_dump(),
+        "mqtt_url": broker.url(user),
+        "mqtt_topic_root": T.root,
+        "mqtt_reconnect_seconds": 0.1,
+        **extra,
+    }
+    return cls(**values, _env_file=None)
+
+
+@pytest.fixture
+def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with PrivateBroker(tmp_path / "mosquitto") as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def spotify_emulator(settings: Settings) -> AsyncIterator[dict[str, str]]:
+    """The Spotify emulator and this week's chart file; yields the settings that point at it."""
+    app = create_emulator(EmulatorConfig(mode="extended", n_tracks=1000, start_week=WEEK))  # type: ignore[arg-type]
+    async with serving(app) as url:
+        settings.charts_dir.mkdir(parents=True, exist_ok=True)
+        csv = app.state.emulator.catalog.chart_csv(WEEK, "global")
+        (settings.charts_dir / f"regional-global-weekly-{WEEK.isoformat()}.csv").write_text(csv)
+        yield {"spotify_api_url": f"{url}/v1", "spotify_accounts_url": url}
+
+
+@contextlib.asynccontextmanager
+async def running_predictor(settings: PredictorSettings) -> AsyncIterator[Any]:
+    """The predictor app served in this loop, its MQTT consumer connected."""
+    app = create_predictor(settings)
+    async with serving(app, port=settings.predictor_port):
+        async with asyncio.timeout(20):
+            while not hasattr(app.state, "mqtt"):  # noqa: ASYNC110 - set by the consumer's on_connect
+                await asyncio.sleep(0.05)
+        yield app
+
+
+async def outbox_rows(sessions, topic: str | None = None) -> list[Outbox]:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        query = select(Outbox).order_by(Outbox.id)
+        if topic:
+            query = query.where(Outbox.topic == topic)
+        return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
+async def handled_by_predictor(sessions) -> set[str]:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        query = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == "predictor")
+        return set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+
+
+async def everything_delivered(sessions, observer: Collector) -> bool:  # type: ignore[no-untyped-def]
+    """Every outbox row is marked published and every staged prediction reached the observer."""
+    rows = await outbox_rows(sessions)
+    staged = {r.event_id for r in rows if r.topic == T.predictions_latest}
+    return all(r.published_at is not None for r in rows) and staged <= set(
+        observer.event_ids(T.predictions_latest)
+    )
+
+
+async def wait_for(check, within: float = 40.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - polls the database
+            await asyncio.sleep(0.1)
+
+
+async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, broker) -> None:  # type: ignore[no-untyped-def]
+    async with spotify_emulator(settings) as spotify:
+        ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
+        predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
+                              **spotify)
+        filters = [T.db_updated, T.predictions_latest]
+        async with Collector(broker.url(OBSERVER), filters) as observer, running_predictor(predictor):
+            crashes = []
+
+            def crash_broker(phase: str, done: int, total: int) -> None:
+                if not crashes:
+                    crashes.append(phase)
+                    broker.stop(kill=True)
+
+            with pytest.raises(BrokerUnavailable, match="wait in the outbox"):
+                await ingest_once(ingestor, kind="update", progress=crash_broker)
+            assert crashes, "the ingest never reported progress"
+            async with sessions() as session:
+                run = (await session.exec(select(IngestRun))).scalars().one()  # type: ignore[call-overload]
+            assert run.status == "ok"  # the data is committed although the broker is gone
+            (pending,) = await outbox_rows(sessions, T.db_updated)
+            assert pending.published_at is None
+
+            broker.start()  # a fresh broker: the crash lost its in-memory sessions
+            async with asyncio.timeout(20):
+                await observer.subscribed.wait()
+            await flush_outbox(settings=ingestor, sessions=sessions, service="ingestor")
+
+            await observer.wait_until(lambda: pending.event_id in observer.event_ids(T.db_updated))
+            await wait_for(lambda: _handled_all(sessions, {pending.event_id}))
+            await observer.wait_until(lambda: bool(observer.event_ids(T.predictions_latest)))
+            await wait_for(lambda: everything_delivered(sessions, observer))
+    assert observer.connections >= 2
+
+
+async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # type: ignore[no-untyped-def]
+    settings, sessions, broker, monkeypatch
+) -> None:
+    async with spotify_emulator(settings) as spotify:
+        ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
+        predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
+                              **spotify)
+        report = await ingest_once(ingestor, kind="update")  # songs to forecast; no predictor yet
+        assert report.status == "ok"
+
+        real_publish = predictor_app.publish_pending
+        calls = []
+
+        async def publish_after_a_restart(**kwargs: Any) -> int:
+            """The second publish of the burst finds the broker going down (and back 0.5 s later)."""
+            calls.append(1)
+            if len(calls) == 2:
+                broker.stop()
+                asyncio.get_running_loop().call_later(0.5, broker.start)
+            return await real_publish(**kwargs)
+
+        monkeypatch.setattr(predictor_app, "publish_pending", publish_after_a_restart)
+        filters = [T.predictions_latest]
+        async with Collector(broker.url(OBSERVER), filters) as observer, running_predictor(predictor):
+            burst = [
+                envelope("ingestor", DbUpdated(run_id=report.run_id, kind="update", week=WEEK, tracks=1,
+                                               snapshots=1))
+                for _ in range(4)
+            ]
+            async with session_scope(sessions) as session:
+                for event in burst:
+                    add_event(session, topic=T.db_updated, event=event)
+            await flush_outbox(settings=ingestor, sessions=sessions, service="ingestor")
+
+            expected = {e.event_id for e in burst}
+            await wait_for(lambda: _handled_all(sessions, expected))
+            await wait_for(lambda: everything_delivered(sessions, observer))
+    assert len(calls) >= 3, "the broker restart did not happen in the middle of the burst"
+    assert observer.connections >= 2
+
+
+async def _handled_all(sessions, expected: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    return expected <= await handled_by_predictor(sessions)
