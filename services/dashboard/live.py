@@ -83,6 +83,10 @@ class Hub:
             log.info("dropped a websocket client that fell %d messages behind", self.queue_size)
 
 
+def _key(row: TrendingRow) -> tuple[str, str, str]:
+    return row.track_id, row.signal, row.region
+
+
 def _fingerprint(row: TrendingRow) -> str:
     return row.model_dump_json(include={"current", "rank", "f26", "f52", "name", "artists", "demo"})
 
@@ -138,10 +142,9 @@ class LiveFeed:
 
     def _on_predictions(self, payload: bytes | str) -> None:
         event = parse(payload, PredictionsLatest)
-        rows = [row_from_message(p) for p in event.data.predictions]
-        fresh = {(r.track_id, r.signal, r.region): _fingerprint(r) for r in rows}
-        changed = [r for r in rows if self._sent.get((r.track_id, r.signal, r.region)) != fresh[
-            (r.track_id, r.signal, r.region)]]
+        rows = {_key(r): r for r in map(row_from_message, event.data.predictions)}
+        fresh = {key: _fingerprint(row) for key, row in rows.items()}
+        changed = [row for key, row in rows.items() if self._sent.get(key) != fresh[key]]
         self._sent = fresh  # bounded by the size of one message
         self.last_event_id, self.last_received_at = event.event_id, utcnow()
         if changed:
