@@ -203,7 +203,10 @@ async def fetch_missing_dimensions(
     async with sessions() as session:
         album_ids = [i for i in album_ids if i not in await known_ids(session, Album.id, album_ids)]
         artist_ids = [i for i in artist_ids if i not in await known_ids(session, Artist.id, artist_ids)]
-    albums = await spotify.get_albums(album_ids) if album_ids else {}
+    # In Development Mode the album endpoint returns nothing the album inside a track lacks (no label,
+    # no popularity there): one request per album saved.
+    fetch_albums = bool(album_ids) and spotify.access_mode is not sp.AccessMode.development
+    albums = await spotify.get_albums(album_ids) if fetch_albums else {}
     # Albums embedded in track objects are complete enough when the album endpoint lacks one.
     for t in tracks:
         if t.album and t.album.id in album_ids and t.album.id not in albums:

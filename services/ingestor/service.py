@@ -356,7 +356,10 @@ async def fetch_and_write(
             tracks = tracks or {k: v for k, v in paused.partial.items() if isinstance(v, sp.Track)}
             # Keep all that was fetched: the tracks, and the albums and artists got before the pause;
             # the next run asks only for the dimensions still missing (complete_dimensions).
-            report.merge(await write_dimensions(sessions=sessions, objects=paused.partial.values()))
+            kept = list(paused.partial.values())
+            if spotify.access_mode is sp.AccessMode.development:  # there a track's album is complete
+                kept += [t.album for t in tracks.values() if t.album]
+            report.merge(await write_dimensions(sessions=sessions, objects=kept))
             counts = await write_tracks(
                 sessions=sessions,
                 spotify=None,
