@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from shared.db import make_engine, make_sessionmaker
 from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
@@ -84,6 +85,23 @@ async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
     app.state.consuming.set()
 
 
+async def keep_catching_up(app: FastAPI) -> None:
+    """Every `predictor_catch_up_seconds`, the reconnection steps again: events left behind (the database
+    was away when one arrived, or the replica it went to stopped) are handled without waiting for a
+    reconnection."""
+    settings: PredictorSettings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.predictor_catch_up_seconds)
+        client = getattr(app.state, "mqtt", None)
+        if client is None:
+            continue
+        try:
+            await on_connect(app, client)
+        except Exception as exc:  # database or broker still away: next pass
+            log.warning("catch-up pass failed (%s); next in %.0fs", type(exc).__name__,
+                        settings.predictor_catch_up_seconds)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: PredictorSettings = app.state.settings
@@ -101,12 +119,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 on_connect=lambda client: on_connect(app, client),
             )
         )
+        catcher = asyncio.create_task(keep_catching_up(app))
         try:
             yield
         finally:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            for task in (catcher, consumer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     await engine.dispose()
 
 
@@ -125,6 +145,13 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 (not a 500 with internals) while the database is unreachable; /readyz says the same."""
+    log.warning("database unavailable while serving %s: %s", request.url.path, type(exc).__name__)
+    return JSONResponse(status_code=503, content={"detail": "database unavailable; try again shortly"},
+                        headers={"Retry-After": "10"})
+
+
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     """The predictor app; long-lived clients are created in its lifespan, not at import."""
     app = FastAPI(
@@ -136,6 +163,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.state.settings = settings or PredictorSettings()
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(OperationalError, database_unavailable)
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
     instrument(app, SERVICE)
     return app

@@ -12,6 +12,9 @@ class PredictorSettings(Settings):
         default="songpop-predictors",
         description="MQTT shared-subscription group: replicas split the events between them",
     )
+    predictor_catch_up_seconds: float = Field(
+        default=60.0, gt=0, description="how often to look for events left behind (outage, lost replica)"
+    )
     max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
