@@ -1,6 +1,7 @@
 """Fault-injection helpers for the reliability and security tests: a private Mosquitto started with the
 project's mosquitto/ config (so it can be stopped, killed and restarted without touching the shared
-broker), and a TCP proxy that can cut every connection to a server (MariaDB) and let them back."""
+broker), and an MQTT observer that reconnects like a service. (The TCP proxy that cuts MariaDB
+connections is tests/proxy.py.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,71 +127,60 @@ class PrivateBroker:
         self.stop(kill=True)
 
 
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to an upstream server; `cut()` drops every connection and refuses new
-    ones until `restore()`: the server looks unreachable to the clients, and nothing else is touched."""
+class Collector:
+    """An MQTT observer that behaves like a service: a persistent session, resubscribing after every
+    reconnection, recording every message it receives (duplicates included)."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
-        self.port = 0
-        self.is_open = True
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+    def __init__(self, url: str, filters: list[str]) -> None:
+        from shared.mqtt import broker_address
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+        self.address = broker_address(url)
+        self.filters = filters
+        self.identifier = f"collector-{secrets.token_hex(4)}"
+        self.messages: list[tuple[str, bytes]] = []
+        self.subscribed = asyncio.Event()
+        self.connections = 0
+        self._task: asyncio.Task[None] | None = None
 
-    async def stop(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+    def event_ids(self, topic: str) -> list[str]:
+        """Event ids of the envelopes received on `topic`, in arrival order."""
+        import json
 
-    def cut(self) -> None:
-        self.is_open = False
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+        return [json.loads(p)["event_id"] for t, p in self.messages if t == topic and p]
 
-    def restore(self) -> None:
-        self.is_open = True
+    async def wait_until(self, condition: Callable[[], bool], within: float = 30.0) -> None:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - polls state other tasks update
+                await asyncio.sleep(0.05)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self.is_open:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+    async def _run(self) -> None:
+        import aiomqtt
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.close()
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.address.host, self.address.port, username=self.address.username,
+                    password=self.address.password, identifier=self.identifier, clean_session=False,
+                ) as client:
+                    for topic in self.filters:
+                        await client.subscribe(topic, qos=1)
+                    self.connections += 1
+                    self.subscribed.set()
+                    async for message in client.messages:
+                        payload = message.payload if isinstance(message.payload, bytes) else b""
+                        self.messages.append((str(message.topic), payload))
+            except aiomqtt.MqttError:
+                self.subscribed.clear()
+                await asyncio.sleep(0.1)
 
-    async def __aenter__(self) -> TcpProxy:
-        await self.start()
+    async def __aenter__(self) -> Collector:
+        self._task = asyncio.create_task(self._run())
+        async with asyncio.timeout(10):
+            await self.subscribed.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-
-def via_proxy(database_url: str, proxy_port: int) -> str:
-    """`database_url` pointed at the proxy instead of the server."""
-    head, _, tail = database_url.partition("@")
-    _, _, rest = tail.partition("/")
-    return f"{head}@127.0.0.1:{proxy_port}/{rest}"
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -38,8 +38,8 @@ from shared.models import Outbox, ProcessedEvent
 from shared.mqtt import make_client, topics
 from shared.outbox import add_event, flush_outbox
 from shared.weeks import current_week
-from tests.faults_support import TcpProxy, via_proxy
 from tests.predictor_support import use_interim_forecaster
+from tests.proxy import TcpProxy
 from tests.servers import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ async def test_predictor_survives_the_database_going_away(settings, sessions) ->
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         predictor = with_values(
             PredictorSettings, settings, predictor_port=free_port(), predictor_catch_up_seconds=0.5,
-            database_url=via_proxy(settings.database_url, proxy.port),
+            database_url=proxy.url_for(settings.database_url),
         )
         async with running_predictor(predictor) as (app, http):
             assert (await http.get("/readyz")).status_code == 200
@@ -123,7 +123,7 @@ async def test_trainer_fails_cleanly_without_database_and_trains_when_it_is_back
     from services.trainer.main import train_once
 
     async with TcpProxy("127.0.0.1", 3306) as proxy:
-        url = via_proxy(settings.database_url, proxy.port).replace("root@", "root:s3cret-pw@")
+        url = proxy.url_for(settings.database_url).replace("root@", "root:s3cret-pw@")
         trainer = with_values(TrainerSettings, settings, database_url=url)
         proxy.cut()
         with pytest.raises(DatabaseUnavailable) as failure:
@@ -141,6 +141,7 @@ COMMIT_THEN_HANG = textwrap.dedent(
     import asyncio, sys, uuid
     import pytest
     from tests.predictor_support import use_interim_forecaster
+from tests.proxy import TcpProxy
     from services.predictor.service import predict_trending
     from services.predictor.settings import PredictorSettings
     from shared.db import make_engine, make_sessionmaker, session_scope
@@ -228,34 +229,3 @@ async def test_predictor_killed_between_commit_and_publish_delivers_after_restar
         await observer.publish(t.predictions_latest, b"", qos=1, retain=True)
     assert parse(message.payload, PredictionsLatest).event_id == row.event_id  # type: ignore[arg-type]
     assert await pending(sessions, t.predictions_latest) == []
-
-
-async def test_restarted_predictor_catches_up_on_events_it_missed(settings, sessions) -> None:  # type: ignore[no-untyped-def]
-    """Events published while no predictor ran (nobody queued them): on start it reads the outbox,
-    forecasts once from the newest data and marks every missed event handled."""
-    t = topics(settings)
-    missed = [
-        envelope("ingestor", DbUpdated(run_id=i, kind="update", week=current_week(), tracks=1, snapshots=1))
-        for i in range(3)
-    ]
-    async with session_scope(sessions) as session:
-        for event in missed:
-            add_event(session, topic=t.db_updated, event=event)
-    await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
-
-    predictor = with_values(PredictorSettings, settings, predictor_port=free_port())
-    async with make_client(settings, "observer", announce=False) as observer:
-        await observer.subscribe(t.predictions_latest, qos=1)
-        async with running_predictor(predictor):
-            async with asyncio.timeout(20):
-                await anext(aiter(observer.messages))
-            for event in missed:
-                await eventually(lambda e=event: handled(sessions, e.event_id))
-        await observer.publish(t.predictions_latest, b"", qos=1, retain=True)
-        await observer.publish(t.db_updated, b"", qos=1, retain=True)
-    assert len(await _rows(sessions, t.predictions_latest)) == 1  # one forecast for three missed events
-
-
-async def _rows(sessions, topic: str) -> list[Outbox]:  # type: ignore[no-untyped-def]
-    async with sessions() as session:
-        return list((await session.exec(select(Outbox).where(Outbox.topic == topic))).scalars().all())  # type: ignore[call-overload]
