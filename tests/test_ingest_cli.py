@@ -1,0 +1,134 @@
+"""`songpop ingest init|update|history`: what they print, and clear failures with distinct exit codes when
+the database or broker is unreachable or the configuration is wrong (Typer's CliRunner, real MariaDB)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from services.cli import EXIT_CONFIG, EXIT_UNREACHABLE, app
+from services.ingestor import main as ingestor_main
+from shared.charts import iter_chart_paths, read_chart
+from shared.models import ChartEntry, ChartFile, IngestRun, Snapshot
+from tests.ingest_support import Emulator, all_rows, count, emulator, emulator_chart, rows, write
+from tests.servers import free_port
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REGIONS = ("br", "de", "es", "fr", "gb", "global", "in", "it", "us")
+CHART_FOLDERS = [f"charts-weekly-2017-2020/{r}" for r in REGIONS] + ["charts-it-daily-monthly-2020-2021"]
+LIMIT = 2
+
+
+def environment(settings: Any, spotify: Emulator | None = None, **overrides: str) -> dict[str, str]:
+    """SONGPOP_* variables pointing the command at this test's database, broker and emulator."""
+    env = {
+        "SONGPOP_DATABASE_URL": settings.database_url,
+        "SONGPOP_MQTT_URL": settings.mqtt_url,
+        "SONGPOP_MQTT_TOPIC_ROOT": settings.mqtt_topic_root,
+        "SONGPOP_MQTT_CLIENT_PREFIX": settings.mqtt_client_prefix,
+        "SONGPOP_VAR_DIR": str(settings.var_dir),
+        "SONGPOP_CHARTS_DIR": str(settings.charts_dir),
+        "SONGPOP_LOG_LEVEL": "WARNING",
+    }
+    if spotify is not None:
+        env.update(SONGPOP_SPOTIFY_API_URL=f"{spotify.url}/v1", SONGPOP_SPOTIFY_ACCOUNTS_URL=spotify.url)
+    env.update({f"SONGPOP_{key.upper()}": value for key, value in overrides.items()})
+    return env
+
+
+async def songpop(args: list[str], env: dict[str, str]) -> Result:
+    """Run the command in a worker thread (it runs its own event loop) while the emulator serves here."""
+    return await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+
+
+def said(result: Result) -> str:
+    """What the command printed, with the terminal's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("folder", CHART_FOLDERS)
+async def test_every_real_chart_folder_loads_with_init(settings, sessions, folder) -> None:  # type: ignore[no-untyped-def]
+    path = DATA / folder
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    expected = [read_chart(p) for p in iter_chart_paths([path])[:LIMIT]]
+    async with emulator() as spotify:
+        result = await songpop(["ingest", "init", "--charts", str(path), "--limit", str(LIMIT)],
+                               environment(settings, spotify))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "(init, week" in said(result) and ": ok" in said(result) and "chart_entries" in said(result)
+    wanted = sorted(
+        (r.track_id, c.week, c.region, r.rank, r.streams) for c in expected for r in c.rows if r.track_id
+    )
+    assert len(wanted) > 0.95 * LIMIT * 200
+    assert await rows(sessions, ChartEntry, "track_id", "week", "region", "rank", "streams") == wanted
+    assert await count(sessions, ChartFile) == LIMIT
+    assert await count(sessions, Snapshot) == len({(w[0], w[1]) for w in wanted})
+
+
+async def test_update_prints_its_summary_and_history_command_imports(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    history = write(tmp_path / "h.csv", "date,song,artist,popularity\n2024-05-06,A song,Someone,40\n"
+                    "2024-05-09,A song,Someone,43\n")  # fmt: skip
+    async with emulator() as spotify:
+        emulator_chart(settings.charts_dir, spotify, spotify.state.week)
+        update = await songpop(["ingest", "update", "--limit", "20"], environment(settings, spotify))
+        imported = await songpop(["ingest", "history", str(history)], environment(settings, spotify))
+    assert update.exit_code == 0, update.output
+    assert "(update, week" in said(update) and "Spotify access mode: development" in said(update)
+    assert "chart_entries: 200" in said(update) and "tracks_requested: 20" in said(update)
+    assert imported.exit_code == 0, imported.output
+    assert "(history, week 2024-05-06): ok" in said(imported) and "history_songs: 1" in said(imported)
+    assert [r.kind for r in await all_rows(sessions, IngestRun)] == ["update", "history"]
+
+
+async def test_unreachable_database_exits_3_with_a_clear_message(settings, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(ingestor_main, "DATABASE_WAIT_SECONDS", 0.5)
+    write(tmp_path / "regional-global-weekly-2024-01-04.csv", "rank,uri,artist_names,track_name,streams\n")
+    nowhere = f"mysql+asyncmy://songpop:s3cret@127.0.0.1:{free_port()}/songpop"
+    env = environment(settings, database_url=nowhere)
+    result = await songpop(["ingest", "update"], env)
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "database" in said(result) and "is unreachable" in said(result)
+    assert "s3cret" not in said(result)  # the password is never shown
+    history = await songpop(["ingest", "history", str(tmp_path)], env)
+    assert history.exit_code == EXIT_UNREACHABLE and "is unreachable" in said(history)
+
+
+async def test_unreachable_broker_exits_3_after_committing(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    async with emulator() as spotify:
+        emulator_chart(settings.charts_dir, spotify, spotify.state.week)
+        env = environment(settings, spotify, mqtt_url=f"mqtt://127.0.0.1:{free_port()}")
+        result = await songpop(["ingest", "update"], env)
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "MQTT broker" in said(result) and "wait in the outbox" in said(result)
+    assert await count(sessions, ChartEntry) == 200  # the data is committed all the same
+
+
+@pytest.mark.parametrize(
+    ("args", "overrides", "message"),
+    [
+        (["ingest", "update"], {"database_url": "postgresql://x/y"}, "SONGPOP_DATABASE_URL must start with"),
+        (["ingest", "update"], {"mqtt_url": "http://broker"}, "SONGPOP_MQTT_URL must look like"),
+        (["ingest", "update"], {"track_ids": '["not-an-id"]'}, "is not a Spotify track id"),
+        (["ingest", "update", "--track-id", "nope"], {}, "--track-id: 'nope' is not a Spotify track id"),
+        (["ingest", "init", "--charts", "/no/such/dir"], {}, "charts folder /no/such/dir does not exist"),
+        (["ingest", "init", "--charts", "{empty}"], {}, "no chart CSV files"),
+        (["ingest", "history", "/no/such.csv"], {}, "not found: /no/such.csv"),
+        (["ingest", "history", "{empty}", "--aggregate", "median"], {}, "median"),
+    ],
+    ids=["database-url", "mqtt-url", "track-ids-setting", "track-id-option", "charts-folder", "empty-folder",
+         "history-file", "aggregate"],
+)  # fmt: skip
+async def test_wrong_configuration_exits_2_before_touching_anything(  # type: ignore[no-untyped-def]
+    settings, sessions, tmp_path, args, overrides, message
+) -> None:
+    args = [a.replace("{empty}", str(tmp_path)) for a in args]
+    result = await songpop(args, environment(settings, **overrides))
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert message in said(result)
+    assert await count(sessions, IngestRun) == 0
