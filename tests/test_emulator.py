@@ -278,3 +278,18 @@ async def test_latency_is_configurable_in_process() -> None:
     async with connect(app) as (http, _):
         await http.post("/_emulator/faults", json={"latency_ms": 25})
     assert await_latency.latency_ms == 25
+
+
+async def test_endpoints_only_extended_quota_has() -> None:
+    for mode, expected in (("development", 403), ("extended", 200)):
+        app = make_app(mode)
+        async with connect(app) as (http, auth):
+            releases = await http.get("/v1/browse/new-releases", headers=auth)
+            assert releases.status_code == expected
+            assert (await http.get("/v1/markets", headers=auth)).status_code == expected
+            gone = await http.get(f"/v1/audio-features/{released(app, 1)[0]}", headers=auth)
+            assert gone.status_code == 404 and gone.json()["error"]["status"] == 404
+        if mode == "extended":
+            albums = releases.json()["albums"]["items"]
+            last_day = (WEEK + dt.timedelta(days=6)).isoformat()
+            assert albums and all(a["release_date"] <= last_day for a in albums)

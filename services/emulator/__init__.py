@@ -8,6 +8,7 @@ from services.emulator.app import DEMO_PLAYLIST_ID, TRENDING_PLAYLIST_ID, create
 from services.emulator.catalog import Catalog, ChartRow
 from services.emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig
 from services.emulator.state import EmulatorState, FaultPlan
+from shared.weeks import current_week
 
 __all__ = [
     "DEMO_CLIENT_ID",
@@ -57,6 +58,6 @@ def run(
         seed=seed,
         n_tracks=n_tracks,
         token_ttl_seconds=token_ttl_seconds,
-        **({"start_week": start_week} if start_week else {}),
+        start_week=start_week or current_week(),
     )
     serve(config, host=host, port=port)

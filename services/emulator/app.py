@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Respons
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.emulator.catalog import week_index
+from services.emulator.catalog import MARKETS, week_index
 from services.emulator.config import EmulatorConfig
 from services.emulator.objects import LOCAL_TRACKS, ObjectBuilder
 from services.emulator.state import EmulatorState, FaultPlan
@@ -29,6 +30,7 @@ ID_PATTERN = re.compile(r"^[0-9A-Za-z]{22}$")
 CHART_FILE = re.compile(r"^regional-([a-z]{2}|global)-weekly-(\d{4}-\d{2}-\d{2})\.csv$")
 BATCH_LIMITS = {"tracks": 50, "artists": 50, "albums": 20}
 SEARCH_LIMITS = {False: 10, True: 50}  # by extended
+NEW_RELEASE_WEEKS = 2
 
 
 class ApiError(Exception):
@@ -53,6 +55,16 @@ def _validation_response(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
     return JSONResponse({"error": {"status": 400, "message": problems}}, status_code=400)
+
+
+def _http_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if not request.url.path.startswith("/v1/"):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    message = "Service not found" if exc.status_code == 404 else str(exc.detail)
+    return JSONResponse(
+        {"error": {"status": exc.status_code, "message": message}}, status_code=exc.status_code
+    )
 
 
 def _seconds(value: float) -> str:
@@ -197,7 +209,7 @@ def _make_api_router() -> APIRouter:
     @router.get("/albums")
     async def get_albums(request: Request, state: StateDep, ids: str = "") -> Response:
         build = _builder(request, state)
-        out = []
+        out: list[dict[str, Any] | None] = []
         for album_id in _batch_ids(state, "albums", ids):
             number = _album_number(state, album_id)
             if number is None:
@@ -266,6 +278,27 @@ def _make_api_router() -> APIRouter:
         top = sorted(mine, key=lambda t: -pop[t])[:10]
         build = _builder(request, state)
         return _json({"tracks": [build.track(t) for t in top]})
+
+    @router.get("/browse/new-releases")
+    async def new_releases(
+        request: Request, state: StateDep,
+        limit: int = Query(20, ge=1, le=50), offset: int = Query(0, ge=0),
+    ) -> Response:  # fmt: skip
+        if not state.extended:
+            raise ApiError(403, "GET /browse/new-releases is not available in Development Mode")
+        now = week_index(state.week)
+        weeks = state.catalog.album_release_week
+        recent = [int(a) for a in np.flatnonzero((weeks <= now) & (weeks > now - NEW_RELEASE_WEEKS))]
+        recent.sort(key=lambda a: (-int(weeks[a]), a))
+        build = _builder(request, state)
+        items = [build.album_ref(a) for a in recent[offset : offset + limit]]
+        return _json({"albums": _page(request, items, len(recent), limit, offset)})
+
+    @router.get("/markets")
+    async def markets(state: StateDep) -> Response:
+        if not state.extended:
+            raise ApiError(403, "GET /markets is not available in Development Mode")
+        return _json({"markets": MARKETS})
 
     @router.get("/search")
     async def search(
@@ -456,6 +489,7 @@ def create_app(config: EmulatorConfig | None = None) -> FastAPI:
     app.state.emulator = EmulatorState(config)
     app.add_exception_handler(ApiError, _error_response)
     app.add_exception_handler(RequestValidationError, _validation_response)
+    app.add_exception_handler(StarletteHTTPException, _http_error_response)
     app.add_middleware(StatusCounter, state=app.state.emulator)
     app.include_router(_make_accounts_router())
     app.include_router(_make_api_router())

@@ -261,7 +261,9 @@ class Catalog:
         grid = (np.asarray(weeks, dtype=np.uint64)[:, None] << np.uint64(32)) + tracks.astype(np.uint64)
         hashed = _mix(grid ^ key)
         mask = np.uint64(0xFFFF)
-        total = sum(((hashed >> np.uint64(16 * i)) & mask).astype(np.float32) for i in range(4))
+        total = np.zeros(hashed.shape, dtype=np.float32)
+        for i in range(4):
+            total += ((hashed >> np.uint64(16 * i)) & mask).astype(np.float32)
         return (total / np.float32(65536.0) - np.float32(2.0)) * np.float32(3.0**0.5)
 
     def popularity_matrix(self, weeks: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
