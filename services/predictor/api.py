@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from pydantic import BaseModel
 from sqlalchemy import select
 
 from shared.db import ping
@@ -15,7 +15,7 @@ from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
 
 from . import service, tracks
-from .deps import SessionDep, SessionsDep, SettingsDep, SpotifyDep
+from .deps import CacheDep, SessionDep, SessionsDep, SettingsDep, SpotifyDep
 from .schemas import (
     EXAMPLE_ID,
     ForecastBatchRequest,
@@ -42,38 +42,9 @@ def valid_ids(raw: Sequence[str]) -> list[str]:
 
 
 class JSONBytes(Response):
-    """A response whose body was serialised by pydantic already (no second validation pass)."""
+    """A response whose body was serialised already (by pydantic, or kept in the response cache)."""
 
     media_type = "application/json"
-
-
-def as_json(model: BaseModel) -> JSONBytes:
-    return JSONBytes(model.model_dump_json().encode())
-
-
-async def forecasts(
-    *, sessions: SessionsDep, settings: SettingsDep, spotify: SpotifyDep, track_ids: list[str]
-) -> tuple[list[TrackForecast], list[str]]:
-    """Forecasts of `track_ids` (songs never seen are fetched from Spotify first) and the ids Spotify
-    does not know."""
-    async with sessions() as session:
-        found = await tracks.forecasts_for(session=session, settings=settings, track_ids=track_ids)
-    missing = [i for i in track_ids if i not in {f.track.id for f in found}]
-    if not missing:
-        return found, []
-    try:
-        await service.ensure_tracks(
-            sessions=sessions, spotify=spotify, track_ids=missing, demo=settings.uses_emulator
-        )
-        not_found: list[str] = []
-    except service.UnknownTracks as exc:
-        not_found = exc.ids
-    fetched = [i for i in missing if i not in set(not_found)]
-    if fetched:
-        async with sessions() as session:
-            found += await tracks.forecasts_for(session=session, settings=settings, track_ids=fetched)
-    order = {track_id: n for n, track_id in enumerate(track_ids)}
-    return sorted(found, key=lambda f: order[f.track.id]), not_found
 
 
 @router.get(
@@ -90,13 +61,16 @@ async def track_forecast(
     sessions: SessionsDep,
     settings: SettingsDep,
     spotify: SpotifyDep,
+    cache: CacheDep,
     track_id: str = Path(max_length=200, examples=[EXAMPLE_ID]),
 ) -> Response:
     ids = valid_ids([track_id])
-    found, not_found = await forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=ids)
+    bodies, not_found = await tracks.forecast_bodies(
+        sessions=sessions, settings=settings, spotify=spotify, cache=cache, track_ids=ids
+    )
     if not_found:
         raise HTTPException(status_code=404, detail=f"Spotify does not know track {not_found[0]}")
-    return as_json(found[0])
+    return JSONBytes(bodies[0])
 
 
 @router.post(
@@ -108,7 +82,11 @@ async def track_forecast(
     "are listed in `not_found` instead of failing the whole request.",
 )
 async def batch_forecast(
-    body: ForecastBatchRequest, sessions: SessionsDep, settings: SettingsDep, spotify: SpotifyDep
+    body: ForecastBatchRequest,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    spotify: SpotifyDep,
+    cache: CacheDep,
 ) -> Response:
     if len(body.track_ids) > settings.max_batch:
         raise HTTPException(
@@ -116,8 +94,13 @@ async def batch_forecast(
             detail=f"at most {settings.max_batch} track ids per request, got {len(body.track_ids)}",
         )
     ids = valid_ids(body.track_ids)
-    found, not_found = await forecasts(sessions=sessions, settings=settings, spotify=spotify, track_ids=ids)
-    return as_json(ForecastBatchResponse(forecasts=found, not_found=not_found))
+    bodies, not_found = await tracks.forecast_bodies(
+        sessions=sessions, settings=settings, spotify=spotify, cache=cache, track_ids=ids
+    )
+    # the cached bodies are spliced in as they are: a ForecastBatchResponse without re-serialising
+    return JSONBytes(
+        b'{"forecasts":[' + b",".join(bodies) + b'],"not_found":' + json.dumps(not_found).encode() + b"}"
+    )
 
 
 @router.get(

@@ -26,6 +26,7 @@ from shared.spotify.client import SpotifyClient
 
 from . import service
 from .api import router
+from .cache import ResponseCache
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
             sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
         )
         if predictions is not None:
+            app.state.cache.expire()  # this replica serves its new forecasts at once
             await publish_pending(sessions=app.state.sessions, client=app.state.mqtt)
 
     return handle
@@ -98,8 +100,11 @@ async def keep_catching_up(app: FastAPI) -> None:
         try:
             await on_connect(app, client)
         except Exception as exc:  # database or broker still away: next pass
-            log.warning("catch-up pass failed (%s); next in %.0fs", type(exc).__name__,
-                        settings.predictor_catch_up_seconds)
+            log.warning(
+                "catch-up pass failed (%s); next in %.0fs",
+                type(exc).__name__,
+                settings.predictor_catch_up_seconds,
+            )
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +113,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.effective_database_url)
     app.state.sessions = make_sessionmaker(engine)
     app.state.consuming = asyncio.Event()  # set once subscribed and caught up
+    app.state.cache = ResponseCache(
+        app.state.sessions,
+        max_entries=settings.rest_cache_entries,
+        check_seconds=settings.rest_cache_check_seconds,
+    )
     async with SpotifyClient(settings) as spotify:
         app.state.spotify = spotify
         consumer = asyncio.create_task(
@@ -148,8 +158,11 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """503 (not a 500 with internals) while the database is unreachable; /readyz says the same."""
     log.warning("database unavailable while serving %s: %s", request.url.path, type(exc).__name__)
-    return JSONResponse(status_code=503, content={"detail": "database unavailable; try again shortly"},
-                        headers={"Retry-After": "10"})
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "database unavailable; try again shortly"},
+        headers={"Retry-After": "10"},
+    )
 
 
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:

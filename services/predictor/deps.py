@@ -6,18 +6,22 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from shared.spotify.client import SpotifyClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared.spotify.client import SpotifyClient
+
+from .cache import ResponseCache
 from .settings import PredictorSettings
 
+# Plain accessors are `async def`: FastAPI would run a sync dependency in a worker thread per request.
 
-def get_settings(request: Request) -> PredictorSettings:
+
+async def get_settings(request: Request) -> PredictorSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.sessions  # type: ignore[no-any-return]
 
 
@@ -26,11 +30,16 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_spotify(request: Request) -> SpotifyClient:
+async def get_spotify(request: Request) -> SpotifyClient:
     return request.app.state.spotify  # type: ignore[no-any-return]
+
+
+async def get_cache(request: Request) -> ResponseCache:
+    return request.app.state.cache  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[PredictorSettings, Depends(get_settings)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SpotifyDep = Annotated[SpotifyClient, Depends(get_spotify)]
+CacheDep = Annotated[ResponseCache, Depends(get_cache)]

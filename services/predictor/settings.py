@@ -16,6 +16,12 @@ class PredictorSettings(Settings):
         default=60.0, gt=0, description="how often to look for events left behind (outage, lost replica)"
     )
     max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
+    rest_cache_entries: int = Field(
+        default=20_000, ge=0, description="forecast responses kept in memory (0: no cache)"
+    )
+    rest_cache_check_seconds: float = Field(
+        default=1.0, ge=0, description="how often the cache checks for new data (its staleness bound)"
+    )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
     alert_threshold: float | None = Field(

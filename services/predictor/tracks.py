@@ -1,8 +1,8 @@
 """Per-song forecasts for the REST API: the stored batch forecast when it is up to date with the song's
 data, otherwise one computed on the spot (a song asked for by id that was never scored, or a cold start).
 
-Reads use a few set queries over the song ids (`IN`), so one song and a batch of 100 share one code path
-and a batch costs a handful of round trips, not hundreds.
+Reads are two statements over the song ids (`IN`), so one song and a batch of 100 share one code path
+and cost the same two round trips.
 """
 
 from __future__ import annotations
@@ -13,16 +13,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import forecasting
 from shared.events import Forecast, TrackPrediction
 from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.spotify.client import SpotifyClient
 from shared.weeks import current_week
 
+from .cache import ResponseCache
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
+from .service import UnknownTracks, ensure_tracks
 from .settings import PredictorSettings
 
 
@@ -44,112 +59,128 @@ class SongData:
         return self.latest_week is None or self.stored[0].week >= self.latest_week
 
 
-async def _track_infos(session: AsyncSession, ids: Sequence[str]) -> dict[str, TrackInfo]:
-    query = select(
-        Track.id, Track.name, Track.artist_names, Track.album_id, Track.release_date, Track.is_demo
-    ).where(col(Track.id).in_(ids))
-    return {
-        row[0]: TrackInfo(
-            id=row[0], name=row[1], artists=row[2], album_id=row[3], release_date=row[4], demo=row[5]
-        )
-        for row in (await session.exec(query)).all()
-    }
+def _songs_with_latest_predictions() -> Select[Any]:
+    """Each song with its batch predictions of its most recent anchor week (none: one row of NULLs).
 
-
-async def _stored_predictions(
-    session: AsyncSession, ids: Sequence[str], infos: dict[str, TrackInfo]
-) -> dict[str, list[TrackPrediction]]:
-    """Each song's batch predictions of its most recent anchor week, one per signal and region."""
-    latest = (
-        select(Prediction.track_id, func.max(Prediction.week).label("week"))
-        .where(col(Prediction.track_id).in_(ids))
-        .group_by(Prediction.track_id)
-        .subquery()
+    The latest week is a correlated subquery, so the unique (track_id, week, ...) index serves it; a
+    GROUP BY derived table would make MariaDB scan a whole week of predictions per request.
+    """
+    p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
+    latest_week = select(func.max(q.c.week)).where(q.c.track_id == Track.id).scalar_subquery()
+    return (
+        select(
+            Track.id,
+            Track.name,
+            Track.artist_names,
+            Track.album_id,
+            Track.release_date,
+            Track.is_demo,
+            p.c.week,
+            p.c.signal,
+            p.c.region,
+            p.c.horizon_weeks,
+            p.c.current,
+            p.c.value,
+            p.c.lower,
+            p.c.upper,
+            p.c.p_chart,
+            p.c.model_version,
+            p.c.cold_start,
+        )  # fmt: skip
+        .outerjoin(p, (p.c.track_id == Track.id) & (p.c.week == latest_week))
+        .where(col(Track.id).in_(bindparam("ids", expanding=True)))
+        .order_by(Track.id, p.c.signal, p.c.region, p.c.horizon_weeks)
     )
-    query = (
-        select(Prediction)
-        .join(latest, (Prediction.track_id == latest.c.track_id) & (Prediction.week == latest.c.week))
-        .order_by(Prediction.track_id, Prediction.signal, Prediction.region, Prediction.horizon_weeks)
-    )
-    grouped: dict[tuple[str, str, str], TrackPrediction] = {}
-    for row in (await session.exec(query)).all():
-        key = (row.track_id, row.signal, row.region)
-        if key not in grouped:
-            info = infos.get(row.track_id)
-            grouped[key] = TrackPrediction(
-                track_id=row.track_id,
-                name=info.name if info else "",
-                artists=info.artists if info else "",
-                week=row.week,
-                signal=row.signal,  # type: ignore[arg-type]
-                region=row.region,
-                current=row.current,
-                forecasts=[],
-                demo=bool(info and info.demo),
-            )
-        grouped[key].forecasts.append(
-            Forecast(
-                horizon_weeks=row.horizon_weeks,
-                value=row.value,
-                lower=row.lower,
-                upper=row.upper,
-                p_chart=row.p_chart,
-                model_version=row.model_version,
-                cold_start=row.cold_start,
-            )
-        )
-    result: dict[str, list[TrackPrediction]] = defaultdict(list)
-    for prediction in grouped.values():
-        result[prediction.track_id].append(prediction)
-    return result
 
 
-async def _histories(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Each song's weekly popularity and chart positions merged into one list per song, oldest first."""
-    snaps = select(
-        Snapshot.track_id, Snapshot.week, Snapshot.popularity, Snapshot.trending, Snapshot.updated_at
-    ).where(col(Snapshot.track_id).in_(ids))
+def _history_rows() -> Any:
+    """Snapshots and chart entries of the songs in one statement (kind 0: snapshot, 1: chart entry)."""
+    snapshots = select(
+        Snapshot.track_id, Snapshot.week, Snapshot.popularity, Snapshot.trending, Snapshot.updated_at,
+        literal(None, String).label("region"), literal(None, Integer).label("rank"),
+        literal(None, BigInteger).label("streams"), literal(0, Integer).label("kind"),
+    ).where(col(Snapshot.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
     charts = select(
-        ChartEntry.track_id, ChartEntry.week, ChartEntry.region, ChartEntry.rank, ChartEntry.streams
-    ).where(col(ChartEntry.track_id).in_(ids))
-    points: dict[str, dict[tuple[dt.date, str | None], dict[str, Any]]] = defaultdict(dict)
-    for track_id, week, popularity, trending, updated_at in (await session.exec(snaps)).all():
-        points[track_id][(week, None)] = {
-            "week": week,
-            "popularity": popularity,
-            "trending": trending,
-            "_updated_at": updated_at,
-        }
-    for track_id, week, region, rank, streams in (await session.exec(charts)).all():
-        song = points[track_id]
-        base = song.pop((week, None), None) or {"week": week, "popularity": None, "trending": True}
-        song[(week, region)] = {**base, "region": region, "rank": rank, "streams": streams}
-    return {
-        track_id: sorted(song.values(), key=lambda p: (p["week"], p.get("region") or ""))
-        for track_id, song in points.items()
-    }
+        ChartEntry.track_id, ChartEntry.week, literal(None, Integer), literal(None, Boolean),
+        literal(None, DateTime), ChartEntry.region, ChartEntry.rank, ChartEntry.streams, literal(1, Integer),
+    ).where(col(ChartEntry.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
+    return union_all(snapshots, charts)
 
 
-def _song_data(info: TrackInfo, stored: list[TrackPrediction], points: list[dict[str, Any]]) -> SongData:
-    refreshed = [p["_updated_at"] for p in points if p.get("_updated_at") is not None]
-    return SongData(
-        info=info,
-        stored=stored,
-        history=[HistoryPoint(**{k: v for k, v in p.items() if not k.startswith("_")}) for p in points],
-        refreshed_at=max(refreshed) if refreshed else None,
-        latest_week=max((p["week"] for p in points), default=None),
+# Built once: constructing these statements costs more than running them.
+SONGS_QUERY = _songs_with_latest_predictions()
+HISTORY_QUERY = _history_rows()
+
+
+def _song(row: Any) -> SongData:
+    info = TrackInfo(
+        id=row[0], name=row[1], artists=row[2], album_id=row[3], release_date=row[4], demo=bool(row[5])
     )
+    return SongData(info=info)
+
+
+def _add_prediction(song: SongData, row: Any) -> None:
+    """Add one stored prediction row (one horizon) to the song's per-signal predictions."""
+    (week, signal, region, horizon, current, value, lower, upper, p_chart, version, cold) = row[6:]
+    if not song.stored or (song.stored[-1].signal, song.stored[-1].region) != (signal, region):
+        song.stored.append(
+            TrackPrediction(
+                track_id=song.info.id,
+                name=song.info.name,
+                artists=song.info.artists,
+                week=week,
+                signal=signal,
+                region=region,
+                current=current,
+                forecasts=[],
+                demo=song.info.demo,
+            )  # fmt: skip
+        )
+    song.stored[-1].forecasts.append(
+        Forecast(
+            horizon_weeks=horizon,
+            value=value,
+            lower=lower,
+            upper=upper,
+            p_chart=p_chart,
+            model_version=version,
+            cold_start=bool(cold),
+        )  # fmt: skip
+    )
+
+
+def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
+    """Merge snapshots and chart entries into one list per song: a charted week's point carries both
+    its popularity and its rank and streams (one point per region)."""
+    points: dict[str, dict[tuple[dt.date, str | None], dict[str, Any]]] = defaultdict(dict)
+    for track_id, week, popularity, trending, updated_at, _, _, _, kind in rows:
+        if kind == 0:
+            points[track_id][(week, None)] = {"week": week, "popularity": popularity, "trending": trending}
+            song = songs[track_id]
+            if updated_at is not None and (song.refreshed_at is None or updated_at > song.refreshed_at):
+                song.refreshed_at = updated_at
+    for track_id, week, _, _, _, region, rank, streams, kind in rows:
+        if kind == 1:
+            song_points = points[track_id]
+            base = song_points.pop((week, None), None) or {"week": week, "popularity": None, "trending": True}
+            song_points[(week, region)] = {**base, "region": region, "rank": rank, "streams": streams}
+    for track_id, song_points in points.items():
+        ordered = sorted(song_points.values(), key=lambda p: (p["week"], p.get("region") or ""))
+        songs[track_id].history = [HistoryPoint(**p) for p in ordered]
+        songs[track_id].latest_week = ordered[-1]["week"] if ordered else None
 
 
 async def load_songs(*, session: AsyncSession, track_ids: Sequence[str]) -> dict[str, SongData]:
-    """Stored facts about the songs the database holds (unknown ids are absent)."""
-    infos = await _track_infos(session, track_ids)
-    if not infos:
-        return {}
-    known = list(infos)
-    stored = await _stored_predictions(session, known, infos)
-    histories = await _histories(session, known)
-    return {i: _song_data(infos[i], stored.get(i, []), histories.get(i, [])) for i in known}
+    """Stored facts about the songs the database holds (unknown ids are absent): two statements."""
+    connection = await session.connection()  # Core rows: no ORM objects on the hot path
+    songs: dict[str, SongData] = {}
+    for row in (await connection.execute(SONGS_QUERY, {"ids": list(track_ids)})).all():
+        song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
+        if row[6] is not None:
+            _add_prediction(song, row)
+    if songs:
+        _add_history(songs, (await connection.execute(HISTORY_QUERY, {"ids": list(songs)})).all())
+    return songs
 
 
 async def compute_on_demand(
@@ -195,3 +226,56 @@ async def forecasts_for(
             )
         )
     return result
+
+
+async def _forecasts(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: PredictorSettings,
+    spotify: SpotifyClient,
+    track_ids: list[str],
+) -> tuple[list[TrackForecast], list[str]]:
+    """Forecasts of `track_ids` (songs never seen are fetched from Spotify and stored first) and the ids
+    Spotify does not know."""
+    async with sessions() as session:
+        found = await forecasts_for(session=session, settings=settings, track_ids=track_ids)
+    missing = [i for i in track_ids if i not in {f.track.id for f in found}]
+    if not missing:
+        return found, []
+    try:
+        await ensure_tracks(
+            sessions=sessions, spotify=spotify, track_ids=missing, demo=settings.uses_emulator
+        )
+        not_found: list[str] = []
+    except UnknownTracks as exc:
+        not_found = exc.ids
+    fetched = [i for i in missing if i not in set(not_found)]
+    if fetched:
+        async with sessions() as session:
+            found += await forecasts_for(session=session, settings=settings, track_ids=fetched)
+    return found, not_found
+
+
+async def forecast_bodies(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: PredictorSettings,
+    spotify: SpotifyClient,
+    cache: ResponseCache,
+    track_ids: list[str],
+) -> tuple[list[bytes], list[str]]:
+    """The JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache when it
+    holds them), and the ids Spotify does not know."""
+    version = await cache.current_version()
+    bodies = {i: body for i in track_ids if (body := cache.get(i)) is not None}
+    wanted = [i for i in track_ids if i not in bodies]
+    not_found: list[str] = []
+    if wanted:
+        found, not_found = await _forecasts(
+            sessions=sessions, settings=settings, spotify=spotify, track_ids=wanted
+        )
+        for forecast in found:
+            body = forecast.model_dump_json().encode()
+            bodies[forecast.track.id] = body
+            cache.put(forecast.track.id, body, built_at_version=version)
+    return [bodies[i] for i in track_ids if i in bodies], not_found

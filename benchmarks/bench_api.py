@@ -1,0 +1,465 @@
+"""The predictor's REST hot path and batch scoring on a database of 100,000 songs.
+
+One run:
+  1. fills a throwaway MariaDB database (SQLite when MariaDB is unreachable) with 100,000 songs and
+     `--weeks` weekly snapshots each, plus a weekly top-200 chart, straight through `shared.db.upsert`;
+  2. batch-scores all 100,000 songs with `shared.forecasting.forecast_tracks` (target < 1 s) and stores the
+     predictions as the predictor does after `db-updated`;
+  3. starts the predictor (uvicorn, one process) and, beside it, a bare FastAPI app (same uvicorn settings,
+     one endpoint returning a constant) as the baseline;
+  4. loads each from a separate process, `wrk` when installed (else a Python asyncio load generator), at
+     64 concurrent connections: `GET /v1/tracks/{id}/forecast` with random ids of the 100,000, then the
+     bare endpoint; prints requests/s and p50/p99 latency of both.
+Targets: forecast throughput >= 60% of the bare endpoint's, p99 < 50 ms.
+Run: `make bench-api` (or `python -m benchmarks.bench_api --songs 100000`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from shared.db import make_engine, make_sessionmaker, migrate, upsert
+from shared.models import ChartEntry, Prediction, Snapshot, Track, utcnow
+from shared.weeks import add_weeks, current_week
+
+TARGET_RATIO = 0.60
+TARGET_P99_MS = 50.0
+TARGET_SCORING_S = 1.0
+CONNECTIONS = 64
+CHART_SIZE = 200
+MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+BASE62 = string.digits + string.ascii_letters
+MQTT_URL = os.environ.get("SONGPOP_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+RESULTS = Path(__file__).parent / "results" / "bench_api.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- data
+
+
+def song_ids(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(BASE62, k=22)) for _ in range(n)]
+
+
+async def fill(url: str, ids: list[str], weeks: int) -> float:
+    """Songs, their weekly snapshots (trending in the last week) and a weekly chart; seconds taken."""
+    start = time.perf_counter()
+    rng = random.Random(11)
+    week, now = current_week(), utcnow()
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    try:
+        tracks = [
+            {"id": i, "name": f"Song {n}", "artist_names": f"Artist {n % 5000}",
+             "release_date": add_weeks(week, -weeks - n % 300), "updated_at": now}
+            for n, i in enumerate(ids)
+        ]  # fmt: skip
+        async with sessions() as session:
+            await upsert(session=session, model=Track, rows=tracks, keys=["id"])
+            await session.commit()
+        for back in range(weeks):
+            day = add_weeks(week, -back)
+            rows = [
+                {"track_id": i, "week": day, "popularity": rng.randint(0, 100), "popularity_source": "api",
+                 "trending": back == 0, "updated_at": now}
+                for i in ids
+            ]  # fmt: skip
+            charts = [
+                {
+                    "track_id": i,
+                    "week": day,
+                    "region": "global",
+                    "rank": r + 1,
+                    "streams": 9_000_000 // (r + 1),
+                }
+                for r, i in enumerate(rng.sample(ids, CHART_SIZE))
+            ]
+            async with sessions() as session:
+                await upsert(session=session, model=Snapshot, rows=rows, keys=["track_id", "week"])
+                await upsert(
+                    session=session, model=ChartEntry, rows=charts, keys=["track_id", "week", "region"]
+                )
+                await session.commit()
+    finally:
+        await engine.dispose()
+    return time.perf_counter() - start
+
+
+async def score_and_store(url: str, ids: list[str]) -> dict[str, Any]:
+    """Batch-score every song (timed alone), then store the predictions like the predictor does."""
+    from services.predictor.service import PREDICTION_UPDATE, prediction_rows
+    from services.predictor.settings import PredictorSettings
+    from shared import forecasting
+
+    settings = PredictorSettings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    try:
+        async with sessions() as session:
+            start = time.perf_counter()
+            predictions = await forecasting.forecast_tracks(
+                session=session, settings=settings, week=current_week(), track_ids=ids
+            )
+            seconds = time.perf_counter() - start
+            rows = prediction_rows(predictions)
+            stored_start = time.perf_counter()
+            await upsert(
+                session=session, model=Prediction, rows=rows, update=PREDICTION_UPDATE,
+                keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+            )  # fmt: skip
+            await session.commit()
+            store_seconds = time.perf_counter() - stored_start
+    finally:
+        await engine.dispose()
+    return {
+        "songs": len(ids),
+        "scored_songs": len({p.track_id for p in predictions}),
+        "predictions": len(predictions),
+        "cold_start": any(f.cold_start for p in predictions for f in p.forecasts),
+        "seconds": seconds,
+        "store_seconds": store_seconds,
+    }
+
+
+async def store_stand_in_predictions(url: str, ids: list[str]) -> None:
+    """When the forecasting code cannot run: rows of the same shape, so the REST path is still measured."""
+    week, now = current_week(), utcnow()
+    rows = [
+        {"track_id": i, "week": week, "signal": "popularity", "region": "", "horizon_weeks": h,
+         "current": 50.0, "value": 48.0, "lower": 38.0, "upper": 58.0, "model_version": "stand-in",
+         "cold_start": True, "created_at": now}
+        for i in ids
+        for h in (26, 52)
+    ]  # fmt: skip
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            await upsert(session=session, model=Prediction, rows=rows, keys=["track_id", "week", "signal",
+                         "region", "horizon_weeks"])  # fmt: skip
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+# ---------------------------------------------------------------- servers
+
+
+def bare_app() -> Any:
+    """The baseline: FastAPI with one endpoint and nothing behind it."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/bare/{track_id}")
+    async def bare(track_id: str) -> dict[str, str]:
+        return {"track_id": track_id, "status": "ok"}
+
+    return app
+
+
+def serve(kind: str, port: int, url: str) -> None:
+    """Child process: run one app under uvicorn (uvloop, httptools, no access log)."""
+    import logging
+
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING)
+    if kind == "bare":
+        app = bare_app()
+    else:
+        from services.predictor.app import create_app
+        from services.predictor.settings import PredictorSettings
+
+        settings = PredictorSettings(
+            database_url=url,
+            mqtt_url=MQTT_URL if reachable(1883) else "",
+            mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
+            log_level="WARNING",
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        app = create_app(settings)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
+                http="httptools")  # fmt: skip
+
+
+class Server:
+    def __init__(self, kind: str, url: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.bench_api", "--serve", kind, "--port", str(self.port),
+             "--database-url", url],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, path: str, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(self.base + path, timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.base}{path} did not answer")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# ---------------------------------------------------------------- load
+
+
+WRK_SCRIPT = """
+local ids = {}
+for line in io.lines("%s") do ids[#ids + 1] = line end
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("id", threads) end
+function init(args) math.randomseed(os.time() * 100 + id) end
+function request()
+  return wrk.format("GET", string.format("%s", ids[math.random(#ids)]))
+end
+"""
+
+
+def _ms(text_value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text_value.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_wrk(base: str, path_template: str, ids: list[str], seconds: int) -> dict[str, Any]:
+    """Load with wrk (2 threads, 64 connections); returns requests/s, p50/p99 ms and errors."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = Path(tmp) / "ids.txt"
+        ids_file.write_text("\n".join(ids) + "\n")
+        script = Path(tmp) / "paths.lua"
+        script.write_text(WRK_SCRIPT % (ids_file, path_template.replace("{id}", "%s")))
+        command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), base]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.MULTILINE))
+    if set(latency) != {"50", "99"}:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "tool": "wrk",
+    }
+
+
+async def _python_load(base: str, paths: list[str], seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    non_2xx = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker(n: int) -> None:
+            nonlocal non_2xx
+            rng = random.Random(n)
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = await client.get(rng.choice(paths))
+                latencies.append(time.perf_counter() - start)
+                non_2xx += response.status_code >= 300
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(n) for n in range(CONNECTIONS)))
+        elapsed = time.perf_counter() - start
+    cuts = statistics.quantiles(latencies, n=100)
+    return {"rps": len(latencies) / elapsed, "p50_ms": cuts[49] * 1000, "p99_ms": cuts[98] * 1000,
+            "non_2xx": non_2xx, "socket_errors": 0, "tool": "python-httpx"}  # fmt: skip
+
+
+def python_load_child(base: str, paths_file: str, seconds: float) -> None:
+    paths = Path(paths_file).read_text().split()
+    sys.stdout.write(json.dumps(asyncio.run(_python_load(base, paths, seconds))))
+
+
+def run_python_load(base: str, path_template: str, ids: list[str], seconds: int) -> dict[str, Any]:
+    """The fallback load generator, in its own process so it does not share the server's CPU time."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+        handle.write("\n".join(path_template.replace("{id}", i) for i in ids))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_api", "--load", base, handle.name, str(seconds)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    finally:
+        os.unlink(handle.name)
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def load(base: str, path_template: str, ids: list[str], seconds: int) -> dict[str, Any]:
+    if shutil.which("wrk"):
+        run_wrk(base, path_template, ids, max(2, seconds // 4))  # warm-up: pools, caches, JIT of wrk's Lua
+        return run_wrk(base, path_template, ids, seconds)
+    run_python_load(base, path_template, ids, max(2, seconds // 4))
+    return run_python_load(base, path_template, ids, seconds)
+
+
+# ---------------------------------------------------------------- main
+
+
+async def create_database() -> tuple[str, str | None]:
+    if not reachable(3306):
+        path = Path(tempfile.mkdtemp()) / "bench.db"
+        return f"sqlite+aiosqlite:///{path}", None
+    name = f"songpop_bench_api_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(MYSQL_SERVER + "/")
+    async with engine.begin() as conn:
+        await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    await engine.dispose()
+    return f"{MYSQL_SERVER}/{name}", name
+
+
+async def drop_database(name: str) -> None:
+    engine = make_engine(MYSQL_SERVER + "/")
+    async with engine.begin() as conn:
+        await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    await engine.dispose()
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(result: dict[str, Any]) -> None:
+    api, bare, scoring = result["forecast"], result["bare"], result["scoring"]
+    ratio = api["rps"] / bare["rps"]
+    lines = [
+        f"database: {result['songs']:,} songs x {result['weeks']} weeks ({result['backend']}), "
+        f"filled in {result['fill_seconds']:.1f} s",
+    ]
+    if scoring.get("error"):
+        lines.append(f"batch scoring: not measured ({scoring['error']})")
+    else:
+        lines.append(
+            f"batch scoring of {scoring['songs']:,} songs: {scoring['seconds']:.2f} s "
+            f"({scoring['predictions']:,} predictions of {scoring['scored_songs']:,} songs, cold start: "
+            f"{scoring['cold_start']}; storing them: {scoring['store_seconds']:.2f} s)  target < "
+            f"{TARGET_SCORING_S:.0f} s: {verdict(scoring['seconds'] < TARGET_SCORING_S)}"
+        )
+    lines += [
+        f"load: {api['tool']}, {CONNECTIONS} connections, {result['seconds']} s per endpoint, "
+        f"{os.cpu_count()} CPUs shared by load generator and server",
+        f"{'endpoint':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}",
+        f"{'GET /bare/{id} (bare FastAPI)':<34} {bare['rps']:>9.0f} {bare['p50_ms']:>8.2f} "
+        f"{bare['p99_ms']:>8.2f} {bare['non_2xx']:>8}",
+        f"{'GET /v1/tracks/{id}/forecast':<34} {api['rps']:>9.0f} {api['p50_ms']:>8.2f} "
+        f"{api['p99_ms']:>8.2f} {api['non_2xx']:>8}",
+        f"forecast / bare throughput: {ratio:.0%}  target >= {TARGET_RATIO:.0%}: "
+        f"{verdict(ratio >= TARGET_RATIO)}",
+        f"forecast p99: {api['p99_ms']:.1f} ms  target < {TARGET_P99_MS:.0f} ms: "
+        f"{verdict(api['p99_ms'] < TARGET_P99_MS)}",
+    ]
+    print("\n".join(lines))
+
+
+async def prepare(songs: int, weeks: int) -> tuple[str, str | None, list[str], dict[str, Any]]:
+    url, name = await create_database()
+    await asyncio.to_thread(migrate, url)
+    ids = song_ids(songs)
+    print(f"filling {songs:,} songs x {weeks} weeks ...", flush=True)
+    seconds = await fill(url, ids, weeks)
+    print(f"filled in {seconds:.1f} s; batch scoring ...", flush=True)
+    try:
+        scoring = await score_and_store(url, ids)
+    except (AttributeError, ImportError, TypeError) as exc:
+        scoring = {"error": f"{type(exc).__name__}: {exc}; stand-in predictions stored for the REST load"}
+        await store_stand_in_predictions(url, ids)
+    return url, name, ids, {"fill_seconds": seconds, "scoring": scoring}
+
+
+def run(songs: int, weeks: int, seconds: int, keep: bool) -> int:
+    url, name, ids, prepared = asyncio.run(prepare(songs, weeks))
+    sample = random.Random(3).sample(ids, min(len(ids), 20_000))
+    servers = [Server("predictor", url), Server("bare", url)]
+    try:
+        servers[0].wait_ready(f"/v1/tracks/{ids[0]}/forecast")
+        servers[1].wait_ready(f"/bare/{ids[0]}")
+        print("loading the forecast endpoint ...", flush=True)
+        forecast = load(servers[0].base, "/v1/tracks/{id}/forecast", sample, seconds)
+        print("loading the bare endpoint ...", flush=True)
+        bare = load(servers[1].base, "/bare/{id}", sample, seconds)
+    finally:
+        for server in servers:
+            server.stop()
+        if name and not keep:
+            asyncio.run(drop_database(name))
+    result = {
+        "songs": songs, "weeks": weeks, "seconds": seconds, "at": dt.datetime.now(dt.UTC).isoformat(),
+        "backend": "mariadb" if name else "sqlite", **prepared, "forecast": forecast, "bare": bare,
+    }  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2))
+    report(result)
+    ok = forecast["non_2xx"] == 0 and forecast["socket_errors"] == 0
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--songs", type=int, default=100_000)
+    parser.add_argument("--weeks", type=int, default=8, help="weekly snapshots per song")
+    parser.add_argument("--seconds", type=int, default=15, help="load duration per endpoint")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--serve", choices=["predictor", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.database_url)
+    elif args.load:
+        python_load_child(args.load[0], args.load[1], float(args.load[2]))
+    else:
+        sys.exit(run(args.songs, args.weeks, args.seconds, args.keep))
+
+
+if __name__ == "__main__":
+    main()

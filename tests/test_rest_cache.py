@@ -1,0 +1,103 @@
+"""The predictor's response cache: answers from memory until the data version (the newest outbox event)
+moves, then from the database again; bounded; off when configured so."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from services.predictor.app import create_app
+from services.predictor.cache import ResponseCache
+from shared.events import envelope
+from shared.models import Track
+from shared.mqtt import topics
+from shared.outbox import add_event
+from tests.predictor_support import (
+    db_updated,
+    predictor_settings,
+    running_emulator,
+    seed_songs,
+    use_interim_forecaster,
+)
+from tests.servers import serving
+
+
+@pytest.fixture(autouse=True)
+def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_interim_forecaster(monkeypatch)
+
+
+@pytest.fixture
+def cache_entries() -> int:
+    return 100
+
+
+@pytest.fixture
+async def api(settings, sessions, cache_entries) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:  # type: ignore[no-untyped-def]
+    async with running_emulator() as (_, emulator_url):
+        config = predictor_settings(
+            settings, emulator_url, rest_cache_entries=cache_entries, rest_cache_check_seconds=0
+        )
+        app = create_app(config)
+        async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
+            yield http, app
+
+
+async def rename(sessions, track_id: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    async with sessions() as session:
+        await session.exec(update(Track).where(Track.id == track_id).values(name=name))  # type: ignore[call-overload]
+        await session.commit()
+
+
+async def announce_new_data(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    """What an ingest run does when it commits: an event in the outbox."""
+    async with sessions() as session:
+        add_event(session, topic=topics(settings).db_updated, event=envelope("ingestor", db_updated().data))
+        await session.commit()
+
+
+async def name_served(http: httpx.AsyncClient, track_id: str) -> str:
+    single = (await http.get(f"/v1/tracks/{track_id}/forecast")).json()["track"]["name"]
+    batch = (await http.post("/v1/forecasts", json={"track_ids": [track_id]})).json()
+    assert batch["forecasts"][0]["track"]["name"] == single
+    return single  # type: ignore[no-any-return]
+
+
+async def test_cached_answers_last_until_the_data_version_moves(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    (track_id,) = await seed_songs(sessions, n=1)
+    assert await name_served(http, track_id) == "Song 0 <b>"
+    cache: ResponseCache = app.state.cache
+    assert len(cache) == 1 and cache.hits >= 1
+
+    await rename(sessions, track_id, "Renamed")  # written without an event: the cache does not know
+    assert await name_served(http, track_id) == "Song 0 <b>"
+
+    await announce_new_data(settings, sessions)
+    assert await name_served(http, track_id) == "Renamed"
+
+
+@pytest.mark.parametrize("cache_entries", [0])
+async def test_without_a_cache_every_answer_comes_from_the_database(api, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    (track_id,) = await seed_songs(sessions, n=1)
+    assert await name_served(http, track_id) == "Song 0 <b>"
+    await rename(sessions, track_id, "Renamed")
+    assert await name_served(http, track_id) == "Renamed"
+    assert len(app.state.cache) == 0
+
+
+async def test_cache_keeps_the_most_recently_used_bodies_only(sessions) -> None:  # type: ignore[no-untyped-def]
+    cache = ResponseCache(sessions, max_entries=2, check_seconds=3600)
+    version = await cache.current_version()
+    for track_id in ("a", "b"):
+        cache.put(track_id, track_id.encode(), built_at_version=version)
+    assert cache.get("a") == b"a"  # "b" is now the least recently used
+    cache.put("c", b"c", built_at_version=version)
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"a", None, b"c")
+    cache.put("d", b"d", built_at_version=(version or 0) + 1)  # built from other data: not kept
+    assert cache.get("d") is None
