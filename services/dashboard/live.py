@@ -12,12 +12,21 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from shared.events import ModelUpdated, PredictionsLatest, ServiceStatus, Topics, parse, preview
+from shared.events import (
+    SCHEMA_VERSION,
+    Envelope,
+    ModelUpdated,
+    PredictionsLatest,
+    ServiceStatus,
+    Topics,
+    parse,
+    preview,
+)
 from shared.models import utcnow
 
 from .service import TrendingRow, row_from_message
@@ -25,6 +34,21 @@ from .service import TrendingRow, row_from_message
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and resyncs
+
+
+D = TypeVar("D", bound=BaseModel)
+
+
+class UnknownSchemaVersion(ValueError):
+    """A well-formed envelope of a schema version this dashboard does not understand."""
+
+
+def parse_known(payload: bytes | str, model: type[D]) -> Envelope[D]:
+    """`parse`, refusing envelopes of another schema version (a newer producer's, or a foreign one)."""
+    event = parse(payload, model)
+    if event.schema_version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(event.schema_version)
+    return event
 
 
 @dataclass(eq=False)
@@ -139,9 +163,12 @@ class LiveFeed:
                 "skipped a malformed message on %s (%d errors): %s",
                 topic, exc.error_count(), preview(payload),
             )
+        except UnknownSchemaVersion as exc:
+            self.malformed += 1
+            log.warning("skipped a message on %s with schema version %s: %s", topic, exc, preview(payload))
 
     def _on_predictions(self, payload: bytes | str) -> None:
-        event = parse(payload, PredictionsLatest)
+        event = parse_known(payload, PredictionsLatest)
         rows = {_key(r): r for r in map(row_from_message, event.data.predictions)}
         fresh = {key: _fingerprint(row) for key, row in rows.items()}
         changed = [row for key, row in rows.items() if self._sent.get(key) != fresh[key]]
@@ -153,7 +180,7 @@ class LiveFeed:
             )
 
     def _on_model(self, payload: bytes | str) -> None:
-        event = parse(payload, ModelUpdated)
+        event = parse_known(payload, ModelUpdated)
         if event.event_id in self._models_seen:
             return
         self._models_seen.add(event.event_id)
@@ -161,7 +188,7 @@ class LiveFeed:
             mode="json", include={"version", "signal", "horizon_weeks", "kind", "demo"})}))
 
     def _on_status(self, payload: bytes | str) -> None:
-        event = parse(payload, ServiceStatus)
+        event = parse_known(payload, ServiceStatus)
         self.services[event.data.service] = ServiceSeen(state=event.data.state, at=event.occurred_at)
 
 
