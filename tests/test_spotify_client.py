@@ -441,3 +441,29 @@ def test_the_pooled_transport_uses_the_caching_backend() -> None:
 
     transport = pooled_transport(httpx.Limits(max_connections=4))
     assert isinstance(transport._pool._network_backend, _SocketCachingBackend)
+
+
+# ---- a mode that changes under the client ----------------------------------------
+async def test_a_withdrawn_extended_quota_falls_back_to_single_requests() -> None:
+    app = make_app("development")
+    ids = released_ids(app, 30)
+    async with emulator_client(app, access_mode=AccessMode.extended) as spotify:
+        tracks = await spotify.get_tracks(ids)
+        assert spotify.access_mode is AccessMode.development
+    assert set(tracks) == set(ids)
+
+
+async def test_an_unrecoverable_error_surfaces_as_spotify_error_not_a_group() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/token"):
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 3600})
+        return httpx.Response(403, json={"error": {"status": 403, "message": "Forbidden"}})
+
+    from shared.spotify.client import SpotifyClient
+
+    ids = [f"{n:022d}" for n in range(10)]
+    async with SpotifyClient(
+        emulator_settings(), transport=httpx.MockTransport(handler), access_mode=AccessMode.development
+    ) as spotify:
+        with pytest.raises(SpotifyError, match="403"):
+            await spotify.get_tracks(ids)

@@ -65,6 +65,10 @@ class SpotifyNotFound(SpotifyError):
     """A resource the caller needs (e.g. a playlist) does not exist or is not readable in this mode."""
 
 
+class SpotifyForbidden(SpotifyError):
+    """Spotify answered 403: the endpoint is not open to this app (e.g. batch gets in Development Mode)."""
+
+
 class SpotifyPaused(Exception):
     """The run must stop now and may resume at `resume_at`; `partial` holds what this call fetched."""
 
@@ -357,9 +361,15 @@ class SpotifyClient:
             return {}
         if await self._mode() is AccessMode.extended:
             chunks = _chunks(wanted, BATCH_SIZES[kind])
-            return await self._run_all(
-                chunks, lambda chunk: self._get_batch(kind, chunk, parse, market=market)
-            )
+            try:
+                return await self._run_all(
+                    chunks, lambda chunk: self._get_batch(kind, chunk, parse, market=market)
+                )
+            except SpotifyForbidden:
+                # Extended Quota withdrawn (or a wrong mode given to the constructor): probe again.
+                log.warning("Spotify refused GET /%s?ids=: probing the access mode again", kind)
+                if await self.probe_access_mode() is AccessMode.extended:
+                    raise
         return await self._run_all(wanted, lambda one: self._get_one(kind, one, parse, market=market))
 
     def _clean_ids(self, ids: Iterable[str]) -> list[str]:
@@ -390,9 +400,12 @@ class SpotifyClient:
                     paused.append(exc)
                     return
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self._concurrency, len(units))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self._concurrency, len(units))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:  # callers catch SpotifyError, not a group of them
+            raise failed.exceptions[0] from None
         if paused:
             raise (self._limiter.stopped or paused[0]).with_partial(dict(results))
         return results
@@ -467,9 +480,9 @@ class SpotifyClient:
         if response.status_code in (400, 404):
             self.stats.not_found += 1
             return None
-        raise SpotifyError(
-            f"Spotify refused {endpoint} with HTTP {response.status_code}: {_error_message(response)}"
-        )
+        error = SpotifyForbidden if response.status_code == 403 else SpotifyError
+        message = _error_message(response)
+        raise error(f"Spotify refused {endpoint} with HTTP {response.status_code}: {message}")
 
     async def _with_retries(
         self, endpoint: str, attempt_once: Callable[[], Awaitable[httpx.Response]]
