@@ -1,4 +1,5 @@
-"""End to end: a Spotify pause stops an ingest run cleanly and the next run resumes without refetching.
+"""End to end through the ingestor: a Spotify pause stops a run cleanly and the next run resumes without
+refetching; both access modes store the same songs apart from the fields a mode lacks.
 
 The emulator runs in-process; the database is this session's real one (conftest fixtures).
 """
@@ -149,3 +150,47 @@ async def test_a_resumed_weekly_update_asks_each_followed_song_once(
     assert all(served[i] == 2 for i in followed), "every followed song is fetched once per week"
     dimensions = {k: n for k, n in served.items() if k not in followed | this_week}
     assert max(dimensions.values()) == 1
+
+
+async def stored_rows(sessions: async_sessionmaker[AsyncSession], model: Any, drop: set[str]) -> list[dict]:  # type: ignore[type-arg]
+    """Every row of `model` as a dict, without the columns in `drop`, in key order."""
+    async with sessions() as session:
+        rows = (await session.exec(select(model))).scalars().all()  # type: ignore[call-overload]
+    dumped = [{k: v for k, v in row.model_dump().items() if k not in drop} for row in rows]
+    return sorted(dumped, key=lambda r: sorted((k, str(v)) for k, v in r.items()))
+
+
+async def test_both_modes_store_the_same_songs_apart_from_what_a_mode_lacks(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], engine: Any
+) -> None:
+    from shared.db import metadata
+
+    stored = {}
+    for mode in ("development", "extended"):
+        async with engine.begin() as conn:  # each mode starts from an empty database
+            for table in reversed(metadata().sorted_tables):
+                await conn.execute(table.delete())
+        app = make_emulator(mode)
+        config = ingest_settings(settings)
+        write_chart(config, app)
+        assert (await ingest(app, sessions, config)).status == "ok"
+        stored[mode] = {
+            "tracks": await stored_rows(sessions, Track, {"updated_at"}),
+            "albums": await stored_rows(sessions, Album, {"updated_at", "label"}),
+            "artists": await stored_rows(sessions, Artist, {"updated_at", "followers", "popularity"}),
+            "snapshots": await stored_rows(
+                sessions, Snapshot, {"id", "updated_at", "popularity", "popularity_source"}
+            ),
+            "labels": await count(
+                sessions, select(func.count()).select_from(Album).where(Album.label.is_not(None))
+            ),  # type: ignore[union-attr]
+            "popularity": await count(
+                sessions,
+                select(func.count()).select_from(Snapshot).where(Snapshot.popularity.is_not(None)),  # type: ignore[union-attr]
+            ),
+        }
+    dev, ext = stored["development"], stored["extended"]
+    for table in ("tracks", "albums", "artists", "snapshots"):
+        assert len(dev[table]) > 0 and dev[table] == ext[table], table
+    assert dev["labels"] == 0 and ext["labels"] == len(ext["albums"])
+    assert dev["popularity"] == 0 and ext["popularity"] >= 200
