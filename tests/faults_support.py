@@ -14,8 +14,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO_DIR = ROOT / "mosquitto"
@@ -184,3 +185,24 @@ class Collector:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+@contextlib.asynccontextmanager
+async def spotify_emulator(charts_dir: Path, **config: Any) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    """The Spotify emulator serving in this loop, with this week's chart file in `charts_dir`; yields the
+    app and the settings that point a service at it."""
+    from services.emulator import EmulatorConfig
+    from services.emulator import create_app as create_emulator
+    from shared.weeks import current_week
+    from tests.servers import serving
+
+    week = current_week()
+    app = create_emulator(EmulatorConfig(mode="extended", n_tracks=1000, start_week=week, **config))
+    async with serving(app) as url:
+        write_chart(charts_dir, app.state.emulator.catalog.chart_csv(week, "global"), week.isoformat())
+        yield app, {"spotify_api_url": f"{url}/v1", "spotify_accounts_url": url}
+
+
+def write_chart(charts_dir: Path, csv: str, week: str) -> None:
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    (charts_dir / f"regional-global-weekly-{week}.csv").write_text(csv)

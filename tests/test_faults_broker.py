@@ -15,8 +15,6 @@ import pytest
 from sqlalchemy import select
 
 import services.predictor.app as predictor_app
-from services.emulator import EmulatorConfig
-from services.emulator import create_app as create_emulator
 from services.ingestor.main import ingest_once
 from services.ingestor.settings import IngestorSettings
 from services.predictor.app import create_app as create_predictor
@@ -27,7 +25,7 @@ from shared.events import DbUpdated, Topics, envelope
 from shared.models import IngestRun, Outbox, ProcessedEvent
 from shared.outbox import BrokerUnavailable, add_event, flush_outbox
 from shared.weeks import current_week
-from tests.faults_support import OBSERVER, Collector, PrivateBroker
+from tests.faults_support import OBSERVER, Collector, PrivateBroker, spotify_emulator
 from tests.predictor_support import use_interim_forecaster
 from tests.servers import free_port, serving
 
@@ -60,17 +58,6 @@ def on_broker(cls: type[Any], settings: Settings, broker: PrivateBroker, user: s
 def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
     with PrivateBroker(tmp_path / "mosquitto") as running:
         yield running
-
-
-@contextlib.asynccontextmanager
-async def spotify_emulator(settings: Settings) -> AsyncIterator[dict[str, str]]:
-    """The Spotify emulator and this week's chart file; yields the settings that point at it."""
-    app = create_emulator(EmulatorConfig(mode="extended", n_tracks=1000, start_week=WEEK))  # type: ignore[arg-type]
-    async with serving(app) as url:
-        settings.charts_dir.mkdir(parents=True, exist_ok=True)
-        csv = app.state.emulator.catalog.chart_csv(WEEK, "global")
-        (settings.charts_dir / f"regional-global-weekly-{WEEK.isoformat()}.csv").write_text(csv)
-        yield {"spotify_api_url": f"{url}/v1", "spotify_accounts_url": url}
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +101,7 @@ async def wait_for(check, within: float = 40.0) -> None:  # type: ignore[no-unty
 
 
 async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, broker) -> None:  # type: ignore[no-untyped-def]
-    async with spotify_emulator(settings) as spotify:
+    async with spotify_emulator(settings.charts_dir) as (_, spotify):
         ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
         predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
                               **spotify)
@@ -151,7 +138,7 @@ async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, 
 async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # type: ignore[no-untyped-def]
     settings, sessions, broker, monkeypatch
 ) -> None:
-    async with spotify_emulator(settings) as spotify:
+    async with spotify_emulator(settings.charts_dir) as (_, spotify):
         ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
         predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
                               **spotify)
