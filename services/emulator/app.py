@@ -67,6 +67,11 @@ def _http_error_response(request: Request, exc: Exception) -> Response:
     )
 
 
+def _seconds_value(value: float) -> float | int:
+    """Whole seconds as an integer (Spotify's shape); fractions only when tests ask for them."""
+    return int(value) if float(value).is_integer() else value
+
+
 def _seconds(value: float) -> str:
     """Retry-After as Spotify sends it (whole seconds), or a fraction when tests ask for sub-second waits."""
     return str(math.ceil(value)) if value >= 1 else f"{value:.3f}"
@@ -405,7 +410,7 @@ def _make_accounts_router() -> APIRouter:
             {
                 "access_token": state.issue_token(),
                 "token_type": "Bearer",
-                "expires_in": state.config.token_ttl_seconds,
+                "expires_in": _seconds_value(state.config.token_ttl_seconds),
             }
         )
 
