@@ -467,3 +467,24 @@ async def test_an_unrecoverable_error_surfaces_as_spotify_error_not_a_group() ->
     ) as spotify:
         with pytest.raises(SpotifyError, match="403"):
             await spotify.get_tracks(ids)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("7", 7.0), ("0.25", 0.25), ("soon", None), ("-3", None), (None, None)],
+)
+def test_retry_after_values(header: str | None, expected: float | None) -> None:
+    from shared.spotify.client import _retry_after_seconds
+
+    headers = {"Retry-After": header} if header is not None else {}
+    assert _retry_after_seconds(httpx.Response(429, headers=headers)) == expected
+
+
+def test_retry_after_as_an_http_date() -> None:
+    import email.utils
+
+    from shared.spotify.client import _retry_after_seconds
+
+    later = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2), usegmt=True)
+    seconds = _retry_after_seconds(httpx.Response(429, headers={"Retry-After": later}))
+    assert seconds is not None and 7100 < seconds <= 7200

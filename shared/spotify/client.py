@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import logging
 import math
 import time
@@ -162,13 +163,20 @@ def _chunks(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: Spotify sends a number; an HTTP date is understood too."""
     raw = response.headers.get("Retry-After")
     if raw is None:
         return None
     try:
         value = float(raw)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        value = max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
     return value if math.isfinite(value) and value >= 0 else None
 
 
