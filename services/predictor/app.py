@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
@@ -22,11 +23,12 @@ from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import consume_forever, topics
 from shared.outbox import publish_pending
-from shared.spotify.client import SpotifyClient
+from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
 from . import service
 from .api import router
 from .cache import ResponseCache
+from .deps import Clients
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     async with SpotifyClient(settings) as spotify:
         app.state.spotify = spotify
+        app.state.clients = Clients(settings, app.state.sessions, spotify, app.state.cache)
         consumer = asyncio.create_task(
             consume_forever(
                 settings,
@@ -165,6 +168,20 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+async def spotify_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A song had to be fetched and Spotify refused or is pausing us: 503 (paused, with Retry-After) or
+    502 (refused), never a 500."""
+    log.warning("Spotify unavailable while serving %s: %s", request.url.path, exc)
+    if isinstance(exc, SpotifyPaused):
+        wait = max(1, int((exc.resume_at - dt.datetime.now(dt.UTC)).total_seconds()))
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "Spotify asked us to wait; try again later"},
+            headers={"Retry-After": str(wait)},
+        )
+    return JSONResponse(status_code=502, content={"detail": "Spotify refused the request; try again later"})
+
+
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     """The predictor app; long-lived clients are created in its lifespan, not at import."""
     app = FastAPI(
@@ -177,6 +194,8 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(OperationalError, database_unavailable)
+    app.add_exception_handler(SpotifyPaused, spotify_unavailable)
+    app.add_exception_handler(SpotifyError, spotify_unavailable)
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
     instrument(app, SERVICE)
     return app
