@@ -157,12 +157,12 @@ async def write_batches(
     synthetic = [t for t in tracks if not TRACK_ID_RE.match(t["id"])]
     # A Spotify id may already carry the API's metadata: the file only adds songs it lacks.
     known_to_spotify = [t for t in tracks if TRACK_ID_RE.match(t["id"])]
-    for rows, merge in ((synthetic, SYNTHETIC_TRACK_MERGE), (known_to_spotify, {})):
-        for start in range(0, len(rows), HISTORY_BATCH):
-            part = rows[start : start + HISTORY_BATCH]
+    for songs, merge in ((synthetic, SYNTHETIC_TRACK_MERGE), (known_to_spotify, {})):
+        for start in range(0, len(songs), HISTORY_BATCH):
+            batch = songs[start : start + HISTORY_BATCH]
             async with session_scope(sessions) as session:
-                await upsert(session=session, model=Track, rows=part, keys=["id"], update=merge)
-                report.add("tracks", len(part))
+                await upsert(session=session, model=Track, rows=batch, keys=["id"], update=merge)
+                report.add("tracks", len(batch))
                 await record_progress(session=session, report=report)
     for start in range(0, len(snapshots), HISTORY_BATCH):
         part = snapshots[start : start + HISTORY_BATCH]

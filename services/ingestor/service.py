@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import (
@@ -201,7 +202,8 @@ async def followed_track_ids(*, session: AsyncSession, week: dt.date, follow_wee
     Songs known only from imported history (synthetic ids) cannot be asked from Spotify and are left out.
     """
     since = add_weeks(week, -follow_weeks)
-    query = select(Snapshot.track_id).where(Snapshot.trending, Snapshot.week >= since).distinct()  # type: ignore[arg-type]
+    trended = select(col(Snapshot.track_id)).where(col(Snapshot.trending), col(Snapshot.week) >= since)
+    query = trended.distinct()
     ids = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
     return sorted(i for i in ids if TRACK_ID_RE.match(i))
 
@@ -211,7 +213,10 @@ async def paused_resume_ids(*, session: AsyncSession) -> list[str]:
     last = (
         (
             await session.exec(
-                select(IngestRun).where(IngestRun.status != "running").order_by(IngestRun.id.desc()).limit(1)
+                select(IngestRun)
+                .where(col(IngestRun.status) != "running")
+                .order_by(col(IngestRun.id).desc())
+                .limit(1)
             )  # type: ignore[call-overload, union-attr]
         )
         .scalars()
@@ -387,13 +392,13 @@ async def complete_dimensions(
     track and its album); the tracks themselves are not asked for again."""
     async with sessions() as session:
         album_query = (
-            select(Track.album_id)
+            select(col(Track.album_id))
             .outerjoin(Album, Album.id == Track.album_id)  # type: ignore[arg-type]
             .where(Track.album_id.is_not(None), Album.id.is_(None))  # type: ignore[union-attr, attr-defined]
             .distinct()
         )
         artist_query = (
-            select(TrackArtist.artist_id)
+            select(col(TrackArtist.artist_id))
             .outerjoin(Artist, Artist.id == TrackArtist.artist_id)  # type: ignore[arg-type]
             .where(Artist.id.is_(None))  # type: ignore[attr-defined]
             .distinct()
@@ -456,7 +461,7 @@ async def finish_run(
                     demo=demo,
                 ),
             )
-            add_event(session, topic=topics.db_updated, event=event, retain=True)
+            add_event(session, topic=topics.db_updated, event=event, retain=True)  # type: ignore[arg-type]
 
 
 async def fail_run(*, sessions: async_sessionmaker[AsyncSession], report: RunReport, error: str) -> None:
@@ -622,7 +627,7 @@ async def fetched_this_week(*, session: AsyncSession, week: dt.date, ids: Sequen
     for model in (SnapshotStage, Snapshot):
         for start in range(0, len(ids), 1000):
             part = list(ids[start : start + 1000])
-            query = select(model.track_id).where(
+            query = select(col(model.track_id)).where(
                 model.week == week,  # type: ignore[arg-type]
                 model.popularity_source == "api",  # type: ignore[arg-type]
                 model.track_id.in_(part),  # type: ignore[attr-defined]
@@ -636,6 +641,7 @@ async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[st
     found: set[str] = set()
     for start in range(0, len(ids), 1000):
         part = list(ids[start : start + 1000])
-        query = select(Track.id).join(Album, Album.id == Track.album_id).where(Track.id.in_(part))  # type: ignore[arg-type, attr-defined]
+        with_album = select(col(Track.id)).join(Album, col(Album.id) == col(Track.album_id))
+        query = with_album.where(col(Track.id).in_(part))
         found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
     return found
