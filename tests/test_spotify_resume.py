@@ -104,6 +104,9 @@ async def test_a_paused_run_resumes_without_refetching(
         run = await session.get(IngestRun, first.run_id)
     assert run is not None and run.status == "paused" and run.resume_after is not None
 
+    assert first.counts["spotify_rate_limited"] >= 1  # the run reports what Spotify did
+    assert first.counts["spotify_requests"] > 0
+
     app.state.emulator.clear_faults()  # the Retry-After has passed
     second = await ingest(app, sessions, config)
     assert second.status == "ok", second.errors

@@ -503,6 +503,7 @@ async def run_ingest(
     week = week or current_week()
     demo = settings.uses_emulator
     report = await start_run(sessions=sessions, kind=kind, week=week)
+    spotify_before = spotify.stats.counts()  # requests, retries, 429s and odd records are reported per run
     try:
         await _run_steps(
             sessions=sessions,
@@ -517,6 +518,7 @@ async def run_ingest(
         )
     except SpotifyPaused as paused:
         report.status, report.resume_after = "paused", paused.resume_at
+        report.merge(spotify.stats.counts_since(spotify_before))
         report.errors.append(
             f"Spotify paused the run: {paused.reason}; resume after {paused.resume_at.isoformat()}"
         )
@@ -535,6 +537,7 @@ async def run_ingest(
         await fail_run(sessions=sessions, report=report, error=f"{type(exc).__name__}: {exc}")
         raise
     report.status = "ok"
+    report.merge(spotify.stats.counts_since(spotify_before))
     await finish_run(sessions=sessions, report=report, topics=topics, demo=demo)
     log.info("run %s (%s, week %s) done: %s", report.run_id, kind, week, report.counts)
     return report

@@ -109,6 +109,15 @@ class SpotifyStats(Problems):
         out["by_endpoint"] = dict(self.by_endpoint)
         return out
 
+    def counts(self) -> dict[str, int]:
+        """The whole-number counters (requests, retries, 429s, odd records...), by name."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, int) and not isinstance(v, bool)}
+
+    def counts_since(self, before: dict[str, int], prefix: str = "spotify_") -> dict[str, int]:
+        """What the counters grew by since `before` (a long-lived client serves many runs), non-zero only."""
+        now = self.counts()
+        return {prefix + k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+
 
 class RateLimiter:
     """One gate for every request of a client: bounded concurrency, a shared pause after a 429, and a
