@@ -293,3 +293,13 @@ async def test_endpoints_only_extended_quota_has() -> None:
             albums = releases.json()["albums"]["items"]
             last_day = (WEEK + dt.timedelta(days=6)).isoformat()
             assert albums and all(a["release_date"] <= last_day for a in albums)
+
+
+async def test_hammering_through_retry_after_escalates_the_lockout() -> None:
+    app = make_app("development", escalate_after_violations=5)
+    async with connect(app) as (http, auth):
+        track = f"/v1/tracks/{released(app, 1)[0]}"
+        await http.post("/_emulator/faults", json={"rate_limited": 1, "retry_after": 2})
+        waits = [float((await http.get(track, headers=auth)).headers["Retry-After"]) for _ in range(6)]
+    assert waits[0] == 2 and all(w <= 2 for w in waits[1:5])
+    assert waits[5] >= 60  # the fifth request ignoring Retry-After locked the client out for longer

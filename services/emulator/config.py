@@ -27,6 +27,8 @@ class EmulatorConfig(BaseModel):
     client_secret: str = Field(default=DEMO_CLIENT_SECRET, repr=False)
     # Spotify publishes no number; None disables the rolling 30-second window (faults still inject 429s).
     rate_limit_per_30s: int | None = Field(default=None, ge=1)
+    # Requests ignoring Retry-After that double the lockout (None: never escalate).
+    escalate_after_violations: int | None = Field(default=50, ge=1)
 
     @field_validator("start_week")
     @classmethod

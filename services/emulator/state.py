@@ -16,6 +16,7 @@ from services.emulator.config import EmulatorConfig
 from shared.weeks import add_weeks, week_of
 
 RATE_WINDOW_SECONDS = 30.0
+MAX_LOCKOUT_SECONDS = 7200.0  # what users report once a client keeps retrying through 429s
 
 FaultKind = Literal["rate_limited", "quota_exceeded", "server_error", "timeout", "expire_tokens"]
 
@@ -99,6 +100,7 @@ class EmulatorState:
         self.tokens: dict[str, float] = {}
         self.faults: list[PendingFault] = []
         self.penalty_until = 0.0
+        self._violations = 0  # requests received during the current penalty
         self._window: deque[float] = deque()
 
     @property
@@ -158,6 +160,7 @@ class EmulatorState:
         """Drop pending faults and lift any penalty (as if the Retry-After had passed)."""
         self.faults.clear()
         self.penalty_until = 0.0
+        self._violations = 0
         self._window.clear()
 
     def decide(self) -> Decision:
@@ -165,7 +168,14 @@ class EmulatorState:
         now = time.monotonic()
         if now < self.penalty_until:
             self.counters.rejected_during_penalty += 1
+            self._violations += 1
+            limit = self.config.escalate_after_violations
+            if limit is not None and self._violations % limit == 0:
+                # A client that keeps hammering through Retry-After gets locked out longer (up to 2 h).
+                remaining = self.penalty_until - now
+                self.penalty_until = now + min(MAX_LOCKOUT_SECONDS, max(2 * remaining, 60.0))
             return Decision("penalty", self.penalty_until - now)
+        self._violations = 0
         chosen: PendingFault | None = None
         for fault in self.faults:
             if fault.after > 0:
