@@ -244,12 +244,12 @@ async def test_a_401_mid_run_renews_the_token_once() -> None:
 
 
 async def test_the_token_is_cached_and_renewed_before_it_expires() -> None:
-    app = make_app("development", token_ttl_seconds=0.6)
+    app = make_app("development", token_ttl_seconds=2.0)
     ids = released_ids(app, 10)
-    async with emulator_client(app, token_renew_margin=0.2) as spotify:
+    async with emulator_client(app, token_renew_margin=0.5) as spotify:
         await spotify.get_tracks(ids[:5])
         assert app.state.emulator.counters.token_requests == 1  # one token for probe and five tracks
-        await asyncio.sleep(0.45)  # past expiry minus margin, before expiry
+        await asyncio.sleep(1.6)  # past expiry minus margin (1.5 s), before expiry (2 s)
         await spotify.get_tracks(ids[5:])
     assert app.state.emulator.counters.token_requests == 2
     assert app.state.emulator.counters.by_status[401] == 0
