@@ -293,11 +293,12 @@ async def test_server_errors_are_retried_a_bounded_number_of_times() -> None:
 async def test_timeouts_are_retried() -> None:
     app = make_app("development")
     ids = released_ids(app, 20)
-    app.state.emulator.add_faults(FaultPlan(after=3, timeouts=2, timeout_seconds=5.0))
-    async with emulator_client(app, emulator_settings(spotify_timeout_seconds=0.2)) as spotify:
+    app.state.emulator.add_faults(FaultPlan(after=3, timeouts=2, timeout_seconds=30.0))
+    async with emulator_client(app, emulator_settings(spotify_timeout_seconds=0.5)) as spotify:
         tracks = await spotify.get_tracks(ids)
     assert set(tracks) == set(ids)
-    assert spotify.stats.timeouts == 2
+    assert spotify.stats.timeouts >= 2  # the two hung requests (more only if the machine is very slow)
+    assert spotify.stats.retries >= spotify.stats.timeouts
 
 
 # ---- playlists, search, awkward records ----------------------------------------
