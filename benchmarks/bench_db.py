@@ -7,7 +7,8 @@ Four timings in one run, each on an emptied `snapshot` table of a throwaway data
   - `shared.db.upsert` of the same rows again, every one a duplicate key merged with the snapshot merge
     rules (a repeated or resumed run);
   - `shared.db.upsert` of 200,000 new rows into the table already holding 200,000.
-Prints rows/s for each and the ratio to the baseline; the target is >= 50,000 rows/s for the upserts.
+Prints rows/s for each and the ratio to the baseline; the target is >= 50,000 rows/s for the upserts (the
+verdict is printed, not turned into an exit code: timings depend on what else the machine is doing).
 Run: `make bench-db` (or `python -m benchmarks.bench_db --rows 200000`).
 """
 
@@ -17,7 +18,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -64,7 +64,7 @@ async def timed(label: str, n: int, work: Callable[[], Awaitable[None]]) -> floa
     return rate
 
 
-async def run(rows_n: int) -> int:
+async def run(rows_n: int) -> None:
     db_name = f"songpop_bench_{uuid.uuid4().hex[:8]}"
     admin = make_engine(MYSQL_SERVER + "/")
     async with admin.begin() as conn:
@@ -121,7 +121,6 @@ async def run(rows_n: int) -> int:
         verdict = "meets" if worst >= TARGET_ROWS_PER_SECOND else "MISSES"
         target = TARGET_ROWS_PER_SECOND
         print(f"  slowest upsert {worst:,.0f} rows/s {verdict} the target of {target:,} rows/s")
-        return 0 if worst >= TARGET_ROWS_PER_SECOND else 1
     finally:
         await engine.dispose()
         async with admin.begin() as conn:
@@ -133,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rows", type=int, default=200_000)
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.rows)))
+    asyncio.run(run(args.rows))
 
 
 if __name__ == "__main__":
