@@ -102,9 +102,19 @@ def chart_data(detail: TrackDetail) -> dict[str, Any]:
     }
 
 
+HEADLINE_COUNTS = ("tracks", "snapshots", "chart_entries", "predictions")
+
+
+def headline_counts(counts: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The counts worth a glance (the rest go in a tooltip): the main ones, else every non-zero one."""
+    main = [(k, counts[k]) for k in HEADLINE_COUNTS if k in counts]
+    return main or [(k, v) for k, v in sorted(counts.items()) if v]
+
+
 def register(env: Environment) -> None:
     """Install the filters and globals the templates use."""
     env.filters.update(
         value=fmt_value, interval=fmt_interval, metric=fmt_metric, time=fmt_time, sparkline=sparkline,
+        headline_counts=headline_counts,
     )
     env.globals.update(signal_label=signal_label)
