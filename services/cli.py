@@ -54,7 +54,7 @@ def settings_of(cls: type[S]) -> S:
         settings = load_settings(cls)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
-    logs.setup(settings.log_level)
+    logs.setup(settings.log_level, secrets=logs.secret_values(settings))
     return settings
 
 

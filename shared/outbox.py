@@ -15,6 +15,7 @@ from shared.config import Settings, redact_url
 from shared.events import QOS, Envelope
 from shared.models import Outbox, utcnow
 from shared.mqtt import effective_mqtt_url, make_client
+from shared.ops_metrics import count_published
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ async def publish_pending(*, sessions: async_sessionmaker[AsyncSession], client:
             )
             await session.commit()
         published += len(rows)
+        count_published([row.topic for row in rows])
         log.info("published %d outbox event(s), last %s on %s", len(rows), rows[-1].event_id, rows[-1].topic)
 
 

@@ -16,7 +16,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import iter_chart_paths
 from shared.config import redact_url
-from shared.db import DatabaseUnavailable, make_engine, make_sessionmaker, migrate_async, wait_for_database
+from shared.db import (
+    DatabaseUnavailable,
+    make_engine,
+    make_sessionmaker,
+    migrate_async,
+    session_scope,
+    upsert,
+    wait_for_database,
+)
+from shared.models import AppState, utcnow
 from shared.mqtt import topics
 from shared.outbox import BrokerUnavailable, flush_outbox
 from shared.schedule import run_on_schedule
@@ -159,14 +168,41 @@ async def serve(settings: IngestorSettings | None = None) -> None:
                     await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
                 except BrokerUnavailable as exc:
                     log.warning("%s", exc)
+                except (OperationalError, InterfaceError) as exc:  # database away: try again, don't die
+                    log.warning("outbox not published, database unavailable (%s)", type(exc).__name__)
                 await asyncio.sleep(OUTBOX_RETRY_SECONDS)
         finally:
             await engine.dispose()
 
     async with asyncio.TaskGroup() as group:
-        group.create_task(run_on_schedule("ingest", settings.ingest_cron, settings.ingest_timezone, weekly))
+        group.create_task(
+            run_on_schedule(
+                "ingest", settings.ingest_cron, settings.ingest_timezone, weekly,
+                on_next=lambda when: record_next_run(settings, when),
+            )
+        )
         group.create_task(_resilient("charts watcher", watch))
         group.create_task(publisher())
+
+
+async def record_next_run(settings: IngestorSettings, when: dt.datetime) -> None:
+    """Keep the next scheduled ingest in app_state 'ingestor' (the status page and /metrics show it)."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        async with session_scope(make_sessionmaker(engine)) as session:
+            current = await session.get(AppState, "ingestor")
+            value = {
+                **(current.value if current else {}),
+                "next_run": when.isoformat(),
+                "cron": settings.ingest_cron,
+                "timezone": settings.ingest_timezone,
+            }
+            row = {"key": "ingestor", "value": value, "updated_at": utcnow()}
+            await upsert(
+                session=session, model=AppState, rows=[row], keys=["key"], update=["value", "updated_at"]
+            )
+    finally:
+        await engine.dispose()
 
 
 async def _resilient(name: str, loop_fn) -> None:  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse
 from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import consume_forever, topics
+from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
@@ -133,10 +134,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         )
         catcher = asyncio.create_task(keep_catching_up(app))
+        gauges = asyncio.create_task(refresh_forever(app.state.sessions))  # DB-backed /metrics gauges
         try:
             yield
         finally:
-            for task in (catcher, consumer):
+            for task in (gauges, catcher, consumer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -1,0 +1,119 @@
+"""Operational metrics read from the database, so one scrape of an HTTP service's /metrics shows the
+whole system: what the last ingest wrote, how old the active models are, when the scheduled jobs run
+next, and how many events wait in the outbox. (The ingestor and trainer serve no HTTP; their state lives
+in the database.) Also the outbox's publish counter, by topic kind."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.models import AppState, IngestRun, ModelVersion, Outbox
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 15.0
+SCHEDULED_JOBS = ("ingestor", "trainer")  # app_state keys holding a `next_run`
+
+INGEST_LAST_ROWS = Gauge(
+    "songpop_ingest_last_run_rows", "rows written by the last finished ingest run", ["entity"]
+)
+INGEST_LAST_SUCCESS = Gauge(
+    "songpop_ingest_last_success_timestamp_seconds", "when the last ok ingest run ended"
+)
+INGEST_RUNS = Gauge("songpop_ingest_runs", "ingest runs in the database, by status", ["status"])
+MODEL_AGE = Gauge("songpop_model_age_seconds", "age of the active model", ["signal", "horizon_weeks"])
+JOB_NEXT_RUN = Gauge("songpop_job_next_run_timestamp_seconds", "when a scheduled job runs next", ["job"])
+OUTBOX_PENDING = Gauge(
+    "songpop_outbox_pending_events", "events committed but not yet acknowledged by the broker"
+)
+OUTBOX_PUBLISHED = Counter(
+    "songpop_outbox_published_total", "events published from the outbox and acknowledged", ["topic"]
+)
+_TOPIC_KIND = re.compile(r"/(events|predictions|alerts|status)/([^/]+)")
+
+
+def topic_kind(topic: str) -> str:
+    """`events/db-updated`, `predictions/tracks`, ...: the topic without its root and song id."""
+    match = _TOPIC_KIND.search(topic)
+    return f"{match.group(1)}/{match.group(2)}" if match else "other"
+
+
+def count_published(topics: list[str]) -> None:
+    for topic in topics:
+        OUTBOX_PUBLISHED.labels(topic_kind(topic)).inc()
+
+
+async def refresh(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetime | None = None) -> None:
+    """Set every database-backed gauge from the current rows."""
+    now = now or dt.datetime.now(dt.UTC)
+    async with sessions() as session:
+        await _ingest(session)
+        await _models(session, now)
+        await _jobs(session)
+        pending = (await session.exec(select(func.count()).where(Outbox.published_at.is_(None)))).one()  # type: ignore[call-overload, union-attr]
+        OUTBOX_PENDING.set(pending[0])
+
+
+async def _ingest(session: AsyncSession) -> None:
+    by_status = (await session.exec(select(IngestRun.status, func.count()).group_by(IngestRun.status))).all()  # type: ignore[call-overload]
+    for status, n in by_status:
+        INGEST_RUNS.labels(status).set(n)
+    last = (
+        (
+            await session.exec(
+                select(IngestRun)
+                .where(IngestRun.finished_at.is_not(None))
+                .order_by(IngestRun.finished_at.desc())
+                .limit(1)
+            )  # type: ignore[call-overload, union-attr]
+        )
+        .scalars()
+        .first()
+    )
+    if last is not None:
+        for entity, n in (last.counts or {}).items():
+            if isinstance(n, int | float):
+                INGEST_LAST_ROWS.labels(entity).set(n)
+    ok = (await session.exec(select(func.max(IngestRun.finished_at)).where(IngestRun.status == "ok"))).one()[
+        0
+    ]  # type: ignore[call-overload]
+    if ok is not None:
+        INGEST_LAST_SUCCESS.set(_aware(ok).timestamp())
+
+
+async def _models(session: AsyncSession, now: dt.datetime) -> None:
+    active = (await session.exec(select(ModelVersion).where(ModelVersion.active.is_(True)))).scalars().all()  # type: ignore[call-overload, attr-defined]
+    for model in active:
+        MODEL_AGE.labels(model.signal, str(model.horizon_weeks)).set(
+            (now - _aware(model.created_at)).total_seconds()
+        )
+
+
+async def _jobs(session: AsyncSession) -> None:
+    rows = (await session.exec(select(AppState).where(AppState.key.in_(SCHEDULED_JOBS)))).scalars().all()  # type: ignore[call-overload, attr-defined]
+    for row in rows:
+        when = (row.value or {}).get("next_run")
+        if when:
+            JOB_NEXT_RUN.labels(row.key).set(_aware(dt.datetime.fromisoformat(when)).timestamp())
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+async def refresh_forever(sessions: async_sessionmaker[AsyncSession], every: float = REFRESH_SECONDS) -> None:
+    """Keep the gauges current until cancelled; a database outage only leaves them stale."""
+    while True:
+        try:
+            await refresh(sessions)
+        except Exception as exc:  # the database may be away: /readyz reports that, not this loop
+            log.debug("operational metrics not refreshed: %s", type(exc).__name__)
+        await asyncio.sleep(every)
