@@ -110,6 +110,43 @@ async def seed(
         await session.commit()
 
 
+async def seed_streams(
+    sessions: async_sessionmaker[AsyncSession],
+    items: Sequence[Song],
+    *,
+    week: dt.date = WEEK,
+    history_weeks: int = 20,
+    region: str = "global",
+) -> None:
+    """Weekly chart positions and streams up to `week`, and 26/52-week streams predictions."""
+    chart = [
+        {
+            "track_id": s.track_id, "week": add_weeks(week, -k), "region": region, "rank": i + 1,
+            "streams": round((2_400_000 - i * 150_000) * (1 + 0.04 * k) * (1 + 0.05 * math.sin(k + i))),
+        }
+        for i, s in enumerate(items)
+        for k in range(history_weeks)
+    ]
+    current = {row["track_id"]: row["streams"] for row in chart if row["week"] == week}
+    predictions = [
+        {
+            "track_id": s.track_id, "week": week, "signal": "streams", "region": region, "horizon_weeks": h,
+            "current": current[s.track_id], "value": current[s.track_id] * (0.7 if h == 26 else 0.45),
+            "lower": current[s.track_id] * (0.3 if h == 26 else 0.12),
+            "upper": current[s.track_id] * (1.1 if h == 26 else 0.95),
+            "p_chart": 0.6 if h == 26 else 0.35, "model_version": "streams-test-1",
+        }
+        for s in items
+        for h in (26, 52)
+    ]
+    async with sessions() as session:
+        await upsert(session=session, model=ChartEntry, rows=chart, keys=["track_id", "week", "region"],
+                     update=["rank", "streams"])
+        await upsert(session=session, model=Prediction, rows=predictions,
+                     keys=["track_id", "week", "signal", "region", "horizon_weeks"], update=["value"])
+        await session.commit()
+
+
 def prediction_event(items: Sequence[Song], *, shift: float, week: dt.date = WEEK):  # type: ignore[no-untyped-def]
     """An Envelope[PredictionsLatest] whose 26-week forecast of each song is `current + shift`."""
     predictions = [

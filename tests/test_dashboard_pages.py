@@ -7,6 +7,7 @@ import datetime as dt
 import httpx
 import pytest
 
+from services.dashboard.formatting import fmt_value
 from services.dashboard.service import comparison_rows, verdict
 from shared.models import AppState, IngestRun, ModelVersion, Prediction
 from tests.dashboard_support import WEEK, Song, dashboard_settings, running_dashboard, seed
@@ -111,3 +112,10 @@ async def test_database_down_gives_a_clear_503(settings) -> None:  # type: ignor
     assert page.status_code == 503 and "Database unavailable" in page.text
     assert api.status_code == 503 and api.json() == {"detail": "database unavailable"}
     assert ready.status_code == 503 and ready.json()["database"] is False and ready.json()["broker"] is True
+
+
+def test_value_formatting() -> None:
+    assert [fmt_value(v, "streams") for v in (999, 1000, 35_512, 703_400, 1_234_567, 2e9, None)] == [
+        "999", "1K", "35.5K", "703K", "1.2M", "2B", "—",
+    ]
+    assert [fmt_value(v, "popularity") for v in (-0.4, 61.6, 104.0)] == ["0", "62", "100"]

@@ -24,8 +24,9 @@ def fmt_value(value: float | None, signal: str | None = None) -> str:
         return f"{min(100.0, max(0.0, value)):.0f}"  # the index is bounded; intervals may not be
     value = max(0.0, value)
     for size, suffix in COMPACT:
-        if abs(value) >= size:
-            return f"{value / size:.1f}".rstrip("0").rstrip(".") + suffix
+        if value >= size:
+            scaled = value / size  # about three significant digits: 1.2M, 35.5K, 704K
+            return (f"{scaled:.0f}" if scaled >= 100 else f"{scaled:.1f}".rstrip("0").rstrip(".")) + suffix
     return f"{value:.0f}"
 
 

@@ -22,6 +22,7 @@ from tests.dashboard_support import (
     publish_latest,
     running_dashboard,
     seed,
+    seed_streams,
     songs,
 )
 
@@ -230,4 +231,23 @@ async def test_a_new_model_shows_a_notice(browser, dashboard, settings, screensh
     assert IMG_NAME in (await notice.text_content() or "")
     assert await page.locator("#notice img").count() == 0
     await page.screenshot(path=screenshot_dir / "models-notice-phone.png")
+    assert problems == []
+
+
+async def test_streams_view_and_chart(browser, dashboard, sessions, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    items = catalog()[:5]
+    await seed_streams(sessions, items, history_weeks=30)
+    problems: list[str] = []
+    page = await open_page(browser, f"{dashboard.url}/?signal=streams&region=global", DESKTOP, problems)
+    await wait_live(page)
+    assert await page.locator("#trending tbody tr").count() == len(items)
+    first = page.locator("#trending tbody tr").first
+    assert await first.locator('td[data-col="current"]').text_content() == "2.4M"
+    assert "% charting" in (await first.locator('td[data-col="f26"]').text_content() or "")
+    await page.screenshot(path=screenshot_dir / "trending-streams.png", full_page=True)
+    url = f"{dashboard.url}/tracks/{items[0].track_id}?signal=streams&region=global"
+    track = await open_page(browser, url, DESKTOP, problems)
+    await track.wait_for_selector("#chart canvas", timeout=WAIT_MS)
+    assert (await track.evaluate("window.songpopChart.data[0].length")) == 30 + 2
+    await track.screenshot(path=screenshot_dir / "track-streams.png", full_page=True)
     assert problems == []

@@ -14,7 +14,9 @@ const songpop = (() => {
     if (signal !== "streams") return Math.min(100, Math.max(0, v)).toFixed(0); // the index is bounded
     v = Math.max(0, v);
     for (const [size, suffix] of COMPACT) {
-      if (Math.abs(v) >= size) return (v / size).toFixed(1).replace(/\.0$/, "") + suffix;
+      if (v < size) continue;
+      const scaled = v / size; // about three significant digits: 1.2M, 35.5K, 704K
+      return (scaled >= 100 ? scaled.toFixed(0) : scaled.toFixed(1).replace(/\.0$/, "")) + suffix;
     }
     return v.toFixed(0);
   }
