@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -17,6 +18,7 @@ HTTP_LATENCY = Histogram(
 MQTT_RECEIVED = Counter("songpop_mqtt_received_total", "MQTT messages received", ["service", "topic"])
 MQTT_PUBLISHED = Counter("songpop_mqtt_published_total", "MQTT messages published", ["service"])
 MQTT_REJECTED = Counter("songpop_mqtt_rejected_total", "malformed MQTT messages skipped", ["service"])
+REST_CACHE = Counter("songpop_rest_cache_total", "forecast responses asked of the cache", ["result"])
 INGESTED = Counter("songpop_ingested_total", "rows written by ingest runs", ["entity"])
 
 
@@ -30,6 +32,14 @@ class RequestTimer:
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
+        self._series: dict[tuple[str, str, int], Any] = {}  # labels() is costly per request
+
+    def _observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = HTTP_LATENCY.labels(self.service, route, method, str(status))
+        series.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,9 +58,7 @@ class RequestTimer:
             await self.app(scope, receive, send_and_note_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            HTTP_LATENCY.labels(self.service, route, scope["method"], str(status)).observe(
-                time.perf_counter() - start
-            )
+            self._observe(route, scope["method"], status, time.perf_counter() - start)
 
 
 def instrument(app: FastAPI, service: str) -> None:

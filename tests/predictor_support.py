@@ -22,7 +22,7 @@ from services.predictor.settings import PredictorSettings
 from shared.config import Settings
 from shared.db import upsert
 from shared.events import DbUpdated, Envelope, envelope
-from shared.models import ChartEntry, Snapshot, Track
+from shared.models import ChartEntry, Prediction, Snapshot, Track
 from shared.weeks import add_weeks, current_week
 from tests.servers import serving
 
@@ -86,6 +86,38 @@ async def seed_songs(
         await upsert(session=session, model=ChartEntry, rows=charts, keys=["track_id", "week", "region"])
         await session.commit()
     return ids
+
+
+async def store_batch_predictions(
+    sessions: async_sessionmaker[AsyncSession], ids: list[str], *, charted: int = 0, week: dt.date = WEEK
+) -> dict[tuple[str, str], set[tuple[int, float, float, float, str]]]:
+    """Predictions as a batch run with trained models stores them: popularity for every song, streams
+    for the first `charted` (round values: MariaDB reads FLOAT back to 6 significant digits). Returns
+    (horizon, value, lower, upper, model version) per (song, signal)."""
+    rows = []
+    for n, track_id in enumerate(ids):
+        signals = [("popularity", "", 60.0 + n)]
+        signals += [("streams", "global", 4e6 + n * 10_000)] if n < charted else []
+        for signal, region, current in signals:
+            for horizon in (26, 52):
+                value = float(round(current * (0.9 if horizon == 26 else 0.8)))
+                rows.append(
+                    {"track_id": track_id, "week": week, "signal": signal, "region": region,
+                     "horizon_weeks": horizon, "current": current, "value": value, "lower": round(value / 2),
+                     "upper": value * 2, "model_version": f"{signal}-{horizon}w-7", "cold_start": False}
+                )  # fmt: skip
+    async with sessions() as session:
+        await upsert(
+            session=session, model=Prediction, rows=rows,
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+        )  # fmt: skip
+        await session.commit()
+    stored: dict[tuple[str, str], set[tuple[int, float, float, float, str]]] = {}
+    for r in rows:
+        stored.setdefault((r["track_id"], r["signal"]), set()).add(
+            (r["horizon_weeks"], r["value"], r["lower"], r["upper"], r["model_version"])
+        )
+    return stored
 
 
 def db_updated(run_id: int = 1, week: dt.date = WEEK, tracks: int = 12) -> Envelope[DbUpdated]:

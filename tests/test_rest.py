@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from services.predictor.app import create_app
 from services.predictor.service import predict_trending
-from shared.models import Track
+from shared.models import Prediction, Track
 from shared.mqtt import topics
 from shared.weeks import add_weeks
 from tests.predictor_support import (
@@ -23,6 +23,7 @@ from tests.predictor_support import (
     predictor_settings,
     running_emulator,
     seed_songs,
+    store_batch_predictions,
     use_interim_forecaster,
 )
 from tests.servers import serving
@@ -61,25 +62,47 @@ async def test_stored_song_has_current_values_forecasts_intervals_and_history(
 ) -> None:  # type: ignore[no-untyped-def]
     http, _ = api
     ids = await seed_songs(sessions, n=6, weeks=8, charted=2)
-    await score(settings, sessions)
+    stored = await store_batch_predictions(sessions, ids, charted=2)
 
     body = (await http.get(f"/v1/tracks/{ids[0]}/forecast")).json()
 
     assert body["track"]["id"] == ids[0] and body["track"]["name"] == "Song 0 <b>"
-    assert body["source"] == "batch"
+    assert body["source"] == "batch" and body["cold_start"] is False
     assert body["data_refreshed_at"] is not None
     assert [p["week"] for p in body["history"][:1]] == [str(add_weeks(WEEK, -7))]
     assert len({p["week"] for p in body["history"]}) == 8
     charted = [p for p in body["history"] if p.get("rank")]
     assert charted and charted[0]["region"] == "global" and charted[0]["streams"] > 0
-    assert body["predictions"], "a trending song has a batch forecast"
+    assert [(p["signal"], p["region"]) for p in body["predictions"]] == [
+        ("popularity", ""),
+        ("streams", "global"),
+    ]
     for prediction in body["predictions"]:
-        assert prediction["signal"] in ("popularity", "streams")
         assert prediction["week"] == str(WEEK)
-        horizons = {f["horizon_weeks"]: f for f in prediction["forecasts"]}
-        assert set(horizons) == {26, 52}
-        for forecast in horizons.values():
-            assert forecast["model_version"]
+        assert prediction["current"] is not None
+        served = {(f["horizon_weeks"], f["value"], f["lower"], f["upper"], f["model_version"])
+                  for f in prediction["forecasts"]}  # fmt: skip
+        assert served == stored[(ids[0], prediction["signal"])]
+
+
+async def test_batch_scored_songs_are_served_as_the_predictor_scored_them(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, _ = api
+    ids = await seed_songs(sessions, n=6, weeks=8, charted=2)
+    await score(settings, sessions)
+    async with sessions() as session:
+        rows = (await session.exec(select(Prediction).where(Prediction.track_id == ids[1]))).scalars().all()  # type: ignore[call-overload]
+    assert rows, "a trending song is scored"
+
+    body = (await http.get(f"/v1/tracks/{ids[1]}/forecast")).json()
+    assert body["source"] == "batch"
+    served = {
+        (p["signal"], f["horizon_weeks"]): f["value"] for p in body["predictions"] for f in p["forecasts"]
+    }
+    assert served == {(r.signal, r.horizon_weeks): r.value for r in rows}
+    assert body["cold_start"] == any(r.cold_start for r in rows)
+    for forecast in (f for p in body["predictions"] for f in p["forecasts"]):
+        assert forecast["model_version"]
+        if forecast["lower"] is not None:
             assert forecast["lower"] <= forecast["value"] <= forecast["upper"]
 
 

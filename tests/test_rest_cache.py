@@ -91,8 +91,8 @@ async def test_without_a_cache_every_answer_comes_from_the_database(api, session
     assert len(app.state.cache) == 0
 
 
-async def test_cache_keeps_the_most_recently_used_bodies_only(sessions) -> None:  # type: ignore[no-untyped-def]
-    cache = ResponseCache(sessions, max_entries=2, check_seconds=3600)
+async def test_cache_keeps_the_most_recently_used_bodies_only(engine) -> None:  # type: ignore[no-untyped-def]
+    cache = ResponseCache(engine, max_entries=2, check_seconds=3600)
     version = await cache.current_version()
     for track_id in ("a", "b"):
         cache.put(track_id, track_id.encode(), built_at_version=version)

@@ -15,7 +15,7 @@ from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
 
 from . import service, tracks
-from .deps import CacheDep, SessionDep, SessionsDep, SettingsDep, SpotifyDep
+from .deps import ClientsDep, SessionDep, SessionsDep, SettingsDep
 from .schemas import (
     EXAMPLE_ID,
     ForecastBatchRequest,
@@ -58,16 +58,10 @@ class JSONBytes(Response):
     "does not know gives 404.",
 )
 async def track_forecast(
-    sessions: SessionsDep,
-    settings: SettingsDep,
-    spotify: SpotifyDep,
-    cache: CacheDep,
-    track_id: str = Path(max_length=200, examples=[EXAMPLE_ID]),
+    clients: ClientsDep, track_id: str = Path(max_length=200, examples=[EXAMPLE_ID])
 ) -> Response:
     ids = valid_ids([track_id])
-    bodies, not_found = await tracks.forecast_bodies(
-        sessions=sessions, settings=settings, spotify=spotify, cache=cache, track_ids=ids
-    )
+    bodies, not_found = await tracks.forecast_bodies(clients=clients, track_ids=ids)
     if not_found:
         raise HTTPException(status_code=404, detail=f"Spotify does not know track {not_found[0]}")
     return JSONBytes(bodies[0])
@@ -81,22 +75,14 @@ async def track_forecast(
     description="The same as the single-song forecast for up to 100 songs; ids Spotify does not know "
     "are listed in `not_found` instead of failing the whole request.",
 )
-async def batch_forecast(
-    body: ForecastBatchRequest,
-    sessions: SessionsDep,
-    settings: SettingsDep,
-    spotify: SpotifyDep,
-    cache: CacheDep,
-) -> Response:
-    if len(body.track_ids) > settings.max_batch:
+async def batch_forecast(body: ForecastBatchRequest, clients: ClientsDep) -> Response:
+    limit = clients.settings.max_batch
+    if len(body.track_ids) > limit:
         raise HTTPException(
-            status_code=422,
-            detail=f"at most {settings.max_batch} track ids per request, got {len(body.track_ids)}",
+            status_code=422, detail=f"at most {limit} track ids per request, got {len(body.track_ids)}"
         )
     ids = valid_ids(body.track_ids)
-    bodies, not_found = await tracks.forecast_bodies(
-        sessions=sessions, settings=settings, spotify=spotify, cache=cache, track_ids=ids
-    )
+    bodies, not_found = await tracks.forecast_bodies(clients=clients, track_ids=ids)
     # the cached bodies are spliced in as they are: a ForecastBatchResponse without re-serialising
     return JSONBytes(
         b'{"forecasts":[' + b",".join(bodies) + b'],"not_found":' + json.dumps(not_found).encode() + b"}"

@@ -30,6 +30,7 @@ from . import service
 from .api import router
 from .cache import ResponseCache
 from .deps import Clients
+from .reader import make_reader
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -116,14 +117,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.effective_database_url)
     app.state.sessions = make_sessionmaker(engine)
     app.state.consuming = asyncio.Event()  # set once subscribed and caught up
+    reader = make_reader(settings.effective_database_url)
     app.state.cache = ResponseCache(
-        app.state.sessions,
-        max_entries=settings.rest_cache_entries,
-        check_seconds=settings.rest_cache_check_seconds,
+        reader, max_entries=settings.rest_cache_entries, check_seconds=settings.rest_cache_check_seconds
     )
     async with SpotifyClient(settings) as spotify:
         app.state.spotify = spotify
-        app.state.clients = Clients(settings, app.state.sessions, spotify, app.state.cache)
+        app.state.clients = Clients(settings, app.state.sessions, reader, spotify, app.state.cache)
         consumer = asyncio.create_task(
             consume_forever(
                 settings,
@@ -142,6 +142,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+    await reader.dispose()
     await engine.dispose()
 
 

@@ -14,25 +14,31 @@ import time
 from collections import OrderedDict
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.metrics import REST_CACHE
 from shared.models import Outbox
 
+from .reader import with_retry_on_dropped_connection
 
-async def data_version(sessions: async_sessionmaker[AsyncSession]) -> int:
+HITS, MISSES = REST_CACHE.labels("hit"), REST_CACHE.labels("miss")
+
+
+async def data_version(reader: AsyncEngine) -> int:
     """The id of the newest outbox event (0 before the first)."""
-    async with sessions() as session:
-        return int((await session.exec(select(func.max(Outbox.id)))).scalar() or 0)  # type: ignore[call-overload]
+
+    async def read() -> int:
+        async with reader.connect() as connection:
+            return int((await connection.execute(select(func.max(Outbox.id)))).scalar() or 0)
+
+    return await with_retry_on_dropped_connection(read)
 
 
 class ResponseCache:
     """Least-recently-used JSON bodies by track id, dropped whenever the data version moves."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, max_entries: int, check_seconds: float
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, reader: AsyncEngine, *, max_entries: int, check_seconds: float) -> None:
+        self._reader = reader
         self._entries: OrderedDict[str, bytes] = OrderedDict()
         self.max_entries = max_entries
         self.check_seconds = check_seconds
@@ -56,7 +62,7 @@ class ResponseCache:
         if time.monotonic() - self._checked_at >= self.check_seconds:
             async with self._checking:  # one reading for all the requests waiting on it
                 if time.monotonic() - self._checked_at >= self.check_seconds:
-                    version = await data_version(self._sessions)
+                    version = await data_version(self._reader)
                     if version != self.version:
                         self._entries.clear()
                         self.version = version
@@ -67,9 +73,11 @@ class ResponseCache:
         body = self._entries.get(track_id)
         if body is None:
             self.misses += 1
+            MISSES.inc()
             return None
         self._entries.move_to_end(track_id)
         self.hits += 1
+        HITS.inc()
         return body
 
     def put(self, track_id: str, body: bytes, *, built_at_version: int | None) -> None:

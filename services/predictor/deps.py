@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.spotify.client import SpotifyClient
@@ -34,12 +35,24 @@ async def get_spotify(request: Request) -> SpotifyClient:
     return request.app.state.spotify  # type: ignore[no-any-return]
 
 
-async def get_cache(request: Request) -> ResponseCache:
-    return request.app.state.cache  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Clients:
+    """Everything the forecast routes use, built once in the lifespan: one dependency to resolve
+    instead of four (dependency resolution is most of a cached answer's cost)."""
+
+    settings: PredictorSettings
+    sessions: async_sessionmaker[AsyncSession]
+    reader: AsyncEngine  # REST reads (services.predictor.tracks.make_reader)
+    spotify: SpotifyClient
+    cache: ResponseCache
+
+
+async def get_clients(request: Request) -> Clients:
+    return request.app.state.clients  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[PredictorSettings, Depends(get_settings)]
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessions)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SpotifyDep = Annotated[SpotifyClient, Depends(get_spotify)]
-CacheDep = Annotated[ResponseCache, Depends(get_cache)]
+ClientsDep = Annotated[Clients, Depends(get_clients)]

@@ -59,6 +59,19 @@ class UnknownTracks(LookupError):
         self.ids = list(ids)
 
 
+async def forecast(
+    *, session: AsyncSession, settings: PredictorSettings, week: dt.date, track_ids: Sequence[str]
+) -> list[TrackPrediction]:
+    """`shared.forecasting.forecast_tracks`, seeing the emulator's (demo) data when the predictor runs
+    on the emulator: the ingestor labels what it fetches from the emulator as demo, and the forecaster
+    leaves demo rows out unless told to use them."""
+    if settings.uses_emulator and not settings.demo:
+        settings = settings.model_copy(update={"demo": True})
+    return await forecasting.forecast_tracks(
+        session=session, settings=settings, week=week, track_ids=list(track_ids)
+    )
+
+
 def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, Any]]:
     now = utcnow()
     return [
@@ -210,7 +223,7 @@ async def predict_trending(
             return None
         week = await data_week(session)
         predictions = (
-            await forecasting.forecast_tracks(
+            await forecast(
                 session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
             )
             if week is not None

@@ -25,19 +25,18 @@ from sqlalchemy import (
     literal,
     union_all,
 )
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared import forecasting
 from shared.events import Forecast, TrackPrediction
 from shared.models import ChartEntry, Prediction, Snapshot, Track
-from shared.spotify.client import SpotifyClient
 from shared.weeks import current_week
 
-from .cache import ResponseCache
+from .deps import Clients
+from .reader import with_retry_on_dropped_connection
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
-from .service import UnknownTracks, ensure_tracks
+from .service import UnknownTracks, ensure_tracks, forecast
 from .settings import PredictorSettings
 
 
@@ -170,16 +169,20 @@ def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
         songs[track_id].latest_week = ordered[-1]["week"] if ordered else None
 
 
-async def load_songs(*, session: AsyncSession, track_ids: Sequence[str]) -> dict[str, SongData]:
+async def load_songs(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
     """Stored facts about the songs the database holds (unknown ids are absent): two statements."""
-    connection = await session.connection()  # Core rows: no ORM objects on the hot path
+    return await with_retry_on_dropped_connection(lambda: _load_songs(reader, track_ids))
+
+
+async def _load_songs(reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
     songs: dict[str, SongData] = {}
-    for row in (await connection.execute(SONGS_QUERY, {"ids": list(track_ids)})).all():
-        song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
-        if row[6] is not None:
-            _add_prediction(song, row)
-    if songs:
-        _add_history(songs, (await connection.execute(HISTORY_QUERY, {"ids": list(songs)})).all())
+    async with reader.connect() as connection:
+        for row in (await connection.execute(SONGS_QUERY, {"ids": list(track_ids)})).all():
+            song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
+            if row[6] is not None:
+                _add_prediction(song, row)
+        if songs:
+            _add_history(songs, (await connection.execute(HISTORY_QUERY, {"ids": list(songs)})).all())
     return songs
 
 
@@ -193,21 +196,20 @@ async def compute_on_demand(
         by_week[song.latest_week or current_week()].append(song.info.id)
     result: dict[str, list[TrackPrediction]] = defaultdict(list)
     for week, ids in by_week.items():
-        for prediction in await forecasting.forecast_tracks(
-            session=session, settings=settings, week=week, track_ids=ids
-        ):
+        for prediction in await forecast(session=session, settings=settings, week=week, track_ids=ids):
             result[prediction.track_id].append(prediction)
     return result
 
 
-async def forecasts_for(
-    *, session: AsyncSession, settings: PredictorSettings, track_ids: Sequence[str]
-) -> list[TrackForecast]:
+async def forecasts_for(*, clients: Clients, track_ids: Sequence[str]) -> list[TrackForecast]:
     """Full forecasts (current values, 26/52-week forecasts with intervals, history) of stored songs,
     in the order asked; ids the database does not hold are skipped."""
-    songs = await load_songs(session=session, track_ids=track_ids)
+    songs = await load_songs(reader=clients.reader, track_ids=track_ids)
     stale = [song for song in songs.values() if not song.stored_is_current]
-    fresh = await compute_on_demand(session=session, settings=settings, songs=stale) if stale else {}
+    fresh: dict[str, list[TrackPrediction]] = {}
+    if stale:
+        async with clients.sessions() as session:
+            fresh = await compute_on_demand(session=session, settings=clients.settings, songs=stale)
     result = []
     for track_id in track_ids:
         song = songs.get(track_id)
@@ -228,52 +230,39 @@ async def forecasts_for(
     return result
 
 
-async def _forecasts(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: PredictorSettings,
-    spotify: SpotifyClient,
-    track_ids: list[str],
-) -> tuple[list[TrackForecast], list[str]]:
+async def _forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[TrackForecast], list[str]]:
     """Forecasts of `track_ids` (songs never seen are fetched from Spotify and stored first) and the ids
     Spotify does not know."""
-    async with sessions() as session:
-        found = await forecasts_for(session=session, settings=settings, track_ids=track_ids)
+    found = await forecasts_for(clients=clients, track_ids=track_ids)
     missing = [i for i in track_ids if i not in {f.track.id for f in found}]
     if not missing:
         return found, []
     try:
         await ensure_tracks(
-            sessions=sessions, spotify=spotify, track_ids=missing, demo=settings.uses_emulator
+            sessions=clients.sessions,
+            spotify=clients.spotify,
+            track_ids=missing,
+            demo=clients.settings.uses_emulator,
         )
         not_found: list[str] = []
     except UnknownTracks as exc:
         not_found = exc.ids
     fetched = [i for i in missing if i not in set(not_found)]
     if fetched:
-        async with sessions() as session:
-            found += await forecasts_for(session=session, settings=settings, track_ids=fetched)
+        found += await forecasts_for(clients=clients, track_ids=fetched)
     return found, not_found
 
 
-async def forecast_bodies(
-    *,
-    sessions: async_sessionmaker[AsyncSession],
-    settings: PredictorSettings,
-    spotify: SpotifyClient,
-    cache: ResponseCache,
-    track_ids: list[str],
-) -> tuple[list[bytes], list[str]]:
+async def forecast_bodies(*, clients: Clients, track_ids: list[str]) -> tuple[list[bytes], list[str]]:
     """The JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache when it
     holds them), and the ids Spotify does not know."""
+    cache = clients.cache
     version = await cache.current_version()
     bodies = {i: body for i in track_ids if (body := cache.get(i)) is not None}
     wanted = [i for i in track_ids if i not in bodies]
     not_found: list[str] = []
     if wanted:
-        found, not_found = await _forecasts(
-            sessions=sessions, settings=settings, spotify=spotify, track_ids=wanted
-        )
+        found, not_found = await _forecasts(clients=clients, track_ids=wanted)
         for forecast in found:
             body = forecast.model_dump_json().encode()
             bodies[forecast.track.id] = body
