@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from services.predictor.app import create_app
 from services.predictor.service import predict_trending
@@ -216,3 +216,20 @@ async def test_trending_models_status_and_probes_answer(api, settings, sessions)
     assert (await http.get("/readyz")).json() == {"status": "ready", "database": "ok", "broker": "ok"}
     metrics = (await http.get("/metrics")).text
     assert 'route="/v1/trending"' in metrics and "songpop_http_request_seconds_bucket" in metrics
+
+
+async def test_reads_survive_connections_the_database_dropped(api, settings, sessions, engine) -> None:  # type: ignore[no-untyped-def]
+    if not settings.effective_database_url.startswith("mysql"):
+        pytest.skip("needs MariaDB to drop connections")
+    http, _ = api
+    ids = await seed_songs(sessions, n=2)
+    assert (await http.get(f"/v1/tracks/{ids[0]}/forecast")).status_code == 200  # the pool is open
+    async with engine.connect() as conn:
+        database = (await conn.execute(text("SELECT DATABASE()"))).scalar()
+        query = "SELECT id FROM information_schema.processlist WHERE db = :db AND id <> CONNECTION_ID()"
+        others = (await conn.execute(text(query), {"db": database})).scalars().all()
+        for connection_id in others:
+            await conn.execute(text(f"KILL {int(connection_id)}"))
+    assert others, "the predictor had connections to drop"
+    response = await http.get(f"/v1/tracks/{ids[1]}/forecast")  # not cached: read on a dropped connection
+    assert response.status_code == 200, response.text
