@@ -11,7 +11,6 @@ class IngestorSettings(Settings):
     ingest_timezone: str = "Europe/Rome"
     track_ids: list[str] = Field(default_factory=list, description="extra track ids to follow every week")
     follow_weeks: int = Field(default=60, ge=1, description="weeks a song stays followed after it trended")
-    write_chunk: int = Field(default=2000, ge=1)
 
     @field_validator("track_ids")
     @classmethod
