@@ -46,6 +46,10 @@ bench-db: install  ## upsert 200,000 snapshot rows into MariaDB: rows/s next to 
 bench-ingest: install  ## weekly Spotify update of 10,000 songs vs the emulator (50 ms), both modes, vs the sequential way
 	$(BIN)/python -m benchmarks.bench_ingest --songs 10000 --latency-ms 50
 
+bench-api: install  ## GET /v1/tracks/{id}/forecast on 100,000 songs at 64 connections vs bare FastAPI (>= 60%, p99 < 50 ms); batch scoring (< 1 s)
+	@command -v wrk >/dev/null || echo "wrk not found (apt-get install wrk): using the slower Python load generator"
+	$(BIN)/python -m benchmarks.bench_api --songs 100000
+
 bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
 	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5
 
