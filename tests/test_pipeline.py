@@ -30,13 +30,13 @@ WEEK = current_week()
 
 
 def service_settings(cls, settings: Settings, emulator_url: str, **extra):  # type: ignore[no-untyped-def]
-    return cls(
+    values = {
         **settings.model_dump(),
-        spotify_api_url=f"{emulator_url}/v1",
-        spotify_accounts_url=emulator_url,
+        "spotify_api_url": f"{emulator_url}/v1",
+        "spotify_accounts_url": emulator_url,
         **extra,
-        _env_file=None,
-    )
+    }
+    return cls(**values, _env_file=None)
 
 
 def emulator_app(mode: str = "extended"):  # type: ignore[no-untyped-def]
