@@ -28,6 +28,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import (
+    artists_from_tracks,
     known_ids,
     publish_staged_snapshots,
     upsert_snapshots,
@@ -362,8 +363,9 @@ async def fetch_and_write(
             # Keep all that was fetched: the tracks, and the albums and artists got before the pause;
             # the next run asks only for the dimensions still missing (complete_dimensions).
             kept = list(paused.partial.values())
-            if spotify.access_mode is sp.AccessMode.development:  # there a track's album is complete
+            if spotify.access_mode is sp.AccessMode.development:  # a track's album and artists suffice
                 kept += [t.album for t in tracks.values() if t.album]
+                kept += list(artists_from_tracks(tracks.values()).values())
             report.merge(await write_dimensions(sessions=sessions, objects=kept))
             counts = await write_tracks(
                 sessions=sessions,
