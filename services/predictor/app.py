@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from shared.db import make_engine, make_sessionmaker
-from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.events import QOS, SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
 from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
-from shared.mqtt import consume_forever, topics
+from shared.mqtt import consume_forever, status_payload, topics
 from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
@@ -35,6 +35,7 @@ from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "predictor"
+OFFLINE_ANNOUNCE_SECONDS = 2.0
 
 
 def subscriptions(settings: PredictorSettings, t: Topics) -> list[str]:
@@ -111,6 +112,20 @@ async def keep_catching_up(app: FastAPI) -> None:
             )
 
 
+async def announce_offline(app: FastAPI) -> None:
+    """On a clean stop, say `offline` ourselves: the broker sends the last will only for a client that
+    vanished, so without this the retained status would stay `online`."""
+    client = getattr(app.state, "mqtt", None)
+    if client is None:
+        return
+    topic = topics(app.state.settings).status(SERVICE)
+    try:
+        async with asyncio.timeout(OFFLINE_ANNOUNCE_SECONDS):
+            await client.publish(topic, status_payload(SERVICE, "offline"), qos=QOS, retain=True)
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        log.warning("could not announce offline (%s); the retained status may say online", exc)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: PredictorSettings = app.state.settings
@@ -138,6 +153,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await announce_offline(app)
             for task in (gauges, catcher, consumer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
