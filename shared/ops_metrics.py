@@ -51,58 +51,62 @@ def count_published(topics: list[str]) -> None:
         OUTBOX_PUBLISHED.labels(topic_kind(topic)).inc()
 
 
+Values = dict[Gauge, dict[tuple[str, ...], float]]
+
+
 async def refresh(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetime | None = None) -> None:
-    """Set every database-backed gauge from the current rows."""
+    """Set every database-backed gauge from the current rows (read first, then swapped in at once, so a
+    status, model or job that is gone does not linger and a failed read changes nothing)."""
     now = now or dt.datetime.now(dt.UTC)
     async with sessions() as session:
-        await _ingest(session)
-        await _models(session, now)
-        await _jobs(session)
+        values: Values = {
+            **await _ingest(session),
+            MODEL_AGE: await _model_ages(session, now),
+            JOB_NEXT_RUN: await _next_runs(session),
+        }
         pending = (await session.exec(select(func.count()).where(Outbox.published_at.is_(None)))).one()  # type: ignore[call-overload, union-attr]
-        OUTBOX_PENDING.set(pending[0])
+    for gauge, series in values.items():
+        gauge.clear()
+        for labels, value in series.items():
+            (gauge.labels(*labels) if labels else gauge).set(value)
+    OUTBOX_PENDING.set(pending[0])
 
 
-async def _ingest(session: AsyncSession) -> None:
+async def _ingest(session: AsyncSession) -> Values:
     by_status = (await session.exec(select(IngestRun.status, func.count()).group_by(IngestRun.status))).all()  # type: ignore[call-overload]
-    for status, n in by_status:
-        INGEST_RUNS.labels(status).set(n)
-    last = (
-        (
-            await session.exec(
-                select(IngestRun)
-                .where(IngestRun.finished_at.is_not(None))
-                .order_by(IngestRun.finished_at.desc())
-                .limit(1)
-            )  # type: ignore[call-overload, union-attr]
-        )
-        .scalars()
-        .first()
+    last_query = (
+        select(IngestRun)
+        .where(IngestRun.finished_at.is_not(None))
+        .order_by(IngestRun.finished_at.desc())
+        .limit(1)  # type: ignore[union-attr]
     )
-    if last is not None:
-        for entity, n in (last.counts or {}).items():
-            if isinstance(n, int | float):
-                INGEST_LAST_ROWS.labels(entity).set(n)
-    ok = (await session.exec(select(func.max(IngestRun.finished_at)).where(IngestRun.status == "ok"))).one()[
-        0
-    ]  # type: ignore[call-overload]
-    if ok is not None:
-        INGEST_LAST_SUCCESS.set(_aware(ok).timestamp())
+    last = (await session.exec(last_query)).scalars().first()  # type: ignore[call-overload]
+    ok_query = select(func.max(IngestRun.finished_at)).where(IngestRun.status == "ok")
+    ok = (await session.exec(ok_query)).one()[0]  # type: ignore[call-overload]
+    counts = {
+        (entity,): float(n)
+        for entity, n in (last.counts if last else {}).items()
+        if isinstance(n, int | float)
+    }
+    return {
+        INGEST_RUNS: {(status,): float(n) for status, n in by_status},
+        INGEST_LAST_ROWS: counts,
+        INGEST_LAST_SUCCESS: {(): _aware(ok).timestamp()} if ok is not None else {},
+    }
 
 
-async def _models(session: AsyncSession, now: dt.datetime) -> None:
+async def _model_ages(session: AsyncSession, now: dt.datetime) -> dict[tuple[str, ...], float]:
     active = (await session.exec(select(ModelVersion).where(ModelVersion.active.is_(True)))).scalars().all()  # type: ignore[call-overload, attr-defined]
-    for model in active:
-        MODEL_AGE.labels(model.signal, str(model.horizon_weeks)).set(
-            (now - _aware(model.created_at)).total_seconds()
-        )
+    return {(m.signal, str(m.horizon_weeks)): (now - _aware(m.created_at)).total_seconds() for m in active}
 
 
-async def _jobs(session: AsyncSession) -> None:
+async def _next_runs(session: AsyncSession) -> dict[tuple[str, ...], float]:
     rows = (await session.exec(select(AppState).where(AppState.key.in_(SCHEDULED_JOBS)))).scalars().all()  # type: ignore[call-overload, attr-defined]
-    for row in rows:
-        when = (row.value or {}).get("next_run")
-        if when:
-            JOB_NEXT_RUN.labels(row.key).set(_aware(dt.datetime.fromisoformat(when)).timestamp())
+    return {
+        (row.key,): _aware(dt.datetime.fromisoformat(row.value["next_run"])).timestamp()
+        for row in rows
+        if (row.value or {}).get("next_run")
+    }
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:
