@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     charts_dir: Path = Path("charts")
     chart_region: str = "global"
-    demo: bool = False
+    demo: bool = False  # use (and label) demo data; always on with the emulator
 
     @field_validator("database_url")
     @classmethod
@@ -88,6 +88,13 @@ class Settings(BaseSettings):
             password = urlsplit(self.mqtt_url).password or ""
             if password.lower() in PLACEHOLDER_SECRETS:
                 raise ConfigError("the password in SONGPOP_MQTT_URL is a placeholder; set the real one")
+        return self
+
+    @model_validator(mode="after")
+    def _emulator_data_is_demo(self) -> Self:
+        # What the emulator serves is demo data: stored with that label, and models may learn from it.
+        if self.uses_emulator:
+            self.demo = True
         return self
 
     # Derived values: one place decides what "embedded" means.
