@@ -209,6 +209,7 @@ def serve(kind: str, port: int, url: str) -> None:
             database_url=url,
             mqtt_url=MQTT_URL if reachable(1883) else "",
             mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
+            mqtt_client_prefix=f"bench-{uuid.uuid4().hex[:8]}",  # never the id of a running predictor
             log_level="WARNING",
             _env_file=None,  # type: ignore[call-arg]
         )
