@@ -29,7 +29,6 @@ from services.ingestor.main import serve as serve_ingestor
 from services.ingestor.service import run_ingest
 from services.ingestor.settings import IngestorSettings
 from services.predictor.app import create_app as create_predictor
-from services.predictor.main import predict_once
 from services.predictor.settings import PredictorSettings
 from services.trainer.main import serve as serve_trainer
 from services.trainer.main import train_once
@@ -160,7 +159,7 @@ async def run_stack(
             console.print(f"Empty database: simulating {demo_weeks} weeks of demo history from the emulator…")
             await simulate_history(ingestor, emulator_state, weeks=demo_weeks, console=console)
             await train_once(derive(TrainerSettings, settings))
-            await predict_once(derive(PredictorSettings, settings))
+            # No explicit scoring here: the predictor handles the newest db-updated when it connects.
 
         predictor = derive(PredictorSettings, settings)
         dashboard = derive(DashboardSettings, settings)

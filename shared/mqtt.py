@@ -142,6 +142,10 @@ async def consume_forever(
                     except Exception:  # e.g. the database is down: keep consuming, catch up later
                         log.exception("%s: on-connect step failed; consuming anyway", service)
                 async for message in client.messages:
+                    if not subscribed_to(message.topic, subscriptions):
+                        # Some brokers (amqtt, the embedded one) deliver retained messages of other topics.
+                        log.debug("%s: ignored a message on unsubscribed %s", service, message.topic)
+                        continue
                     try:
                         await handle(message)
                     except Exception:
@@ -154,6 +158,17 @@ async def consume_forever(
 
 
 RECONNECT_MAX_SECONDS = 60.0
+SHARED_PREFIX = "$share/"
+
+
+def subscribed_to(topic: aiomqtt.Topic, subscriptions: Sequence[str]) -> bool:
+    """Whether `topic` matches one of the filters (shared subscriptions match their inner filter)."""
+    for subscription in subscriptions:
+        if subscription.startswith(SHARED_PREFIX):
+            subscription = subscription.split("/", 2)[2]
+        if topic.matches(subscription):
+            return True
+    return False
 
 
 def reconnect_delay(base: float, failures: int, *, cap: float = RECONNECT_MAX_SECONDS) -> float:
