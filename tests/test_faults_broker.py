@@ -65,9 +65,7 @@ async def running_predictor(settings: PredictorSettings) -> AsyncIterator[Any]:
     """The predictor app served in this loop, its MQTT consumer connected."""
     app = create_predictor(settings)
     async with serving(app, port=settings.predictor_port):
-        async with asyncio.timeout(20):
-            while not hasattr(app.state, "mqtt"):  # noqa: ASYNC110 - set by the consumer's on_connect
-                await asyncio.sleep(0.05)
+        await asyncio.wait_for(app.state.consuming.wait(), 20)  # subscribed and caught up
         yield app
 
 
@@ -146,14 +144,16 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
         assert report.status == "ok"
 
         real_publish = predictor_app.publish_pending
-        calls = []
+        calls: list[int] = []
+        armed = asyncio.Event()  # set once the burst is on its way
 
         async def publish_after_a_restart(**kwargs: Any) -> int:
             """The second publish of the burst finds the broker going down (and back 0.5 s later)."""
-            calls.append(1)
-            if len(calls) == 2:
-                broker.stop()
-                asyncio.get_running_loop().call_later(0.5, broker.start)
+            if armed.is_set():
+                calls.append(1)
+                if len(calls) == 2:
+                    broker.stop()
+                    asyncio.get_running_loop().call_later(0.5, broker.start)
             return await real_publish(**kwargs)
 
         monkeypatch.setattr(predictor_app, "publish_pending", publish_after_a_restart)
@@ -167,6 +167,7 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
             async with session_scope(sessions) as session:
                 for event in burst:
                     add_event(session, topic=T.db_updated, event=event)
+            armed.set()
             await flush_outbox(settings=ingestor, sessions=sessions, service="ingestor")
 
             expected = {e.event_id for e in burst}
