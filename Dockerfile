@@ -7,7 +7,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
-RUN pip install . && useradd --create-home --uid 10001 songpop && mkdir -p /app/var /app/charts \
+# /app/var/models exists (owned by songpop) so that a new named volume mounted there starts writable.
+RUN pip install . && useradd --create-home --uid 10001 songpop && mkdir -p /app/var/models /app/charts \
     && chown -R songpop /app/var /app/charts
 USER songpop
 

@@ -241,3 +241,17 @@ def test_docker_compose_config_is_valid() -> None:
         cwd=ROOT, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_volume_mount_points_exist_in_the_image_owned_by_the_app_user() -> None:
+    """A new named volume copies its mount point from the image: it must exist there, writable."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER songpop", dockerfile, re.M)
+    created = re.search(r"mkdir -p ([^&\\]+)", dockerfile)
+    owned = re.search(r"chown -R songpop ([^&\\\n]+)", dockerfile)
+    assert created and owned
+    for service in SONGPOP_SERVICES:
+        for target, source in mounts(compose()["services"][service]).items():
+            if not source.startswith("."):  # a named volume
+                assert target in created.group(1).split(), f"{service}: {target} not created in the image"
+                assert any(target.startswith(d) for d in owned.group(1).split()), target
