@@ -25,10 +25,12 @@ from shared.spotify.client import SpotifyClient, SpotifyPaused
 
 # Several sources write the same (song, week): a chart says it trended, the API gives its popularity.
 # Neither may erase the other: known popularity is kept, and "trended" once means trended that week.
+# A row touched by emulated data (an emulator's popularity on a real chart's song) counts as demo.
 SNAPSHOT_MERGE: dict[str, MergeRule] = {
     "popularity": "keep_known",
     "popularity_source": "keep_known",
     "trending": "or",
+    "is_demo": "or",
     "updated_at": "replace",
 }
 ARTIST_UPDATE = ["name", "followers", "popularity", "updated_at"]

@@ -51,6 +51,10 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
     assert {(s[0], s[1]) for s in snapshots} == {(e[0], e[1]) for e in expected}
     assert all(s[2] and s[3] is None for s in snapshots)
     assert await count(sessions, SnapshotStage) == 0  # all published by the finished run
+    # the files are real data although Spotify is emulated here
+    assert await count(sessions, ChartEntry, ChartEntry.is_demo) == 0  # type: ignore[arg-type]
+    assert await count(sessions, Snapshot, Snapshot.is_demo) == 0  # type: ignore[arg-type]
+    assert await count(sessions, Track, Track.is_demo) == 0  # type: ignore[arg-type]
     (event,) = await rows(sessions, Outbox, "topic")
     assert event[0].endswith("/events/db-updated")
 

@@ -71,6 +71,8 @@ async def test_run_records_and_a_paused_week_published_only_when_complete(settin
     snapshots = await all_rows(sessions, Snapshot)
     assert {s.track_id for s in snapshots if s.week == WEEK} >= chart_ids
     assert all(s.popularity is not None for s in snapshots if s.track_id in chart_ids)
+    # the emulator's popularity marks a row as demo, whatever the chart file said
+    assert all(s.is_demo for s in snapshots if s.popularity is not None)
     assert await count(sessions, SnapshotStage) == 0
     (event_row,) = await all_rows(sessions, Outbox)
     event = parse(event_row.payload, DbUpdated)

@@ -569,7 +569,10 @@ async def _run_steps(
         else []
     )
     charts = await new_charts(sessions=sessions, paths=list(paths), report=report)
-    await write_charts(sessions=sessions, charts=charts, report=report, demo=demo, progress=progress)
+    # Chart files are the user's real data even when Spotify is emulated; only the demo stack's own
+    # generated charts (kind "demo") are demo rows.
+    chart_demo = report.kind == "demo"
+    await write_charts(sessions=sessions, charts=charts, report=report, demo=chart_demo, progress=progress)
 
     await complete_dimensions(sessions=sessions, spotify=spotify, report=report)
 
