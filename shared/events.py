@@ -205,9 +205,10 @@ class Envelope(BaseModel, Generic[D]):
 
 def envelope(producer: str, data: D, *, event_id: str | None = None) -> Envelope[D]:
     """Wrap `data` in a new envelope from `producer`."""
+    model: Any = Envelope[type(data)]  # type: ignore[misc]
     if event_id:
-        return Envelope[type(data)](producer=producer, data=data, event_id=event_id)  # type: ignore[misc]
-    return Envelope[type(data)](producer=producer, data=data)  # type: ignore[misc]
+        return model(producer=producer, data=data, event_id=event_id)  # type: ignore[no-any-return]
+    return model(producer=producer, data=data)  # type: ignore[no-any-return]
 
 
 def parse(payload: bytes | str, data_model: type[D]) -> Envelope[D]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Response
-from sqlalchemy import select
+from sqlmodel import col, select
 
 from shared.db import ping
 from shared.ids import InvalidTrackId, normalise_track_id
@@ -30,7 +31,7 @@ from .schemas import (
 )
 
 router = APIRouter()
-ERRORS = {404: {"model": Problem}, 422: {"model": Problem}}
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
 
 
 def valid_ids(raw: Sequence[str]) -> list[str]:
@@ -102,7 +103,7 @@ async def trending(session: SessionDep) -> TrendingResponse:
 
 @router.get("/v1/models", response_model=list[ModelOut], summary="Registered models with backtest metrics")
 async def models(session: SessionDep) -> list[ModelOut]:
-    rows = (await session.exec(select(ModelVersion).order_by(ModelVersion.id.desc()))).scalars().all()  # type: ignore[call-overload, union-attr]
+    rows = (await session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc()))).all()
     return [
         ModelOut(**row.model_dump(exclude={"id", "artifact_path", "sha256", "is_demo"}), demo=row.is_demo)
         for row in rows
@@ -111,11 +112,9 @@ async def models(session: SessionDep) -> list[ModelOut]:
 
 @router.get("/v1/status", response_model=StatusResponse, summary="Access mode, last runs, versions")
 async def status(session: SessionDep, settings: SettingsDep) -> StatusResponse:
-    state = {s.key: s.value for s in (await session.exec(select(AppState))).scalars()}  # type: ignore[call-overload]
-    run = (await session.exec(select(IngestRun).order_by(IngestRun.id.desc()).limit(1))).scalars().first()  # type: ignore[call-overload, union-attr]
-    model = (
-        (await session.exec(select(ModelVersion).order_by(ModelVersion.id.desc()).limit(1))).scalars().first()
-    )  # type: ignore[call-overload, union-attr]
+    state = {s.key: s.value for s in (await session.exec(select(AppState))).all()}
+    run = (await session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(1))).first()
+    model = (await session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc()).limit(1))).first()
     spotify = state.get("spotify") or {"mode": None, "lacks": [], "emulator": settings.uses_emulator}
     return StatusResponse(
         spotify=spotify,

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, true, union
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import forecasting
@@ -113,16 +114,20 @@ async def previous_values(
     week = predictions[0].week
     ids = sorted({p.track_id for p in predictions})
     latest = (
-        select(Prediction.track_id, Prediction.signal, func.max(Prediction.week).label("week"))
-        .where(Prediction.track_id.in_(ids), Prediction.week < week, Prediction.horizon_weeks == horizon)  # type: ignore[attr-defined]
-        .group_by(Prediction.track_id, Prediction.signal)
+        select(col(Prediction.track_id), col(Prediction.signal), func.max(col(Prediction.week)).label("week"))
+        .where(
+            col(Prediction.track_id).in_(ids),
+            col(Prediction.week) < week,
+            col(Prediction.horizon_weeks) == horizon,
+        )
+        .group_by(col(Prediction.track_id), col(Prediction.signal))
         .subquery()
     )
-    query = select(Prediction.track_id, Prediction.signal, Prediction.value).join(
+    query = select(col(Prediction.track_id), col(Prediction.signal), col(Prediction.value)).join(
         latest,
-        (Prediction.track_id == latest.c.track_id)  # type: ignore[arg-type]
-        & (Prediction.signal == latest.c.signal)
-        & (Prediction.week == latest.c.week)
+        (col(Prediction.track_id) == latest.c.track_id)
+        & (col(Prediction.signal) == latest.c.signal)
+        & (col(Prediction.week) == latest.c.week)
         & (Prediction.horizon_weeks == horizon),
     )
     return {(t, s): v for t, s, v in (await session.exec(query)).all()}  # type: ignore[call-overload]
@@ -143,7 +148,12 @@ def alerts_for(
         if forecast is None:
             continue
         before = previous.get((p.track_id, p.signal))
-        common = {"track_id": p.track_id, "name": p.name, "signal": p.signal, "horizon_weeks": horizon}
+        common: dict[str, Any] = {
+            "track_id": p.track_id,
+            "name": p.name,
+            "signal": p.signal,
+            "horizon_weeks": horizon,
+        }
         if threshold is not None and forecast.value >= threshold and (before is None or before < threshold):
             alerts.append(
                 ForecastAlert(
@@ -187,8 +197,8 @@ async def data_week(session: AsyncSession) -> dt.date | None:
 async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
     """The songs that trended in `week`: on a chart or flagged trending in their snapshot."""
     query = union(
-        select(Snapshot.track_id).where(Snapshot.week == week, Snapshot.trending == true()),  # type: ignore[arg-type]
-        select(ChartEntry.track_id).where(ChartEntry.week == week),  # type: ignore[arg-type]
+        select(col(Snapshot.track_id)).where(col(Snapshot.week) == week, col(Snapshot.trending) == true()),
+        select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week),
     )
     return sorted((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
 
@@ -278,12 +288,12 @@ async def handle_event(
 
 async def missed_events(*, session: AsyncSession, topic: str) -> list[str]:
     """Events published on `topic` (per the outbox) that this consumer never handled, oldest first."""
-    handled = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == CONSUMER)
+    handled = select(col(ProcessedEvent.event_id)).where(col(ProcessedEvent.consumer) == CONSUMER)
     query = (
-        select(Outbox.event_id)
-        .where(Outbox.topic == topic, Outbox.event_id.not_in(handled))
-        .order_by(Outbox.id)
-    )  # type: ignore[attr-defined]
+        select(col(Outbox.event_id))
+        .where(col(Outbox.topic) == topic, col(Outbox.event_id).not_in(handled))
+        .order_by(col(Outbox.id))
+    )
     return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
 
 
@@ -316,7 +326,7 @@ async def ensure_tracks(
 ) -> None:
     """Fetch and store the songs the database has never seen; raise UnknownTracks for ids Spotify lacks."""
     async with sessions() as session:
-        query = select(Track.id).where(Track.id.in_(list(track_ids)))  # type: ignore[attr-defined]
+        query = select(col(Track.id)).where(col(Track.id).in_(list(track_ids)))
         known = set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
     missing = [i for i in track_ids if i not in known]
     if not missing:
@@ -340,8 +350,8 @@ async def latest_predictions(*, session: AsyncSession) -> PredictionsLatest | No
     rows = (
         await session.exec(  # type: ignore[call-overload]
             select(Prediction, Track)
-            .join(Track, Track.id == Prediction.track_id, isouter=True)
-            .where(Prediction.week == week)  # type: ignore[arg-type]
+            .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
+            .where(col(Prediction.week) == week)
         )
     ).all()
     grouped: dict[tuple[str, str, str], TrackPrediction] = {}

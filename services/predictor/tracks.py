@@ -23,10 +23,11 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
+    select,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import Forecast, TrackPrediction
@@ -65,15 +66,15 @@ def _songs_with_latest_predictions() -> Select[Any]:
     GROUP BY derived table would make MariaDB scan a whole week of predictions per request.
     """
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
-    latest_week = select(func.max(q.c.week)).where(q.c.track_id == Track.id).scalar_subquery()
+    latest_week = select(func.max(q.c.week)).where(q.c.track_id == col(Track.id)).scalar_subquery()
     return (
         select(
-            Track.id,
-            Track.name,
-            Track.artist_names,
-            Track.album_id,
-            Track.release_date,
-            Track.is_demo,
+            col(Track.id),
+            col(Track.name),
+            col(Track.artist_names),
+            col(Track.album_id),
+            col(Track.release_date),
+            col(Track.is_demo),
             p.c.week,
             p.c.signal,
             p.c.region,
@@ -86,22 +87,24 @@ def _songs_with_latest_predictions() -> Select[Any]:
             p.c.model_version,
             p.c.cold_start,
         )  # fmt: skip
-        .outerjoin(p, (p.c.track_id == Track.id) & (p.c.week == latest_week))
+        .outerjoin(p, (p.c.track_id == col(Track.id)) & (p.c.week == latest_week))
         .where(col(Track.id).in_(bindparam("ids", expanding=True)))
-        .order_by(Track.id, p.c.signal, p.c.region, p.c.horizon_weeks)
+        .order_by(col(Track.id), p.c.signal, p.c.region, p.c.horizon_weeks)
     )
 
 
 def _history_rows() -> Any:
     """Snapshots and chart entries of the songs in one statement (kind 0: snapshot, 1: chart entry)."""
     snapshots = select(
-        Snapshot.track_id, Snapshot.week, Snapshot.popularity, Snapshot.trending, Snapshot.updated_at,
+        col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity), col(Snapshot.trending),
+        col(Snapshot.updated_at),
         literal(None, String).label("region"), literal(None, Integer).label("rank"),
         literal(None, BigInteger).label("streams"), literal(0, Integer).label("kind"),
     ).where(col(Snapshot.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
     charts = select(
-        ChartEntry.track_id, ChartEntry.week, literal(None, Integer), literal(None, Boolean),
-        literal(None, DateTime), ChartEntry.region, ChartEntry.rank, ChartEntry.streams, literal(1, Integer),
+        col(ChartEntry.track_id), col(ChartEntry.week), literal(None, Integer), literal(None, Boolean),
+        literal(None, DateTime), col(ChartEntry.region), col(ChartEntry.rank), col(ChartEntry.streams),
+        literal(1, Integer),
     ).where(col(ChartEntry.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
     return union_all(snapshots, charts)
 
