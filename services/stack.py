@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.settings import DashboardSettings
-from services.emulator import EmulatorConfig
+from services.emulator import TRENDING_PLAYLIST_ID, EmulatorConfig
 from services.emulator import create_app as create_emulator
 from services.ingestor.main import serve as serve_ingestor
 from services.ingestor.service import run_ingest
@@ -154,7 +154,14 @@ async def run_stack(
                 f"Spotify emulator ({emulator_mode} mode) on {api.scheme}://{api.netloc} — demo data"
             )
 
-        ingestor = derive(IngestorSettings, settings)
+        trending_playlist = (
+            TRENDING_PLAYLIST_ID if emulator_mode == "extended" and settings.uses_emulator else None
+        )
+        ingestor = derive(
+            IngestorSettings,
+            settings,
+            spotify_trending_playlist_id=settings.spotify_trending_playlist_id or trending_playlist,
+        )
         if emulator_state is not None and demo_weeks and await database_is_empty(settings):
             console.print(f"Empty database: simulating {demo_weeks} weeks of demo history from the emulator…")
             await simulate_history(ingestor, emulator_state, weeks=demo_weeks, console=console)
