@@ -6,6 +6,7 @@ import datetime as dt
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from services.dashboard.formatting import fmt_value
 from services.dashboard.service import comparison_rows, verdict
@@ -119,3 +120,15 @@ def test_value_formatting() -> None:
         "999", "1K", "35.5K", "703K", "1.2M", "2B", "—",
     ]
     assert [fmt_value(v, "popularity") for v in (-0.4, 61.6, 104.0)] == ["0", "62", "100"]
+
+
+async def test_all_cold_start_forecasts_get_one_banner(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+    await seed(sessions, [Song("c" * 22, "Cold One"), Song("k" * 22, "Cold Two")])
+    async with httpx.AsyncClient(base_url=dashboard.url) as http:
+        warm = (await http.get("/")).text
+        async with sessions() as session:
+            await session.exec(update(Prediction).values(cold_start=True))  # type: ignore[call-overload]
+            await session.commit()
+        cold = (await http.get("/")).text
+    assert "Cold-start forecasts" not in warm and "Cold-start forecasts" in cold
+    assert 'class="all-cold"' in cold

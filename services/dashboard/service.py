@@ -81,6 +81,11 @@ class TrendingView(BaseModel):
     def demo(self) -> bool:
         return any(row.demo for row in self.rows)
 
+    @property
+    def all_cold_start(self) -> bool:
+        """Every forecast shown is a cold start (no model trained on this database yet)."""
+        return bool(self.rows) and all(row.cold_start for row in self.rows)
+
 
 class HistoryPoint(BaseModel):
     week: dt.date
