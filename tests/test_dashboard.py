@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.dashboard.live import CLOSE_TOO_SLOW, Hub
 from shared.events import ModelUpdated, envelope
@@ -177,3 +177,18 @@ async def test_a_new_model_is_announced_once(settings, dashboard) -> None:  # ty
         await publish_latest(settings, prediction_event(songs(1), shift=1))
         kinds = [(await next_of_type_any(ws))["type"] for _ in range(2)]
     assert kinds == ["model", "predictions"]
+
+
+async def test_open_pages_are_capped(settings) -> None:  # type: ignore[no-untyped-def]
+    async with running_dashboard(dashboard_settings(settings, dashboard_ws_max_clients=2)) as running:
+        async with connect(running.ws_url) as first, connect(running.ws_url) as second:
+            await next_of_type(first, "hello")
+            await next_of_type(second, "hello")
+            with pytest.raises(InvalidStatus):
+                async with connect(running.ws_url):
+                    pass
+        async with asyncio.timeout(WAIT):
+            while len(running.app.state.hub):  # noqa: ASYNC110 - the server notices the pages leave
+                await asyncio.sleep(0.02)
+        async with connect(running.ws_url) as again:  # a slot is free again once a page leaves
+            assert (await next_of_type(again, "hello"))["type"] == "hello"

@@ -259,6 +259,9 @@ def _add_websocket(app: FastAPI) -> None:
     async def live(websocket: WebSocket) -> None:
         """Push every prediction update to this page until it leaves or falls too far behind."""
         hub: Hub = websocket.app.state.hub
+        if len(hub) >= websocket.app.state.settings.dashboard_ws_max_clients:
+            await websocket.close(code=CLOSE_TOO_SLOW, reason="too many open pages; retry later")
+            return
         await websocket.accept()
         subscriber = hub.subscribe()
         try:

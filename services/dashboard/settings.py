@@ -17,6 +17,7 @@ class DashboardSettings(Settings):
     # Messages waiting for one websocket client; a client that falls this far behind is dropped
     # (its page reconnects and resyncs) so a slow phone never makes the server hold unbounded memory.
     dashboard_ws_queue: int = Field(default=64, ge=1, le=10_000)
+    dashboard_ws_max_clients: int = Field(default=1000, ge=1, le=100_000)
     dashboard_ws_send_timeout_seconds: float = Field(default=10.0, gt=0)
     # Per-song prediction messages arriving within this window are sent to pages as one batch.
     dashboard_batch_seconds: float = Field(default=0.05, ge=0)
