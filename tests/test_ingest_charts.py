@@ -154,12 +154,14 @@ async def test_watched_folder_new_files_once_in_date_order(settings, sessions, t
 
         # the same content saved again is noticed by the watcher but not ingested twice
         touched = folder / f"regional-global-weekly-{days[0]}.csv"
-        os.utime(touched, (1_800_000_000, 1_800_000_000))
+        os.utime(touched, (1_750_000_000, 1_750_000_000))
         assert watcher.changed() == [touched]
         again = await ingest_once(ingestor, kind="update", chart_paths=[touched])
         assert again.counts["chart_files_skipped_known"] == 1 and "chart_files" not in again.counts
 
         new = write(folder / "regional-global-weekly-2024-03-14.csv", new_format(chart_entries(30, seed=9)))
+        assert watcher.changed() == []  # just written: it may still be downloading
+        os.utime(new, (1_750_000_100, 1_750_000_100))
         assert watcher.changed() == [new]
         last = await ingest_once(ingestor, kind="update", chart_paths=[new])
     assert last.counts["chart_files"] == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "ingestor"
 CHARTS_POLL_SECONDS = 30.0
+CHARTS_SETTLE_SECONDS = 2.0  # a chart file younger than this may still be being written
 OUTBOX_RETRY_SECONDS = 10.0
 DATABASE_WAIT_SECONDS = 10.0  # how long a run waits for the database before giving up
 
@@ -121,20 +123,26 @@ async def database(
 
 
 class ChartsWatcher:
-    """Notices new or changed files in the charts folder (by name, size and mtime) between polls."""
+    """Notices new or changed files in the charts folder (by name, size and mtime) between polls.
 
-    def __init__(self, folder: Path) -> None:
+    A file modified less than `settle_seconds` ago may still be downloading: it waits for a later poll.
+    """
+
+    def __init__(self, folder: Path, *, settle_seconds: float = CHARTS_SETTLE_SECONDS) -> None:
         self.folder = folder
+        self.settle_seconds = settle_seconds
         self._seen: dict[Path, tuple[int, float]] = {}
 
     def changed(self) -> list[Path]:
+        """New or changed chart files since the last call, in date order."""
         if not self.folder.exists():
             return []
         fresh = []
+        settled_before = time.time() - self.settle_seconds
         for path in iter_chart_paths([self.folder]):
             stat = path.stat()
             signature = (stat.st_size, stat.st_mtime)
-            if self._seen.get(path) != signature:
+            if self._seen.get(path) != signature and stat.st_mtime <= settled_before:
                 self._seen[path] = signature
                 fresh.append(path)
         return fresh
