@@ -76,7 +76,7 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
         )
         if predictions is not None:
             app.state.cache.expire()  # this replica serves its new forecasts at once
-            await publish_pending(sessions=app.state.sessions, client=app.state.mqtt)
+            await publish_pending(sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE)
 
     return handle
 
@@ -84,11 +84,11 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
 async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
     """On every (re)connection: publish what is pending, then handle events missed while away."""
     app.state.mqtt = client
-    await publish_pending(sessions=app.state.sessions, client=client)
+    await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
     if await service.catch_up(
         sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
     ):
-        await publish_pending(sessions=app.state.sessions, client=client)
+        await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
     app.state.consuming.set()
 
 

@@ -14,12 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
     DateTime,
     Integer,
-    Select,
-    String,
     bindparam,
     func,
     literal,
@@ -59,59 +55,49 @@ class SongData:
         return self.latest_week is None or self.stored[0].week >= self.latest_week
 
 
-def _songs_with_latest_predictions() -> Select[Any]:
-    """Each song with its batch predictions of its most recent anchor week (none: one row of NULLs).
+SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 
-    The latest week is a correlated subquery, so the unique (track_id, week, ...) index serves it; a
-    GROUP BY derived table would make MariaDB scan a whole week of predictions per request.
+
+def _song_rows() -> Any:
+    """Everything a forecast response needs, in ONE statement (a round trip is what a read costs most):
+
+    - kind SONG: the song and its batch predictions of its latest anchor week, one row per signal,
+      region and horizon (one row of NULL predictions when it has none). The latest week is a correlated
+      subquery, so the unique (track_id, week, ...) index serves it; a GROUP BY derived table would make
+      MariaDB scan a whole week of predictions.
+    - kind SNAPSHOT: week, popularity (column 9), trending (16), updated_at (17);
+    - kind CHART: week, region (8), rank (9), streams (10).
     """
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
     latest_week = select(func.max(q.c.week)).where(q.c.track_id == col(Track.id)).scalar_subquery()
-    return (
+    ids = bindparam("ids", expanding=True)
+    songs = (
         select(
-            col(Track.id),
-            col(Track.name),
-            col(Track.artist_names),
-            col(Track.album_id),
-            col(Track.release_date),
-            col(Track.is_demo),
-            p.c.week,
-            p.c.signal,
-            p.c.region,
-            p.c.horizon_weeks,
-            p.c.current,
-            p.c.value,
-            p.c.lower,
-            p.c.upper,
-            p.c.p_chart,
-            p.c.model_version,
-            p.c.cold_start,
-        )  # fmt: skip
+            col(Track.id).label("track_id"), col(Track.name), col(Track.artist_names), col(Track.album_id),
+            col(Track.release_date), col(Track.is_demo), p.c.week, p.c.signal, p.c.region,
+            p.c.horizon_weeks.label("number"), p.c.current, p.c.value, p.c.lower, p.c.upper, p.c.p_chart,
+            p.c.model_version, p.c.cold_start.label("flag"), literal(None, DateTime).label("updated_at"),
+            literal(SONG, Integer).label("kind"),
+        )
         .outerjoin(p, (p.c.track_id == col(Track.id)) & (p.c.week == latest_week))
-        .where(col(Track.id).in_(bindparam("ids", expanding=True)))
-        .order_by(col(Track.id), p.c.signal, p.c.region, p.c.horizon_weeks)
-    )
-
-
-def _history_rows() -> Any:
-    """Snapshots and chart entries of the songs in one statement (kind 0: snapshot, 1: chart entry)."""
+        .where(col(Track.id).in_(ids))
+    )  # fmt: skip
+    blank = [literal(None)] * 5
     snapshots = select(
-        col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity), col(Snapshot.trending),
-        col(Snapshot.updated_at),
-        literal(None, String).label("region"), literal(None, Integer).label("rank"),
-        literal(None, BigInteger).label("streams"), literal(0, Integer).label("kind"),
-    ).where(col(Snapshot.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
+        col(Snapshot.track_id), *blank, col(Snapshot.week), literal(None), literal(None),
+        col(Snapshot.popularity), *blank, literal(None), col(Snapshot.trending), col(Snapshot.updated_at),
+        literal(SNAPSHOT, Integer),
+    ).where(col(Snapshot.track_id).in_(ids))  # fmt: skip
     charts = select(
-        col(ChartEntry.track_id), col(ChartEntry.week), literal(None, Integer), literal(None, Boolean),
-        literal(None, DateTime), col(ChartEntry.region), col(ChartEntry.rank), col(ChartEntry.streams),
-        literal(1, Integer),
-    ).where(col(ChartEntry.track_id).in_(bindparam("ids", expanding=True)))  # fmt: skip
-    return union_all(snapshots, charts)
+        col(ChartEntry.track_id), *blank, col(ChartEntry.week), literal(None), col(ChartEntry.region),
+        col(ChartEntry.rank), col(ChartEntry.streams), *blank[:4], literal(None), literal(None),
+        literal(None), literal(CHART, Integer),
+    ).where(col(ChartEntry.track_id).in_(ids))  # fmt: skip
+    return union_all(songs, snapshots, charts).order_by("kind", "track_id", "signal", "region", "number")
 
 
-# Built once: constructing these statements costs more than running them.
-SONGS_QUERY = _songs_with_latest_predictions()
-HISTORY_QUERY = _history_rows()
+# Built once: constructing the statement costs more than running it.
+SONG_ROWS = _song_rows()
 
 
 def _song(row: Any) -> SongData:
@@ -123,7 +109,7 @@ def _song(row: Any) -> SongData:
 
 def _add_prediction(song: SongData, row: Any) -> None:
     """Add one stored prediction row (one horizon) to the song's per-signal predictions."""
-    (week, signal, region, horizon, current, value, lower, upper, p_chart, version, cold) = row[6:]
+    (week, signal, region, horizon, current, value, lower, upper, p_chart, version, cold) = row[6:17]
     if not song.stored or (song.stored[-1].signal, song.stored[-1].region) != (signal, region):
         song.stored.append(
             TrackPrediction(
@@ -152,20 +138,21 @@ def _add_prediction(song: SongData, row: Any) -> None:
 
 
 def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
-    """Merge snapshots and chart entries into one list per song: a charted week's point carries both
-    its popularity and its rank and streams (one point per region)."""
+    """Merge snapshot and chart rows into one list per song: a charted week's point carries both its
+    popularity and its rank and streams (one point per region)."""
     points: dict[str, dict[tuple[dt.date, str | None], dict[str, Any]]] = defaultdict(dict)
-    for track_id, week, popularity, trending, updated_at, _, _, _, kind in rows:
-        if kind == 0:
-            points[track_id][(week, None)] = {"week": week, "popularity": popularity, "trending": trending}
-            song = songs[track_id]
+    for row in rows:  # snapshots come before chart entries (ordered by kind)
+        track_id, week, kind = row[0], row[6], row[18]
+        if kind == SNAPSHOT:
+            points[track_id][(week, None)] = {"week": week, "popularity": row[9], "trending": bool(row[16])}
+            song, updated_at = songs[track_id], row[17]
             if updated_at is not None and (song.refreshed_at is None or updated_at > song.refreshed_at):
                 song.refreshed_at = updated_at
-    for track_id, week, _, _, _, region, rank, streams, kind in rows:
-        if kind == 1:
+        elif kind == CHART:
             song_points = points[track_id]
             base = song_points.pop((week, None), None) or {"week": week, "popularity": None, "trending": True}
-            song_points[(week, region)] = {**base, "region": region, "rank": rank, "streams": streams}
+            streams = None if row[10] is None else int(row[10])
+            song_points[(week, row[8])] = {**base, "region": row[8], "rank": row[9], "streams": streams}
     for track_id, song_points in points.items():
         ordered = sorted(song_points.values(), key=lambda p: (p["week"], p.get("region") or ""))
         songs[track_id].history = [HistoryPoint(**p) for p in ordered]
@@ -173,19 +160,21 @@ def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
 
 
 async def load_songs(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
-    """Stored facts about the songs the database holds (unknown ids are absent): two statements."""
+    """Stored facts about the songs the database holds (unknown ids are absent): one statement."""
     return await with_retry_on_dropped_connection(lambda: _load_songs(reader, track_ids))
 
 
 async def _load_songs(reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
-    songs: dict[str, SongData] = {}
     async with reader.connect() as connection:
-        for row in (await connection.execute(SONGS_QUERY, {"ids": list(track_ids)})).all():
-            song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
-            if row[6] is not None:
-                _add_prediction(song, row)
-        if songs:
-            _add_history(songs, (await connection.execute(HISTORY_QUERY, {"ids": list(songs)})).all())
+        rows = (await connection.execute(SONG_ROWS, {"ids": list(track_ids)})).all()
+    songs: dict[str, SongData] = {}
+    for row in rows:
+        if row[18] != SONG:
+            break
+        song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
+        if row[6] is not None:
+            _add_prediction(song, row)
+    _add_history(songs, [row for row in rows if row[18] != SONG and row[0] in songs])
     return songs
 
 
