@@ -168,7 +168,7 @@ def _find_header(path: Path, records: list[tuple[int, list[str]]]) -> tuple[int,
     raise ChartFormatError(
         path,
         line,
-        "no chart header: expected Position,\"Track Name\",Artist,Streams,URL or "
+        'no chart header: expected Position,"Track Name",Artist,Streams,URL or '
         f"rank,uri,artist_names,track_name,...,streams; found {','.join(fields)[:120]!r}",
     )
 

@@ -1,0 +1,137 @@
+"""Training and test sets: features at an anchor time joined with what happened H later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from shared.forecasting.features import (
+    chart_features,
+    chart_targets,
+    popularity_features,
+    popularity_targets,
+)
+from shared.forecasting.panel import ChartPanel, PopularityPanel
+
+
+@dataclass
+class ChartSet:
+    """Chart anchors (song, region, week) with features and, when known, the outcome H weeks later."""
+
+    X: pd.DataFrame
+    track: np.ndarray
+    region: np.ndarray
+    week: np.ndarray
+    charted: np.ndarray  # still on the region's chart at t+H
+    future_level: np.ndarray  # log streams at t+H (NaN when censored)
+    future_floor: np.ndarray  # log floor of the region's chart at t+H
+
+    def __len__(self) -> int:
+        return len(self.week)
+
+    @property
+    def log_floor(self) -> np.ndarray:
+        return self.X["log_floor"].to_numpy(float)
+
+    @property
+    def level(self) -> np.ndarray:
+        return self.X["level"].to_numpy(float)
+
+    @property
+    def censored_target(self) -> np.ndarray:
+        """Log streams at t+H, or the floor at t+H for a song that fell off the chart."""
+        return np.where(self.charted, self.future_level, self.future_floor)
+
+    @property
+    def future_excess(self) -> np.ndarray:
+        """How far above its chart's floor the song is at t+H (0 when it fell off the chart)."""
+        excess = np.maximum(0.0, np.nan_to_num(self.future_level) - self.future_floor)
+        return np.where(self.charted, excess, 0.0)
+
+    def take(self, mask: np.ndarray) -> ChartSet:
+        return ChartSet(
+            self.X[mask].reset_index(drop=True),
+            self.track[mask],
+            self.region[mask],
+            self.week[mask],
+            self.charted[mask],
+            self.future_level[mask],
+            self.future_floor[mask],
+        )
+
+
+def chart_set(
+    panel: ChartPanel,
+    horizon: int,
+    regions: list[str],
+    *,
+    features: pd.DataFrame | None = None,
+    labelled_only: bool = True,
+) -> ChartSet:
+    """Every chart entry of the panel as an anchor; with `labelled_only`, only those whose region's chart
+    exists H weeks later (a song absent from it is censored, not dropped)."""
+    feats = features if features is not None else chart_features(panel, regions)
+    targets = chart_targets(panel, horizon, regions)
+    usable = targets["observable"].to_numpy() & ~np.isnan(feats["level"].to_numpy())
+    if labelled_only:
+        keep = usable & ~(targets["charted"].to_numpy() & np.isnan(targets["future_level"].to_numpy()))
+    else:
+        keep = np.ones(len(feats), bool)
+    entries = panel.entries
+    return ChartSet(
+        X=feats[keep].reset_index(drop=True),
+        track=entries["track"].to_numpy()[keep],
+        region=entries["region"].to_numpy()[keep],
+        week=entries["week"].to_numpy()[keep],
+        charted=targets["charted"].to_numpy()[keep],
+        future_level=targets["future_level"].to_numpy()[keep],
+        future_floor=targets["future_floor"].to_numpy()[keep],
+    )
+
+
+@dataclass
+class PopularitySet:
+    """Popularity anchors (song, day) with features and the popularity H days later (survivors only)."""
+
+    X: pd.DataFrame
+    song: np.ndarray
+    day: np.ndarray
+    future: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.day)
+
+    @property
+    def current(self) -> np.ndarray:
+        return self.X["popularity"].to_numpy(float)
+
+    def take(self, mask: np.ndarray) -> PopularitySet:
+        return PopularitySet(
+            self.X[mask].reset_index(drop=True), self.song[mask], self.day[mask], self.future[mask]
+        )
+
+
+def popularity_set(
+    panel: PopularityPanel,
+    horizon_days: int,
+    *,
+    every_days: int = 1,
+    features: pd.DataFrame | None = None,
+    labelled_only: bool = True,
+) -> PopularitySet:
+    """Observations with a known popularity as anchors (one every `every_days` days), with the popularity
+    `horizon_days` later when the song was still observed then."""
+    feats = features if features is not None else popularity_features(panel)
+    future = popularity_targets(panel, horizon_days)["future"].to_numpy()
+    day = panel.obs["day"].to_numpy()
+    keep = ~np.isnan(feats["popularity"].to_numpy()) & (day % every_days == 0)
+    if labelled_only:
+        keep &= ~np.isnan(future)
+    return PopularitySet(
+        X=feats[keep].reset_index(drop=True),
+        song=panel.obs["song"].to_numpy()[keep],
+        day=day[keep],
+        future=future[keep],
+    )

@@ -1,0 +1,215 @@
+"""`songpop eval`: train on some files, score on others, with the trainer's dataset, feature and model code.
+
+Charts: features use every file given (only the past of each anchor); training anchors come from the
+`--train` files, test anchors from the `--test` files. The split is also cut in time at an origin O: every
+training label is observed by O (t + H <= O) and every test anchor is at or after O (t >= O), so nothing the
+model learns from happens after the moment it forecasts from, even when train and test are different regions.
+
+Popularity: the test files' songs that also appear in the training files are left out (the index is global
+per song, so they would leak their own future); the rest are scored at +182 and +365 days.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set, popularity_set
+from shared.forecasting.features import chart_features, popularity_features, regions_of
+from shared.forecasting.metrics import auc, censored_coverage, censored_mae, coverage, mae
+from shared.forecasting.models import (
+    ChartBaselines,
+    PopularityBaselines,
+    PopularityForecaster,
+    StreamsForecaster,
+)
+from shared.forecasting.panel import (
+    ChartPanel,
+    NotEnoughData,
+    chart_panel_from_files,
+    popularity_panel_from_files,
+)
+
+CHART_HORIZONS = {"26w": 26, "52w": 52}
+POPULARITY_HORIZONS = {"182d": 182, "365d": 365}
+MIN_TRAIN_ANCHOR_WEEKS = 52  # weeks of training anchors before the origin when train and test overlap in time
+MIN_TEST_ANCHORS = 50
+
+
+def chart_metrics(
+    pred: dict[str, np.ndarray], data: ChartSet, p_chart: np.ndarray | None
+) -> dict[str, float]:
+    """cmae, auc and coverage80 of one forecaster on a labelled chart set."""
+    metrics = {
+        "cmae": censored_mae(pred["value"], data.charted, data.future_level, data.future_floor),
+        "auc": auc(p_chart, data.charted) if p_chart is not None else float("nan"),
+        "coverage80": censored_coverage(
+            pred["lower"], pred["upper"], data.charted, data.future_level, data.future_floor
+        ),
+    }
+    return {k: _round(v) for k, v in metrics.items()}
+
+
+def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict[str, float]:
+    return {
+        "mae": _round(mae(pred["value"], data.future)),
+        "coverage80": _round(coverage(pred["lower"], pred["upper"], data.future)),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    """Four decimals; None (JSON null) for an undefined metric, e.g. an AUC with one class."""
+    return None if value is None or math.isnan(value) else round(float(value), 4)
+
+
+def score_chart_split(
+    train: ChartSet, test: ChartSet, horizon: int, regions: list[str], original_train: ChartSet | None = None
+) -> tuple[dict[str, Any], StreamsForecaster]:
+    """Fit the model and the baselines on `train`, score everything on `test`."""
+    model = StreamsForecaster(horizon=horizon, regions=regions).fit(train)
+    baselines = ChartBaselines().fit(train, original_train)
+    pred = model.predict(test.X)
+    result: dict[str, Any] = {"model": chart_metrics(pred, test, pred["p_chart"])}
+    rank_score = -test.X["rank"].to_numpy(float)  # persistence: the better placed, the likelier to stay
+    for name, base in baselines.predict(test.X).items():
+        result[name] = chart_metrics(base, test, rank_score if name == "persistence" else None)
+    result["n_train"], result["n_test"] = len(train), len(test)
+    result["charted_share"] = _round(float(np.mean(test.charted)))
+    return result, model
+
+
+def _chart_membership(panel: ChartPanel) -> set[tuple[str, int]]:
+    return set(zip(panel.charts["region"], panel.charts["week"], strict=True))
+
+
+def _in_charts(regions: np.ndarray, weeks: np.ndarray, charts: set[tuple[str, int]]) -> np.ndarray:
+    return np.fromiter(((r, int(w)) in charts for r, w in zip(regions, weeks, strict=True)), bool, len(weeks))
+
+
+def _merge(first: ChartPanel, second: ChartPanel) -> ChartPanel:
+    entries = pd.concat([first.entries, second.entries], ignore_index=True).drop_duplicates(
+        ["track", "region", "week"]
+    )
+    charts = pd.concat([first.charts, second.charts], ignore_index=True).drop_duplicates(["region", "week"])
+    return ChartPanel(
+        entries.reset_index(drop=True), charts.sort_values(["region", "week"]).reset_index(drop=True)
+    )
+
+
+def eval_charts(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:
+    """The charts evaluation: per horizon, the model and every baseline on the same test anchors."""
+    train_panel, test_panel = chart_panel_from_files(train_paths), chart_panel_from_files(test_paths)
+    panel = _merge(train_panel, test_panel)
+    regions = regions_of(panel)
+    features = chart_features(panel, regions)
+    train_charts, test_charts = _chart_membership(train_panel), _chart_membership(test_panel)
+    first_train_week = int(train_panel.charts["week"].min())
+    result: dict[str, Any] = {}
+    sets: dict[int, ChartSet] = {}
+    for label, horizon in CHART_HORIZONS.items():
+        data = chart_set(panel, horizon, regions, features=features)
+        in_train = _in_charts(data.region, data.week, train_charts) & _in_charts(
+            data.region, data.week + horizon, train_charts
+        )
+        in_test = _in_charts(data.region, data.week, test_charts) & _in_charts(
+            data.region, data.week + horizon, test_charts
+        )
+        if not in_test.any():
+            raise NotEnoughData(
+                f"{label}: no test chart has its chart {horizon} weeks later in the test files"
+            )
+        origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
+        train_mask = in_train & (data.week + horizon <= origin)
+        test_mask = in_test & (data.week >= origin)
+        if train_mask.sum() < MIN_TEST_ANCHORS or test_mask.sum() < MIN_TEST_ANCHORS:
+            raise NotEnoughData(
+                f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
+                "around the origin; give more weeks of charts"
+            )
+        sets[horizon] = data.take(train_mask)
+        scores, _ = score_chart_split(
+            sets[horizon], data.take(test_mask), horizon, regions, original_train=sets[min(sets)]
+        )
+        scores["origin_week"] = str(_week_label(origin))
+        result[label] = scores
+    return result
+
+
+def _week_label(index: int) -> object:
+    from shared.forecasting.panel import week_date
+
+    return week_date(index)
+
+
+def eval_popularity(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:
+    """The popularity evaluation: model, persistence, drift and the original regression per horizon."""
+    train_panel = popularity_panel_from_files(train_paths)
+    test_panel = popularity_panel_from_files(test_paths)
+    seen = set(train_panel.obs["song"])
+    test_panel = test_panel.restrict(songs=set(test_panel.obs["song"]) - seen)
+    train_features, test_features = popularity_features(train_panel), popularity_features(test_panel)
+    result: dict[str, Any] = {}
+    first_train: PopularitySet | None = None
+    for label, horizon in POPULARITY_HORIZONS.items():
+        train = popularity_set(train_panel, horizon, features=train_features)
+        test = popularity_set(test_panel, horizon, features=test_features)
+        if len(train) < MIN_TEST_ANCHORS or len(test) < MIN_TEST_ANCHORS:
+            raise NotEnoughData(
+                f"{label}: {len(train)} training and {len(test)} test pairs {horizon} days apart; "
+                "give longer histories"
+            )
+        first_train = first_train or train
+        model = PopularityForecaster(horizon=horizon).fit(train)
+        baselines = PopularityBaselines().fit(train, first_train)
+        scores: dict[str, Any] = {"model": popularity_metrics(model.predict(test.X), test)}
+        for name, pred in baselines.predict(test.X).items():
+            scores[name] = popularity_metrics(pred, test)
+        scores["n_train"], scores["n_test"] = len(train), len(test)
+        scores["test_songs"] = int(len(set(test.song)))
+        result[label] = scores
+    return result
+
+
+def run_eval(
+    kind: Literal["charts", "popularity"], train: Sequence[Path | str], test: Sequence[Path | str]
+) -> dict[str, Any]:
+    """Train on `train` files, score on `test` files; the JSON shape of `songpop eval --json`."""
+    train_paths, test_paths = [Path(p) for p in train], [Path(p) for p in test]
+    if kind == "charts":
+        return eval_charts(train_paths, test_paths)
+    if kind == "popularity":
+        return eval_popularity(train_paths, test_paths)
+    raise ValueError(f"unknown eval kind {kind!r}: use charts or popularity")
+
+
+METRIC_ORDER = ("cmae", "auc", "mae", "coverage80")
+FORECASTER_ORDER = ("model", "persistence", "naive", "drift", "original")
+
+
+def format_eval_table(result: dict[str, Any]) -> str:
+    """A plain-text table of an eval result: one line per horizon and forecaster."""
+    lines = []
+    for horizon, scores in result.items():
+        metrics = [m for m in METRIC_ORDER if m in scores.get("model", {})]
+        if not lines:
+            lines.append(f"{'horizon':<8} {'forecaster':<12} " + " ".join(f"{m:>10}" for m in metrics))
+        for name in FORECASTER_ORDER:
+            if name not in scores:
+                continue
+            cells = " ".join(f"{_cell(scores[name].get(m)):>10}" for m in metrics)
+            lines.append(f"{horizon:<8} {name:<12} {cells}")
+        extra = {k: v for k, v in scores.items() if not isinstance(v, dict)}
+        if extra:
+            lines.append(f"{'':<8} " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,243 @@
+"""The one feature module used for training, backtests, `eval` and serving (no train/serve skew).
+
+Every feature of a song at time t is computed from observations at or before t only: lags look back,
+running aggregates (weeks on chart, peak, streak) accumulate forward in time, cross-sectional counts use
+the same week. `tests/test_forecasting_features.py` checks this by changing the future.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shared.forecasting.panel import WEEK_SPAN, ChartPanel, PopularityPanel, week_date
+
+CHART_LAGS = (1, 2, 4, 8, 13, 26, 52)  # weeks
+POPULARITY_LAGS = (7, 14, 28, 56, 91, 182)  # days
+DAY_SPAN = 1 << 17  # day indexes stay below this until year 2328
+
+CHART_FEATURES = [
+    "rank",
+    "log_rank",
+    "level",
+    "log_floor",
+    "above_floor",
+    *[f"above_{k}" for k in CHART_LAGS],
+    *[f"charted_{k}" for k in CHART_LAGS],
+    *[f"delta_{k}" for k in CHART_LAGS],
+    "weeks_on_chart",
+    "weeks_since_first",
+    "streak",
+    "peak_rank",
+    "best_above",
+    "weeks_since_peak",
+    "regions_now",
+    "mean_above_regions",
+    "weeks_any_region",
+    "weeks_since_first_any",
+    "artist_songs_now",
+    "artist_chart_weeks",
+    "week_of_year",
+    "region_code",
+]
+POPULARITY_FEATURES = [
+    "popularity",
+    *[f"pop_{k}" for k in POPULARITY_LAGS],
+    *[f"pop_delta_{k}" for k in POPULARITY_LAGS],
+    "days_observed",
+    "days_since_first",
+    "max_pop",
+    "min_pop",
+    "position",
+    "best_position",
+    "n_lists",
+    "age_days",
+    "duration_ms",
+    "explicit",
+    "album_type",
+    "total_tracks",
+    "artist_songs_now",
+    "artist_mean_pop",
+]
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values[keys == wanted] for each wanted key (sorted `keys`), NaN where absent."""
+    pos = np.searchsorted(keys, wanted)
+    pos_clipped = np.minimum(pos, len(keys) - 1)
+    found = (pos < len(keys)) & (keys[pos_clipped] == wanted) if len(keys) else np.zeros(len(wanted), bool)
+    out = np.full(len(wanted), np.nan)
+    out[found] = values[pos_clipped[found]]
+    return out
+
+
+class ChartIndex:
+    """Packed integer keys of a chart panel, for fast lookups of any (song, region, week)."""
+
+    def __init__(self, panel: ChartPanel, regions: list[str]) -> None:
+        self.regions = regions
+        self.region_code = {r: i for i, r in enumerate(regions)}
+        entries = panel.entries
+        self.track_codes, self.tracks = pd.factorize(entries["track"])
+        rcode = entries["region"].map(self.region_code).to_numpy(np.int64)
+        self.entry_keys = (self.track_codes.astype(np.int64) * len(regions) + rcode) * WEEK_SPAN + entries[
+            "week"
+        ].to_numpy(np.int64)
+        order = np.argsort(self.entry_keys)
+        self.sorted_keys = self.entry_keys[order]
+        self.sorted_level = entries["log_streams"].to_numpy(float)[order]
+        charts = panel.charts
+        chart_keys = charts["region"].map(self.region_code).to_numpy(np.int64) * WEEK_SPAN + charts[
+            "week"
+        ].to_numpy(np.int64)
+        chart_order = np.argsort(chart_keys)
+        self.chart_keys = chart_keys[chart_order]
+        self.chart_floor = charts["log_floor"].to_numpy(float)[chart_order]
+        self.entry_chart_keys = rcode * WEEK_SPAN + entries["week"].to_numpy(np.int64)
+
+    def level(self, keys: np.ndarray) -> np.ndarray:
+        return _lookup(self.sorted_keys, self.sorted_level, keys)
+
+    def charted(self, keys: np.ndarray) -> np.ndarray:
+        return ~np.isnan(_lookup(self.sorted_keys, np.ones(len(self.sorted_keys)), keys))
+
+    def floor(self, chart_keys: np.ndarray) -> np.ndarray:
+        return _lookup(self.chart_keys, self.chart_floor, chart_keys)
+
+    def chart_exists(self, chart_keys: np.ndarray) -> np.ndarray:
+        return ~np.isnan(_lookup(self.chart_keys, np.ones(len(self.chart_keys)), chart_keys))
+
+
+def regions_of(panel: ChartPanel) -> list[str]:
+    return sorted(panel.charts["region"].unique().tolist())
+
+
+def _running(entries: pd.DataFrame) -> pd.DataFrame:
+    """Per-entry running aggregates over the song's past in its region and across regions."""
+    e = entries[["track", "region", "week", "rank", "log_streams", "artist", "above_floor"]].copy()
+    e = e.sort_values(["track", "region", "week"], kind="stable")
+    by_song_region = e.groupby(["track", "region"], sort=False)
+    out = pd.DataFrame(index=e.index)
+    out["weeks_on_chart"] = by_song_region.cumcount() + 1
+    out["weeks_since_first"] = e["week"] - by_song_region["week"].transform("first")
+    run_break = (by_song_region["week"].diff() != 1).astype(int)
+    run_id = run_break.groupby([e["track"], e["region"]], sort=False).cumsum()
+    out["streak"] = e.groupby([e["track"], e["region"], run_id], sort=False).cumcount() + 1
+    out["peak_rank"] = by_song_region["rank"].cummin()
+    out["best_above"] = by_song_region["above_floor"].cummax()
+    peak_week = e["week"].where(e["rank"] == out["peak_rank"])
+    out["weeks_since_peak"] = e["week"] - peak_week.groupby([e["track"], e["region"]], sort=False).ffill()
+
+    same_week = e.groupby(["track", "week"], sort=False)
+    out["regions_now"] = same_week["rank"].transform("size")
+    out["mean_above_regions"] = same_week["above_floor"].transform("mean")
+    ordered = e.sort_values(["track", "week"], kind="stable")
+    count_so_far = ordered.groupby("track", sort=False).cumcount() + 1
+    out["weeks_any_region"] = count_so_far.groupby([ordered["track"], ordered["week"]]).transform("max")
+    out["weeks_since_first_any"] = e["week"] - e.groupby("track", sort=False)["week"].transform("min")
+
+    by_artist_week = e.groupby(["artist", "region", "week"], sort=False)
+    out["artist_songs_now"] = by_artist_week["rank"].transform("size")
+    ordered = e.sort_values(["artist", "region", "week"], kind="stable")
+    artist_so_far = ordered.groupby(["artist", "region"], sort=False).cumcount() + 1
+    out["artist_chart_weeks"] = artist_so_far.groupby(
+        [ordered["artist"], ordered["region"], ordered["week"]]
+    ).transform("max")
+    return out.sort_index()
+
+
+def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.DataFrame:
+    """Features of every chart entry of the panel (index aligned with `panel.entries`)."""
+    regions = regions or regions_of(panel)
+    entries = panel.entries
+    index = ChartIndex(panel, sorted(set(regions) | set(regions_of(panel))))
+    feats = pd.DataFrame(index=entries.index)
+    feats["rank"] = entries["rank"].to_numpy(float)
+    feats["log_rank"] = np.log(feats["rank"])
+    feats["level"] = entries["log_streams"].to_numpy(float)
+    feats["log_floor"] = index.floor(index.entry_chart_keys)
+    feats["above_floor"] = feats["level"] - feats["log_floor"]
+    for k in CHART_LAGS:
+        past_level = index.level(index.entry_keys - k)
+        past_floor = index.floor(index.entry_chart_keys - k)
+        exists = ~np.isnan(past_floor)
+        charted = ~np.isnan(past_level)
+        feats[f"above_{k}"] = past_level - past_floor
+        feats[f"charted_{k}"] = np.where(exists, charted.astype(float), np.nan)
+        feats[f"delta_{k}"] = feats["level"] - past_level
+    running = _running(entries.assign(above_floor=feats["above_floor"].to_numpy()))
+    for column in running.columns:
+        feats[column] = running[column].to_numpy(float)
+    weeks = entries["week"].to_numpy()
+    unique_weeks = np.unique(weeks)
+    woy = {w: week_date(w).isocalendar()[1] for w in unique_weeks}
+    feats["week_of_year"] = np.array([woy[w] for w in weeks], float)
+    feats["region_code"] = entries["region"].map({r: i for i, r in enumerate(regions)}).astype(float)
+    return feats[CHART_FEATURES]
+
+
+def chart_targets(panel: ChartPanel, horizon: int, regions: list[str] | None = None) -> pd.DataFrame:
+    """For every entry: whether its region's chart exists at t+horizon, whether the song is on it,
+    its log streams there, and that chart's log floor."""
+    index = ChartIndex(panel, sorted(set(regions or []) | set(regions_of(panel))))
+    future_keys = index.entry_keys + horizon
+    future_chart = index.entry_chart_keys + horizon
+    level = index.level(future_keys)
+    return pd.DataFrame(
+        {
+            "observable": index.chart_exists(future_chart),
+            "charted": ~np.isnan(level),
+            "future_level": level,
+            "future_floor": index.floor(future_chart),
+        },
+        index=panel.entries.index,
+    )
+
+
+def popularity_features(panel: PopularityPanel) -> pd.DataFrame:
+    """Features of every popularity observation (index aligned with `panel.obs`)."""
+    obs = panel.obs
+    codes, _ = pd.factorize(obs["song"])
+    keys = codes.astype(np.int64) * DAY_SPAN + obs["day"].to_numpy(np.int64)
+    order = np.argsort(keys)
+    sorted_keys, pop = keys[order], obs["popularity"].to_numpy(float)
+    sorted_pop = pop[order]
+    feats = pd.DataFrame(index=obs.index)
+    feats["popularity"] = pop
+    for k in POPULARITY_LAGS:
+        past = _lookup(sorted_keys, sorted_pop, keys - k)
+        feats[f"pop_{k}"] = past
+        feats[f"pop_delta_{k}"] = pop - past
+    o = obs.sort_values(["song", "day"], kind="stable")
+    by_song = o.groupby("song", sort=False)
+    running = pd.DataFrame(index=o.index)
+    running["days_observed"] = by_song.cumcount() + 1
+    running["days_since_first"] = o["day"] - by_song["day"].transform("first")
+    running["max_pop"] = by_song["popularity"].cummax()
+    running["min_pop"] = by_song["popularity"].cummin()
+    running["best_position"] = by_song["position"].cummin()
+    running = running.sort_index()
+    for column in running.columns:
+        feats[column] = running[column].to_numpy(float)
+    feats["position"] = obs["position"].to_numpy(float)
+    feats["n_lists"] = obs["n_lists"].to_numpy(float)
+    songs = panel.songs.reindex(obs["song"])
+    feats["age_days"] = obs["day"].to_numpy(float) - songs["release_day"].to_numpy(float)
+    for column in ("duration_ms", "explicit", "album_type", "total_tracks"):
+        feats[column] = songs[column].to_numpy(float)
+    artist = songs["artist"].fillna("").to_numpy()
+    same_day = pd.DataFrame({"artist": artist, "day": obs["day"].to_numpy(), "pop": pop})
+    grouped = same_day.groupby(["artist", "day"], sort=False)["pop"]
+    feats["artist_songs_now"] = grouped.transform("size").to_numpy(float)
+    feats["artist_mean_pop"] = grouped.transform("mean").to_numpy(float)
+    return feats[POPULARITY_FEATURES]
+
+
+def popularity_targets(panel: PopularityPanel, horizon_days: int) -> pd.DataFrame:
+    """For every observation: the song's popularity `horizon_days` later (NaN when not observed)."""
+    obs = panel.obs
+    codes, _ = pd.factorize(obs["song"])
+    keys = codes.astype(np.int64) * DAY_SPAN + obs["day"].to_numpy(np.int64)
+    order = np.argsort(keys)
+    future = _lookup(keys[order], obs["popularity"].to_numpy(float)[order], keys + horizon_days)
+    return pd.DataFrame({"future": future}, index=obs.index)

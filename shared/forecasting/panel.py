@@ -1,0 +1,238 @@
+"""The dataset builder: one panel per signal, from chart/history files or from the database.
+
+A `ChartPanel` holds every (song, region, week) chart entry with rank and streams, and every chart that
+exists (region, week) with its floor (the streams of the last position): a song absent from an existing
+chart is censored below that floor, not missing. A `PopularityPanel` holds every (song, day) popularity
+observation and the song's static attributes. Time is an integer (weeks or days since 1970) so features
+are array lookups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.charts import iter_chart_paths, read_chart
+from shared.history import iter_history_paths, normalise, read_history
+from shared.weeks import week_of
+
+EPOCH_MONDAY = dt.date(1970, 1, 5)
+EPOCH_DAY = dt.date(1970, 1, 1)
+WEEK_SPAN = 1 << 14  # week indexes stay below this until year 2280: room to pack keys
+
+
+class NotEnoughData(ValueError):
+    """The data cannot support the requested training or evaluation; the message says what is missing."""
+
+
+def week_index(day: dt.date) -> int:
+    """Weeks since 1970 of the ISO week containing `day`."""
+    return (week_of(day) - EPOCH_MONDAY).days // 7
+
+
+def week_date(index: int) -> dt.date:
+    """The Monday of week `index`."""
+    return EPOCH_MONDAY + dt.timedelta(weeks=int(index))
+
+
+def day_index(day: dt.date) -> int:
+    return (day - EPOCH_DAY).days
+
+
+def day_date(index: int) -> dt.date:
+    return EPOCH_DAY + dt.timedelta(days=int(index))
+
+
+def artist_key(name: str) -> str:
+    """The key of an artist known by name (charts and history files carry names, not ids)."""
+    return normalise(name) or name
+
+
+@dataclass
+class ChartPanel:
+    """Chart entries (`entries`) and the charts that exist (`charts`), weekly, per region."""
+
+    entries: pd.DataFrame  # track, region, week, rank, streams, log_streams, artist, name
+    charts: pd.DataFrame  # region, week, log_floor
+
+    @property
+    def n_weeks(self) -> int:
+        return int(self.charts["week"].nunique()) if len(self.charts) else 0
+
+    def weeks(self) -> np.ndarray:
+        return np.sort(self.charts["week"].unique())
+
+    def restrict(self, *, regions: Sequence[str] | None = None, max_week: int | None = None) -> ChartPanel:
+        """The panel without other regions or anything after `max_week`."""
+        entries, charts = self.entries, self.charts
+        if regions is not None:
+            entries = entries[entries["region"].isin(regions)]
+            charts = charts[charts["region"].isin(regions)]
+        if max_week is not None:
+            entries = entries[entries["week"] <= max_week]
+            charts = charts[charts["week"] <= max_week]
+        return ChartPanel(entries.reset_index(drop=True), charts.reset_index(drop=True))
+
+
+def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
+    """Normalise columns, drop duplicate entries, derive the floor of every chart."""
+    entries = entries.dropna(subset=["track"]).copy()
+    entries["week"] = entries["week"].astype(np.int32)
+    entries["rank"] = entries["rank"].astype(np.int32)
+    entries["streams"] = pd.to_numeric(entries["streams"], errors="coerce").astype(float)
+    entries["log_streams"] = np.log(entries["streams"].where(entries["streams"] > 0))
+    entries = entries.sort_values(["region", "week", "rank"]).drop_duplicates(
+        ["track", "region", "week"], keep="first"
+    )
+    charts = (
+        entries.groupby(["region", "week"], sort=True)["log_streams"].min().rename("log_floor").reset_index()
+    )
+    return ChartPanel(entries.reset_index(drop=True), charts)
+
+
+def chart_panel_from_files(paths: Iterable[str | Path], *, period: str = "weekly") -> ChartPanel:
+    """A chart panel from chart CSV files or folders (only charts of `period`; bad rows are skipped)."""
+    frames = []
+    for path in iter_chart_paths(paths):
+        chart = read_chart(path)
+        if chart.period != period:
+            continue
+        rows = [r for r in chart.rows if r.track_id]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "track": [r.track_id for r in rows],
+                    "region": chart.region,
+                    "week": week_index(chart.date),
+                    "rank": [r.rank for r in rows],
+                    "streams": [r.streams for r in rows],
+                    "artist": [artist_key(r.artists[0]) if r.artists else "" for r in rows],
+                    "name": [r.track_name for r in rows],
+                }
+            )
+        )
+    if not frames:
+        raise NotEnoughData(f"no {period} chart files found")
+    return _chart_panel(pd.concat(frames, ignore_index=True))
+
+
+def chart_panel_from_rows(rows: Iterable[tuple[str, str, dt.date, int, int | None, str, str]]) -> ChartPanel:
+    """A chart panel from (track, region, week date, rank, streams, first artist, name) tuples."""
+    frame = pd.DataFrame(list(rows), columns=["track", "region", "week", "rank", "streams", "artist", "name"])
+    if frame.empty:
+        return _chart_panel(frame.assign(week=frame["week"].astype("int32")))
+    frame["week"] = [week_index(d) for d in frame["week"]]
+    frame["artist"] = [artist_key(a) for a in frame["artist"].fillna("")]
+    return _chart_panel(frame)
+
+
+@dataclass
+class PopularityPanel:
+    """Popularity observations (`obs`: song, day, popularity, position, n_lists) and static `songs`."""
+
+    obs: pd.DataFrame
+    songs: pd.DataFrame  # song (index), release_day, duration_ms, explicit, album_type, total_tracks, artist
+
+    def restrict(self, *, songs: Iterable[str] | None = None, max_day: int | None = None) -> PopularityPanel:
+        obs = self.obs
+        if songs is not None:
+            obs = obs[obs["song"].isin(set(songs))]
+        if max_day is not None:
+            obs = obs[obs["day"] <= max_day]
+        return PopularityPanel(obs.reset_index(drop=True), self.songs)
+
+
+ALBUM_TYPES = {"single": 0, "album": 1, "compilation": 2}
+
+
+def _popularity_panel(obs: pd.DataFrame, songs: pd.DataFrame) -> PopularityPanel:
+    obs = obs.copy()
+    obs["day"] = obs["day"].astype(np.int32)
+    obs["popularity"] = pd.to_numeric(obs["popularity"], errors="coerce").astype(float)
+    obs["position"] = pd.to_numeric(obs["position"], errors="coerce").astype(float)
+    grouped = obs.groupby(["song", "day"], sort=True).agg(
+        popularity=("popularity", "median"), position=("position", "min"), n_lists=("popularity", "size")
+    )
+    songs = songs[~songs.index.duplicated(keep="last")]
+    return PopularityPanel(grouped.reset_index(), songs)
+
+
+def popularity_panel_from_files(paths: Iterable[str | Path]) -> PopularityPanel:
+    """A popularity panel from history CSV files or folders (daily observations)."""
+    obs_frames, song_rows = [], []
+    for path in iter_history_paths(paths):
+        history = read_history(path)
+        rows = history.rows
+        obs_frames.append(
+            pd.DataFrame(
+                {
+                    "song": [r.song_key for r in rows],
+                    "day": [day_index(r.date) for r in rows],
+                    "popularity": [r.popularity for r in rows],
+                    "position": [r.position for r in rows],
+                }
+            )
+        )
+        for r in rows:
+            song_rows.append(
+                (
+                    r.song_key,
+                    day_index(r.release_date) if r.release_date else np.nan,
+                    r.duration_ms,
+                    r.explicit,
+                    r.album_type,
+                    r.total_tracks,
+                    artist_key(r.artists[0]) if r.artists else "",
+                    r.song,
+                    " & ".join(r.artists),
+                )
+            )
+    if not obs_frames:
+        raise NotEnoughData("no popularity history files found")
+    return _popularity_panel(pd.concat(obs_frames, ignore_index=True), _songs_frame(song_rows))
+
+
+SONG_COLUMNS = [
+    "song",
+    "release_day",
+    "duration_ms",
+    "explicit",
+    "album_type",
+    "total_tracks",
+    "artist",
+    "name",
+    "artists",
+]
+
+
+def _songs_frame(rows: Sequence[tuple[object, ...]]) -> pd.DataFrame:
+    songs = pd.DataFrame(list(rows), columns=SONG_COLUMNS).drop_duplicates("song", keep="last")
+    songs["release_day"] = pd.to_numeric(songs["release_day"], errors="coerce").astype(float)
+    songs["duration_ms"] = pd.to_numeric(songs["duration_ms"], errors="coerce").astype(float)
+    songs["explicit"] = songs["explicit"].map({True: 1.0, False: 0.0}).astype(float)
+    songs["album_type"] = songs["album_type"].map(ALBUM_TYPES).astype(float)
+    songs["total_tracks"] = pd.to_numeric(songs["total_tracks"], errors="coerce").astype(float)
+    return songs.set_index("song")
+
+
+def popularity_panel_from_rows(
+    obs: Iterable[tuple[str, dt.date, int | None]],
+    songs: Iterable[
+        tuple[str, dt.date | None, int | None, bool | None, str | None, int | None, str, str, str]
+    ],
+) -> PopularityPanel:
+    """A popularity panel from (song, date, popularity) and (song, release date, duration, explicit,
+    album type, total tracks, first artist, name, artists) tuples (the database's weekly snapshots)."""
+    frame = pd.DataFrame(list(obs), columns=["song", "day", "popularity"])
+    frame["day"] = [day_index(d) for d in frame["day"]]
+    frame["position"] = np.nan
+    song_rows = [
+        (s, day_index(r) if r else np.nan, d, e, a, t, artist_key(ar or ""), n, arts)
+        for s, r, d, e, a, t, ar, n, arts in songs
+    ]
+    return _popularity_panel(frame, _songs_frame(song_rows))

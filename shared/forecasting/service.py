@@ -1,0 +1,633 @@
+"""What the services call: train, backtest and register models; forecast songs with the active ones."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.charts import iter_chart_paths
+from shared.config import Settings
+from shared.events import Forecast, TrackPrediction
+from shared.forecasting.backtest import backtest_popularity, backtest_streams
+from shared.forecasting.dataset import chart_set, popularity_set
+from shared.forecasting.features import chart_features, popularity_features, regions_of
+from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
+from shared.forecasting.panel import (
+    ChartPanel,
+    NotEnoughData,
+    PopularityPanel,
+    chart_panel_from_files,
+    chart_panel_from_rows,
+    day_index,
+    popularity_panel_from_rows,
+    week_date,
+    week_index,
+)
+from shared.forecasting.registry import (
+    ArtifactError,
+    ForecastBundle,
+    activate,
+    active_versions,
+    load_version,
+    save_artifact,
+)
+from shared.models import Album, ChartEntry, ModelVersion, Snapshot, Track, utcnow
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRIC = {"streams": "cmae", "popularity": "mae"}
+FEATURE_VERSION = 1  # bump when features change: older artifacts then compare on a refit, not their numbers
+BACKTEST_STEP_WEEKS = 4
+PERSISTENCE = "persistence"
+
+
+# ---------------------------------------------------------------- loading panels from the database
+
+
+async def load_chart_panel(
+    session: AsyncSession, *, max_week: dt.date | None = None, demo: bool = False
+) -> ChartPanel:
+    """Every chart entry (up to `max_week`) with its song's name and first artist."""
+    query = select(
+        ChartEntry.track_id,
+        ChartEntry.region,
+        ChartEntry.week,
+        ChartEntry.rank,
+        ChartEntry.streams,
+        Track.artist_names,
+        Track.name,
+    ).join(Track, Track.id == ChartEntry.track_id, isouter=True)  # type: ignore[arg-type]
+    if max_week is not None:
+        query = query.where(ChartEntry.week <= max_week)  # type: ignore[arg-type]
+    if not demo:
+        query = query.where(ChartEntry.is_demo.is_(False))  # type: ignore[attr-defined]
+    rows = (await session.execute(query)).all()
+    return chart_panel_from_rows(
+        (t, r, w, rank, streams, (artists or "").split(",")[0].strip(), name or "")
+        for t, r, w, rank, streams, artists, name in rows
+    )
+
+
+async def load_popularity_panel(
+    session: AsyncSession, *, max_week: dt.date | None = None, demo: bool = False
+) -> tuple[PopularityPanel, float]:
+    """Every known weekly popularity (up to `max_week`) and the songs' attributes; also the share of those
+    values imported from history files rather than observed by this installation."""
+    query = select(Snapshot.track_id, Snapshot.week, Snapshot.popularity, Snapshot.popularity_source).where(
+        Snapshot.popularity.is_not(None)  # type: ignore[union-attr]
+    )
+    if max_week is not None:
+        query = query.where(Snapshot.week <= max_week)  # type: ignore[arg-type]
+    if not demo:
+        query = query.where(Snapshot.is_demo.is_(False))  # type: ignore[attr-defined]
+    obs = (await session.execute(query)).all()
+    imported = sum(1 for *_, source in obs if source == "history") / len(obs) if obs else 0.0
+    ids = {o[0] for o in obs}
+    songs_query = select(
+        Track.id,
+        Track.release_date,
+        Track.duration_ms,
+        Track.explicit,
+        Album.album_type,
+        Album.total_tracks,
+        Track.artist_names,
+        Track.name,
+    ).join(Album, Album.id == Track.album_id, isouter=True)  # type: ignore[arg-type]
+    songs = [row for row in (await session.execute(songs_query)).all() if row[0] in ids]
+    panel = popularity_panel_from_rows(
+        ((t, w, p) for t, w, p, _ in obs),
+        (
+            (i, r, d, e, a, n, (arts or "").split(",")[0].strip(), name or "", arts or "")
+            for i, r, d, e, a, n, arts, name in songs
+        ),
+    )
+    return panel, imported
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class Candidate:
+    """A backtested configuration for one signal and horizon, before it is fitted on all data."""
+
+    signal: str
+    horizon: int
+    config: dict[str, Any]
+    backtest: dict[str, Any]
+    fingerprint: str
+    cold_start: bool
+    train_start: dt.date | None
+    train_end: dt.date | None
+
+    @property
+    def score(self) -> float:
+        value = self.backtest["model"].get(PRIMARY_METRIC[self.signal])
+        return float("inf") if value is None else float(value)
+
+    def baseline_score(self, name: str) -> float:
+        value = self.backtest.get(name, {}).get(PRIMARY_METRIC[self.signal])
+        return float("inf") if value is None else float(value)
+
+
+def default_config(signal: str) -> dict[str, Any]:
+    params = BoostParams() if signal == "streams" else PopularityForecaster(horizon=0).params
+    kind = (
+        StreamsForecaster(horizon=0, regions=[]).kind if signal == "streams" else PopularityForecaster(0).kind
+    )
+    return {"kind": kind, "params": params.as_dict(), "features": FEATURE_VERSION}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fingerprint(frame: pd.DataFrame, extra: str) -> str:
+    digest = hashlib.sha256(extra.encode())
+    digest.update(str(len(frame)).encode())
+    digest.update(str(int(pd.util.hash_pandas_object(frame, index=False).sum())).encode())
+    return digest.hexdigest()[:32]
+
+
+def _streams_maker(horizon: int, regions: list[str], config: dict[str, Any]) -> Any:
+    return lambda: StreamsForecaster(horizon=horizon, regions=regions, params=BoostParams(**config["params"]))
+
+
+def _popularity_maker(horizon_days: int, config: dict[str, Any]) -> Any:
+    return lambda: PopularityForecaster(horizon=horizon_days, params=BoostParams(**config["params"]))
+
+
+class Unchanged(Exception):
+    """The data and the method are those of the active model: nothing to retrain."""
+
+
+def _check_new(fingerprint: str, config: dict[str, Any], active: ModelVersion | None) -> None:
+    if (
+        active is not None
+        and active.metrics.get("fingerprint") == fingerprint
+        and active.metrics.get("config_hash") == config_hash(config)
+    ):
+        raise Unchanged
+
+
+def _streams_work(
+    panel: ChartPanel, horizon: int, config: dict[str, Any], cold_start: bool, active: ModelVersion | None
+) -> tuple[Candidate, Any] | None:
+    """Backtest the streams model; returns the candidate and a function fitting it on all labelled data."""
+    fingerprint = _fingerprint(
+        panel.entries[["track", "region", "week", "rank", "streams"]], f"streams{horizon}"
+    )
+    _check_new(fingerprint, config, active)
+    regions = regions_of(panel)
+    data = chart_set(panel, horizon, regions)
+    if len(data) == 0:
+        return None
+    result = backtest_streams(
+        data, horizon, regions, _streams_maker(horizon, regions, config), step=BACKTEST_STEP_WEEKS
+    )
+    if result is None:
+        return None
+    candidate = Candidate(
+        "streams",
+        horizon,
+        config,
+        result,
+        fingerprint,
+        cold_start,
+        week_date(int(data.week.min())),
+        week_date(int(data.week.max())),
+    )
+    return candidate, lambda: _streams_maker(horizon, regions, config)().fit(data)
+
+
+def _popularity_work(
+    panel: PopularityPanel,
+    horizon: int,
+    config: dict[str, Any],
+    cold_start: bool,
+    active: ModelVersion | None,
+) -> tuple[Candidate, Any] | None:
+    """Backtest the popularity model; returns the candidate and a function fitting it on all data."""
+    fingerprint = _fingerprint(panel.obs[["song", "day", "popularity"]], f"popularity{horizon}")
+    _check_new(fingerprint, config, active)
+    horizon_days = horizon * 7
+    data = popularity_set(panel, horizon_days)
+    if len(data) == 0:
+        return None
+    result = backtest_popularity(
+        data, horizon_days, _popularity_maker(horizon_days, config), step=BACKTEST_STEP_WEEKS * 7
+    )
+    if result is None:
+        return None
+    candidate = Candidate(
+        "popularity",
+        horizon,
+        config,
+        result,
+        fingerprint,
+        cold_start,
+        _day_to_date(int(data.day.min())),
+        _day_to_date(int(data.day.max())),
+    )
+    return candidate, lambda: _popularity_maker(horizon_days, config)().fit(data)
+
+
+def _day_to_date(day: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=day)
+
+
+def _should_activate(candidate: Candidate, active: ModelVersion | None) -> tuple[bool, str]:
+    """Whether the candidate replaces the active model, and why (compared on the same backtest)."""
+    if active is None:
+        if candidate.score < candidate.baseline_score(PERSISTENCE):
+            return True, "no active model; beats persistence in the backtest"
+        return False, "does not beat persistence in the backtest"
+    same_data = active.metrics.get("fingerprint") == candidate.fingerprint
+    same_config = active.metrics.get("config_hash") == config_hash(candidate.config)
+    if same_data and same_config:
+        return False, "no new data since the active model"
+    if same_config:
+        # The active model's method backtested on the same folds is this very backtest: a tie, and the
+        # candidate has seen newer data.
+        return True, "same method, newer data, same backtest score"
+    active_score = active.metrics.get("same_backtest", {}).get(candidate.fingerprint)
+    if active_score is None:
+        active_score = active.metrics.get(PRIMARY_METRIC[candidate.signal])
+    if active_score is None or candidate.score < float(active_score):
+        return True, f"backtest {PRIMARY_METRIC[candidate.signal]} {candidate.score} beats {active_score}"
+    return False, f"backtest {candidate.score} does not beat the active model's {active_score}"
+
+
+def _version_name(candidate: Candidate) -> str:
+    stamp = utcnow().strftime("%Y%m%d%H%M%S")
+    return f"{candidate.signal}-{candidate.horizon}w-{stamp}-{candidate.fingerprint[:8]}"
+
+
+def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
+    metrics = dict(candidate.backtest["model"])
+    metrics.update(
+        fingerprint=candidate.fingerprint,
+        config_hash=config_hash(candidate.config),
+        config=candidate.config,
+        folds=candidate.backtest.get("folds", []),
+        n_test=candidate.backtest.get("n_test", 0),
+        primary=PRIMARY_METRIC[candidate.signal],
+    )
+    baselines = {k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k != "model"}
+    return ModelVersion(
+        version=_version_name(candidate),
+        signal=candidate.signal,
+        horizon_weeks=candidate.horizon,
+        kind=str(candidate.config["kind"]),
+        train_start=candidate.train_start,
+        train_end=candidate.train_end,
+        metrics=metrics,
+        baselines=baselines,
+        cold_start=candidate.cold_start,
+        is_demo=demo,
+    )
+
+
+def _cold_start_chart_panel(settings: Settings) -> ChartPanel | None:
+    """The charts folder's files, when the database has too little history of its own."""
+    try:
+        if not settings.charts_dir.exists() or not iter_chart_paths([settings.charts_dir]):
+            return None
+        return chart_panel_from_files([settings.charts_dir])
+    except (NotEnoughData, ValueError, OSError) as exc:
+        log.warning("cold start from %s impossible: %s", settings.charts_dir, exc)
+        return None
+
+
+async def train_and_register(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    horizons: Sequence[int] = (26, 52),
+    signals: Sequence[str] = ("streams", "popularity"),
+) -> list[ModelVersion]:
+    """Backtest, fit and register a model per signal and horizon; returns those that became active.
+
+    A model becomes active only when it beats the active one on the same backtest (or, with none active,
+    persistence). With too little history in the database, the streams model is trained on the charts
+    folder's files instead and flagged `cold_start`.
+    """
+    async with sessions() as session:
+        chart_panel = await load_chart_panel(session, demo=settings.demo) if "streams" in signals else None
+        popularity = (
+            await load_popularity_panel(session, demo=settings.demo) if "popularity" in signals else None
+        )
+        active = await active_versions(session)
+    activated: list[ModelVersion] = []
+    for signal in signals:
+        for horizon in horizons:
+            current = active.get((signal, horizon))
+            try:
+                work = await asyncio.to_thread(
+                    _prepare, signal, horizon, chart_panel, popularity, settings, current
+                )
+            except Unchanged:
+                log.info("%s %dw: no new data since the active model %s", signal, horizon, current)
+                continue
+            if work is None:
+                log.info("%s %dw: not enough history to train", signal, horizon)
+                continue
+            candidate, fit_all = work
+            go, why = _should_activate(candidate, current)
+            log.info(
+                "%s %dw: %s (%s)", signal, horizon, "activating" if go else "keeping the active model", why
+            )
+            row = _model_row(candidate, demo=settings.demo)
+            if go:
+                forecaster = await asyncio.to_thread(fit_all)
+                bundle = ForecastBundle(
+                    signal, horizon, forecaster, candidate.config, candidate.fingerprint, candidate.cold_start
+                )
+                path, digest = await asyncio.to_thread(
+                    save_artifact, bundle, settings.models_dir, row.version
+                )
+                row.artifact_path, row.sha256, row.n_train = str(path), digest, int(forecaster.n_train)
+            async with sessions() as session:
+                if go:
+                    await activate(session, row)
+                else:
+                    session.add(row)
+                await session.commit()
+                await session.refresh(row)
+            if go:
+                activated.append(row)
+    return activated
+
+
+def _prepare(
+    signal: str,
+    horizon: int,
+    chart_panel: ChartPanel | None,
+    popularity: tuple[PopularityPanel, float] | None,
+    settings: Settings,
+    active: ModelVersion | None,
+) -> tuple[Candidate, Any] | None:
+    """The backtested candidate of one signal and horizon; raises Unchanged when nothing is new."""
+    config = default_config(signal)
+    if signal == "streams":
+        work = (
+            _streams_work(chart_panel, horizon, config, False, active)
+            if chart_panel is not None and len(chart_panel.entries)
+            else None
+        )
+        if work is None:
+            files = _cold_start_chart_panel(settings)
+            work = _streams_work(files, horizon, config, True, active) if files is not None else None
+        return work
+    if popularity is None or not len(popularity[0].obs):
+        return None
+    panel, imported_share = popularity
+    return _popularity_work(panel, horizon, config, imported_share > 0.5, active)
+
+
+# ---------------------------------------------------------------- forecasting
+
+
+async def _latest_week(session: AsyncSession) -> dt.date | None:
+    from sqlalchemy import func
+
+    chart = (await session.execute(select(func.max(ChartEntry.week)))).scalar()
+    snap = (await session.execute(select(func.max(Snapshot.week)))).scalar()
+    weeks = [w for w in (chart, snap) if w is not None]
+    return max(weeks) if weeks else None
+
+
+async def _trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
+    charted = (
+        (await session.execute(select(ChartEntry.track_id).where(ChartEntry.week == week))).scalars().all()
+    )
+    trending = (
+        (
+            await session.execute(
+                select(Snapshot.track_id).where(Snapshot.week == week, Snapshot.trending.is_(True))  # type: ignore[attr-defined]
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return list(dict.fromkeys([*charted, *trending]))
+
+
+def _load_active(
+    versions: dict[tuple[str, int], ModelVersion], signal: str, horizon: int
+) -> tuple[ModelVersion, ForecastBundle] | None:
+    version = versions.get((signal, horizon))
+    if version is None:
+        return None
+    try:
+        return version, load_version(version)
+    except ArtifactError as exc:
+        log.error(
+            "model %s refused: %s; falling back to a flagged persistence forecast", version.version, exc
+        )
+        return None
+
+
+def _streams_predictions(
+    panel: ChartPanel,
+    week: int,
+    track_ids: set[str],
+    models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
+    preferred_region: str,
+    names: dict[str, tuple[str, str]],
+    demo: bool,
+) -> list[TrackPrediction]:
+    entries = panel.entries
+    now = entries[(entries["week"] == week) & entries["track"].isin(track_ids)]
+    if now.empty:
+        return []
+    # one region per song: the preferred one when the song charts there, else its best-ranked chart
+    now = now.assign(pref=(now["region"] != preferred_region).astype(int)).sort_values(
+        ["track", "pref", "rank"]
+    )
+    chosen = now.drop_duplicates("track")
+    per_horizon: dict[int, dict[str, np.ndarray] | None] = {}
+    versions: dict[int, tuple[str, bool]] = {}
+    for horizon, loaded in models.items():
+        if loaded is None:
+            per_horizon[horizon] = None
+            versions[horizon] = (PERSISTENCE, True)
+            continue
+        version, bundle = loaded
+        features = chart_features(panel, bundle.forecaster.regions).loc[chosen.index]
+        per_horizon[horizon] = bundle.forecaster.predict(features)
+        versions[horizon] = (version.version, bundle.cold_start)
+    out = []
+    for i, (_, row) in enumerate(chosen.iterrows()):
+        current = None if pd.isna(row["streams"]) else float(row["streams"])
+        forecasts = []
+        for horizon, pred in per_horizon.items():
+            name, cold = versions[horizon]
+            if pred is None:
+                if current is not None:
+                    forecasts.append(
+                        Forecast(horizon_weeks=horizon, value=current, model_version=name, cold_start=True)
+                    )
+                continue
+            forecasts.append(
+                Forecast(
+                    horizon_weeks=horizon,
+                    value=float(np.exp(pred["value"][i])),
+                    lower=float(np.exp(pred["lower"][i])),
+                    upper=float(np.exp(pred["upper"][i])),
+                    p_chart=float(pred["p_chart"][i]),
+                    model_version=name,
+                    cold_start=cold,
+                )
+            )
+        if not forecasts:
+            continue
+        track = str(row["track"])
+        name, artists = names.get(track, (str(row.get("name") or ""), ""))
+        out.append(
+            TrackPrediction(
+                track_id=track,
+                name=name,
+                artists=artists,
+                week=week_date(week),
+                signal="streams",
+                region=str(row["region"]),
+                rank=int(row["rank"]),
+                current=current,
+                forecasts=forecasts,
+                demo=demo,
+            )
+        )
+    return out
+
+
+def _popularity_predictions(
+    panel: PopularityPanel,
+    day: int,
+    track_ids: set[str],
+    models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
+    names: dict[str, tuple[str, str]],
+    demo: bool,
+) -> list[TrackPrediction]:
+    obs = panel.obs
+    now = obs[(obs["day"] == day) & obs["song"].isin(track_ids) & obs["popularity"].notna()]
+    if now.empty:
+        return []
+    features = popularity_features(panel).loc[now.index]
+    per_horizon: dict[int, tuple[dict[str, np.ndarray] | None, str, bool]] = {}
+    for horizon, loaded in models.items():
+        if loaded is None:
+            per_horizon[horizon] = (None, PERSISTENCE, True)
+        else:
+            version, bundle = loaded
+            per_horizon[horizon] = (bundle.forecaster.predict(features), version.version, bundle.cold_start)
+    out = []
+    for i, (_, row) in enumerate(now.iterrows()):
+        current = float(row["popularity"])
+        forecasts = []
+        for horizon, (pred, name, cold) in per_horizon.items():
+            if pred is None:
+                forecasts.append(
+                    Forecast(horizon_weeks=horizon, value=current, model_version=name, cold_start=True)
+                )
+            else:
+                forecasts.append(
+                    Forecast(
+                        horizon_weeks=horizon,
+                        value=float(pred["value"][i]),
+                        lower=float(pred["lower"][i]),
+                        upper=float(pred["upper"][i]),
+                        model_version=name,
+                        cold_start=cold,
+                    )
+                )
+        track = str(row["song"])
+        name, artists = names.get(track, ("", ""))
+        out.append(
+            TrackPrediction(
+                track_id=track,
+                name=name,
+                artists=artists,
+                week=_day_to_date(day),
+                signal="popularity",
+                current=current,
+                forecasts=forecasts,
+                demo=demo,
+            )
+        )
+    return out
+
+
+async def forecast_tracks(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+) -> list[TrackPrediction]:
+    """Forecasts (streams and popularity, 26 and 52 weeks) of songs from their data in `week`.
+
+    `track_ids` None means the trending songs of that week (default: the latest week with data). Songs
+    without data that week are left out. With no usable active model, a persistence forecast flagged
+    `cold_start` (model_version "persistence") stands in, never a silent constant.
+    """
+    anchor = week or await _latest_week(session)
+    if anchor is None:
+        return []
+    from shared.weeks import week_of
+
+    anchor = week_of(anchor)
+    ids = list(track_ids) if track_ids is not None else await _trending_ids(session, anchor)
+    if not ids:
+        return []
+    wanted = set(ids)
+    versions = await active_versions(session)
+    chart_panel = await load_chart_panel(session, max_week=anchor, demo=settings.demo)
+    popularity, _ = await load_popularity_panel(session, max_week=anchor, demo=settings.demo)
+    names = await _names(session, ids)
+    stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
+    popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
+    predictions = (
+        _streams_predictions(
+            chart_panel,
+            week_index(anchor),
+            wanted,
+            stream_models,
+            settings.chart_region,
+            names,
+            settings.demo,
+        )
+        if len(chart_panel.entries)
+        else []
+    )
+    if len(popularity.obs):
+        predictions += _popularity_predictions(
+            popularity, day_index(anchor), wanted, popularity_models, names, settings.demo
+        )
+    order = {track: i for i, track in enumerate(ids)}
+    predictions.sort(key=lambda p: (order.get(p.track_id, 0), p.signal))
+    return predictions
+
+
+async def _names(session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+    names: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), 1000):
+        part = list(ids[start : start + 1000])
+        rows = (
+            await session.execute(select(Track.id, Track.name, Track.artist_names).where(Track.id.in_(part)))
+        ).all()  # type: ignore[attr-defined]
+        names.update({i: (n or "", a or "") for i, n, a in rows})
+    return names
