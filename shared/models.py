@@ -145,6 +145,8 @@ class Outbox(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(max_length=36, unique=True)
     topic: str = Field(max_length=255)
+    # The service that staged the event: each publishes only its own (the broker's ACL would drop the rest).
+    producer: str | None = Field(default=None, max_length=32, index=True)
     # MEDIUMTEXT on MySQL (migration 0003): a week's predictions/latest message outgrows TEXT's 64 KB.
     payload: str = Field(sa_column=Column(Text().with_variant(MEDIUMTEXT(), "mysql"), nullable=False))
     retain: bool = False

@@ -30,22 +30,35 @@ def add_event(
     retain: bool = False,  # type: ignore[type-var]
 ) -> Outbox:
     """Stage `event` for publishing; it becomes visible only if the surrounding transaction commits."""
-    row = Outbox(event_id=event.event_id, topic=topic, payload=event.model_dump_json(), retain=retain)
+    row = Outbox(
+        event_id=event.event_id,
+        topic=topic,
+        producer=event.producer,
+        payload=event.model_dump_json(),
+        retain=retain,
+    )
     session.add(row)
     return row
 
 
-async def publish_pending(*, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client) -> int:
-    """Publish every unpublished event in order; each batch is marked published once the broker has
-    acknowledged all of it (QoS 1). A crash in between republishes the batch: delivery is at least once,
-    and consumers drop duplicates by event_id. Raises aiomqtt.MqttError if the broker goes away.
+async def publish_pending(
+    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client, producer: str | None = None
+) -> int:
+    """Publish every unpublished event in order (only `producer`'s, when given); each batch is marked
+    published once the broker has acknowledged all of it (QoS 1). A crash in between republishes the
+    batch: delivery is at least once, and consumers drop duplicates by event_id. Raises aiomqtt.MqttError
+    if the broker goes away.
+
+    With per-service broker users, pass `producer`: the ACL silently drops another service's topics (the
+    broker still acknowledges them), so publishing them would mark them done and lose them.
     """
     published = 0
     while True:
         async with sessions() as session:
-            query = (
-                select(Outbox).where(Outbox.published_at.is_(None)).order_by(Outbox.id).limit(OUTBOX_BATCH)
-            )  # type: ignore[union-attr, arg-type]
+            query = select(Outbox).where(Outbox.published_at.is_(None))  # type: ignore[union-attr]
+            if producer is not None:
+                query = query.where(Outbox.producer == producer)
+            query = query.order_by(Outbox.id).limit(OUTBOX_BATCH)  # type: ignore[arg-type]
             rows = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
         if not rows:
             return published
@@ -70,10 +83,11 @@ class BrokerUnavailable(RuntimeError):
 async def flush_outbox(
     *, settings: Settings, sessions: async_sessionmaker[AsyncSession], service: str
 ) -> int:
-    """Connect, publish every pending event, disconnect. Raises BrokerUnavailable with a clear message."""
+    """Connect, publish every pending event `service` produced, disconnect. Raises BrokerUnavailable with
+    a clear message."""
     try:
         async with make_client(settings, service) as client:
-            return await publish_pending(sessions=sessions, client=client)
+            return await publish_pending(sessions=sessions, client=client, producer=service)
     except aiomqtt.MqttError as exc:
         raise BrokerUnavailable(
             f"MQTT broker {redact_url(effective_mqtt_url(settings))} is unreachable ({exc}); the data is "

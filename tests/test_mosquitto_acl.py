@@ -6,6 +6,7 @@ accordingly, publishes nothing: no status, no last will)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,8 +15,12 @@ import aiomqtt
 import httpx
 import pytest
 
-from shared.events import Topics
+from shared.config import Settings
+from shared.db import session_scope
+from shared.events import DbUpdated, ModelUpdated, Topics, envelope
 from shared.mqtt import make_client, publish_model
+from shared.outbox import add_event, flush_outbox
+from shared.weeks import current_week
 from tests.dashboard_support import dashboard_settings, prediction_event, running_dashboard, songs
 from tests.faults_support import OBSERVER, PrivateBroker
 
@@ -179,3 +184,28 @@ async def test_dashboard_reads_live_updates_and_publishes_nothing(  # type: igno
     assert dashboard_clients, "the dashboard never connected"
     assert all(k.get("will") is None for k in dashboard_clients)
     assert published == []
+
+
+async def test_each_service_publishes_only_its_own_outbox_events(broker, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    """The outbox is shared by every service, but the ACL lets each publish only its own topics: a
+    service flushing the outbox must leave the others' events pending, not "publish" them into a
+    silent ACL denial and mark them done."""
+    as_user = {
+        user: Settings(**{**settings.model_dump(), "mqtt_url": broker.url(user), "mqtt_topic_root": T.root},
+                       _env_file=None)  # type: ignore[call-arg]
+        for user in ("ingestor", "trainer")
+    }
+    db_event = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=1,
+                                              snapshots=1))
+    model_event = envelope("trainer", ModelUpdated(version="v1", signal="popularity", horizon_weeks=26,
+                                                   kind="gbm"))
+    async with session_scope(sessions) as session:
+        add_event(session, topic=T.db_updated, event=db_event)
+        add_event(session, topic=T.model_updated, event=model_event)
+    async with client(broker, OBSERVER) as observer:
+        await observer.subscribe("#", qos=1)
+        assert await flush_outbox(settings=as_user["ingestor"], sessions=sessions, service="ingestor") == 1
+        assert await flush_outbox(settings=as_user["trainer"], sessions=sessions, service="trainer") == 1
+        await settle(observer)
+        received = {json.loads(m.payload)["event_id"] for m in await drain(observer)}  # type: ignore[arg-type]
+    assert received == {db_event.event_id, model_event.event_id}
