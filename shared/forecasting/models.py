@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import Ridge
+from threadpoolctl import threadpool_limits
 
 from shared.forecasting.dataset import ChartSet, PopularitySet
 from shared.forecasting.features import CHART_FEATURES, POPULARITY_FEATURES
@@ -26,6 +27,20 @@ QUANTILES = (0.1, 0.5, 0.9)
 CALIBRATION_SHARE = 0.2  # the latest share of training anchors held out to calibrate the interval
 MAX_TRAIN_ROWS = 200_000  # the most recent anchors beyond this are enough; keeps training time bounded
 SEED = 7
+# One OpenMP thread per fit: on a shared 2-core machine, more threads than free cores make gradient boosting
+# several times slower (spinning threads), while one thread degrades gracefully.
+FIT_THREADS = 1
+
+
+def single_threaded(method: Any) -> Any:
+    """Run a fit/predict method with at most FIT_THREADS OpenMP threads."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with threadpool_limits(limits=FIT_THREADS, user_api="openmp"):
+            return method(*args, **kwargs)
+
+    wrapper.__doc__, wrapper.__name__ = method.__doc__, method.__name__
+    return wrapper
 
 
 @dataclass
@@ -152,6 +167,7 @@ class StreamsForecaster:
             # the spread, centre it on today's floor.
             self.drift_quantiles = np.quantile(drift - np.median(drift), DRIFT_LEVELS)
 
+    @single_threaded
     def fit(self, data: ChartSet, *, refit: bool = True) -> StreamsForecaster:
         """Fit on the training anchors; the latest ones first calibrate the interval width. Without
         `refit`, the models fitted before the calibration weeks are kept (half the cost, for backtests)."""
@@ -208,6 +224,7 @@ class StreamsForecaster:
         value = np.where(p >= 0.5, survivor(1 - 0.5 / p), future_floor(p / (1 - p)))
         return {"value": value, "lower": mixture_quantile(0.1), "upper": mixture_quantile(0.9), "p_chart": p}
 
+    @single_threaded
     def predict(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         """Point forecast, 80% interval (log streams) and P(still charting) for each anchor."""
         parts = self._mixture(X)
@@ -238,6 +255,7 @@ class PopularityForecaster:
         no_categories = [False] * len(self.features)
         return {q: _regressor(self.params, q, no_categories).fit(X, change) for q in QUANTILES}
 
+    @single_threaded
     def fit(self, data: PopularitySet, *, refit: bool = True) -> PopularityForecaster:
         """Fit on the training anchors; the latest ones first calibrate the interval width."""
         data = data.take(_recent(data.day, MAX_TRAIN_ROWS))
@@ -261,7 +279,9 @@ class PopularityForecaster:
         high = self.models[0.9].predict(X[self.features]) + current + widen
         return np.clip(np.minimum(low, high), 0, 100), np.clip(np.maximum(low, high), 0, 100)
 
+    @single_threaded
     def predict(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Point forecast and 80% interval of the popularity index for each anchor."""
         current = X["popularity"].to_numpy(float)
         value = np.clip(self.models[0.5].predict(X[self.features]) + current, 0, 100)
         lower, upper = self._band(X, self.conformal)
