@@ -22,7 +22,7 @@ from services.predictor.app import create_app as create_predictor
 from services.predictor.settings import PredictorSettings
 from shared.config import Settings
 from shared.db import session_scope
-from shared.events import DbUpdated, Topics, envelope
+from shared.events import DbUpdated, ModelUpdated, Topics, envelope
 from shared.models import IngestRun, Outbox, ProcessedEvent
 from shared.outbox import BrokerUnavailable, add_event, flush_outbox
 from shared.weeks import current_week
@@ -188,3 +188,32 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
 
 async def _handled_all(sessions, expected: set[str]) -> bool:  # type: ignore[no-untyped-def]
     return expected <= await handled_by_predictor(sessions)
+
+
+async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # type: ignore[no-untyped-def]
+    settings, sessions, broker, monkeypatch
+) -> None:
+    """A training run committed its model while the broker was down: the trainer service publishes the
+    pending `model-updated` once the broker is back, not at next week's training."""
+    import services.trainer.main as trainer_main
+    from services.trainer.settings import TrainerSettings
+
+    trainer = on_broker(TrainerSettings, settings, broker, "trainer", train_cron="0 6 1 1 *")
+    event = envelope("trainer", ModelUpdated(version="pop-26-1", signal="popularity", horizon_weeks=26,
+                                             kind="gbm"))
+    async with session_scope(sessions) as session:
+        add_event(session, topic=T.model_updated, event=event, retain=True)
+    broker.stop(kill=True)
+    with pytest.raises(BrokerUnavailable):
+        await flush_outbox(settings=trainer, sessions=sessions, service="trainer")
+    broker.start()
+    monkeypatch.setattr(trainer_main, "OUTBOX_RETRY_SECONDS", 0.2)
+    async with Collector(broker.url(OBSERVER), [T.model_updated]) as observer:
+        service = asyncio.create_task(trainer_main.serve(trainer))
+        try:
+            await observer.wait_until(lambda: event.event_id in observer.event_ids(T.model_updated))
+        finally:
+            service.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service
+    assert all(row.published_at for row in await outbox_rows(sessions))

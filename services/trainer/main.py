@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wait_for_database
 from shared.events import ModelUpdated, envelope
 from shared.forecasting import train_and_register
-from shared.models import AppState, ModelVersion, utcnow
+from shared.models import AppState, ModelVersion, Outbox, utcnow
 from shared.mqtt import topics
 from shared.outbox import BrokerUnavailable, add_event, flush_outbox
 from shared.schedule import run_on_schedule
@@ -21,6 +24,7 @@ from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "trainer"
+OUTBOX_RETRY_SECONDS = 30.0
 
 
 def announcement(version: ModelVersion) -> ModelUpdated:
@@ -100,6 +104,27 @@ async def serve(settings: TrainerSettings | None = None) -> None:
         )
 
     try:
-        await run_on_schedule("train", settings.train_cron, settings.train_timezone, job, on_next=on_next)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                run_on_schedule("train", settings.train_cron, settings.train_timezone, job, on_next=on_next)
+            )
+            group.create_task(publish_forever(settings, sessions))
     finally:
         await engine.dispose()
+
+
+async def publish_forever(settings: TrainerSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Publish `model-updated` events a broker outage left in the outbox, without waiting a week for the
+    next training."""
+    while True:
+        await asyncio.sleep(OUTBOX_RETRY_SECONDS)
+        try:
+            async with sessions() as session:
+                query = select(func.count()).where(Outbox.published_at.is_(None), Outbox.producer == SERVICE)  # type: ignore[union-attr]
+                pending = (await session.exec(query)).one()[0]  # type: ignore[call-overload]
+            if pending:
+                await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
+        except BrokerUnavailable as exc:
+            log.warning("%s", exc)
+        except (OperationalError, InterfaceError) as exc:  # database away: try again later
+            log.warning("pending events not checked, database unavailable (%s)", type(exc).__name__)
