@@ -13,6 +13,7 @@ import re
 from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.models import AppState, IngestRun, ModelVersion, Outbox
@@ -74,16 +75,12 @@ async def refresh(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetim
 
 async def _ingest(session: AsyncSession) -> Values:
     by_status = (await session.exec(select(IngestRun.status, func.count()).group_by(IngestRun.status))).all()  # type: ignore[call-overload]
-    last_query = (
-        select(IngestRun)
-        .where(IngestRun.finished_at.is_not(None))
-        .order_by(IngestRun.finished_at.desc())
-        .limit(1)  # type: ignore[union-attr]
-    )
+    finished = col(IngestRun.finished_at)
+    last_query = select(IngestRun).where(finished.is_not(None)).order_by(finished.desc()).limit(1)
     last = (await session.exec(last_query)).scalars().first()  # type: ignore[call-overload]
-    ok_query = select(func.max(IngestRun.finished_at)).where(IngestRun.status == "ok")
+    ok_query = select(func.max(finished)).where(col(IngestRun.status) == "ok")
     ok = (await session.exec(ok_query)).one()[0]  # type: ignore[call-overload]
-    counts = {
+    counts: dict[tuple[str, ...], float] = {
         (entity,): float(n)
         for entity, n in (last.counts if last else {}).items()
         if isinstance(n, int | float)

@@ -9,6 +9,7 @@ import aiomqtt
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings, redact_url
@@ -57,7 +58,7 @@ async def publish_pending(
         async with sessions() as session:
             query = select(Outbox).where(Outbox.published_at.is_(None))  # type: ignore[union-attr]
             if producer is not None:
-                query = query.where(Outbox.producer == producer)
+                query = query.where(col(Outbox.producer) == producer)
             query = query.order_by(Outbox.id).limit(OUTBOX_BATCH)  # type: ignore[arg-type]
             rows = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
         if not rows:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wait_for_database
@@ -120,7 +121,9 @@ async def publish_forever(settings: TrainerSettings, sessions: async_sessionmake
         await asyncio.sleep(OUTBOX_RETRY_SECONDS)
         try:
             async with sessions() as session:
-                query = select(func.count()).where(Outbox.published_at.is_(None), Outbox.producer == SERVICE)  # type: ignore[union-attr]
+                query = select(func.count()).where(
+                    col(Outbox.published_at).is_(None), col(Outbox.producer) == SERVICE
+                )
                 pending = (await session.exec(query)).one()[0]  # type: ignore[call-overload]
             if pending:
                 await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
