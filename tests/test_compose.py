@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -255,3 +256,41 @@ def test_volume_mount_points_exist_in_the_image_owned_by_the_app_user() -> None:
             if not source.startswith("."):  # a named volume
                 assert target in created.group(1).split(), f"{service}: {target} not created in the image"
                 assert any(target.startswith(d) for d in owned.group(1).split()), target
+
+
+def interpolated(text: str, env: dict[str, str]) -> str:
+    """Compose's variable interpolation (`${VAR}`, `${VAR:-default}`, `${VAR:?error}`; `$$` stays)."""
+
+    def value(match: re.Match[str]) -> str:
+        name, operator, fallback = match.group(1), match.group(2) or "", match.group(3) or ""
+        if name in env and (env[name] or ":" not in operator):
+            return env[name]
+        assert not operator.endswith("?"), f"{name} is required but unset"
+        return fallback
+
+    return re.sub(r"(?<!\$)\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}", value, text)
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    """Validated by the compose_spec library (the schema `docker compose config` enforces), with the
+    example .env interpolated; then the cross-references the schema cannot see."""
+    compose_spec = pytest.importorskip("compose_spec")
+    spec = yaml.safe_load(interpolated((ROOT / "docker-compose.yml").read_text(), env_example()))
+    parsed = compose_spec.PyCompose.from_json(json.dumps(spec))
+    services = spec["services"]
+    assert set(parsed.service_names()) == set(services)
+    declared = set(spec["volumes"])
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        for source in mounts(service).values():
+            assert source.startswith(".") or source in declared, f"{name}: volume {source} not declared"
+
+
+def test_compose_spec_check_refuses_a_broken_file() -> None:
+    compose_spec = pytest.importorskip("compose_spec")
+    text = interpolated((ROOT / "docker-compose.yml").read_text(), env_example())
+    for broken in (text.replace("condition: service_healthy", "condition: service_happy", 1),
+                   text.replace("restart: unless-stopped", "restart: sometimes", 1)):
+        with pytest.raises(ValueError):
+            compose_spec.PyCompose.from_json(json.dumps(yaml.safe_load(broken)))
