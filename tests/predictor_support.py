@@ -158,47 +158,5 @@ async def messages_until(client: aiomqtt.Client, done: Any, within: float = 20) 
     return received
 
 
-# TEMPORARY until shared.forecasting.forecast_tracks lands (forecasting engineer): a persistence stand-in.
 def use_interim_forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared import forecasting
-
-    if hasattr(forecasting, "forecast_tracks"):
-        return
-    from sqlmodel import col, func, select
-
-    from shared.events import Forecast, TrackPrediction
-
-    async def forecast_tracks(*, session, settings, week, track_ids):  # type: ignore[no-untyped-def]
-        latest = (
-            select(Snapshot.track_id, func.max(Snapshot.week))
-            .where(col(Snapshot.track_id).in_(track_ids), Snapshot.week <= week)
-            .group_by(Snapshot.track_id)
-        )
-        out = []
-        for track_id, w in (await session.exec(latest)).all():
-            snap = (
-                await session.exec(select(Snapshot).where(Snapshot.track_id == track_id, Snapshot.week == w))
-            ).one()
-            value = float(snap.popularity or 0)
-            out.append(
-                TrackPrediction(
-                    track_id=track_id,
-                    week=week,
-                    signal="popularity",
-                    current=value,
-                    forecasts=[
-                        Forecast(
-                            horizon_weeks=h,
-                            value=value,
-                            lower=value - 10,
-                            upper=value + 10,
-                            model_version="interim",
-                            cold_start=True,
-                        )
-                        for h in (26, 52)
-                    ],
-                )
-            )
-        return out
-
-    monkeypatch.setattr(forecasting, "forecast_tracks", forecast_tracks, raising=False)
+    """Nothing to do: shared.forecasting.forecast_tracks has landed (kept for the tests that call it)."""

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -27,15 +26,8 @@ from tests.predictor_support import (
     messages_until,
     predictor_settings,
     seed_songs,
-    use_interim_forecaster,
 )
 from tests.servers import serving
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)
-
 
 PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 

@@ -6,18 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import pytest
-
 from services.predictor.app import create_app
 from shared.events import ServiceStatus, parse
 from shared.mqtt import make_client, topics
-from tests.predictor_support import messages_until, predictor_settings, use_interim_forecaster
+from tests.predictor_support import messages_until, predictor_settings
 from tests.servers import serving
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)
 
 
 def states(messages) -> list[str]:  # type: ignore[no-untyped-def]

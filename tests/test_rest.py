@@ -24,14 +24,8 @@ from tests.predictor_support import (
     running_emulator,
     seed_songs,
     store_batch_predictions,
-    use_interim_forecaster,
 )
 from tests.servers import serving
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)
 
 
 @pytest.fixture

@@ -21,14 +21,8 @@ from tests.predictor_support import (
     predictor_settings,
     running_emulator,
     seed_songs,
-    use_interim_forecaster,
 )
 from tests.servers import serving
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)
 
 
 @pytest.fixture
