@@ -95,3 +95,17 @@ async def test_cache_keeps_the_most_recently_used_bodies_only(engine) -> None:  
     assert (cache.get("a"), cache.get("b"), cache.get("c")) == (b"a", None, b"c")
     cache.put("d", b"d", built_at_version=(version or 0) + 1)  # built from other data: not kept
     assert cache.get("d") is None
+
+
+async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, _ = api
+    (track_id,) = await seed_songs(sessions, n=1)
+    path = f"/v1/tracks/{track_id}/forecast"
+    plain = await http.get(path, headers={"accept-encoding": "identity"})
+    zipped = await http.get(path, headers={"accept-encoding": "br, gzip;q=0.8"})
+    refused = await http.get(path, headers={"accept-encoding": "gzip;q=0"})
+    assert "content-encoding" not in plain.headers and "content-encoding" not in refused.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert plain.headers["vary"] == zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.json() == plain.json() == refused.json()
+    assert plain.json()["track"]["id"] == track_id

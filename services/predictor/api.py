@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from sqlmodel import col, select
 
 from shared.db import ping
@@ -42,6 +43,19 @@ def valid_ids(raw: Sequence[str]) -> list[str]:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
+GZIPPED = {"content-encoding": "gzip", "vary": "Accept-Encoding"}
+VARY = {"vary": "Accept-Encoding"}
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """True when the Accept-Encoding header allows gzip (and does not give it q=0)."""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
 class JSONBytes(Response):
     """A response whose body was serialised already (by pydantic, or kept in the response cache)."""
 
@@ -59,13 +73,15 @@ class JSONBytes(Response):
     "does not know gives 404.",
 )
 async def track_forecast(
-    clients: ClientsDep, track_id: str = Path(max_length=200, examples=[EXAMPLE_ID])
+    request: Request, clients: ClientsDep, track_id: str = Path(max_length=200, examples=[EXAMPLE_ID])
 ) -> Response:
     ids = valid_ids([track_id])
-    bodies, not_found = await tracks.forecast_bodies(clients=clients, track_ids=ids)
+    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids)
     if not_found:
         raise HTTPException(status_code=404, detail=f"Spotify does not know track {not_found[0]}")
-    return JSONBytes(bodies[0])
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
+        return JSONBytes(bodies[0], headers=GZIPPED)
+    return JSONBytes(gzip.decompress(bodies[0]), headers=VARY)
 
 
 @router.post(
@@ -83,10 +99,11 @@ async def batch_forecast(body: ForecastBatchRequest, clients: ClientsDep) -> Res
             status_code=422, detail=f"at most {limit} track ids per request, got {len(body.track_ids)}"
         )
     ids = valid_ids(body.track_ids)
-    bodies, not_found = await tracks.forecast_bodies(clients=clients, track_ids=ids)
-    # the cached bodies are spliced in as they are: a ForecastBatchResponse without re-serialising
+    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids)
+    forecasts = b",".join(gzip.decompress(b) for b in bodies)
+    # the forecasts are spliced in as they are: a ForecastBatchResponse without re-serialising them
     return JSONBytes(
-        b'{"forecasts":[' + b",".join(bodies) + b'],"not_found":' + json.dumps(not_found).encode() + b"}"
+        b'{"forecasts":[' + forecasts + b'],"not_found":' + json.dumps(not_found).encode() + b"}"
     )
 
 

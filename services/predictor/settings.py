@@ -17,7 +17,7 @@ class PredictorSettings(Settings):
     )
     max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
     rest_cache_entries: int = Field(
-        default=20_000, ge=0, description="forecast responses kept in memory (0: no cache)"
+        default=50_000, ge=0, description="forecast responses kept in memory, gzipped (0: no cache)"
     )
     rest_cache_check_seconds: float = Field(
         default=1.0, ge=0, description="how often the cache checks for new data (its staleness bound)"

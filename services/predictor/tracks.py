@@ -8,6 +8,7 @@ and cost the same two round trips.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class SongData:
         return self.latest_week is None or self.stored[0].week >= self.latest_week
 
 
+GZIP_LEVEL = 5  # ~5x smaller JSON for ~30 us per answer built
 SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 
 
@@ -245,9 +247,10 @@ async def _forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[Tr
     return found, not_found
 
 
-async def forecast_bodies(*, clients: Clients, track_ids: list[str]) -> tuple[list[bytes], list[str]]:
-    """The JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache when it
-    holds them), and the ids Spotify does not know."""
+async def gzipped_forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[bytes], list[str]]:
+    """The gzipped JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache
+    when it holds them), and the ids Spotify does not know. Bodies are kept gzipped: a fifth of the
+    memory, so more songs fit, and sent as they are to clients that accept gzip (most do)."""
     cache = clients.cache
     version = await cache.current_version()
     bodies = {i: body for i in track_ids if (body := cache.get(i)) is not None}
@@ -256,7 +259,7 @@ async def forecast_bodies(*, clients: Clients, track_ids: list[str]) -> tuple[li
     if wanted:
         found, not_found = await _forecasts(clients=clients, track_ids=wanted)
         for forecast in found:
-            body = forecast.model_dump_json().encode()
+            body = gzip.compress(forecast.model_dump_json().encode(), compresslevel=GZIP_LEVEL, mtime=0)
             bodies[forecast.track.id] = body
             cache.put(forecast.track.id, body, built_at_version=version)
     return [bodies[i] for i in track_ids if i in bodies], not_found
