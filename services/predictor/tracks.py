@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     DateTime,
     Integer,
     bindparam,
@@ -72,7 +73,7 @@ def _song_rows() -> Any:
     """
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
     latest_week = select(func.max(q.c.week)).where(q.c.track_id == col(Track.id)).scalar_subquery()
-    ids = bindparam("ids", expanding=True)
+    ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
     songs = (
         select(
             col(Track.id).label("track_id"), col(Track.name), col(Track.artist_names), col(Track.album_id),
