@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from services.predictor.app import create_app as create_predictor
 from services.predictor.settings import PredictorSettings
+from services.trainer.main import train_once
 from services.trainer.settings import TrainerSettings
 from shared.config import Settings
 from shared.db import DatabaseUnavailable, session_scope
@@ -120,12 +121,6 @@ async def _ready(http: httpx.AsyncClient) -> bool:
 
 async def test_trainer_fails_cleanly_without_database_and_trains_when_it_is_back(settings, sessions) -> None:  # type: ignore[no-untyped-def]
     needs_mysql(settings)
-    import shared.forecasting
-
-    if not hasattr(shared.forecasting, "train_and_register"):  # TEMPORARY: the models engineer's next commit
-        pytest.skip("shared.forecasting.train_and_register has not landed yet")
-    from services.trainer.main import train_once
-
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         url = proxy.url_for(settings.database_url).replace("root@", "root:s3cret-pw@")
         trainer = with_values(TrainerSettings, settings, database_url=url)
@@ -147,6 +142,7 @@ COMMIT_THEN_HANG = textwrap.dedent(
     from tests.predictor_support import use_interim_forecaster
     from services.predictor.service import predict_trending
     from services.predictor.settings import PredictorSettings
+from services.trainer.main import train_once
     from shared.db import make_engine, make_sessionmaker, session_scope
     from shared.events import DbUpdated, envelope
     from shared.mqtt import topics
