@@ -158,6 +158,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
             for task in (gauges, catcher, consumer):
                 task.cancel()
