@@ -274,8 +274,8 @@ def migrate(
 @app.command()
 def up(
     weeks: Annotated[
-        int, typer.Option(min=0, help="weeks of simulated demo history on an empty database")
-    ] = 60,
+        int, typer.Option(min=0, help="weeks of simulated demo history on an empty database (0: none)")
+    ] = 120,
     mode: Annotated[str, typer.Option(help="emulator access mode: extended or development")] = "extended",
 ) -> None:
     """The whole stack in one process: SQLite, an in-process MQTT broker and the Spotify emulator

@@ -43,7 +43,9 @@ from shared.weeks import add_weeks, current_week
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
-MIN_DEMO_WEEKS = 60  # a year of history plus enough to show a trend; models need t+52 pairs
+# Two years and a bit: the 52-week models need a year of targets beyond their training weeks and a
+# held-back year for their backtest.
+DEMO_WEEKS = 120
 
 
 class QuietServer(uvicorn.Server):
@@ -125,7 +127,7 @@ def write_demo_chart(folder: Path, catalog: Any, week: dt.date) -> Path:
 
 
 async def run_stack(
-    settings: Settings, *, demo_weeks: int = MIN_DEMO_WEEKS, emulator_mode: str = "extended", console: Console
+    settings: Settings, *, demo_weeks: int = DEMO_WEEKS, emulator_mode: str = "extended", console: Console
 ) -> None:
     """Start everything, print the dashboard URL, and run until SIGINT/SIGTERM; then stop cleanly."""
     stop = asyncio.Event()
