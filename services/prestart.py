@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import logging
 
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
-
 from shared.config import Settings, redact_url
 from shared.db import make_engine, migrate_async, wait_for_database
 from shared.mqtt import broker_reachable, effective_mqtt_url
 from shared.outbox import BrokerUnavailable
+from shared.readiness import wait_until
 
 log = logging.getLogger(__name__)
 
 
 async def wait_for_broker(settings: Settings, *, within: float) -> None:
-    @retry(
-        stop=stop_after_delay(within),
-        wait=wait_exponential(multiplier=0.2, max=3),
-        retry=retry_if_exception_type(ConnectionError),
-        reraise=True,
-    )
-    async def attempt() -> None:
-        if not await broker_reachable(settings):
-            raise ConnectionError
-
-    try:
-        await attempt()
-    except ConnectionError:
-        raise BrokerUnavailable(
-            f"MQTT broker {redact_url(effective_mqtt_url(settings))} is unreachable"
-        ) from None
+    """Wait (with backoff) until the broker accepts connections, or raise BrokerUnavailable."""
+    if not await wait_until(lambda: broker_reachable(settings), within=within):
+        raise BrokerUnavailable(f"MQTT broker {redact_url(effective_mqtt_url(settings))} is unreachable")
 
 
 async def prestart(settings: Settings, *, within: float = 60.0) -> None:

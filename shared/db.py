@@ -14,7 +14,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared.readiness import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +70,10 @@ async def ping(engine: AsyncEngine) -> bool:
 
 async def wait_for_database(engine: AsyncEngine, *, within: float = 30.0) -> None:
     """Wait (with backoff) until the database answers, or raise DatabaseUnavailable."""
-
-    @retry(
-        stop=stop_after_delay(within),
-        wait=wait_exponential(multiplier=0.2, max=3),
-        retry=retry_if_exception_type(ConnectionError),
-        reraise=True,
-    )
-    async def attempt() -> None:
-        if not await ping(engine):
-            raise ConnectionError
-
-    try:
-        await attempt()
-    except ConnectionError:
+    if not await wait_until(lambda: ping(engine), within=within):
         raise DatabaseUnavailable(
             f"database {engine.url.render_as_string(hide_password=True)} is unreachable"
-        ) from None
+        )
 
 
 def migrate(url: str) -> None:
