@@ -149,7 +149,7 @@ class Collector:
 
         return [json.loads(p)["event_id"] for t, p in self.messages if t == topic and p]
 
-    async def wait_until(self, condition: Callable[[], bool], within: float = 30.0) -> None:
+    async def wait_until(self, condition: Callable[[], bool], within: float = 60.0) -> None:
         async with asyncio.timeout(within):
             while not condition():  # noqa: ASYNC110 - polls state other tasks update
                 await asyncio.sleep(0.05)

@@ -28,13 +28,8 @@ from shared.models import AppState, IngestRun, ModelVersion, utcnow
 from shared.mqtt import make_client, publish_model, topics
 from shared.ops_metrics import refresh, topic_kind
 from shared.weeks import current_week
-from tests.predictor_support import predictor_settings, use_interim_forecaster
+from tests.predictor_support import predictor_settings
 from tests.servers import serving
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
 
 
 def sample(metrics: str, name: str, **labels: str) -> float | None:

@@ -27,7 +27,6 @@ from shared.models import IngestRun, Outbox, ProcessedEvent
 from shared.outbox import BrokerUnavailable, add_event, flush_outbox
 from shared.weeks import current_week
 from tests.faults_support import OBSERVER, Collector, PrivateBroker, spotify_emulator
-from tests.predictor_support import use_interim_forecaster
 from tests.servers import free_port, serving
 
 pytestmark = pytest.mark.skipif(
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.skipif(
 
 T = Topics("songpop/v1")
 WEEK = current_week()
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
 
 
 def on_broker(cls: type[Any], settings: Settings, broker: PrivateBroker, user: str, **extra: Any) -> Any:
@@ -93,7 +87,7 @@ async def everything_delivered(sessions, observer: Collector) -> bool:  # type: 
     )
 
 
-async def wait_for(check, within: float = 40.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(check, within: float = 90.0) -> None:  # type: ignore[no-untyped-def]
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.1)
@@ -212,8 +206,12 @@ async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # ty
         service = asyncio.create_task(trainer_main.serve(trainer))
         try:
             await observer.wait_until(lambda: event.event_id in observer.event_ids(T.model_updated))
+            await wait_for(lambda: _all_published(sessions))  # marked once the broker acknowledged it
         finally:
             service.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await service
-    assert all(row.published_at for row in await outbox_rows(sessions))
+
+
+async def _all_published(sessions) -> bool:  # type: ignore[no-untyped-def]
+    return all(row.published_at for row in await outbox_rows(sessions))

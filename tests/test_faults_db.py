@@ -39,16 +39,10 @@ from shared.models import Outbox, ProcessedEvent
 from shared.mqtt import make_client, topics
 from shared.outbox import add_event, flush_outbox
 from shared.weeks import current_week
-from tests.predictor_support import use_interim_forecaster
 from tests.proxy import TcpProxy
 from tests.servers import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
 
 
 def needs_mysql(settings: Settings) -> None:
@@ -138,18 +132,13 @@ async def test_trainer_fails_cleanly_without_database_and_trains_when_it_is_back
 COMMIT_THEN_HANG = textwrap.dedent(
     """
     import asyncio, sys, uuid
-    import pytest
-    from tests.predictor_support import use_interim_forecaster
     from services.predictor.service import predict_trending
     from services.predictor.settings import PredictorSettings
-from services.trainer.main import train_once
     from shared.db import make_engine, make_sessionmaker, session_scope
     from shared.events import DbUpdated, envelope
     from shared.mqtt import topics
     from shared.outbox import add_event
     from shared.weeks import current_week
-
-    use_interim_forecaster(pytest.MonkeyPatch())  # until shared.forecasting.forecast_tracks lands
 
     async def main():
         role, database_url, mqtt_url, root = sys.argv[1:5]

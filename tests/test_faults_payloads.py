@@ -27,7 +27,7 @@ from tests.dashboard_support import (
     running_dashboard,
     songs,
 )
-from tests.predictor_support import predictor_settings, use_interim_forecaster
+from tests.predictor_support import predictor_settings
 from tests.servers import serving
 
 HUGE = "A" * 1_000_000
@@ -70,11 +70,6 @@ async def publish_raw(settings: Any, topic: str, payloads: dict[str, bytes]) -> 
     async with make_client(settings, "garbage", announce=False) as client:
         for payload in payloads.values():
             await client.publish(topic, payload, qos=1)
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 
 from services.predictor.app import create_app
 from shared.models import Prediction, Snapshot, Track
-from tests.predictor_support import predictor_settings, running_emulator, seed_songs, use_interim_forecaster
+from tests.predictor_support import predictor_settings, running_emulator, seed_songs
 from tests.servers import serving
 
 INJECTIONS = [
@@ -30,11 +30,6 @@ INJECTIONS = [
     "spotify:track:4uLU6hMCjMI75M1A2tKUQC'--",
     "4uLU6hMCjMI75M1A2tKUQC\x00",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
-    use_interim_forecaster(monkeypatch)  # a no-op once shared.forecasting.forecast_tracks exists
 
 
 @pytest.fixture
