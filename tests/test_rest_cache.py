@@ -3,6 +3,7 @@ moves, then from the database again; bounded; off when configured so."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,9 +12,9 @@ import pytest
 from sqlalchemy import update
 
 from services.predictor.app import create_app
-from services.predictor.cache import ResponseCache
+from services.predictor.cache import ResponseCache, data_version
 from shared.events import envelope
-from shared.models import Track
+from shared.models import ProcessedEvent, Track, utcnow
 from shared.mqtt import topics
 from shared.outbox import add_event
 from tests.predictor_support import (
@@ -21,6 +22,7 @@ from tests.predictor_support import (
     predictor_settings,
     running_emulator,
     seed_songs,
+    store_batch_predictions,
 )
 from tests.servers import serving
 
@@ -47,10 +49,15 @@ async def rename(sessions, track_id: str, name: str) -> None:  # type: ignore[no
         await session.commit()
 
 
-async def announce_new_data(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def announce_new_data(settings, sessions, *, published: bool = False) -> None:  # type: ignore[no-untyped-def]
     """What an ingest run does when it commits: an event in the outbox."""
     async with sessions() as session:
-        add_event(session, topic=topics(settings).db_updated, event=envelope("ingestor", db_updated().data))
+        row = add_event(
+            session, topic=topics(settings).db_updated, event=envelope("ingestor", db_updated().data)
+        )
+        if published:
+            row.published_at = utcnow()
+            session.add(ProcessedEvent(consumer="predictor", event_id=row.event_id))
         await session.commit()
 
 
@@ -109,3 +116,23 @@ async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions
     assert plain.headers["vary"] == zipped.headers["vary"] == "Accept-Encoding"
     assert zipped.json() == plain.json() == refused.json()
     assert plain.json()["track"]["id"] == track_id
+
+
+async def test_trending_answers_are_built_before_anyone_asks(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    ids = await seed_songs(sessions, n=5, charted=2)
+    await store_batch_predictions(sessions, ids, charted=2)
+    cache: ResponseCache = app.state.cache
+    # new data committed (an event already published, so nothing else reacts to it): the cache empties,
+    # then fills again by itself
+    await announce_new_data(settings, sessions, published=True)
+    version = await data_version(app.state.clients.reader)
+    while app.state.cache_warmed_version != version:
+        app.state.cache_warmed.clear()
+        await asyncio.wait_for(app.state.cache_warmed.wait(), 20)
+
+    assert all(track_id in cache for track_id in ids)
+    misses = cache.misses
+    body = (await http.get(f"/v1/tracks/{ids[3]}/forecast")).json()
+    assert cache.misses == misses, "answered from the warmed cache"
+    assert body["source"] == "batch" and body["track"]["id"] == ids[3]

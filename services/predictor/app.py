@@ -27,7 +27,7 @@ from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
-from . import service
+from . import service, tracks
 from .api import router
 from .cache import ResponseCache
 from .deps import Clients
@@ -37,6 +37,7 @@ from .settings import PredictorSettings
 log = logging.getLogger(__name__)
 SERVICE = "predictor"
 OFFLINE_ANNOUNCE_SECONDS = 2.0
+MIN_WARM_CHECK_SECONDS = 0.2
 
 
 def subscriptions(settings: PredictorSettings, t: Topics) -> list[str]:
@@ -113,6 +114,24 @@ async def keep_catching_up(app: FastAPI) -> None:
             )
 
 
+async def keep_cache_warm(app: FastAPI) -> None:
+    """Whenever the data version moves (and at start), build the trending songs' answers ahead of the
+    requests. `app.state.cache_warmed` is set after each pass, `cache_warmed_version` says for which."""
+    clients: Clients = app.state.clients
+    warmed_version: int | None = None
+    while True:
+        try:
+            version = await clients.cache.current_version()
+            if version is not None and version != warmed_version:
+                added = await tracks.warm_cache(clients=clients)
+                warmed_version = app.state.cache_warmed_version = version
+                log.info("response cache warmed: %d answers for data version %s", added, version)
+                app.state.cache_warmed.set()
+        except Exception as exc:  # the database may be away: requests still work, try again later
+            log.warning("warming the response cache failed (%s); trying again", type(exc).__name__)
+        await asyncio.sleep(max(clients.cache.check_seconds, MIN_WARM_CHECK_SECONDS))
+
+
 async def announce_offline(app: FastAPI) -> None:
     """On a clean stop, say `offline` ourselves: the broker sends the last will only for a client that
     vanished, so without this the retained status would stay `online`."""
@@ -153,6 +172,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # the collector's full passes, which otherwise stall every request for 100-250 ms now and then.
         gc.collect()
         gc.freeze()
+        app.state.cache_warmed, app.state.cache_warmed_version = asyncio.Event(), None
+        warmer = asyncio.create_task(keep_cache_warm(app)) if settings.rest_cache_warm else None
         catcher = asyncio.create_task(keep_catching_up(app))
         gauges = asyncio.create_task(refresh_forever(app.state.sessions))  # DB-backed /metrics gauges
         try:
@@ -160,7 +181,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
-            for task in (gauges, catcher, consumer):
+            for task in (gauges, catcher, consumer, warmer):
+                if task is None:
+                    continue
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

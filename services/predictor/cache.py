@@ -54,6 +54,9 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._entries
+
     async def current_version(self) -> int | None:
         """The data version, re-read when the last reading is older than `check_seconds`; None when
         the cache is off."""

@@ -22,6 +22,9 @@ class PredictorSettings(Settings):
     rest_cache_check_seconds: float = Field(
         default=1.0, ge=0, description="how often the cache checks for new data (its staleness bound)"
     )
+    rest_cache_warm: bool = Field(
+        default=True, description="build the trending songs' answers whenever the data changes"
+    )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
     alert_threshold: float | None = Field(

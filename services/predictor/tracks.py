@@ -7,6 +7,7 @@ and cost the same two round trips.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 from collections import defaultdict
@@ -35,7 +36,7 @@ from shared.weeks import current_week
 from .deps import Clients
 from .reader import with_retry_on_dropped_connection
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
-from .service import UnknownTracks, ensure_tracks, forecast
+from .service import UnknownTracks, data_week, ensure_tracks, forecast, trending_ids
 from .settings import PredictorSettings
 
 
@@ -57,6 +58,7 @@ class SongData:
         return self.latest_week is None or self.stored[0].week >= self.latest_week
 
 
+WARM_CHUNK = 200  # songs read per statement when warming the cache
 GZIP_LEVEL = 5  # ~5x smaller JSON for ~30 us per answer built
 SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 
@@ -208,21 +210,49 @@ async def forecasts_for(*, clients: Clients, track_ids: Sequence[str]) -> list[T
     result = []
     for track_id in track_ids:
         song = songs.get(track_id)
-        if song is None:
-            continue
-        on_demand = not song.stored_is_current
-        predictions = fresh.get(track_id, []) if on_demand else song.stored
-        result.append(
-            TrackForecast(
-                track=song.info,
-                predictions=sorted(predictions, key=lambda p: (p.signal != "popularity", p.region)),
-                history=song.history,
-                data_refreshed_at=song.refreshed_at,
-                source="on_demand" if on_demand else "batch",
-                cold_start=not predictions or any(f.cold_start for p in predictions for f in p.forecasts),
-            )
-        )
+        if song is not None:
+            result.append(_answer(song, fresh.get(track_id, [])))
     return result
+
+
+def _answer(song: SongData, on_demand: list[TrackPrediction]) -> TrackForecast:
+    """The response for `song`: its batch forecast when current, else the one computed for it now."""
+    predictions = song.stored if song.stored_is_current else on_demand
+    return TrackForecast(
+        track=song.info,
+        predictions=sorted(predictions, key=lambda p: (p.signal != "popularity", p.region)),
+        history=song.history,
+        data_refreshed_at=song.refreshed_at,
+        source="batch" if song.stored_is_current else "on_demand",
+        cold_start=not predictions or any(f.cold_start for p in predictions for f in p.forecasts),
+    )
+
+
+def _gzipped(forecast: TrackForecast) -> bytes:
+    return gzip.compress(forecast.model_dump_json().encode(), compresslevel=GZIP_LEVEL, mtime=0)
+
+
+async def warm_cache(*, clients: Clients) -> int:
+    """Build the answers of this week's trending songs before anyone asks (after new data emptied the
+    cache, the first requests would all go to the database at once). Songs whose forecast would have to
+    be computed are left for their first request. Stops early when the data moves again; returns the
+    number of answers added."""
+    cache = clients.cache
+    version = cache.version
+    async with clients.sessions() as session:
+        week = await data_week(session)
+        ids = await trending_ids(session, week) if week else []
+    added = 0
+    for start in range(0, min(len(ids), cache.max_entries), WARM_CHUNK):
+        if cache.version != version:
+            break
+        part = [i for i in ids[start : start + WARM_CHUNK] if i not in cache]
+        for song in (await load_songs(reader=clients.reader, track_ids=part)).values():
+            if song.stored_is_current:
+                cache.put(song.info.id, _gzipped(_answer(song, [])), built_at_version=version)
+                added += 1
+        await asyncio.sleep(0)  # requests go first
+    return added
 
 
 async def _forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[TrackForecast], list[str]]:
@@ -260,7 +290,7 @@ async def gzipped_forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[
     if wanted:
         found, not_found = await _forecasts(clients=clients, track_ids=wanted)
         for forecast in found:
-            body = gzip.compress(forecast.model_dump_json().encode(), compresslevel=GZIP_LEVEL, mtime=0)
+            body = _gzipped(forecast)
             bodies[forecast.track.id] = body
             cache.put(forecast.track.id, body, built_at_version=version)
     return [bodies[i] for i in track_ids if i in bodies], not_found
