@@ -215,3 +215,13 @@ async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # ty
 
 async def _all_published(sessions) -> bool:  # type: ignore[no-untyped-def]
     return all(row.published_at for row in await outbox_rows(sessions))
+
+
+def test_reconnect_delays_back_off_with_jitter_up_to_a_cap() -> None:
+    from shared.mqtt import RECONNECT_MAX_SECONDS, reconnect_delay
+
+    samples = {n: [reconnect_delay(2.0, n) for _ in range(200)] for n in range(12)}
+    assert all(1.0 <= d <= 2.0 for d in samples[0])  # the first retry comes quickly
+    assert all(8.0 <= d <= 16.0 for d in samples[3])  # then doubles
+    assert all(RECONNECT_MAX_SECONDS / 2 <= d <= RECONNECT_MAX_SECONDS for d in samples[11])  # capped
+    assert len(set(samples[5])) > 100  # jittered: replicas do not reconnect in lockstep
