@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import pytest
+import yaml
 
 from shared.config import Settings
 from shared.db import session_scope
@@ -22,11 +25,9 @@ from shared.mqtt import make_client, publish_model
 from shared.outbox import add_event, flush_outbox
 from shared.weeks import current_week
 from tests.dashboard_support import dashboard_settings, prediction_event, running_dashboard, songs
-from tests.faults_support import OBSERVER, PrivateBroker
+from tests.faults_support import OBSERVER, ROOT, PrivateBroker
 
-pytestmark = pytest.mark.skipif(
-    not __import__("shutil").which("mosquitto"), reason="needs the mosquitto binary"
-)
+pytestmark = pytest.mark.skipif(not shutil.which("mosquitto"), reason="needs the mosquitto binary")
 
 T = Topics("songpop/v1")
 EVERY_TOPIC = {
@@ -209,3 +210,18 @@ async def test_each_service_publishes_only_its_own_outbox_events(broker, setting
         await settle(observer)
         received = {json.loads(m.payload)["event_id"] for m in await drain(observer)}  # type: ignore[arg-type]
     assert received == {db_event.event_id, model_event.event_id}
+
+
+@pytest.mark.skipif(not shutil.which("mosquitto_sub"), reason="needs mosquitto_sub")
+def test_compose_healthcheck_command_works_against_the_project_config(broker) -> None:  # type: ignore[no-untyped-def]
+    """The broker healthcheck in docker-compose.yml, run as written (host and port adapted)."""
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["mosquitto"]
+    command = spec["healthcheck"]["test"][1].replace("$$", "$")
+    command = command.replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {broker.port}")
+
+    def run(password: str) -> int:
+        env = {"PATH": "/usr/bin:/bin", "MQTT_HEALTHCHECK_PASSWORD": password}
+        return subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=20).returncode
+
+    assert run(broker.passwords["healthcheck"]) == 0
+    assert run("wrong-password") != 0
