@@ -13,10 +13,13 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO_DIR = ROOT / "mosquitto"
@@ -206,3 +209,40 @@ async def spotify_emulator(charts_dir: Path, **config: Any) -> AsyncIterator[tup
 def write_chart(charts_dir: Path, csv: str, week: str) -> None:
     charts_dir.mkdir(parents=True, exist_ok=True)
     (charts_dir / f"regional-global-weekly-{week}.csv").write_text(csv)
+
+
+class Process:
+    """A `songpop` command in a subprocess with a clean environment; output captured to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str) -> None:
+        self.log_path = workdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "from services.cli import main; main()", *args],
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
+            cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> str:
+        self.process.wait(timeout=timeout)
+        return self.stop()
+
+
+async def until_up(url: str, within: float = 30) -> None:
+    async with asyncio.timeout(within), httpx.AsyncClient() as http:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)

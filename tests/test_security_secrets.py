@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from shared.db import make_engine
-from tests.faults_support import PrivateBroker, spotify_emulator
+from tests.faults_support import PrivateBroker, Process, spotify_emulator, until_up
 from tests.proxy import TcpProxy
 from tests.servers import free_port
 
@@ -68,43 +63,6 @@ async def db_user(settings) -> AsyncIterator[tuple[str, str]]:  # type: ignore[n
 def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     with PrivateBroker(tmp_path / "mosquitto") as running:
         yield running
-
-
-class Process:
-    """A `songpop` command in a subprocess with a clean environment; output captured to a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], workdir: Path, name: str) -> None:
-        self.log_path = workdir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", "from services.cli import main; main()", *args],
-            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
-            cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float = 60) -> str:
-        self.process.wait(timeout=timeout)
-        return self.stop()
-
-
-async def until_up(url: str, within: float = 30) -> None:
-    async with asyncio.timeout(within), httpx.AsyncClient() as http:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{url}/healthz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
 
 
 async def exercise(url: str, paths: list[str], *, posts: dict[str, bytes] | None = None) -> list[str]:
