@@ -1,9 +1,11 @@
 """`songpop eval`: train on some files, score on others, with the trainer's dataset, feature and model code.
 
-Charts: features use every file given (only the past of each anchor); training anchors come from the
-`--train` files, test anchors from the `--test` files. The split is also cut in time at an origin O: every
-training label is observed by O (t + H <= O) and every test anchor is at or after O (t >= O), so nothing the
-model learns from happens after the moment it forecasts from, even when train and test are different regions.
+Charts: features use every file given (only the past of each anchor). A test pair is an anchor whose
+outcome, its region's chart H weeks later, is in the `--test` files ("test on 2020" scores the forecasts of
+2020's charts, made H weeks earlier); a training pair has anchor and outcome in the `--train` files. The
+split is also cut in time at an origin O: every training outcome is observed by O (t + H <= O) and every test
+anchor is at or after O (t >= O), so nothing the model learns from happens after the moment it forecasts
+from, even when train and test are different regions.
 
 Popularity: the test files' songs that also appear in the training files are left out (the index is global
 per song, so they would leak their own future); the rest are scored at +182 and +365 days.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +36,7 @@ from shared.forecasting.panel import (
     NotEnoughData,
     chart_panel_from_files,
     popularity_panel_from_files,
+    week_date,
 )
 
 CHART_HORIZONS = {"26w": 26, "52w": 52}
@@ -101,49 +105,60 @@ def _merge(first: ChartPanel, second: ChartPanel) -> ChartPanel:
     )
 
 
-def eval_charts(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:
-    """The charts evaluation: per horizon, the model and every baseline on the same test anchors."""
+@dataclass
+class ChartSplit:
+    """One horizon's training and test anchors of a charts evaluation, and the origin between them."""
+
+    train: ChartSet
+    test: ChartSet
+    regions: list[str]
+    origin: int
+
+
+def chart_splits(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[int, ChartSplit]:
+    """Per horizon: test pairs are the anchors whose outcome (the region's chart H weeks later) is in the
+    test files; training pairs have anchor and outcome in the training files, all observed by the origin."""
     train_panel, test_panel = chart_panel_from_files(train_paths), chart_panel_from_files(test_paths)
     panel = _merge(train_panel, test_panel)
     regions = regions_of(panel)
     features = chart_features(panel, regions)
     train_charts, test_charts = _chart_membership(train_panel), _chart_membership(test_panel)
     first_train_week = int(train_panel.charts["week"].min())
-    result: dict[str, Any] = {}
-    sets: dict[int, ChartSet] = {}
+    splits: dict[int, ChartSplit] = {}
     for label, horizon in CHART_HORIZONS.items():
         data = chart_set(panel, horizon, regions, features=features)
+        outcome_week = data.week + horizon
         in_train = _in_charts(data.region, data.week, train_charts) & _in_charts(
-            data.region, data.week + horizon, train_charts
+            data.region, outcome_week, train_charts
         )
-        in_test = _in_charts(data.region, data.week, test_charts) & _in_charts(
-            data.region, data.week + horizon, test_charts
-        )
+        in_test = _in_charts(data.region, outcome_week, test_charts)
         if not in_test.any():
-            raise NotEnoughData(
-                f"{label}: no test chart has its chart {horizon} weeks later in the test files"
-            )
+            raise NotEnoughData(f"{label}: no test chart is {horizon} weeks after a chart in the files")
         origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
-        train_mask = in_train & (data.week + horizon <= origin)
+        train_mask = in_train & (outcome_week <= origin)
         test_mask = in_test & (data.week >= origin)
         if train_mask.sum() < MIN_TEST_ANCHORS or test_mask.sum() < MIN_TEST_ANCHORS:
             raise NotEnoughData(
                 f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
                 "around the origin; give more weeks of charts"
             )
-        sets[horizon] = data.take(train_mask)
+        splits[horizon] = ChartSplit(data.take(train_mask), data.take(test_mask), regions, origin)
+    return splits
+
+
+def eval_charts(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:
+    """The charts evaluation: per horizon, the model and every baseline on the same test anchors."""
+    splits = chart_splits(train_paths, test_paths)
+    first = splits[min(splits)]
+    result: dict[str, Any] = {}
+    for label, horizon in CHART_HORIZONS.items():
+        split = splits[horizon]
         scores, _ = score_chart_split(
-            sets[horizon], data.take(test_mask), horizon, regions, original_train=sets[min(sets)]
+            split.train, split.test, horizon, split.regions, original_train=first.train
         )
-        scores["origin_week"] = str(_week_label(origin))
+        scores["origin_week"] = str(week_date(split.origin))
         result[label] = scores
     return result
-
-
-def _week_label(index: int) -> object:
-    from shared.forecasting.panel import week_date
-
-    return week_date(index)
 
 
 def eval_popularity(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+REGION_CODES = ("global", "it", "de", "fr", "us", "gb", "es", "br", "jp", "mx", "kr", "ar", "nl", "se", "pl")
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 OLD_DISCLAIMER = ',,,"Note that these figures are generated using a formula that protects against any artificial inflation of chart positions.",'  # noqa: E501
 
@@ -37,7 +38,7 @@ def synthetic_charts(
 ) -> pd.DataFrame:
     """Weekly charts: columns track, region, week (the chart's last day), rank, streams, artist, name."""
     rng = np.random.default_rng(seed)
-    region_names = [f"r{i}" if i else "global" for i in range(regions)]
+    region_names = [*REGION_CODES, *(f"x{i:02d}" for i in range(regions))][:regions]
     n_songs = int(size * weeks * 0.12) + size * 3
     base = rng.normal(11.5, 0.8, n_songs)
     decay = np.where(
@@ -142,7 +143,13 @@ def write_chart_files(charts: pd.DataFrame, folder: Path, *, new_format: bool = 
 
 
 def synthetic_popularity(
-    *, lists: int = 3, days: int = 500, size: int = 50, start: dt.date = dt.date(2023, 5, 18), seed: int = 0
+    *,
+    lists: int = 3,
+    days: int = 500,
+    size: int = 50,
+    start: dt.date = dt.date(2023, 5, 18),
+    seed: int = 0,
+    prefix: str = "",
 ) -> dict[str, pd.DataFrame]:
     """Daily top-`size` playlists with each song's popularity (the history-file columns), per playlist."""
     rng = np.random.default_rng(seed)
@@ -170,8 +177,8 @@ def synthetic_popularity(
                     (
                         day.isoformat(),
                         position,
-                        f"Song {s}",
-                        f"Artist {s % 97} & Guest {s % 13}",
+                        f"{prefix}Song {s}",
+                        f"{prefix}Artist {s % 97} & Guest {s % 13}",
                         int(round(pop[s])),
                         int(duration[s]),
                         album[s],
@@ -181,7 +188,7 @@ def synthetic_popularity(
                         "",
                     )
                 )
-        out[f"list-{i}"] = pd.DataFrame(
+        out[f"{prefix}list-{i}"] = pd.DataFrame(
             rows,
             columns=[
                 "date",

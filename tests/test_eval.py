@@ -1,0 +1,74 @@
+"""`songpop eval` (run_eval): the documented JSON shape on generated files of both chart formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.forecasting import NotEnoughData, format_eval_table, run_eval
+from shared.forecasting.synthetic import (
+    synthetic_charts,
+    synthetic_popularity,
+    write_chart_files,
+    write_popularity_files,
+)
+
+FORECASTERS = ("model", "persistence", "naive")
+
+
+@pytest.fixture(scope="module")
+def chart_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("charts")
+    charts = synthetic_charts(regions=3, weeks=160, size=40, seed=11)
+    write_chart_files(charts[charts["region"] != "de"], folder)  # old format, one folder per region
+    write_chart_files(charts[charts["region"] == "de"], folder / "new", new_format=True)
+    return folder
+
+
+def assert_metrics(result: dict, horizons: tuple[str, ...], metrics: tuple[str, ...]) -> None:
+    assert set(horizons) <= set(result)
+    for horizon in horizons:
+        for forecaster in FORECASTERS:
+            scores = result[horizon][forecaster]
+            assert set(metrics) <= set(scores), (horizon, forecaster)
+            for metric in metrics:
+                value = scores[metric]
+                assert value is None or isinstance(value, float)
+        model = result[horizon]["model"]
+        assert all(model[m] is not None for m in metrics)
+        assert 0.0 <= model["coverage80"] <= 1.0
+
+
+def test_charts_eval_shape_with_both_formats(chart_folder: Path) -> None:
+    result = run_eval("charts", [chart_folder / "global", chart_folder / "it"], [chart_folder / "new"])
+    assert_metrics(result, ("26w", "52w"), ("cmae", "auc", "coverage80"))
+    assert 0.5 < result["26w"]["model"]["auc"] <= 1.0
+    assert result["26w"]["n_test"] > 0 and result["52w"]["n_train"] > 0
+    json.loads(json.dumps(result, allow_nan=False))  # plain JSON: no NaN, only null
+    table = format_eval_table(result)
+    assert "26w" in table and "persistence" in table and "cmae" in table
+
+
+def test_popularity_eval_shape(tmp_path: Path) -> None:
+    train = write_popularity_files(
+        synthetic_popularity(lists=2, days=450, size=20, seed=1, prefix="a"), tmp_path
+    )
+    test = write_popularity_files(
+        synthetic_popularity(lists=1, days=450, size=20, seed=2, prefix="b"), tmp_path
+    )
+    result = run_eval("popularity", train, test)
+    assert_metrics(result, ("182d", "365d"), ("mae", "coverage80"))
+    assert result["182d"]["test_songs"] > 0
+    json.loads(json.dumps(result, allow_nan=False))
+    assert "182d" in format_eval_table(result)
+
+
+def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:
+    short = synthetic_charts(regions=2, weeks=30, size=20, seed=1)
+    write_chart_files(short, tmp_path)
+    with pytest.raises(NotEnoughData, match="weeks"):
+        run_eval("charts", [tmp_path / "global"], [tmp_path / "it"])
+    with pytest.raises(ValueError, match="unknown eval kind"):
+        run_eval("streams", [tmp_path], [tmp_path])  # type: ignore[arg-type]
