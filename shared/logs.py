@@ -23,7 +23,11 @@ QUIET = ("httpx", "httpcore", "aiosqlite", "asyncio", "amqtt", "transitions", "u
 MASK = "****"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words
 # Attributes every LogRecord has; anything else was passed with `extra=` and goes into the JSON line.
-STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+STANDARD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's copy of the message with terminal colour codes
+}
 
 
 class JsonFormatter(logging.Formatter):
