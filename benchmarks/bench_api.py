@@ -51,6 +51,7 @@ TARGET_SCORING_S = 1.0
 ZIPF_EXPONENT = 1.0
 CONNECTIONS = 64
 CHART_SIZE = 200
+TRENDING = 2_000  # songs trending this week: the predictor keeps their answers ready
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 BASE62 = string.digits + string.ascii_letters
 MQTT_URL = os.environ.get("SONGPOP_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -80,7 +81,8 @@ def song_ids(n: int, seed: int = 7) -> list[str]:
 
 
 async def fill(url: str, ids: list[str], weeks: int) -> float:
-    """Songs, their weekly snapshots (trending in the last week) and a weekly chart; seconds taken."""
+    """Songs, their weekly snapshots and a weekly top-200 chart; this week the first `TRENDING` songs
+    trend (the chart is drawn from them), as a few thousand of a catalogue do. Seconds taken."""
     start = time.perf_counter()
     rng = random.Random(11)
     week, now = current_week(), utcnow()
@@ -99,8 +101,8 @@ async def fill(url: str, ids: list[str], weeks: int) -> float:
             day = add_weeks(week, -back)
             rows = [
                 {"track_id": i, "week": day, "popularity": rng.randint(0, 100), "popularity_source": "api",
-                 "trending": back == 0, "updated_at": now}
-                for i in ids
+                 "trending": back == 0 and n < TRENDING, "updated_at": now}
+                for n, i in enumerate(ids)
             ]  # fmt: skip
             charts = [
                 {
@@ -110,7 +112,7 @@ async def fill(url: str, ids: list[str], weeks: int) -> float:
                     "rank": r + 1,
                     "streams": 9_000_000 // (r + 1),
                 }
-                for r, i in enumerate(rng.sample(ids, CHART_SIZE))
+                for r, i in enumerate(rng.sample(ids[:TRENDING], CHART_SIZE))
             ]
             async with sessions() as session:
                 await upsert(session=session, model=Snapshot, rows=rows, keys=["track_id", "week"])
@@ -346,8 +348,8 @@ def load(base: str, path_template: str, ids: list[str], seconds: int) -> dict[st
 
 
 def zipf_draws(ids: list[str], n: int, exponent: float, seed: int = 5) -> list[str]:
-    """`n` ids drawn with Zipf weights (rank r weighs 1/r^exponent): a few songs get most requests, as
-    trending songs do."""
+    """`n` ids drawn with Zipf weights (the song at rank r weighs 1/r^exponent, the trending songs
+    first): a few songs get most requests, as trending songs do."""
     weights = [1 / (rank**exponent) for rank in range(1, len(ids) + 1)]
     return random.Random(seed).choices(ids, weights=weights, k=n)
 
