@@ -281,7 +281,18 @@ def run_wrk(base: str, path_template: str, ids: list[str], seconds: int) -> dict
         ids_file.write_text("\n".join(ids) + "\n")
         script = Path(tmp) / "paths.lua"
         script.write_text(WRK_SCRIPT % (ids_file, path_template.replace("{id}", "%s")))
-        command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), base]
+        command = [
+            "wrk",
+            "-t2",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            base,
+        ]
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     latency = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.MULTILINE))
     if set(latency) != {"50", "99"}:
