@@ -203,15 +203,18 @@ async def fetch_missing_dimensions(
     album_ids = sorted({t.album.id for t in tracks if t.album and t.album.id})
     artist_ids = sorted({a.id for t in tracks for a in t.artists if a.id})
     async with sessions() as session:
-        album_ids = [i for i in album_ids if i not in await known_ids(session, Album.id, album_ids)]
-        artist_ids = [i for i in artist_ids if i not in await known_ids(session, Artist.id, artist_ids)]
+        stored_albums = await known_ids(session, Album.id, album_ids)
+        stored_artists = await known_ids(session, Artist.id, artist_ids)
+    album_ids = [i for i in album_ids if i not in stored_albums]
+    artist_ids = [i for i in artist_ids if i not in stored_artists]
     # In Development Mode the album endpoint returns nothing the album inside a track lacks (no label,
     # no popularity there): one request per album saved.
     fetch_albums = bool(album_ids) and spotify.access_mode is not sp.AccessMode.development
     albums = await spotify.get_albums(album_ids) if fetch_albums else {}
     # Albums embedded in track objects are complete enough when the album endpoint lacks one.
+    missing = set(album_ids)
     for t in tracks:
-        if t.album and t.album.id in album_ids and t.album.id not in albums:
+        if t.album and t.album.id in missing and t.album.id not in albums:
             albums[t.album.id] = t.album
     if spotify.access_mode is sp.AccessMode.development:
         # Nor does the artist endpoint: no followers or popularity there, and genres are not stored.
