@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
 from services.dashboard.app import create_app as create_dashboard
@@ -97,26 +98,43 @@ async def simulate_history(
     engine = make_engine(settings.effective_database_url)
     sessions = make_sessionmaker(engine)
     first = add_weeks(current_week(), -(weeks - 1))
+    bar = Progress(
+        TextColumn("demo history"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
     try:
         async with SpotifyClient(settings) as spotify:
-            for i in range(weeks):
-                week = add_weeks(first, i)
-                emulator_state.set_week(week)
-                path = write_demo_chart(charts_dir, emulator_state.catalog, week)
-                await run_ingest(
-                    sessions=sessions,
-                    spotify=spotify,
-                    settings=settings,
-                    topics=topics(settings),
-                    kind="demo",
-                    week=week,
-                    chart_paths=[path],
-                )
-                console.print(f"  demo history: week {week} ({i + 1}/{weeks})", end="\r")
-        console.print()
+            with bar, quiet("services.ingestor", "shared.spotify", "shared.outbox"):
+                task = bar.add_task("weeks", total=weeks)
+                for i in range(weeks):
+                    week = add_weeks(first, i)
+                    emulator_state.set_week(week)
+                    path = write_demo_chart(charts_dir, emulator_state.catalog, week)
+                    await run_ingest(
+                        sessions=sessions,
+                        spotify=spotify,
+                        settings=settings,
+                        topics=topics(settings),
+                        kind="demo",
+                        week=week,
+                        chart_paths=[path],
+                    )
+                    bar.advance(task)
         await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
     finally:
         await engine.dispose()
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str) -> Iterator[None]:
+    """Only warnings from these loggers for a while (one line per simulated week would drown the bar)."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def write_demo_chart(folder: Path, catalog: Any, week: dt.date) -> Path:
