@@ -43,6 +43,9 @@ bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
 bench-db: install  ## upsert 200,000 snapshot rows into MariaDB: rows/s next to a plain executemany (>= 50,000/s)
 	$(BIN)/python -m benchmarks.bench_db --rows 200000
 
+bench-train: install  ## train (backtest + final fit, 26 and 52 weeks) on 1,000,000 synthetic snapshot rows per signal: seconds and peak memory (< 2 min, < 2 GB)
+	$(BIN)/python -m benchmarks.bench_train --rows 1000000
+
 bench-ingest: install  ## weekly Spotify update of 10,000 songs vs the emulator (50 ms), both modes, vs the sequential way
 	$(BIN)/python -m benchmarks.bench_ingest --songs 10000 --latency-ms 50
 

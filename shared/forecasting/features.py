@@ -173,7 +173,15 @@ def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.Da
     woy = {w: week_date(w).isocalendar()[1] for w in unique_weeks}
     feats["week_of_year"] = np.array([woy[w] for w in weeks], float)
     feats["region_code"] = entries["region"].map({r: i for i, r in enumerate(regions)}).astype(float)
-    return feats[CHART_FEATURES]
+    return feats[CHART_FEATURES].astype(np.float32)  # half the memory; ample precision for trees
+
+
+def cached_chart_features(panel: ChartPanel, regions: list[str]) -> pd.DataFrame:
+    """chart_features, computed once per panel and region list (both horizons use the same)."""
+    key = ("chart_features", tuple(regions))
+    if key not in panel.cache:
+        panel.cache[key] = chart_features(panel, regions)
+    return panel.cache[key]  # type: ignore[no-any-return]
 
 
 def chart_targets(panel: ChartPanel, horizon: int, regions: list[str] | None = None) -> pd.DataFrame:
@@ -230,7 +238,7 @@ def popularity_features(panel: PopularityPanel) -> pd.DataFrame:
     grouped = same_day.groupby(["artist", "day"], sort=False)["pop"]
     feats["artist_songs_now"] = grouped.transform("size").to_numpy(float)
     feats["artist_mean_pop"] = grouped.transform("mean").to_numpy(float)
-    return feats[POPULARITY_FEATURES]
+    return feats[POPULARITY_FEATURES].astype(np.float32)
 
 
 def popularity_targets(panel: PopularityPanel, horizon_days: int) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from shared.forecasting.metrics import censored_mae
 
 QUANTILES = (0.1, 0.5, 0.9)
 CALIBRATION_SHARE = 0.2  # the latest share of training anchors held out to calibrate the interval
-MAX_TRAIN_ROWS = 200_000  # the most recent anchors beyond this are enough; keeps training time bounded
+MAX_TRAIN_ROWS = 120_000  # the most recent anchors beyond this are enough; keeps training time bounded
 SEED = 7
 # One OpenMP thread per fit: on a shared 2-core machine, more threads than free cores make gradient boosting
 # several times slower (spinning threads), while one thread degrades gracefully.
@@ -193,13 +193,19 @@ class StreamsForecaster:
             self.drift_quantiles = np.quantile(drift - np.median(drift), DRIFT_LEVELS)
 
     @single_threaded
-    def fit(self, data: ChartSet, *, refit: bool = True) -> StreamsForecaster:
-        """Fit on the training anchors; the latest ones first calibrate the interval width. Without
-        `refit`, the models fitted before the calibration weeks are kept (half the cost, for backtests)."""
+    def fit(
+        self, data: ChartSet, *, refit: bool = True, calibrated_by: StreamsForecaster | None = None
+    ) -> StreamsForecaster:
+        """Fit on the training anchors; the latest ones first calibrate the interval width and the floor's
+        spread. Without `refit`, the models fitted before the calibration weeks are kept (half the cost, for
+        backtests); with `calibrated_by`, that (more recent, held-out) calibration is reused and the models
+        are fitted once on everything."""
         data = data.take(_recent(data.week, MAX_TRAIN_ROWS))
         calibrate = _calibration_split(data.week)
         self.conformal = 0.0
-        if calibrate.any() and (~calibrate).sum() > 1000:
+        if calibrated_by is not None:
+            self.conformal, self.drift_scale = calibrated_by.conformal, calibrated_by.drift_scale
+        elif calibrate.any() and (~calibrate).sum() > 1000:
             self._fit_models(data.take(~calibrate))
             held_out = data.take(calibrate)
             self._choose_drift_scale(held_out)
@@ -282,11 +288,16 @@ class PopularityForecaster:
         return {q: _regressor(self.params, q, no_categories).fit(X, change) for q in QUANTILES}
 
     @single_threaded
-    def fit(self, data: PopularitySet, *, refit: bool = True) -> PopularityForecaster:
-        """Fit on the training anchors; the latest ones first calibrate the interval width."""
+    def fit(
+        self, data: PopularitySet, *, refit: bool = True, calibrated_by: PopularityForecaster | None = None
+    ) -> PopularityForecaster:
+        """Fit on the training anchors; held-out songs first calibrate the interval width (or the
+        calibration of `calibrated_by` is reused and the models are fitted once)."""
         data = data.take(_recent(data.day, MAX_TRAIN_ROWS))
         calibrate = _song_holdout(data.song)
-        if calibrate.any() and (~calibrate).sum() > 200:
+        if calibrated_by is not None:
+            self.conformal = calibrated_by.conformal
+        elif calibrate.any() and (~calibrate).sum() > 200:
             self.models = self._fit_models(data.take(~calibrate))
             held_out = data.take(calibrate)
             lower, upper = self._band(held_out.X, 0.0)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,7 @@ class ChartPanel:
 
     entries: pd.DataFrame  # track, region, week, rank, streams, log_streams, artist, name
     charts: pd.DataFrame  # region, week, log_floor
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # derived frames
 
     @property
     def n_weeks(self) -> int:

@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
 from shared.forecasting.backtest import backtest_popularity, backtest_streams
 from shared.forecasting.dataset import chart_set, popularity_set
-from shared.forecasting.features import chart_features, popularity_features, regions_of
+from shared.forecasting.features import cached_chart_features, chart_features, popularity_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
     ChartPanel,
@@ -191,7 +191,7 @@ def _streams_work(
     )
     _check_new(fingerprint, config, active)
     regions = regions_of(panel)
-    data = chart_set(panel, horizon, regions)
+    data = chart_set(panel, horizon, regions, features=cached_chart_features(panel, regions))
     if len(data) == 0:
         return None
     result = backtest_streams(
@@ -209,7 +209,8 @@ def _streams_work(
         week_date(int(data.week.min())),
         week_date(int(data.week.max())),
     )
-    return candidate, lambda: _streams_maker(horizon, regions, config)().fit(data)
+    latest = result.pop("calibration")
+    return candidate, lambda: _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
 
 
 def _popularity_work(
@@ -241,7 +242,8 @@ def _popularity_work(
         _day_to_date(int(data.day.min())),
         _day_to_date(int(data.day.max())),
     )
-    return candidate, lambda: _popularity_maker(horizon_days, config)().fit(data)
+    latest = result.pop("calibration")
+    return candidate, lambda: _popularity_maker(horizon_days, config)().fit(data, calibrated_by=latest)
 
 
 def _day_to_date(day: int) -> dt.date:
