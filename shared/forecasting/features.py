@@ -134,7 +134,11 @@ def _running(entries: pd.DataFrame) -> pd.DataFrame:
     ordered = e.sort_values(["track", "week"], kind="stable")
     count_so_far = ordered.groupby("track", sort=False).cumcount() + 1
     out["weeks_any_region"] = count_so_far.groupby([ordered["track"], ordered["week"]]).transform("max")
-    out["weeks_since_first_any"] = e["week"] - e.groupby("track", sort=False)["week"].transform("min")
+    first_any = e.groupby("track", sort=False)["week"].transform("min")
+    out["weeks_since_first_any"] = e["week"] - first_any
+    # A song already charting when the region's history begins is older than its weeks on chart say.
+    history_start = e.groupby("region", sort=False)["week"].transform("min")
+    out["since_history_start"] = np.where(first_any <= history_start, e["week"] - history_start, np.nan)
 
     by_artist_week = e.groupby(["artist", "region", "week"], sort=False)
     out["artist_songs_now"] = by_artist_week["rank"].transform("size")

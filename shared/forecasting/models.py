@@ -23,7 +23,6 @@ from threadpoolctl import threadpool_limits
 
 from shared.forecasting.dataset import ChartSet, PopularitySet
 from shared.forecasting.features import CHART_FEATURES, POPULARITY_FEATURES
-from shared.forecasting.metrics import censored_mae
 
 QUANTILES = (0.1, 0.5, 0.9)
 CALIBRATION_SHARE = 0.2  # the latest share of training anchors held out to calibrate the interval
@@ -130,7 +129,6 @@ def _piecewise(levels: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.nda
 
 SURVIVOR_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 DRIFT_LEVELS = np.linspace(0.01, 0.99, 99)
-DRIFT_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -152,24 +150,13 @@ class StreamsForecaster:
     survivor_models: list[HistGradientBoostingRegressor] = field(default_factory=list)
     classifier: HistGradientBoostingClassifier | None = None
     drift_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(len(DRIFT_LEVELS)))
-    drift_scale: float = 1.0
+    drift_scale: float = 1.0  # share of the floor's historical spread used (1: all of it)
     conformal: float = 0.0
     base_rate: float = 0.0
     n_train: int = 0
 
     def _categorical(self) -> list[bool]:
         return [name == "region_code" for name in self.features]
-
-    def _choose_drift_scale(self, held_out: ChartSet) -> None:
-        """The share of the floor's historical spread that gives the lowest censored MAE on held-out weeks
-        (the training years' spread mixes market trends that may not recur)."""
-        best = (float("inf"), 1.0)
-        for scale in DRIFT_SCALES:
-            self.drift_scale = scale
-            value = self._mixture(held_out.X)["value"]
-            error = censored_mae(value, held_out.charted, held_out.future_level, held_out.future_floor)
-            best = min(best, (error, scale))
-        self.drift_scale = best[1]
 
     def _fit_models(self, data: ChartSet) -> None:
         self.features = _informative(data.X, list(CHART_FEATURES))
@@ -208,7 +195,6 @@ class StreamsForecaster:
         elif calibrate.any() and (~calibrate).sum() > 1000:
             self._fit_models(data.take(~calibrate))
             held_out = data.take(calibrate)
-            self._choose_drift_scale(held_out)
             parts = self._mixture(held_out.X)
             scores = np.where(
                 held_out.charted,
