@@ -128,9 +128,18 @@ def chart_panel_from_rows(rows: Iterable[tuple[str, str, dt.date, int, int | Non
     frame = pd.DataFrame(list(rows), columns=["track", "region", "week", "rank", "streams", "artist", "name"])
     if frame.empty:
         return _chart_panel(frame.assign(week=frame["week"].astype("int32")))
-    frame["week"] = [week_index(d) for d in frame["week"]]
-    frame["artist"] = [artist_key(a) for a in frame["artist"].fillna("")]
+    frame["week"] = (_day_numbers(frame["week"]) - day_index(EPOCH_MONDAY)) // 7
+    names = frame["artist"].fillna("")
+    keys = {name: artist_key(name) for name in names.unique()}  # few artists, many rows
+    frame["artist"] = names.map(keys)
     return _chart_panel(frame)
+
+
+def _day_numbers(dates: pd.Series) -> np.ndarray:
+    """Days since 1970 of a column of dates, vectorised (whole days: no time zone involved)."""
+    if len(dates) == 0:
+        return np.zeros(0, np.int64)
+    return pd.to_datetime(dates).to_numpy("datetime64[D]").astype(np.int64)
 
 
 @dataclass
@@ -231,7 +240,7 @@ def popularity_panel_from_rows(
     """A popularity panel from (song, date, popularity) and (song, release date, duration, explicit,
     album type, total tracks, first artist, name, artists) tuples (the database's weekly snapshots)."""
     frame = pd.DataFrame(list(obs), columns=["song", "day", "popularity"])
-    frame["day"] = [day_index(d) for d in frame["day"]]
+    frame["day"] = _day_numbers(frame["day"])
     frame["position"] = np.nan
     song_rows = [
         (s, day_index(r) if r else np.nan, d, e, a, t, artist_key(ar or ""), n, arts)

@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
 from shared.forecasting.backtest import backtest_popularity, backtest_streams
 from shared.forecasting.dataset import chart_set, popularity_set
-from shared.forecasting.features import cached_chart_features, chart_features, popularity_features, regions_of
+from shared.forecasting.features import cached_chart_features, popularity_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
     ChartPanel,
@@ -442,6 +442,88 @@ def _load_active(
         return None
 
 
+_FORECAST_FIELDS = frozenset(Forecast.model_fields)
+_PREDICTION_FIELDS = frozenset(TrackPrediction.model_fields)
+
+
+def _trusted(model: type[Any], fields: frozenset[str], values: dict[str, Any]) -> Any:
+    """A pydantic object from values built here (already of the right types), without validation: batch
+    scoring makes hundreds of thousands of them."""
+    obj = model.__new__(model)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+def _horizon_forecasts(
+    horizon: int,
+    pred: dict[str, np.ndarray] | None,
+    current: list[float | None],
+    version: tuple[str, bool],
+    *,
+    to_level: Any = None,
+) -> list[Forecast | None]:
+    """One horizon's Forecast per song (None where nothing can be said); plain lists, no per-row pandas."""
+    name, cold = version
+    if pred is None:  # no usable model: persistence, flagged
+        return [
+            None if c is None else _trusted(Forecast, _FORECAST_FIELDS, {
+                "horizon_weeks": horizon, "value": c, "lower": None, "upper": None, "p_chart": None,
+                "model_version": name, "cold_start": True,
+            })
+            for c in current
+        ]  # fmt: skip
+    convert = to_level or (lambda a: a)
+    value, lower, upper = (convert(pred[k]).tolist() for k in ("value", "lower", "upper"))
+    p_chart = pred["p_chart"].tolist() if "p_chart" in pred else [None] * len(value)
+    return [
+        _trusted(
+            Forecast,
+            _FORECAST_FIELDS,
+            {
+                "horizon_weeks": horizon,
+                "value": v,
+                "lower": lo,
+                "upper": hi,
+                "p_chart": p,
+                "model_version": name,
+                "cold_start": cold,
+            },
+        )  # fmt: skip
+        for v, lo, hi, p in zip(value, lower, upper, p_chart, strict=True)
+    ]
+
+
+def _assemble(
+    signal: str,
+    tracks: list[str],
+    current: list[float | None],
+    per_horizon: list[list[Forecast | None]],
+    *,
+    week: dt.date,
+    names: dict[str, tuple[str, str]],
+    demo: bool,
+    regions: list[str] | None = None,
+    ranks: list[int] | None = None,
+) -> list[TrackPrediction]:
+    out = []
+    for i, track in enumerate(tracks):
+        forecasts = [column[i] for column in per_horizon if column[i] is not None]
+        if not forecasts:
+            continue
+        name, artists = names.get(track, ("", ""))
+        out.append(
+            _trusted(TrackPrediction, _PREDICTION_FIELDS, {
+                "track_id": track, "name": name, "artists": artists, "week": week, "signal": signal,
+                "region": regions[i] if regions else "", "rank": ranks[i] if ranks else None,
+                "current": current[i], "forecasts": forecasts, "demo": demo,
+            })
+        )  # fmt: skip
+    return out
+
+
 def _streams_predictions(
     panel: ChartPanel,
     week: int,
@@ -460,59 +542,22 @@ def _streams_predictions(
         ["track", "pref", "rank"]
     )
     chosen = now.drop_duplicates("track")
-    per_horizon: dict[int, dict[str, np.ndarray] | None] = {}
-    versions: dict[int, tuple[str, bool]] = {}
+    streams = chosen["streams"].to_numpy(float)
+    current = [None if np.isnan(s) else s for s in streams.tolist()]
+    columns = []
     for horizon, loaded in models.items():
-        if loaded is None:
-            per_horizon[horizon] = None
-            versions[horizon] = (PERSISTENCE, True)
-            continue
-        version, bundle = loaded
-        features = chart_features(panel, bundle.forecaster.regions).loc[chosen.index]
-        per_horizon[horizon] = bundle.forecaster.predict(features)
-        versions[horizon] = (version.version, bundle.cold_start)
-    out = []
-    for i, (_, row) in enumerate(chosen.iterrows()):
-        current = None if pd.isna(row["streams"]) else float(row["streams"])
-        forecasts = []
-        for horizon, pred in per_horizon.items():
-            name, cold = versions[horizon]
-            if pred is None:
-                if current is not None:
-                    forecasts.append(
-                        Forecast(horizon_weeks=horizon, value=current, model_version=name, cold_start=True)
-                    )
-                continue
-            forecasts.append(
-                Forecast(
-                    horizon_weeks=horizon,
-                    value=float(np.exp(pred["value"][i])),
-                    lower=float(np.exp(pred["lower"][i])),
-                    upper=float(np.exp(pred["upper"][i])),
-                    p_chart=float(pred["p_chart"][i]),
-                    model_version=name,
-                    cold_start=cold,
-                )
-            )
-        if not forecasts:
-            continue
-        track = str(row["track"])
-        name, artists = names.get(track, (str(row.get("name") or ""), ""))
-        out.append(
-            TrackPrediction(
-                track_id=track,
-                name=name,
-                artists=artists,
-                week=week_date(week),
-                signal="streams",
-                region=str(row["region"]),
-                rank=int(row["rank"]),
-                current=current,
-                forecasts=forecasts,
-                demo=demo,
-            )
-        )
-    return out
+        pred, version = None, (PERSISTENCE, True)
+        if loaded is not None:
+            row, bundle = loaded
+            features = cached_chart_features(panel, bundle.forecaster.regions).loc[chosen.index]
+            pred, version = bundle.forecaster.predict(features), (row.version, bundle.cold_start)
+        columns.append(_horizon_forecasts(horizon, pred, current, version, to_level=np.exp))
+    for track, name in zip(chosen["track"], chosen["name"], strict=True):
+        names.setdefault(track, (str(name or ""), ""))
+    return _assemble(
+        "streams", chosen["track"].tolist(), current, columns, week=week_date(week), names=names, demo=demo,
+        regions=chosen["region"].tolist(), ranks=chosen["rank"].astype(int).tolist(),
+    )  # fmt: skip
 
 
 def _popularity_predictions(
@@ -527,49 +572,20 @@ def _popularity_predictions(
     now = obs[(obs["day"] == day) & obs["song"].isin(track_ids) & obs["popularity"].notna()]
     if now.empty:
         return []
-    features = popularity_features(panel).loc[now.index]
-    per_horizon: dict[int, tuple[dict[str, np.ndarray] | None, str, bool]] = {}
+    current: list[float | None] = now["popularity"].astype(float).tolist()
+    features = None
+    columns = []
     for horizon, loaded in models.items():
-        if loaded is None:
-            per_horizon[horizon] = (None, PERSISTENCE, True)
-        else:
-            version, bundle = loaded
-            per_horizon[horizon] = (bundle.forecaster.predict(features), version.version, bundle.cold_start)
-    out = []
-    for i, (_, row) in enumerate(now.iterrows()):
-        current = float(row["popularity"])
-        forecasts = []
-        for horizon, (pred, name, cold) in per_horizon.items():
-            if pred is None:
-                forecasts.append(
-                    Forecast(horizon_weeks=horizon, value=current, model_version=name, cold_start=True)
-                )
-            else:
-                forecasts.append(
-                    Forecast(
-                        horizon_weeks=horizon,
-                        value=float(pred["value"][i]),
-                        lower=float(pred["lower"][i]),
-                        upper=float(pred["upper"][i]),
-                        model_version=name,
-                        cold_start=cold,
-                    )
-                )
-        track = str(row["song"])
-        name, artists = names.get(track, ("", ""))
-        out.append(
-            TrackPrediction(
-                track_id=track,
-                name=name,
-                artists=artists,
-                week=_day_to_date(day),
-                signal="popularity",
-                current=current,
-                forecasts=forecasts,
-                demo=demo,
-            )
-        )
-    return out
+        pred, version = None, (PERSISTENCE, True)
+        if loaded is not None:
+            row, bundle = loaded
+            if features is None:
+                features = popularity_features(panel).loc[now.index]
+            pred, version = bundle.forecaster.predict(features), (row.version, bundle.cold_start)
+        columns.append(_horizon_forecasts(horizon, pred, current, version))
+    return _assemble(
+        "popularity", now["song"].tolist(), current, columns, week=_day_to_date(day), names=names, demo=demo
+    )
 
 
 async def forecast_tracks(
