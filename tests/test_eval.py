@@ -72,3 +72,10 @@ def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:
         run_eval("charts", [tmp_path / "global"], [tmp_path / "it"])
     with pytest.raises(ValueError, match="unknown eval kind"):
         run_eval("streams", [tmp_path], [tmp_path])  # type: ignore[arg-type]
+
+
+def test_popularity_eval_on_the_same_files_holds_out_songs(tmp_path: Path) -> None:
+    files = write_popularity_files(synthetic_popularity(lists=2, days=520, size=40, seed=4), tmp_path)
+    result = run_eval("popularity", files, files)
+    assert result["182d"]["split"] == "songs"
+    assert_metrics(result, ("182d",), ("mae", "coverage80"))
