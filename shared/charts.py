@@ -119,8 +119,8 @@ def parse_chart_name(path: str | Path) -> ChartName:
         return ChartName(match["region"].lower(), start, None)
     dates = ANY_DATE_RE.findall(stem)
     date = dt.date.fromisoformat(dates[-1]) if dates else None
-    period = "daily" if "daily" in stem.lower() else "weekly" if "weekly" in stem.lower() else None
-    return ChartName(folder_region, date, period)
+    kind: str | None = "daily" if "daily" in stem.lower() else "weekly" if "weekly" in stem.lower() else None
+    return ChartName(folder_region, date, kind)
 
 
 def _parse_int(text: str) -> int:

@@ -67,7 +67,9 @@ def backtest_streams(
     folds = rolling_folds(data.week, horizon, step=step)
     if not folds:
         return None
-    model_parts, base_parts, tests = [], {}, []
+    model_parts: list[dict[str, np.ndarray]] = []
+    base_parts: dict[str, list[dict[str, np.ndarray]]] = {}
+    tests: list[Any] = []
     model = None
     for fold in folds:
         train, test = data.take(fold.train), data.take(fold.test)
@@ -95,7 +97,9 @@ def backtest_popularity(
     folds = rolling_folds(data.day, horizon_days, step=step, min_train=MIN_TRAIN_ANCHOR_TIMES)
     if not folds:
         return None
-    model_parts, base_parts, tests = [], {}, []
+    model_parts: list[dict[str, np.ndarray]] = []
+    base_parts: dict[str, list[dict[str, np.ndarray]]] = {}
+    tests: list[Any] = []
     model = None
     for fold in folds:
         train, test = data.take(fold.train), data.take(fold.test)

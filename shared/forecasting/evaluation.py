@@ -50,7 +50,7 @@ MIN_TEST_SONGS = 20
 
 def chart_metrics(
     pred: dict[str, np.ndarray], data: ChartSet, p_chart: np.ndarray | None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """cmae, auc and coverage80 of one forecaster on a labelled chart set."""
     metrics = {
         "cmae": censored_mae(pred["value"], data.charted, data.future_level, data.future_floor),
@@ -62,7 +62,7 @@ def chart_metrics(
     return {k: _round(v) for k, v in metrics.items()}
 
 
-def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict[str, float]:
+def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict[str, float | None]:
     return {
         "mae": _round(mae(pred["value"], data.future)),
         "coverage80": _round(coverage(pred["lower"], pred["upper"], data.future)),
@@ -220,7 +220,7 @@ FORECASTER_ORDER = ("model", "persistence", "naive", "drift", "original")
 
 def format_eval_table(result: dict[str, Any]) -> str:
     """A plain-text table of an eval result: one line per horizon and forecaster."""
-    lines = []
+    lines: list[str] = []
     for horizon, scores in result.items():
         metrics = [m for m in METRIC_ORDER if m in scores.get("model", {})]
         if not lines:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import iter_chart_paths
@@ -61,13 +62,13 @@ async def load_chart_panel(
 ) -> ChartPanel:
     """Every chart entry (up to `max_week`) with its song's name and first artist."""
     query = select(
-        ChartEntry.track_id,
-        ChartEntry.region,
-        ChartEntry.week,
-        ChartEntry.rank,
-        ChartEntry.streams,
-        Track.artist_names,
-        Track.name,
+        col(ChartEntry.track_id),
+        col(ChartEntry.region),
+        col(ChartEntry.week),
+        col(ChartEntry.rank),
+        col(ChartEntry.streams),
+        col(Track.artist_names),
+        col(Track.name),
     ).join(Track, Track.id == ChartEntry.track_id, isouter=True)  # type: ignore[arg-type]
     if max_week is not None:
         query = query.where(ChartEntry.week <= max_week)  # type: ignore[arg-type]
@@ -85,7 +86,9 @@ async def load_popularity_panel(
 ) -> tuple[PopularityPanel, float]:
     """Every known weekly popularity (up to `max_week`) and the songs' attributes; also the share of those
     values imported from history files rather than observed by this installation."""
-    query = select(Snapshot.track_id, Snapshot.week, Snapshot.popularity, Snapshot.popularity_source).where(
+    query = select(
+        col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity), col(Snapshot.popularity_source)
+    ).where(
         Snapshot.popularity.is_not(None)  # type: ignore[union-attr]
     )
     if max_week is not None:
@@ -96,14 +99,14 @@ async def load_popularity_panel(
     imported = sum(1 for *_, source in obs if source == "history") / len(obs) if obs else 0.0
     ids = {o[0] for o in obs}
     songs_query = select(
-        Track.id,
-        Track.release_date,
-        Track.duration_ms,
-        Track.explicit,
-        Album.album_type,
-        Album.total_tracks,
-        Track.artist_names,
-        Track.name,
+        col(Track.id),
+        col(Track.release_date),
+        col(Track.duration_ms),
+        col(Track.explicit),
+        col(Album.album_type),
+        col(Album.total_tracks),
+        col(Track.artist_names),
+        col(Track.name),
     ).join(Album, Album.id == Track.album_id, isouter=True)  # type: ignore[arg-type]
     songs = [row for row in (await session.execute(songs_query)).all() if row[0] in ids]
     panel = popularity_panel_from_rows(
@@ -413,12 +416,16 @@ async def _latest_week(session: AsyncSession) -> dt.date | None:
 
 async def _trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
     charted = (
-        (await session.execute(select(ChartEntry.track_id).where(ChartEntry.week == week))).scalars().all()
+        (await session.execute(select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week)))
+        .scalars()
+        .all()
     )
     trending = (
         (
             await session.execute(
-                select(Snapshot.track_id).where(Snapshot.week == week, Snapshot.trending.is_(True))  # type: ignore[attr-defined]
+                select(col(Snapshot.track_id)).where(
+                    col(Snapshot.week) == week, col(Snapshot.trending).is_(True)
+                )
             )
         )
         .scalars()
@@ -449,7 +456,7 @@ _PREDICTION_FIELDS = frozenset(TrackPrediction.model_fields)
 def _trusted(model: type[Any], fields: frozenset[str], values: dict[str, Any]) -> Any:
     """A pydantic object from values built here (already of the right types), without validation: batch
     scoring makes hundreds of thousands of them."""
-    obj = model.__new__(model)
+    obj = object.__new__(model)
     object.__setattr__(obj, "__dict__", values)
     object.__setattr__(obj, "__pydantic_fields_set__", fields)
     object.__setattr__(obj, "__pydantic_extra__", None)
@@ -645,7 +652,9 @@ async def _names(session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[s
     for start in range(0, len(ids), 1000):
         part = list(ids[start : start + 1000])
         rows = (
-            await session.execute(select(Track.id, Track.name, Track.artist_names).where(Track.id.in_(part)))
-        ).all()  # type: ignore[attr-defined]
+            await session.execute(
+                select(col(Track.id), col(Track.name), col(Track.artist_names)).where(col(Track.id).in_(part))
+            )
+        ).all()
         names.update({i: (n or "", a or "") for i, n, a in rows})
     return names
