@@ -31,9 +31,14 @@ lint: install  ## ruff
 typecheck: install  ## mypy
 	$(BIN)/mypy shared services
 
-eval: install  ## backtests on the real chart and popularity data in $(DATA)
-	$(BIN)/songpop eval charts --train $(DATA)/charts-weekly-2017-2020 --test $(DATA)/charts-weekly-2017-2020
-	$(BIN)/songpop eval popularity --train $(DATA)/popularity-top50-daily-2023-2024 --test $(DATA)/popularity-top50-daily-2023-2024
+CHARTS := $(DATA)/charts-weekly-2017-2020
+TOP50 := $(DATA)/popularity-top50-daily-2023-2024/spotify-streaming-top-50
+
+eval: install  ## backtests on the real data in $(DATA) (the README's table)
+	$(BIN)/songpop eval charts --train $(CHARTS)/*/*_201[6789]-*.csv --test $(CHARTS)/*/*_2020-*.csv
+	$(BIN)/songpop eval charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
+	$(BIN)/songpop eval popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
+		--test $(TOP50)-japan.csv $(TOP50)-south-korea.csv
 
 compose-check:  ## validate docker-compose.yml (needs the docker client only)
 	docker compose -f docker-compose.yml --env-file .env.example config -q

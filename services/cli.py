@@ -334,11 +334,16 @@ EVAL_EPILOG = "Each of --train and --test takes one or more files or folders. --
 
 
 def _eval(kind: str, ctx: typer.Context) -> None:
-    from shared.forecasting import format_eval_table, run_eval
+    from shared.charts import ChartFormatError
+    from shared.forecasting import NotEnoughData, format_eval_table, run_eval
+    from shared.history import HistoryFormatError
 
     logs.setup("WARNING")
     train_paths, test_paths, as_json = split_paths(ctx.args)
-    result = run_eval(kind, train_paths, test_paths)  # type: ignore[arg-type]
+    try:
+        result = run_eval(kind, train_paths, test_paths)  # type: ignore[arg-type]
+    except (NotEnoughData, ChartFormatError, HistoryFormatError) as exc:
+        fail(str(exc), EXIT_FAILED)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
