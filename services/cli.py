@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from shared import logs
 from shared.config import ConfigError, Settings, load_settings
+from shared.spotify.models import AccessMode
 
 app = typer.Typer(
     help="songpop: which of this week's trending Spotify songs will still matter in 6 and 12 months.\n\n"
@@ -276,16 +277,17 @@ def up(
     weeks: Annotated[
         int, typer.Option(min=0, help="weeks of simulated demo history on an empty database (0: none)")
     ] = 120,
-    mode: Annotated[str, typer.Option(help="emulator access mode: extended or development")] = "extended",
+    mode: Annotated[AccessMode, typer.Option(help="the emulator's access mode")] = AccessMode.extended,
 ) -> None:
     """The whole stack in one process: SQLite, an in-process MQTT broker and the Spotify emulator
     unless SONGPOP_* settings point elsewhere. Prints the dashboard URL."""
     from services.stack import run_stack
 
     settings = settings_of(Settings)
-    if mode not in ("extended", "development"):
-        fail("--mode must be extended or development", EXIT_CONFIG)
-    run_job(lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=mode, console=console))
+    emulator_mode: Literal["extended", "development"] = (
+        "extended" if mode is AccessMode.extended else "development"
+    )
+    run_job(lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=emulator_mode, console=console))
 
 
 @app.command()

@@ -14,7 +14,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -145,7 +145,11 @@ def write_demo_chart(folder: Path, catalog: Any, week: dt.date) -> Path:
 
 
 async def run_stack(
-    settings: Settings, *, demo_weeks: int = DEMO_WEEKS, emulator_mode: str = "extended", console: Console
+    settings: Settings,
+    *,
+    demo_weeks: int = DEMO_WEEKS,
+    emulator_mode: Literal["extended", "development"] = "extended",
+    console: Console,
 ) -> None:
     """Start everything, print the dashboard URL, and run until SIGINT/SIGTERM; then stop cleanly."""
     stop = asyncio.Event()
