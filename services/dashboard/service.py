@@ -163,31 +163,14 @@ class StatusView(BaseModel):
 # ---------------------------------------------------------------- conversions
 
 
-def cell_from_prediction(row: Prediction) -> ForecastCell:
-    return ForecastCell(
-        value=row.value,
-        lower=row.lower,
-        upper=row.upper,
-        p_chart=row.p_chart,
-        model_version=row.model_version,
-        cold_start=row.cold_start,
-    )
-
-
-def cell_from_forecast(forecast: Forecast) -> ForecastCell:
-    return ForecastCell(
-        value=forecast.value,
-        lower=forecast.lower,
-        upper=forecast.upper,
-        p_chart=forecast.p_chart,
-        model_version=forecast.model_version,
-        cold_start=forecast.cold_start,
-    )
+def cell(forecast: Prediction | Forecast) -> ForecastCell:
+    """A table cell from a stored prediction row or a published forecast (same field names)."""
+    return ForecastCell.model_validate(forecast, from_attributes=True)
 
 
 def row_from_message(prediction: TrackPrediction) -> TrendingRow:
     """A live-update row from a published `TrackPrediction`."""
-    cells = {f.horizon_weeks: cell_from_forecast(f) for f in prediction.forecasts}
+    cells = {f.horizon_weeks: cell(f) for f in prediction.forecasts}
     return TrendingRow(
         track_id=prediction.track_id,
         name=prediction.name,
@@ -280,7 +263,7 @@ async def trending(
                 week=week,
                 demo=bool(track and track.is_demo),
             )
-        setattr(row, f"f{prediction.horizon_weeks}", cell_from_prediction(prediction))
+        setattr(row, f"f{prediction.horizon_weeks}", cell(prediction))
     chart_region = choice.region or default_region
     ranks = await _chart_ranks(session=session, week=week, region=chart_region, track_ids=list(rows))
     ordered, rank_source = _rank(rows.values(), ranks)
@@ -421,7 +404,7 @@ async def track_detail(
                 )
             )
         ).all()
-        detail.forecasts = {p.horizon_weeks: cell_from_prediction(p) for p in predictions}
+        detail.forecasts = {p.horizon_weeks: cell(p) for p in predictions}
         detail.current = next((p.current for p in predictions if p.current is not None), None)
     points = await _history_points(
         session=session, signal=choice.signal, region=choice.region or default_region, track_ids=[track_id]

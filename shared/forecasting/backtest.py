@@ -60,6 +60,38 @@ def _pool(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
+@dataclass
+class FoldRuns:
+    """What every fold produced: the model's and each baseline's forecasts, and the test anchors."""
+
+    model: list[dict[str, np.ndarray]]
+    baselines: dict[str, list[dict[str, np.ndarray]]]
+    tests: list[Any]
+    latest_model: Any  # the latest fold's model: its held-out calibration serves the final fit
+
+
+def run_folds(
+    data: Any, folds: list[Fold], make: Callable[[], Any], baselines: Callable[[], Any]
+) -> FoldRuns:
+    """Fit the model and the baselines on each fold's training anchors, forecast its test anchors."""
+    runs = FoldRuns(model=[], baselines={}, tests=[], latest_model=None)
+    for fold in folds:
+        train, test = data.take(fold.train), data.take(fold.test)
+        runs.latest_model = make().fit(train, refit=False)
+        runs.model.append(runs.latest_model.predict(test.X))
+        for name, base in baselines().fit(train).predict(test.X).items():
+            runs.baselines.setdefault(name, []).append(base)
+        runs.tests.append(test)
+    return runs
+
+
+def _summary(result: dict[str, Any], folds: list[Fold], n_test: int, runs: FoldRuns) -> dict[str, Any]:
+    result["folds"] = [int(f.origin) for f in folds]
+    result["n_test"] = n_test
+    result["calibration"] = runs.latest_model
+    return result
+
+
 def backtest_streams(
     data: ChartSet, horizon: int, regions: list[str], make: Callable[[], StreamsForecaster], *, step: int
 ) -> dict[str, Any] | None:
@@ -67,27 +99,14 @@ def backtest_streams(
     folds = rolling_folds(data.week, horizon, step=step)
     if not folds:
         return None
-    model_parts: list[dict[str, np.ndarray]] = []
-    base_parts: dict[str, list[dict[str, np.ndarray]]] = {}
-    tests: list[Any] = []
-    model = None
-    for fold in folds:
-        train, test = data.take(fold.train), data.take(fold.test)
-        model = make().fit(train, refit=False)
-        model_parts.append(model.predict(test.X))
-        for name, base in ChartBaselines().fit(train).predict(test.X).items():
-            base_parts.setdefault(name, []).append(base)
-        tests.append(test)
-    pooled = _concat_sets(tests)
-    pooled_model = _pool(model_parts)
+    runs = run_folds(data, folds, make, ChartBaselines)
+    pooled = _concat_sets(runs.tests)
+    pooled_model = _pool(runs.model)
     result: dict[str, Any] = {"model": chart_metrics(pooled_model, pooled, pooled_model["p_chart"])}
     rank_score = -pooled.X["rank"].to_numpy(float)
-    for name, parts in base_parts.items():
+    for name, parts in runs.baselines.items():
         result[name] = chart_metrics(_pool(parts), pooled, rank_score if name == "persistence" else None)
-    result["folds"] = [int(f.origin) for f in folds]
-    result["n_test"] = len(pooled)
-    result["calibration"] = model  # the latest fold's model: its held-out calibration serves the final fit
-    return result
+    return _summary(result, folds, len(pooled), runs)
 
 
 def backtest_popularity(
@@ -97,30 +116,18 @@ def backtest_popularity(
     folds = rolling_folds(data.day, horizon_days, step=step, min_train=MIN_TRAIN_ANCHOR_TIMES)
     if not folds:
         return None
-    model_parts: list[dict[str, np.ndarray]] = []
-    base_parts: dict[str, list[dict[str, np.ndarray]]] = {}
-    tests: list[Any] = []
-    model = None
-    for fold in folds:
-        train, test = data.take(fold.train), data.take(fold.test)
-        model = make().fit(train, refit=False)
-        model_parts.append(model.predict(test.X))
-        for name, base in PopularityBaselines().fit(train).predict(test.X).items():
-            base_parts.setdefault(name, []).append(base)
-        tests.append(test)
+    runs = run_folds(data, folds, make, PopularityBaselines)
+    tests = runs.tests
     pooled = PopularitySet(
         X=pd.concat([t.X for t in tests], ignore_index=True),
         song=np.concatenate([t.song for t in tests]),
         day=np.concatenate([t.day for t in tests]),
         future=np.concatenate([t.future for t in tests]),
     )
-    result: dict[str, Any] = {"model": popularity_metrics(_pool(model_parts), pooled)}
-    for name, parts in base_parts.items():
+    result: dict[str, Any] = {"model": popularity_metrics(_pool(runs.model), pooled)}
+    for name, parts in runs.baselines.items():
         result[name] = popularity_metrics(_pool(parts), pooled)
-    result["folds"] = [int(f.origin) for f in folds]
-    result["n_test"] = len(pooled)
-    result["calibration"] = model  # the latest fold's model: its held-out calibration serves the final fit
-    return result
+    return _summary(result, folds, len(pooled), runs)
 
 
 def _concat_sets(sets: list[ChartSet]) -> ChartSet:
