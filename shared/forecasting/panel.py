@@ -135,6 +135,21 @@ def chart_panel_from_rows(rows: Iterable[tuple[str, str, dt.date, int, int | Non
     return _chart_panel(frame)
 
 
+def chart_panel_with_floors(
+    rows: Iterable[tuple[str, str, dt.date, int, int | None, str, str]],
+    floors: Iterable[tuple[str, dt.date, int | None]],
+) -> ChartPanel:
+    """A chart panel from some songs' entries (as `chart_panel_from_rows`) and every chart's (region, week
+    date, smallest positive streams), aggregated by the database instead of derived from all entries."""
+    panel = chart_panel_from_rows(rows)
+    charts = pd.DataFrame(list(floors), columns=["region", "week", "floor"])
+    charts["week"] = ((_day_numbers(charts["week"]) - day_index(EPOCH_MONDAY)) // 7).astype(np.int32)
+    floor = pd.to_numeric(charts["floor"], errors="coerce").astype(float)
+    charts["log_floor"] = np.log(floor.where(floor > 0))
+    charts = charts.sort_values(["region", "week"]).reset_index(drop=True)
+    return ChartPanel(panel.entries, charts[["region", "week", "log_floor"]])
+
+
 def _day_numbers(dates: pd.Series) -> np.ndarray:
     """Days since 1970 of a column of dates, vectorised (whole days: no time zone involved)."""
     if len(dates) == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,8 +30,10 @@ from shared.forecasting.panel import (
     ChartPanel,
     NotEnoughData,
     PopularityPanel,
+    artist_key,
     chart_panel_from_files,
     chart_panel_from_rows,
+    chart_panel_with_floors,
     day_index,
     popularity_panel_from_rows,
     week_date,
@@ -61,6 +64,13 @@ async def load_chart_panel(
     session: AsyncSession, *, max_week: dt.date | None = None, demo: bool = False
 ) -> ChartPanel:
     """Every chart entry (up to `max_week`) with its song's name and first artist."""
+    return chart_panel_from_rows(await _chart_rows(session, max_week=max_week, demo=demo))
+
+
+async def _chart_rows(
+    session: AsyncSession, *, max_week: dt.date | None, demo: bool, tracks: Sequence[str] | None = None
+) -> list[tuple[str, str, dt.date, int, int | None, str, str]]:
+    """Chart entries as `chart_panel_from_rows` takes them: all of them, or only those of `tracks`."""
     query = select(
         col(ChartEntry.track_id),
         col(ChartEntry.region),
@@ -74,11 +84,21 @@ async def load_chart_panel(
         query = query.where(ChartEntry.week <= max_week)  # type: ignore[arg-type]
     if not demo:
         query = query.where(ChartEntry.is_demo.is_(False))  # type: ignore[attr-defined]
-    rows = (await session.execute(query)).all()
-    return chart_panel_from_rows(
+    rows = []
+    for part in _chunks(tracks):
+        scoped = query if part is None else query.where(col(ChartEntry.track_id).in_(part))
+        rows += (await session.execute(scoped)).all()
+    return [
         (t, r, w, rank, streams, (artists or "").split(",")[0].strip(), name or "")
         for t, r, w, rank, streams, artists, name in rows
-    )
+    ]
+
+
+def _chunks(ids: Sequence[str] | None, size: int = 1000) -> list[list[str] | None]:
+    """`ids` in slices small enough for an IN list; [None] (no filter) when `ids` is None."""
+    if ids is None:
+        return [None]
+    return [list(ids[start : start + size]) for start in range(0, len(ids), size)]
 
 
 async def load_popularity_panel(
@@ -86,6 +106,13 @@ async def load_popularity_panel(
 ) -> tuple[PopularityPanel, float]:
     """Every known weekly popularity (up to `max_week`) and the songs' attributes; also the share of those
     values imported from history files rather than observed by this installation."""
+    return await _popularity_panel_of(session, max_week=max_week, demo=demo)
+
+
+async def _popularity_panel_of(
+    session: AsyncSession, *, max_week: dt.date | None, demo: bool, tracks: Sequence[str] | None = None
+) -> tuple[PopularityPanel, float]:
+    """The popularity panel of all songs, or only of `tracks`, and its imported share."""
     query = select(
         col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity), col(Snapshot.popularity_source)
     ).where(
@@ -95,7 +122,10 @@ async def load_popularity_panel(
         query = query.where(Snapshot.week <= max_week)  # type: ignore[arg-type]
     if not demo:
         query = query.where(Snapshot.is_demo.is_(False))  # type: ignore[attr-defined]
-    obs = (await session.execute(query)).all()
+    obs = []
+    for part in _chunks(tracks):
+        scoped = query if part is None else query.where(col(Snapshot.track_id).in_(part))
+        obs += (await session.execute(scoped)).all()
     imported = sum(1 for *_, source in obs if source == "history") / len(obs) if obs else 0.0
     ids = {o[0] for o in obs}
     songs_query = select(
@@ -108,7 +138,10 @@ async def load_popularity_panel(
         col(Track.artist_names),
         col(Track.name),
     ).join(Album, Album.id == Track.album_id, isouter=True)  # type: ignore[arg-type]
-    songs = [row for row in (await session.execute(songs_query)).all() if row[0] in ids]
+    songs = []
+    for part in _chunks(None if tracks is None else sorted(ids)):
+        scoped = songs_query if part is None else songs_query.where(col(Track.id).in_(part))
+        songs += [row for row in (await session.execute(scoped)).all() if row[0] in ids]
     panel = popularity_panel_from_rows(
         ((t, w, p) for t, w, p, _ in obs),
         (
@@ -406,8 +439,6 @@ def _prepare(
 
 
 async def _latest_week(session: AsyncSession) -> dt.date | None:
-    from sqlalchemy import func
-
     chart = (await session.execute(select(func.max(ChartEntry.week)))).scalar()
     snap = (await session.execute(select(func.max(Snapshot.week)))).scalar()
     weeks = [w for w in (chart, snap) if w is not None]
@@ -607,8 +638,24 @@ async def forecast_tracks(
 
     `track_ids` None means the trending songs of that week (default: the latest week with data). Songs
     without data that week are left out. With no usable active model, a persistence forecast flagged
-    `cold_start` (model_version "persistence") stands in, never a silent constant.
+    `cold_start` (model_version "persistence") stands in, never a silent constant. Only the rows the
+    songs' features read are loaded (see `_scoped_panels`).
     """
+    return await _forecast(
+        session=session, settings=settings, week=week, track_ids=track_ids, horizons=horizons, scoped=True
+    )
+
+
+async def _forecast(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    week: dt.date | None,
+    track_ids: Sequence[str] | None,
+    horizons: Sequence[int],
+    scoped: bool,
+) -> list[TrackPrediction]:
+    """`forecast_tracks`; `scoped` False loads every row up to the week instead (same results, slower)."""
     anchor = week or await _latest_week(session)
     if anchor is None:
         return []
@@ -620,9 +667,13 @@ async def forecast_tracks(
         return []
     wanted = set(ids)
     versions = await active_versions(session)
-    chart_panel = await load_chart_panel(session, max_week=anchor, demo=settings.demo)
-    popularity, _ = await load_popularity_panel(session, max_week=anchor, demo=settings.demo)
     names = await _names(session, ids)
+    panels = await _scoped_panels(session, anchor, ids, names, settings.demo) if scoped else None
+    if panels is None:
+        chart_panel = await load_chart_panel(session, max_week=anchor, demo=settings.demo)
+        popularity, _ = await load_popularity_panel(session, max_week=anchor, demo=settings.demo)
+    else:
+        chart_panel, popularity = panels
     stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
     popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
     predictions = (
@@ -645,6 +696,74 @@ async def forecast_tracks(
     order = {track: i for i, track in enumerate(ids)}
     predictions.sort(key=lambda p: (order.get(p.track_id, 0), p.signal))
     return predictions
+
+
+SCOPED_MAX_SONGS = 2000  # beyond this many songs one scan of the tables beats the per-song queries
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _first_artist_key(artist_names: str) -> str:
+    """The artist key the panels give a song (its first artist, normalised)."""
+    return artist_key(artist_names.split(",")[0].strip())
+
+
+async def _same_artist_songs(
+    session: AsyncSession, ids: Sequence[str], names: dict[str, tuple[str, str]]
+) -> list[str] | None:
+    """The songs and every song sharing a first artist with one of them (the cross-song features read
+    those); None when a song has no artist (it would share the key of every unknown song)."""
+    keys = {_first_artist_key(names.get(i, ("", ""))[1]) for i in ids}
+    if "" in keys:
+        return None
+    spellings = (await session.execute(select(col(Track.artist_names)).distinct())).scalars().all()
+    # The IN below compares with the column's collation (case- and accent-insensitive): it may add songs
+    # of other artists, which only form groups of their own, never drop one of these artists' songs.
+    matching = [a for a in spellings if a and _first_artist_key(a) in keys]
+    scope = dict.fromkeys(ids)
+    for start in range(0, len(matching), 1000):
+        part = matching[start : start + 1000]
+        found = await session.execute(select(col(Track.id)).where(col(Track.artist_names).in_(part)))
+        scope.update(dict.fromkeys(found.scalars().all()))
+    return list(scope)
+
+
+async def _chart_floors(
+    session: AsyncSession, max_week: dt.date, demo: bool
+) -> list[tuple[str, dt.date, int | None]]:
+    """Every chart up to `max_week` with its smallest positive streams (its floor), grouped by MariaDB."""
+    positive = case((col(ChartEntry.streams) > 0, col(ChartEntry.streams)))
+    query = (
+        select(col(ChartEntry.region), col(ChartEntry.week), func.min(positive))
+        .where(col(ChartEntry.week) <= max_week)
+        .group_by(col(ChartEntry.region), col(ChartEntry.week))
+    )
+    if not demo:
+        query = query.where(col(ChartEntry.is_demo).is_(False))
+    return [(r, w, f) for r, w, f in (await session.execute(query)).all()]
+
+
+async def _scoped_panels(
+    session: AsyncSession,
+    anchor: dt.date,
+    ids: Sequence[str],
+    names: dict[str, tuple[str, str]],
+    demo: bool,
+) -> tuple[ChartPanel, PopularityPanel] | None:
+    """Panels holding only what the songs' features at `anchor` read: their own rows, their artists'
+    other songs' rows, and every chart's floor; None when a full load is needed or cheaper.
+
+    Every other feature is a lookup or running aggregate over the song's own rows, so the features of
+    these songs come out identical to those computed on the full panels.
+    """
+    if len(ids) > SCOPED_MAX_SONGS:
+        return None
+    scope = await _same_artist_songs(session, ids, names)
+    if scope is None:
+        return None
+    rows = await _chart_rows(session, max_week=anchor, demo=demo, tracks=scope)
+    chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, anchor, demo))
+    popularity, _ = await _popularity_panel_of(session, max_week=anchor, demo=demo, tracks=scope)
+    return chart_panel, popularity
 
 
 async def _names(session: AsyncSession, ids: Sequence[str]) -> dict[str, tuple[str, str]]:

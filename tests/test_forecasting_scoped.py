@@ -1,0 +1,174 @@
+"""Serving loads only the rows a song's features read (its own, its artists' other songs', every chart's
+floor) and forecasts exactly what the full load forecasts, with active models on the real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.config import Settings
+from shared.db import upsert
+from shared.events import TrackPrediction
+from shared.forecasting import forecast_tracks, service, train_and_register
+from shared.forecasting.models import BoostParams
+from shared.forecasting.synthetic import synthetic_charts
+from shared.models import Album, ChartEntry, Snapshot, Track
+from shared.weeks import week_of
+
+HORIZONS = (26,)
+
+
+@pytest.fixture(autouse=True)
+def small_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer boosting rounds: these tests compare two loading paths, not accuracy."""
+    original = service.default_config
+
+    def quick(signal: str) -> dict[str, Any]:
+        config = original(signal)
+        config["params"] = BoostParams(max_iter=25, min_samples_leaf=20).as_dict()
+        return config
+
+    monkeypatch.setattr(service, "default_config", quick)
+
+
+def spelled(artist: str, track: str) -> str:
+    """The track's artists as the database may spell them: other casing, featured artists after a comma."""
+    if track.endswith(("a", "b", "c")):
+        return f"{artist.upper()}, Guest {track[-3:]}"
+    return artist
+
+
+def popularity_of(frame: pd.DataFrame) -> pd.Series:
+    """A popularity index that fades with weeks since the song's first chart (learnable, not constant)."""
+    first = frame.groupby("track")["week"].transform("min")
+    age = (pd.to_datetime(frame["week"]) - pd.to_datetime(first)).dt.days / 7
+    noise = np.random.default_rng(3).normal(0, 2, len(frame))
+    return (35 + 55 * np.exp(-age / 15) + noise).clip(0, 100).round().astype(int)
+
+
+async def store(sessions: async_sessionmaker[AsyncSession], frame: pd.DataFrame) -> None:
+    tracks = frame.drop_duplicates("track")
+    snapshots = frame.sort_values("rank").drop_duplicates(["track", "week"]).copy()
+    snapshots["popularity"] = popularity_of(snapshots)
+    albums = [
+        {"id": f"album{i:017d}", "name": f"Album {i}", "album_type": kind, "total_tracks": 1 + i * 4}
+        for i, kind in enumerate(("single", "album", "compilation"))
+    ]
+    async with sessions() as session:
+        await upsert(session=session, model=Album, rows=albums, keys=["id"])
+        await upsert(
+            session=session,
+            model=Track,
+            rows=[
+                {
+                    "id": t,
+                    "name": n,
+                    "artist_names": spelled(a, t),
+                    "release_date": week_of(w) - dt.timedelta(days=i % 30),
+                    "duration_ms": 150_000 + 997 * i,
+                    "explicit": i % 3 == 0,
+                    "album_id": albums[i % 3]["id"],
+                }
+                for i, (t, n, a, w) in enumerate(tracks[["track", "name", "artist", "week"]].values)
+            ],
+            keys=["id"],
+        )
+        await upsert(
+            session=session,
+            model=ChartEntry,
+            rows=[
+                {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
+                for t, r, w, k, s in frame[["track", "region", "week", "rank", "streams"]].values
+            ],
+            keys=["track_id", "week", "region"],
+        )
+        await upsert(
+            session=session,
+            model=Snapshot,
+            rows=[
+                {"track_id": t, "week": week_of(w), "trending": True, "popularity": int(p)}
+                for t, w, p in snapshots[["track", "week", "popularity"]].values
+            ],
+            keys=["track_id", "week"],
+        )
+        await session.commit()
+
+
+def dumped(predictions: list[TrackPrediction]) -> list[dict[str, Any]]:
+    return [p.model_dump() for p in predictions]
+
+
+async def both_ways(
+    session: AsyncSession, settings: Settings, ids: list[str] | None, week: dt.date | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    scoped = await forecast_tracks(
+        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
+    )
+    full = await service._forecast(
+        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS, scoped=False
+    )
+    return dumped(scoped), dumped(full)
+
+
+async def test_scoped_forecasts_equal_the_full_load(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    frame = synthetic_charts(regions=3, weeks=80, size=40, seed=1)
+    await store(sessions, frame)
+    activated = await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)
+    assert {v.signal for v in activated} == {"streams", "popularity"}
+
+    last = frame["week"].max()
+    now = frame[frame["week"] == last]
+    busiest_artist = now.groupby("artist")["track"].nunique().idxmax()
+    one = now[now["artist"] == busiest_artist]["track"].iloc[0]
+    respelled = [t for t in now["track"].unique() if t.endswith(("a", "b", "c"))][:2]
+    gone = frame[~frame["track"].isin(now["track"])]["track"].iloc[0]  # no data that week: left out
+    handful = [one, *respelled, gone, *now["track"].unique()[:3].tolist()]
+
+    async with sessions() as session:
+        for ids in ([one], handful, None, [one, "0000000000000000unknown"]):
+            scoped, full = await both_ways(session, settings, ids)
+            assert scoped and scoped == full, ids
+            assert {f["model_version"] for p in scoped for f in p["forecasts"]} == {
+                v.version for v in activated
+            }
+        assert {p["track_id"] for p in (await both_ways(session, settings, handful))[0]} == set(
+            handful
+        ) - {gone}
+
+        earlier = week_of(sorted(frame["week"].unique())[-10])
+        scoped, full = await both_ways(session, settings, None, week=earlier)
+        assert scoped and scoped == full
+
+
+async def test_scoped_panels_hold_the_songs_and_their_artists_songs_only(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    frame = synthetic_charts(regions=3, weeks=40, size=40, seed=2)
+    await store(sessions, frame)
+    last = frame["week"].max()
+    now = frame[frame["week"] == last]
+    song = now["track"].iloc[0]
+    artist = now["artist"].iloc[0]
+    async with sessions() as session:
+        names = await service._names(session, [song])
+        panels = await service._scoped_panels(session, week_of(last), [song], names, demo=False)
+        total = (await session.execute(select(func.count()).select_from(ChartEntry))).scalar()
+    assert panels is not None
+    chart, popularity = panels
+    artist_songs = set(frame[frame["artist"] == artist]["track"])
+    assert set(chart.entries["track"]) == artist_songs
+    assert set(popularity.obs["song"]) == artist_songs
+    assert len(chart.entries) < total
+    # every chart's floor, though only a few songs' entries are loaded
+    assert len(chart.charts) == frame.groupby(["region", "week"]).ngroups
+    floors = np.log(frame.groupby(["region", "week"])["streams"].min().to_numpy(float))
+    assert np.array_equal(np.sort(chart.charts["log_floor"].to_numpy()), np.sort(floors))
