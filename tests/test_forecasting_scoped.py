@@ -140,9 +140,8 @@ async def test_scoped_forecasts_equal_the_full_load(
             assert {f["model_version"] for p in scoped for f in p["forecasts"]} == {
                 v.version for v in activated
             }
-        assert {p["track_id"] for p in (await both_ways(session, settings, handful))[0]} == set(
-            handful
-        ) - {gone}
+        scored = {p["track_id"] for p in (await both_ways(session, settings, handful))[0]}
+        assert scored == set(handful) - {gone}
 
         earlier = week_of(sorted(frame["week"].unique())[-10])
         scoped, full = await both_ways(session, settings, None, week=earlier)
@@ -161,7 +160,7 @@ async def test_scoped_panels_hold_the_songs_and_their_artists_songs_only(
     async with sessions() as session:
         names = await service._names(session, [song])
         panels = await service._scoped_panels(session, week_of(last), [song], names, demo=False)
-        total = (await session.execute(select(func.count()).select_from(ChartEntry))).scalar()
+        total = (await session.execute(select(func.count()).select_from(ChartEntry))).scalar_one()
     assert panels is not None
     chart, popularity = panels
     artist_songs = set(frame[frame["artist"] == artist]["track"])

@@ -84,7 +84,7 @@ async def _chart_rows(
         query = query.where(ChartEntry.week <= max_week)  # type: ignore[arg-type]
     if not demo:
         query = query.where(ChartEntry.is_demo.is_(False))  # type: ignore[attr-defined]
-    rows = []
+    rows: list[Any] = []
     for part in _chunks(tracks):
         scoped = query if part is None else query.where(col(ChartEntry.track_id).in_(part))
         rows += (await session.execute(scoped)).all()
@@ -122,7 +122,7 @@ async def _popularity_panel_of(
         query = query.where(Snapshot.week <= max_week)  # type: ignore[arg-type]
     if not demo:
         query = query.where(Snapshot.is_demo.is_(False))  # type: ignore[attr-defined]
-    obs = []
+    obs: list[Any] = []
     for part in _chunks(tracks):
         scoped = query if part is None else query.where(col(Snapshot.track_id).in_(part))
         obs += (await session.execute(scoped)).all()
@@ -138,10 +138,10 @@ async def _popularity_panel_of(
         col(Track.artist_names),
         col(Track.name),
     ).join(Album, Album.id == Track.album_id, isouter=True)  # type: ignore[arg-type]
-    songs = []
+    songs: list[Any] = []
     for part in _chunks(None if tracks is None else sorted(ids)):
-        scoped = songs_query if part is None else songs_query.where(col(Track.id).in_(part))
-        songs += [row for row in (await session.execute(scoped)).all() if row[0] in ids]
+        songs_part = songs_query if part is None else songs_query.where(col(Track.id).in_(part))
+        songs += [row for row in (await session.execute(songs_part)).all() if row[0] in ids]
     panel = popularity_panel_from_rows(
         ((t, w, p) for t, w, p, _ in obs),
         (
