@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-e2e eval compose-check clean
+.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-forecast bench-e2e eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench-train: install  ## train (backtest + final fit, 26 and 52 weeks) on 1,000,
 
 bench-ingest: install  ## weekly Spotify update of 10,000 songs vs the emulator (50 ms), both modes, vs the sequential way
 	$(BIN)/python -m benchmarks.bench_ingest --songs 10000 --latency-ms 50
+
+bench-forecast: install  ## one song's forecast on the real weekly charts ($(DATA)): scoped load vs the full load it replaced, identical answers
+	$(BIN)/python -m benchmarks.bench_forecast --charts $(DATA)/charts-weekly-2017-2020
 
 bench-api: install  ## GET /v1/tracks/{id}/forecast on 100,000 songs at 64 connections vs bare FastAPI (>= 60%, p99 < 50 ms); batch scoring (< 1 s)
 	@command -v wrk >/dev/null || echo "wrk not found (apt-get install wrk): using the slower Python load generator"

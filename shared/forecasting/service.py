@@ -24,7 +24,7 @@ from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
 from shared.forecasting.backtest import backtest_popularity, backtest_streams
 from shared.forecasting.dataset import chart_set, popularity_set
-from shared.forecasting.features import cached_chart_features, popularity_features, regions_of
+from shared.forecasting.features import CHART_LAGS, cached_chart_features, popularity_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
     ChartPanel,
@@ -728,18 +728,20 @@ async def _same_artist_songs(
 
 
 async def _chart_floors(
-    session: AsyncSession, max_week: dt.date, demo: bool
+    session: AsyncSession, weeks: Sequence[dt.date], demo: bool
 ) -> list[tuple[str, dt.date, int | None]]:
-    """Every chart up to `max_week` with its smallest positive streams (its floor), grouped by MariaDB."""
+    """Every region's chart of `weeks` with its smallest positive streams (its floor), grouped by MariaDB."""
+    regions = (await session.execute(select(col(ChartEntry.region)).distinct())).scalars().all()
     positive = case((col(ChartEntry.streams) > 0, col(ChartEntry.streams)))
     query = (
+        # region IN and week IN: point ranges of the (region, week) index instead of a scan of the table
         select(col(ChartEntry.region), col(ChartEntry.week), func.min(positive))
-        .where(col(ChartEntry.week) <= max_week)
+        .where(col(ChartEntry.region).in_(regions), col(ChartEntry.week).in_(sorted(set(weeks))))
         .group_by(col(ChartEntry.region), col(ChartEntry.week))
     )
     if not demo:
         query = query.where(col(ChartEntry.is_demo).is_(False))
-    return [(r, w, f) for r, w, f in (await session.execute(query)).all()]
+    return [(r, w, f) for r, w, f in (await session.execute(query)).all()] if regions and weeks else []
 
 
 async def _scoped_panels(
@@ -750,7 +752,7 @@ async def _scoped_panels(
     demo: bool,
 ) -> tuple[ChartPanel, PopularityPanel] | None:
     """Panels holding only what the songs' features at `anchor` read: their own rows, their artists'
-    other songs' rows, and every chart's floor; None when a full load is needed or cheaper.
+    other songs' rows, and the floors of the charts they read; None when a full load is needed or cheaper.
 
     Every other feature is a lookup or running aggregate over the song's own rows, so the features of
     these songs come out identical to those computed on the full panels.
@@ -761,7 +763,10 @@ async def _scoped_panels(
     if scope is None:
         return None
     rows = await _chart_rows(session, max_week=anchor, demo=demo, tracks=scope)
-    chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, anchor, demo))
+    # The floors these songs' features read: of the weeks they (or their artists' songs) charted, for
+    # above_floor and its running best, and of the lagged weeks before the anchor.
+    weeks = {row[2] for row in rows} | {anchor - dt.timedelta(weeks=k) for k in CHART_LAGS}
+    chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, sorted(weeks), demo))
     popularity, _ = await _popularity_panel_of(session, max_week=anchor, demo=demo, tracks=scope)
     return chart_panel, popularity
 
