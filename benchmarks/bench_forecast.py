@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import time
 import uuid
@@ -28,6 +29,7 @@ from shared.forecasting.models import BoostParams
 from shared.forecasting.panel import chart_panel_from_files, week_date
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, Track
+from shared.weeks import week_of
 
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 
@@ -42,7 +44,7 @@ def chart_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dic
     tracks = entries.drop_duplicates("track")
     return (
         [
-            {"track_id": t, "region": r, "week": w, "rank": int(k), "streams": int(s)}
+            {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
             for t, r, w, k, s in entries[["track", "region", "week", "rank", "streams"]].values
             if s == s  # NaN streams: not a chart entry worth storing here
         ],
@@ -117,6 +119,7 @@ async def measure(url: str, repeat: int) -> dict[str, dict[str, float]]:
                     for scoped in (False, True):
                         seconds, answers[scoped] = await timed(session, settings, chosen, scoped)
                         times[scoped].append(seconds)
+                assert answers[True], f"{label}: nothing forecast, the figures would mean nothing"
                 assert answers[True] == answers[False], f"{label}: scoped and full forecasts differ"
                 full, scoped_s = statistics.median(times[False]), statistics.median(times[True])
                 results[label] = {"full_s": full, "scoped_s": scoped_s, "predictions": len(answers[True])}
@@ -126,6 +129,7 @@ async def measure(url: str, repeat: int) -> dict[str, dict[str, float]]:
                 )
     finally:
         await engine.dispose()
+        shutil.rmtree(scratch, ignore_errors=True)  # the models trained for this run
     return results
 
 
