@@ -143,6 +143,11 @@ def _ingest(
             )
         )
     print_run(report)
+    if report.status == "paused" and settings.uses_emulator:
+        console.print(
+            "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
+            "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
+        )
     if report.status == "failed":
         raise typer.Exit(EXIT_FAILED)
 
@@ -205,6 +210,11 @@ def ingest_history(
             )
         )
     print_run(report)
+    if report.status == "paused" and settings.uses_emulator:
+        console.print(
+            "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
+            "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
+        )
     if report.status == "failed":
         raise typer.Exit(EXIT_FAILED)
 

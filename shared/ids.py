@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+SPOTIFY_ID_LENGTH = 22  # base-62 characters; songs imported by name get longer synthetic ids
 TRACK_ID = re.compile(r"^[0-9A-Za-z]{22}$")
 _URI = re.compile(r"^spotify:track:([0-9A-Za-z]{22})$")
 _URL = re.compile(

@@ -22,7 +22,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,6 +38,7 @@ from shared.catalog import (
 from shared.charts import TRACK_ID_RE, Chart, ChartFormatError, iter_chart_paths, read_chart
 from shared.db import session_scope, upsert
 from shared.events import DbUpdated, Topics, envelope
+from shared.ids import SPOTIFY_ID_LENGTH
 from shared.models import (
     Album,
     AppState,
@@ -557,10 +558,7 @@ async def _run_steps(
     limit: int | None,
     progress: Progress | None,
 ) -> None:
-    mode = await spotify.probe_access_mode()
-    report.access_mode = mode.value
-    await record_access_mode(sessions=sessions, mode=mode, emulator=settings.uses_emulator)
-
+    # Chart files first: they need no Spotify, so an unreachable or paused Spotify loses none of them.
     paths = (
         chart_paths
         if chart_paths is not None
@@ -573,6 +571,10 @@ async def _run_steps(
     # generated charts (kind "demo") are demo rows.
     chart_demo = report.kind == "demo"
     await write_charts(sessions=sessions, charts=charts, report=report, demo=chart_demo, progress=progress)
+
+    mode = await spotify.probe_access_mode()
+    report.access_mode = mode.value
+    await record_access_mode(sessions=sessions, mode=mode, emulator=settings.uses_emulator)
 
     await complete_dimensions(sessions=sessions, spotify=spotify, report=report)
 
@@ -613,7 +615,9 @@ async def tracks_to_fetch(
     charted = {row.track_id for c in charts for row in c.rows if row.track_id}
     async with sessions() as session:
         resume = await paused_resume_ids(session=session)
-        candidates = sorted(charted | trending | set(resume))
+        # Songs stored from charts by an earlier run that stopped before enriching them.
+        left_behind = await never_enriched(session=session)
+        candidates = sorted(charted | trending | set(resume) | left_behind)
         enriched = await known_enriched(session=session, ids=candidates)
         wanted = [i for i in candidates if i not in enriched]
         if mode is sp.AccessMode.extended:
@@ -642,6 +646,16 @@ async def fetched_this_week(*, session: AsyncSession, week: dt.date, ids: Sequen
             )
             found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
     return found
+
+
+async def never_enriched(*, session: AsyncSession) -> set[str]:
+    """Stored songs with a Spotify id whose metadata was never fetched (no album stored)."""
+    query = (
+        select(col(Track.id))
+        .outerjoin(Album, col(Album.id) == col(Track.album_id))
+        .where(col(Album.id).is_(None), func.length(col(Track.id)) == SPOTIFY_ID_LENGTH)
+    )
+    return set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
 
 
 async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:
