@@ -91,6 +91,18 @@ def rich_progress() -> tuple[Progress, Callable[[str, int, int], None]]:
     return bar, update
 
 
+def finish_run(report: Any, settings: Settings) -> None:
+    """Print a run's summary (with a hint when the missing piece is the emulator); exit 1 if it failed."""
+    print_run(report)
+    if report.status == "paused" and settings.uses_emulator:
+        console.print(
+            "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
+            "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
+        )
+    if report.status == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
 def print_run(report: Any) -> None:
     colour = {"ok": "green", "paused": "yellow"}.get(report.status, "red")
     console.print(f"run {report.run_id} ({report.kind}, week {report.week}): [{colour}]{report.status}[/]")
@@ -142,14 +154,7 @@ def _ingest(
                 progress=update,
             )
         )
-    print_run(report)
-    if report.status == "paused" and settings.uses_emulator:
-        console.print(
-            "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
-            "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
-        )
-    if report.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
+    finish_run(report, settings)
 
 
 @ingest_app.command("init")
@@ -209,14 +214,7 @@ def ingest_history(
                 settings, paths, aggregate=aggregate.value, migrate_schema=True, progress=update
             )
         )
-    print_run(report)
-    if report.status == "paused" and settings.uses_emulator:
-        console.print(
-            "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
-            "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
-        )
-    if report.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
+    finish_run(report, settings)
 
 
 @app.command()

@@ -17,7 +17,6 @@ from shared.config import Settings
 from shared.db import upsert
 from shared.events import TrackPrediction
 from shared.forecasting import forecast_tracks, service, train_and_register
-from shared.forecasting.models import BoostParams
 from shared.forecasting.panel import week_index
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import Album, ChartEntry, Snapshot, Track
@@ -26,17 +25,7 @@ from shared.weeks import week_of
 HORIZONS = (26,)
 
 
-@pytest.fixture(autouse=True)
-def small_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fewer boosting rounds: these tests compare two loading paths, not accuracy."""
-    original = service.default_config
-
-    def quick(signal: str) -> dict[str, Any]:
-        config = original(signal)
-        config["params"] = BoostParams(max_iter=25, min_samples_leaf=20).as_dict()
-        return config
-
-    monkeypatch.setattr(service, "default_config", quick)
+pytestmark = pytest.mark.usefixtures("quick_models")
 
 
 def spelled(artist: str, track: str) -> str:

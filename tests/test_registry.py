@@ -4,7 +4,6 @@ models, retraining without new data keeps them, an altered artifact is refused, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -14,8 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
 from shared.db import upsert
-from shared.forecasting import TamperedArtifact, forecast_tracks, service, train_and_register
-from shared.forecasting.models import BoostParams
+from shared.forecasting import TamperedArtifact, forecast_tracks, train_and_register
 from shared.forecasting.registry import ForecastBundle, load_artifact, save_artifact
 from shared.forecasting.synthetic import synthetic_charts, write_chart_files
 from shared.models import ChartEntry, ModelVersion, Snapshot, Track
@@ -24,17 +22,7 @@ from shared.weeks import week_of
 HORIZONS = (26,)
 
 
-@pytest.fixture(autouse=True)
-def small_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fewer boosting rounds: these tests check the registry's behaviour, not accuracy."""
-    original = service.default_config
-
-    def quick(signal: str) -> dict[str, Any]:
-        config = original(signal)
-        config["params"] = BoostParams(max_iter=25, min_samples_leaf=20).as_dict()
-        return config
-
-    monkeypatch.setattr(service, "default_config", quick)
+pytestmark = pytest.mark.usefixtures("quick_models")
 
 
 def charts(weeks: int = 80, seed: int = 1) -> pd.DataFrame:
