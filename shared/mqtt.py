@@ -108,6 +108,45 @@ async def announce_online(client: aiomqtt.Client, settings: Settings, service: s
     )
 
 
+OFFLINE_ANNOUNCE_SECONDS = 3.0  # a clean stop waits at most this long for the broker
+
+
+async def announce_offline(client: aiomqtt.Client, settings: Settings, service: str) -> None:
+    """Say `offline` ourselves on a clean stop: the broker sends the last will only for a client that
+    vanished, so without this the retained status would stay `online`."""
+    try:
+        async with asyncio.timeout(OFFLINE_ANNOUNCE_SECONDS):
+            await client.publish(
+                topics(settings).status(service), status_payload(service, "offline"), qos=QOS, retain=True
+            )
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        log.warning("%s: could not announce offline (%s); the retained status may say online", service, exc)
+
+
+async def stay_present(settings: Settings, service: str) -> None:
+    """The status of a long-running service that consumes nothing (ingestor, trainer): one connection saying
+    `online` (retained) while the service runs, `offline` by its last will if the service vanishes, and by
+    itself on a clean stop (cancellation). Reconnects with backoff. Runs until cancelled."""
+    failures = 0
+    while True:
+        try:
+            async with make_client(settings, service) as client:
+                failures = 0
+                await announce_online(client, settings, service)
+                log.info("%s connected to MQTT: status online", service)
+                try:
+                    async for _ in client.messages:  # nothing subscribed: returns only when the link breaks
+                        pass
+                except asyncio.CancelledError:
+                    await announce_offline(client, settings, service)
+                    raise
+        except aiomqtt.MqttError as exc:
+            delay = reconnect_delay(settings.mqtt_reconnect_seconds, failures)
+            failures += 1
+            log.warning("%s: status connection lost (%s); reconnecting in %.1fs", service, exc, delay)
+            await asyncio.sleep(delay)
+
+
 async def consume_forever(
     settings: Settings,
     service: str,

@@ -87,7 +87,8 @@ async def flush_outbox(
     """Connect, publish every pending event `service` produced, disconnect. Raises BrokerUnavailable with
     a clear message."""
     try:
-        async with make_client(settings, service) as client:
+        # A publisher only: the service's status (and its last will) is the job of `stay_present`.
+        async with make_client(settings, service, announce=False) as client:
             return await publish_pending(sessions=sessions, client=client, producer=service)
     except aiomqtt.MqttError as exc:
         raise BrokerUnavailable(

@@ -1,14 +1,16 @@
-"""The predictor's retained status on the real broker: `online` while it runs, `offline` when it stops,
-and `offline` from its last will when its connection vanishes (then `online` again once reconnected)."""
+"""Retained service status on the real broker: the predictor's (and, through `stay_present`, the ingestor's
+and trainer's) is `online` while it runs, `offline` when it stops, and `offline` from its last will when its
+connection vanishes (then `online` again once reconnected)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from services.predictor.app import create_app
 from shared.events import ServiceStatus, parse
-from shared.mqtt import make_client, topics
+from shared.mqtt import make_client, stay_present, topics
 from tests.predictor_support import messages_until, predictor_settings
 from tests.servers import serving
 
@@ -17,10 +19,10 @@ def states(messages) -> list[str]:  # type: ignore[no-untyped-def]
     return [parse(m.payload, ServiceStatus).data.state for m in messages]  # type: ignore[arg-type]
 
 
-async def latest_retained_state(settings) -> str:  # type: ignore[no-untyped-def]
+async def latest_retained_state(settings, service: str = "predictor") -> str:  # type: ignore[no-untyped-def]
     """What a new subscriber is told first."""
     async with make_client(settings, "late-observer", announce=False) as late:
-        await late.subscribe(topics(settings).status("predictor"), qos=1)
+        await late.subscribe(topics(settings).status(service), qos=1)
         return states(await messages_until(late, lambda got: len(got) == 1))[0]
 
 
@@ -49,3 +51,17 @@ async def test_last_will_says_offline_when_the_connection_vanishes(settings) -> 
         got = await messages_until(observer, lambda got: states(got)[-1] == "online")
         assert states(got) == ["offline", "online"], "the will, then the reconnected predictor"
         await asyncio.wait_for(app.state.consuming.wait(), 20)
+
+
+async def test_a_scheduled_service_is_online_while_it_runs_and_offline_after_a_clean_stop(settings) -> None:  # type: ignore[no-untyped-def]
+    async with make_client(settings, "observer", announce=False) as observer:
+        await observer.subscribe(topics(settings).status("trainer"), qos=1)
+        presence = asyncio.create_task(stay_present(settings, "trainer"))
+        try:
+            assert states(await messages_until(observer, lambda got: len(got) == 1)) == ["online"]
+        finally:
+            presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await presence
+        assert states(await messages_until(observer, lambda got: len(got) == 1)) == ["offline"]
+    assert await latest_retained_state(settings, "trainer") == "offline"

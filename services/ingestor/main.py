@@ -27,7 +27,7 @@ from shared.db import (
     wait_for_database,
 )
 from shared.models import AppState, utcnow
-from shared.mqtt import topics
+from shared.mqtt import stay_present, topics
 from shared.outbox import BrokerUnavailable, flush_outbox
 from shared.schedule import run_on_schedule
 from shared.spotify.client import SpotifyClient
@@ -191,6 +191,7 @@ async def serve(settings: IngestorSettings | None = None) -> None:
         )
         group.create_task(_resilient("charts watcher", watch))
         group.create_task(publisher())
+        group.create_task(stay_present(settings, SERVICE))
 
 
 async def record_next_run(settings: IngestorSettings, when: dt.datetime) -> None:

@@ -17,7 +17,7 @@ from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wai
 from shared.events import ModelUpdated, envelope
 from shared.forecasting import train_and_register
 from shared.models import AppState, ModelVersion, Outbox, utcnow
-from shared.mqtt import topics
+from shared.mqtt import stay_present, topics
 from shared.outbox import BrokerUnavailable, add_event, flush_outbox
 from shared.schedule import run_on_schedule
 
@@ -110,6 +110,7 @@ async def serve(settings: TrainerSettings | None = None) -> None:
                 run_on_schedule("train", settings.train_cron, settings.train_timezone, job, on_next=on_next)
             )
             group.create_task(publish_forever(settings, sessions))
+            group.create_task(stay_present(settings, SERVICE))
     finally:
         await engine.dispose()
 
