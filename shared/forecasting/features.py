@@ -150,25 +150,34 @@ def _running(entries: pd.DataFrame) -> pd.DataFrame:
     return out.sort_index()
 
 
-def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.DataFrame:
-    """Features of every chart entry of the panel (index aligned with `panel.entries`)."""
-    regions = regions or regions_of(panel)
-    entries = panel.entries
-    index = ChartIndex(panel, sorted(set(regions) | set(regions_of(panel))))
-    feats = pd.DataFrame(index=entries.index)
-    feats["rank"] = entries["rank"].to_numpy(float)
+def _lookup_features(entries: pd.DataFrame, index: ChartIndex, at: np.ndarray | None = None) -> pd.DataFrame:
+    """The features of entries (all, or those at positions `at`) that look up single cells of the panel:
+    the entry itself, its chart's floor, its lags (used by `chart_features` and `anchor_chart_features`)."""
+    rows = slice(None) if at is None else at
+    entry_keys, chart_keys = index.entry_keys[rows], index.entry_chart_keys[rows]
+    feats = pd.DataFrame(index=entries.index[rows])
+    feats["rank"] = entries["rank"].to_numpy(float)[rows]
     feats["log_rank"] = np.log(feats["rank"])
-    feats["level"] = entries["log_streams"].to_numpy(float)
-    feats["log_floor"] = index.floor(index.entry_chart_keys)
+    feats["level"] = entries["log_streams"].to_numpy(float)[rows]
+    feats["log_floor"] = index.floor(chart_keys)
     feats["above_floor"] = feats["level"] - feats["log_floor"]
     for k in CHART_LAGS:
-        past_level = index.level(index.entry_keys - k)
-        past_floor = index.floor(index.entry_chart_keys - k)
+        past_level = index.level(entry_keys - k)
+        past_floor = index.floor(chart_keys - k)
         exists = ~np.isnan(past_floor)
         charted = ~np.isnan(past_level)
         feats[f"above_{k}"] = past_level - past_floor
         feats[f"charted_{k}"] = np.where(exists, charted.astype(float), np.nan)
         feats[f"delta_{k}"] = feats["level"] - past_level
+    return feats
+
+
+def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.DataFrame:
+    """Features of every chart entry of the panel (index aligned with `panel.entries`)."""
+    regions = regions or regions_of(panel)
+    entries = panel.entries
+    index = ChartIndex(panel, sorted(set(regions) | set(regions_of(panel))))
+    feats = _lookup_features(entries, index)
     running = _running(entries.assign(above_floor=feats["above_floor"].to_numpy()))
     for column in running.columns:
         feats[column] = running[column].to_numpy(float)
@@ -253,3 +262,169 @@ def popularity_targets(panel: PopularityPanel, horizon_days: int) -> pd.DataFram
     order = np.argsort(keys)
     future = _lookup(keys[order], obs["popularity"].to_numpy(float)[order], keys + horizon_days)
     return pd.DataFrame({"future": future}, index=obs.index)
+
+
+# ---------------------------------------------------------------- features of one anchor week only
+# Serving needs the features of one week's rows, not of every historical row: the running aggregates
+# above are then plain reductions over each song's past. Same definitions, same numbers:
+# tests/test_forecasting_anchor.py compares these with the full computation on varied panels.
+
+
+class _Groups:
+    """The rows of `keys` that belong to one of the `wanted` keys' groups, for per-group reductions
+    mapped back onto the wanted rows (several wanted rows may share a group)."""
+
+    def __init__(self, keys: np.ndarray, wanted: np.ndarray) -> None:
+        unique, self.inverse = np.unique(wanted, return_inverse=True)
+        pos = np.minimum(np.searchsorted(unique, keys), len(unique) - 1)
+        self.hit = unique[pos] == keys
+        self.slot = pos[self.hit]
+        self.size = len(unique)
+
+    def count(self) -> np.ndarray:
+        return np.bincount(self.slot, minlength=self.size).astype(float)[self.inverse]
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """`ufunc` (np.minimum, np.fmax, ...) over each group's values (of the rows `where` is true for);
+        NaN for a group without any (the fmin/fmax family skips NaN values, as pandas does)."""
+        slot, values = (self.slot, values) if where is None else (self.slot[where], values[where])
+        start = np.inf if ufunc in (np.minimum, np.fmin) else -np.inf
+        out = np.full(self.size, start)
+        ufunc.at(out, slot, values)
+        out[np.isinf(out)] = np.nan  # untouched: values are finite
+        return out[self.inverse]
+
+
+def _cached(panel_cache: dict[object, object], key: object, make: object) -> object:
+    if key not in panel_cache:
+        panel_cache[key] = make()  # type: ignore[operator]
+    return panel_cache[key]
+
+
+def _one_week(weeks: np.ndarray) -> int:
+    if len(np.unique(weeks)) != 1:
+        raise ValueError("anchor features are of the rows of one week (or day)")
+    return int(weeks[0])
+
+
+def anchor_chart_features(
+    panel: ChartPanel, regions: list[str] | None, rows: pd.Index | np.ndarray
+) -> pd.DataFrame:
+    """`chart_features(panel, regions).loc[rows]` for entries `rows` (index labels) of one week, computed
+    from the panel's rows up to that week only."""
+    regions = regions or regions_of(panel)
+    entries = panel.entries
+    all_regions = sorted(set(regions) | set(regions_of(panel)))
+    index: ChartIndex = _cached(  # type: ignore[assignment]
+        panel.cache, ("chart_index", tuple(all_regions)), lambda: ChartIndex(panel, all_regions)
+    )
+    at = entries.index.get_indexer(rows)
+    if len(at) == 0:
+        return pd.DataFrame(columns=CHART_FEATURES, dtype=np.float32)
+    week_all = entries["week"].to_numpy(np.int64)
+    week = _one_week(week_all[at])
+    level_all = entries["log_streams"].to_numpy(float)
+    rank_all = entries["rank"].to_numpy(float)
+    feats = _lookup_features(entries, index, at)
+    past, now = week_all <= week, week_all == week
+
+    # the song's past in its region (an entry key packs track, region and week)
+    series = index.entry_keys // WEEK_SPAN
+    song = _Groups(np.where(past, series, -1), series[at])
+    weeks, ranks = week_all[song.hit].astype(float), rank_all[song.hit]
+    above = level_all[song.hit] - index.floor(index.entry_chart_keys[song.hit])
+    feats["weeks_on_chart"] = song.count()
+    feats["weeks_since_first"] = week - song.reduce(np.minimum, weeks)
+    starts = ~index.charted(index.entry_keys[song.hit] - 1)  # a run of consecutive weeks begins here
+    feats["streak"] = week - song.reduce(np.maximum, weeks, starts) + 1
+    peak = song.reduce(np.minimum, ranks)
+    feats["peak_rank"] = peak
+    own_above = feats["above_floor"].to_numpy()
+    feats["best_above"] = np.where(np.isnan(own_above), np.nan, song.reduce(np.fmax, above))
+    peak_of_row = np.full(song.size, np.nan)
+    peak_of_row[song.inverse] = peak
+    at_peak = ranks == peak_of_row[song.slot]
+    feats["weeks_since_peak"] = week - song.reduce(np.maximum, weeks, at_peak)
+
+    # the song across regions
+    tracks = index.track_codes.astype(np.int64)
+    feats["regions_now"] = _Groups(np.where(now, tracks, -1), tracks[at]).count()
+    this_week = pd.DataFrame(
+        {"track": entries["track"].to_numpy()[now], "region": entries["region"].to_numpy()[now],
+         "above": level_all[now] - index.floor(index.entry_chart_keys[now])},
+        index=entries.index[now],
+    ).sort_values(["track", "region"], kind="stable")  # fmt: skip
+    mean_above = this_week.groupby("track", sort=False)["above"].transform("mean")
+    feats["mean_above_regions"] = mean_above.reindex(feats.index).to_numpy(float)
+    any_region = _Groups(np.where(past, tracks, -1), tracks[at])
+    feats["weeks_any_region"] = any_region.count()
+    feats["weeks_since_first_any"] = week - any_region.reduce(
+        np.minimum, week_all[any_region.hit].astype(float)
+    )
+
+    # the artist's songs in the region
+    artists: np.ndarray = _cached(  # type: ignore[assignment]
+        panel.cache, ("codes", "artist"), lambda: pd.factorize(entries["artist"])[0].astype(np.int64)
+    )
+    regions_of_entry = index.entry_chart_keys // WEEK_SPAN
+    artist_series = np.where(artists >= 0, artists * len(index.regions) + regions_of_entry, -2)
+    wanted = artist_series[at]
+    known = wanted >= 0  # pandas groups leave out a missing key
+    now_count = _Groups(np.where(now, artist_series, -1), wanted).count()
+    past_count = _Groups(np.where(past, artist_series, -1), wanted).count()
+    feats["artist_songs_now"] = np.where(known, now_count, np.nan)
+    feats["artist_chart_weeks"] = np.where(known, past_count, np.nan)
+
+    feats["week_of_year"] = float(week_date(week).isocalendar()[1])
+    codes = {r: i for i, r in enumerate(regions)}
+    feats["region_code"] = entries["region"].iloc[at].map(codes).to_numpy(float)
+    return feats[CHART_FEATURES].astype(np.float32)
+
+
+def anchor_popularity_features(panel: PopularityPanel, rows: pd.Index | np.ndarray) -> pd.DataFrame:
+    """`popularity_features(panel).loc[rows]` for observations `rows` (index labels) of one day, computed
+    from the panel's observations up to that day only."""
+    obs = panel.obs
+    at = obs.index.get_indexer(rows)
+    if len(at) == 0:
+        return pd.DataFrame(columns=POPULARITY_FEATURES, dtype=np.float32)
+    day_all = obs["day"].to_numpy(np.int64)
+    day = _one_week(day_all[at])
+    codes: np.ndarray = _cached(  # type: ignore[assignment]
+        panel.cache, ("codes", "song"), lambda: pd.factorize(obs["song"])[0].astype(np.int64)
+    )
+    pop_all = obs["popularity"].to_numpy(float)
+    pop = pop_all[at]
+    feats = pd.DataFrame(index=obs.index[at])
+    feats["popularity"] = pop
+    n_codes = int(codes.max()) + 1
+    for k in POPULARITY_LAGS:
+        then = day_all == day - k
+        by_song = np.full(n_codes, np.nan)
+        by_song[codes[then]] = pop_all[then]
+        feats[f"pop_{k}"] = by_song[codes[at]]
+        feats[f"pop_delta_{k}"] = pop - feats[f"pop_{k}"].to_numpy()
+    song = _Groups(np.where(day_all <= day, codes, -1), codes[at])
+    feats["days_observed"] = song.count()
+    feats["days_since_first"] = day - song.reduce(np.minimum, day_all[song.hit].astype(float))
+    feats["max_pop"] = np.where(np.isnan(pop), np.nan, song.reduce(np.fmax, pop_all[song.hit]))
+    feats["min_pop"] = np.where(np.isnan(pop), np.nan, song.reduce(np.fmin, pop_all[song.hit]))
+    position_all = obs["position"].to_numpy(float)
+    position = position_all[at]
+    feats["position"] = position
+    best = song.reduce(np.fmin, position_all[song.hit])
+    feats["best_position"] = np.where(np.isnan(position), np.nan, best)
+    feats["n_lists"] = obs["n_lists"].to_numpy(float)[at]
+    songs = panel.songs.reindex(obs["song"].to_numpy()[at])
+    feats["age_days"] = day - songs["release_day"].to_numpy(float)
+    for column in ("duration_ms", "explicit", "album_type", "total_tracks"):
+        feats[column] = songs[column].to_numpy(float)
+    # the artist's songs observed that day: every song of the panel, not only those asked for
+    today = np.flatnonzero(day_all == day)
+    artist = panel.songs["artist"].reindex(obs["song"].to_numpy()[today]).fillna("").to_numpy()
+    grouped = pd.DataFrame({"artist": artist, "pop": pop_all[today]}, index=obs.index[today]).groupby(
+        "artist", sort=False
+    )["pop"]
+    feats["artist_songs_now"] = grouped.transform("size").reindex(feats.index).to_numpy(float)
+    feats["artist_mean_pop"] = grouped.transform("mean").reindex(feats.index).to_numpy(float)
+    return feats[POPULARITY_FEATURES].astype(np.float32)

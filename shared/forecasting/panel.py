@@ -163,6 +163,7 @@ class PopularityPanel:
 
     obs: pd.DataFrame
     songs: pd.DataFrame  # song (index), release_day, duration_ms, explicit, album_type, total_tracks, artist
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # derived arrays
 
     def restrict(self, *, songs: Iterable[str] | None = None, max_day: int | None = None) -> PopularityPanel:
         obs = self.obs
