@@ -232,6 +232,12 @@ class Server:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         self.base = f"http://127.0.0.1:{self.port}"
+        self.started = time.monotonic()
+
+    def rss_bytes(self) -> int:
+        """The server process's resident set size."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
 
     def wait_ready(self, path: str, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -372,9 +378,33 @@ def cache_counts(base: str) -> dict[str, float]:
 
 
 def hit_rate(before: dict[str, float], after: dict[str, float]) -> float | None:
-    hits = after.get("hit", 0) - before.get("hit", 0)
+    """Share of answers from memory: the resident answers or the response cache."""
+    hits = sum(after.get(k, 0) - before.get(k, 0) for k in ("resident", "hit"))
     total = hits + after.get("miss", 0) - before.get("miss", 0)
     return hits / total if total else None
+
+
+def resident_gauges(base: str) -> dict[str, float]:
+    text_body = httpx.get(base + "/metrics", timeout=10).text
+    found = dict(re.findall(r"^songpop_rest_resident_(\w+) ([\d.e+-]+)$", text_body, re.M))
+    return {k: float(v) for k, v in found.items()}
+
+
+def wait_resident(server: Server, within: float = 600) -> dict[str, Any]:
+    """Wait until the predictor has built the resident answers of every batch-scored song (it starts
+    answering before, from the database); their count, memory and the time since the server started."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        gauges = resident_gauges(server.base)
+        if gauges.get("version", -1) >= 0 and gauges.get("pending", 1) == 0:
+            return {
+                "answers": int(gauges["answers"]),
+                "bytes": int(gauges["bytes"]),
+                "ready_seconds": time.monotonic() - server.started,
+                "server_rss_bytes": server.rss_bytes(),
+            }
+        time.sleep(0.5)
+    raise TimeoutError("the resident answers were not built in time")
 
 
 def measure(
@@ -450,6 +480,14 @@ def report(result: dict[str, Any]) -> None:
             f"{scoring['cold_start']}; storing them: {scoring['store_seconds']:.2f} s)  target < "
             f"{TARGET_SCORING_S:.0f} s: {verdict(scoring['seconds'] < TARGET_SCORING_S)}"
         )
+    resident = result["resident"]
+    lines.append(
+        f"resident answers: {resident['answers']:,} songs in {resident['bytes'] / 2**20:.1f} MiB "
+        f"({resident['bytes'] / max(resident['answers'], 1):.0f} B a song: gzipped body, id, dict slot), "
+        f"ready {resident['ready_seconds']:.1f} s after the predictor started; predictor RSS "
+        f"{resident['server_rss_bytes'] / 2**20:.0f} MiB (after the load: "
+        f"{resident['server_rss_after_bytes'] / 2**20:.0f} MiB)"
+    )
     lines += [
         f"load: {bare['tool']}, {CONNECTIONS} connections, median of {result['rounds']} interleaved "
         f"rounds of {result['seconds']} s after {result['warm_seconds']} s of skewed warm-up,",
@@ -498,7 +536,10 @@ def run(songs: int, weeks: int, seconds: int, rounds: int, warm_seconds: int, ke
     try:
         servers["predictor"].wait_ready(f"/v1/tracks/{ids[0]}/forecast")
         servers["bare"].wait_ready(f"/bare/{ids[0]}")
+        print("waiting for the predictor's resident answers ...", flush=True)
+        resident = wait_resident(servers["predictor"])
         measured = measure(servers, ids, seconds, rounds, warm_seconds)
+        resident["server_rss_after_bytes"] = servers["predictor"].rss_bytes()
     finally:
         for server in servers.values():
             server.stop()
@@ -506,7 +547,7 @@ def run(songs: int, weeks: int, seconds: int, rounds: int, warm_seconds: int, ke
             asyncio.run(drop_database(name))
     result = {
         "songs": songs, "weeks": weeks, "seconds": seconds, "at": dt.datetime.now(dt.UTC).isoformat(),
-        "backend": "mariadb" if name else "sqlite", **prepared, **measured,
+        "backend": "mariadb" if name else "sqlite", "resident": resident, **prepared, **measured,
     }  # fmt: skip
     result["rounds"], result["warm_seconds"] = rounds, warm_seconds
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

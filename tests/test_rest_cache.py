@@ -1,9 +1,12 @@
-"""The predictor's response cache: answers from memory until the data version (the newest outbox event)
-moves, then from the database again; bounded; off when configured so."""
+"""The predictor's answers from memory: the response cache (answers until the data version, the newest
+outbox event, moves, then from the database again; bounded; off when configured so) and the resident
+answers (every batch-scored song's, rebuilt song by song when its data changes, byte for byte the
+answer the database path builds)."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,12 +15,17 @@ import pytest
 from sqlalchemy import update
 
 from services.predictor.app import create_app
-from services.predictor.cache import ResponseCache, data_version
+from services.predictor.cache import ResidentAnswers, ResponseCache, changed_songs, data_version
+from services.predictor.service import PREDICTION_UPDATE
+from shared.catalog import publish_staged_snapshots, upsert_snapshots
+from shared.db import upsert
 from shared.events import envelope
-from shared.models import ProcessedEvent, Track, utcnow
+from shared.models import Prediction, ProcessedEvent, Track, utcnow
 from shared.mqtt import topics
 from shared.outbox import add_event
+from shared.weeks import add_weeks
 from tests.predictor_support import (
+    WEEK,
     db_updated,
     predictor_settings,
     running_emulator,
@@ -118,21 +126,126 @@ async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions
     assert plain.json()["track"]["id"] == track_id
 
 
-async def test_trending_answers_are_built_before_anyone_asks(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
-    http, app = api
-    ids = await seed_songs(sessions, n=5, charted=2)
-    await store_batch_predictions(sessions, ids, charted=2)
-    cache: ResponseCache = app.state.cache
-    # new data committed (an event already published, so nothing else reacts to it): the cache empties,
-    # then fills again by itself
-    await announce_new_data(settings, sessions, published=True)
+async def resident_up_to_date(app) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the resident answers have applied the database's current data version."""
     version = await data_version(app.state.clients.reader)
-    while app.state.cache_warmed_version != version:
+    resident: ResidentAnswers = app.state.resident
+    while app.state.cache_warmed_version != version or not resident.ready:
         app.state.cache_warmed.clear()
         await asyncio.wait_for(app.state.cache_warmed.wait(), 20)
 
-    assert all(track_id in cache for track_id in ids)
-    misses = cache.misses
+
+async def store_predictions(sessions, track_id: str, value: float) -> None:  # type: ignore[no-untyped-def]
+    """A batch forecast of `track_id` as the predictor stores it (replacing the week's previous one)."""
+    rows = [
+        {"track_id": track_id, "week": WEEK, "signal": "popularity", "region": "", "horizon_weeks": h,
+         "current": 50.0, "value": value + h, "lower": value, "upper": value + 60,
+         "model_version": f"v{value:g}", "cold_start": False, "created_at": utcnow()}
+        for h in (26, 52)
+    ]  # fmt: skip
+    async with sessions() as session:
+        await upsert(
+            session=session, model=Prediction, rows=rows, update=PREDICTION_UPDATE,
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+        )  # fmt: skip
+        await session.commit()
+
+
+def served_values(body: dict[str, Any]) -> dict[int, float]:
+    return {f["horizon_weeks"]: f["value"] for p in body["predictions"] for f in p["forecasts"]}
+
+
+async def test_batch_scored_answers_are_resident_once_the_data_moves(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    ids = await seed_songs(sessions, n=5, charted=2)
+    await store_batch_predictions(sessions, ids, charted=2)
+    resident: ResidentAnswers = app.state.resident
+    # new data committed (an event already published, so nothing else reacts to it): the changed songs'
+    # answers are built by themselves
+    await announce_new_data(settings, sessions, published=True)
+    await resident_up_to_date(app)
+
+    assert all(track_id in resident for track_id in ids)
+    misses = app.state.cache.misses
     body = (await http.get(f"/v1/tracks/{ids[3]}/forecast")).json()
-    assert cache.misses == misses, "answered from the warmed cache"
+    assert app.state.cache.misses == misses, "answered from the resident answers"
     assert body["source"] == "batch" and body["track"]["id"] == ids[3]
+
+
+async def test_new_predictions_replace_a_resident_answer_after_the_version_moves(
+    api, settings, sessions
+) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    track_id, other = await seed_songs(sessions, n=2, charted=0)
+    await store_predictions(sessions, track_id, 10.0)
+    await store_predictions(sessions, other, 10.0)
+    await announce_new_data(settings, sessions, published=True)
+    await resident_up_to_date(app)
+    path = f"/v1/tracks/{track_id}/forecast"
+    assert served_values((await http.get(path)).json()) == {26: 36.0, 52: 62.0}
+    before = app.state.resident.get(other)
+
+    await store_predictions(sessions, track_id, 20.0)  # without an event: nothing tells the predictor
+    assert served_values((await http.get(path)).json()) == {26: 36.0, 52: 62.0}
+
+    await announce_new_data(settings, sessions, published=True)
+    await resident_up_to_date(app)
+    body = (await http.get(path)).json()
+    assert served_values(body) == {26: 46.0, 52: 72.0}
+    assert {f["model_version"] for p in body["predictions"] for f in p["forecasts"]} == {"v20"}
+    assert track_id in app.state.resident and app.state.resident.get(other) == before
+
+
+async def test_songs_not_resident_yet_are_answered_from_the_database(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    await resident_up_to_date(app)
+    scored, unscored = await seed_songs(sessions, n=2, charted=0)
+    await store_predictions(sessions, scored, 10.0)  # no event yet: the resident answers lack both
+    assert scored not in app.state.resident
+
+    body = (await http.get(f"/v1/tracks/{scored}/forecast")).json()
+    assert body["source"] == "batch" and served_values(body) == {26: 36.0, 52: 62.0}
+    never_scored = (await http.get(f"/v1/tracks/spotify:track:{unscored}/forecast")).json()
+    assert never_scored["source"] == "on_demand" and never_scored["track"]["id"] == unscored
+
+
+async def test_a_resident_answer_is_the_database_built_one(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    http, app = api
+    ids = await seed_songs(sessions, n=3, charted=2)
+    await store_batch_predictions(sessions, ids, charted=2)
+    async with running_emulator() as (_, emulator_url):
+        config = predictor_settings(settings, emulator_url, rest_cache_entries=0, rest_cache_warm=False)
+        async with serving(create_app(config)) as url, httpx.AsyncClient(base_url=url) as database_only:
+            await announce_new_data(settings, sessions, published=True)
+            await resident_up_to_date(app)
+            for track_id in ids:
+                assert track_id in app.state.resident
+                for encoding in ("gzip", "identity"):
+                    path, headers = f"/v1/tracks/{track_id}/forecast", {"accept-encoding": encoding}
+                    resident, built = (
+                        await http.get(path, headers=headers),
+                        await database_only.get(path, headers=headers),
+                    )
+                    assert resident.status_code == built.status_code == 200
+                    assert resident.content == built.content
+                    assert {k: v for k, v in resident.headers.items() if k != "date"} == {
+                        k: v for k, v in built.headers.items() if k != "date"
+                    }
+                    assert resident.json()["source"] == "batch"
+
+
+async def test_changed_songs_include_snapshots_published_from_the_stage(engine, sessions) -> None:  # type: ignore[no-untyped-def]
+    """An ingest run's staged rows carry the time they were fetched, perhaps long before they are
+    published: they still count as changes after publication."""
+    (track_id,) = await seed_songs(sessions, n=1, charted=0)
+    staged = {"track_id": track_id, "week": add_weeks(WEEK, 1), "popularity": 80, "trending": True,
+              "updated_at": utcnow() - dt.timedelta(hours=6)}  # fmt: skip
+    async with sessions() as session:
+        await upsert_snapshots(session=session, rows=[staged], staged=True)
+        await session.commit()
+    _, mark = await changed_songs(engine, None)
+    async with sessions() as session:
+        await publish_staged_snapshots(session=session)
+        await session.commit()
+    changed, _ = await changed_songs(engine, mark)
+    assert changed == {track_id}

@@ -28,8 +28,8 @@ from shared.outbox import publish_pending
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
 from . import service, tracks
-from .api import router
-from .cache import ResponseCache
+from .api import ResidentFastPath, forecast_route, router
+from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
 from .reader import make_reader
 from .settings import PredictorSettings
@@ -78,6 +78,7 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
         )
         if predictions is not None:
             app.state.cache.expire()  # this replica serves its new forecasts at once
+            app.state.resident.wake.set()
             await publish_pending(sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE)
 
     return handle
@@ -114,22 +115,24 @@ async def keep_catching_up(app: FastAPI) -> None:
             )
 
 
-async def keep_cache_warm(app: FastAPI) -> None:
-    """Whenever the data version moves (and at start), build the trending songs' answers ahead of the
-    requests. `app.state.cache_warmed` is set after each pass, `cache_warmed_version` says for which."""
+async def keep_answers_resident(app: FastAPI) -> None:
+    """Build the resident answers at start, then keep them up to date as the data changes (looking every
+    `rest_cache_check_seconds`, or at once when this replica stored new forecasts).
+    `app.state.cache_warmed` is set after each pass, `cache_warmed_version` says for which data version."""
     clients: Clients = app.state.clients
-    warmed_version: int | None = None
+    resident = clients.resident
     while True:
         try:
-            version = await clients.cache.current_version()
-            if version is not None and version != warmed_version:
-                added = await tracks.warm_cache(clients=clients)
-                warmed_version = app.state.cache_warmed_version = version
-                log.info("response cache warmed: %d answers for data version %s", added, version)
-                app.state.cache_warmed.set()
+            await tracks.refresh_resident(clients=clients)
+            if resident.version != app.state.cache_warmed_version:
+                log.info("resident answers: %d songs for data version %s", len(resident), resident.version)
+            app.state.cache_warmed_version = resident.version
+            app.state.cache_warmed.set()
         except Exception as exc:  # the database may be away: requests still work, try again later
-            log.warning("warming the response cache failed (%s); trying again", type(exc).__name__)
-        await asyncio.sleep(max(clients.cache.check_seconds, MIN_WARM_CHECK_SECONDS))
+            log.warning("refreshing the resident answers failed (%s); trying again", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            wait = max(clients.cache.check_seconds, MIN_WARM_CHECK_SECONDS)
+            await asyncio.wait_for(resident.wake.wait(), wait)
 
 
 async def announce_offline(app: FastAPI) -> None:
@@ -158,7 +161,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     async with SpotifyClient(settings) as spotify:
         app.state.spotify = spotify
-        app.state.clients = Clients(settings, app.state.sessions, reader, spotify, app.state.cache)
+        app.state.clients = Clients(
+            settings, app.state.sessions, reader, spotify, app.state.cache, app.state.resident
+        )
         consumer = asyncio.create_task(
             consume_forever(
                 settings,
@@ -173,7 +178,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         app.state.cache_warmed, app.state.cache_warmed_version = asyncio.Event(), None
-        warmer = asyncio.create_task(keep_cache_warm(app)) if settings.rest_cache_warm else None
+        warmer = asyncio.create_task(keep_answers_resident(app)) if settings.rest_cache_warm else None
         catcher = asyncio.create_task(keep_catching_up(app))
         gauges = asyncio.create_task(refresh_forever(app.state.sessions))  # DB-backed /metrics gauges
         try:
@@ -245,5 +250,8 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.add_exception_handler(SpotifyPaused, spotify_unavailable)
     app.add_exception_handler(SpotifyError, spotify_unavailable)
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
-    instrument(app, SERVICE)
+    app.state.resident = ResidentAnswers()
+    app.state.resident.expose_metrics()
+    app.add_middleware(ResidentFastPath, resident=app.state.resident, route=forecast_route())
+    instrument(app, SERVICE)  # outermost: times every request, the fast path's too
     return app

@@ -2,26 +2,43 @@
 
 Every change that alters a forecast response is announced through the outbox in the transaction that
 writes it: an ingest run (`db-updated`), new predictions, a newly active model (`model-updated`). So the
-highest outbox id is a version of the data. It is read at most once per `check_seconds` (one query for
-all requests), and a new version empties the cache: a response is at most `check_seconds` older than the
-data. Songs fetched from Spotify on demand were never cached, so they need no version change.
+highest outbox id is a version of the data.
+
+Two stores:
+- `ResidentAnswers`: the answer of every song with an up-to-date batch forecast, built at start and kept
+  up to date song by song: when the version moves, the songs whose rows changed since the previous look
+  (`changed_songs`) are dropped and rebuilt. Served without a database round trip.
+- `ResponseCache`: other answers (songs forecast on demand), least recently used first out, emptied
+  whenever the version moves. The version is read at most once per `check_seconds` for all requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import sys
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from prometheus_client import Gauge
+from sqlalchemy import func, select, union
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col
 
 from shared.metrics import REST_CACHE
-from shared.models import Outbox
+from shared.models import ChartEntry, Outbox, Prediction, Snapshot, SnapshotStage, Track, utcnow
 
 from .reader import with_retry_on_dropped_connection
 
 HITS, MISSES = REST_CACHE.labels("hit"), REST_CACHE.labels("miss")
+RESIDENT_HITS = REST_CACHE.labels("resident")  # answered from the resident answers
+RESIDENT_SONGS = Gauge("songpop_rest_resident_answers", "songs whose forecast answer is resident")
+RESIDENT_BYTES = Gauge("songpop_rest_resident_bytes", "memory held by the resident answers (bytes)")
+RESIDENT_PENDING = Gauge("songpop_rest_resident_pending", "songs whose resident answer waits to be built")
+RESIDENT_VERSION = Gauge("songpop_rest_resident_version", "data version of the resident answers (-1: none)")
 
 
 async def data_version(reader: AsyncEngine) -> int:
@@ -95,3 +112,123 @@ class ResponseCache:
     def expire(self) -> None:
         """Re-read the data version on the next request (this process just changed the data)."""
         self._checked_at = float("-inf")
+
+
+# ---------------------------------------------------------------- resident answers
+
+# Rows are stamped by their writer's clock before their transaction commits: a look for changed songs
+# reaches this far back before the previous look, so a row written during it (or by a writer whose clock
+# is somewhat behind) is still found. Songs changed within the lag are simply rebuilt once more.
+CHANGE_LAG = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where the previous look for changed songs stopped: rows stamped at or after `since` (snapshots:
+    `snapshot_since`, earlier when an ingest run's staged rows wait to be published with their fetch-time
+    stamps) and chart entries after `chart_id` may be new."""
+
+    since: dt.datetime
+    snapshot_since: dt.datetime
+    chart_id: int
+
+
+async def _scalar(connection: Any, query: Any) -> Any:
+    return (await connection.execute(query)).scalar()
+
+
+async def next_watermark(connection: Any) -> Watermark:
+    """Read BEFORE looking for changes: whatever commits after this is found by the next look."""
+    since = utcnow() - CHANGE_LAG
+    staged_since = await _scalar(connection, select(func.min(col(SnapshotStage.updated_at))))
+    chart_id = await _scalar(connection, select(func.max(col(ChartEntry.id))))
+    snapshot_since = min(since, _aware(staged_since)) if staged_since is not None else since
+    return Watermark(since=since, snapshot_since=snapshot_since, chart_id=int(chart_id or 0))
+
+
+def _aware(stamp: dt.datetime) -> dt.datetime:
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+async def changed_songs(reader: AsyncEngine, previous: Watermark | None) -> tuple[set[str], Watermark]:
+    """The songs whose answer may have changed since `previous` (None: every song with a prediction, the
+    candidates of a first build), and the watermark for the next look.
+
+    Every write that alters an answer stamps its rows: predictions (`created_at`), snapshots and songs
+    (`updated_at`, also when an upsert updates them), new chart entries (their id; an entry rewritten in
+    place comes with its song's snapshot of that week, staged in the same transaction)."""
+
+    async def read() -> tuple[set[str], Watermark]:
+        async with reader.connect() as connection:
+            mark = await next_watermark(connection)
+            if previous is None:
+                query: Any = select(col(Prediction.track_id)).distinct()
+            else:
+                query = union(
+                    select(col(Prediction.track_id)).where(col(Prediction.created_at) >= previous.since),
+                    select(col(Snapshot.track_id)).where(col(Snapshot.updated_at) >= previous.snapshot_since),
+                    select(col(Track.id)).where(col(Track.updated_at) >= previous.since),
+                    select(col(ChartEntry.track_id)).where(col(ChartEntry.id) > previous.chart_id),
+                )
+            return set((await connection.execute(query)).scalars().all()), mark
+
+    return await with_retry_on_dropped_connection(read)
+
+
+class ResidentAnswers:
+    """The gzipped answer of every song whose batch forecast is up to date, kept for the life of the
+    process and served without touching the database.
+
+    Only `services.predictor.tracks.refresh_resident` writes it: when the data version moves, the songs
+    whose rows changed are dropped at once (their requests go to the database until they are rebuilt),
+    then rebuilt in chunks. Each answer is replaced whole, so a reader sees an old complete answer, none,
+    or the new complete one: never part of a rebuild."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, bytes] = {}
+        self._nbytes = 0  # of the keys and bodies held (the dict's own table is added when asked)
+        self.version: int | None = None  # the data version whose changes are applied (or queued)
+        self.watermark: Watermark | None = None
+        self.pending: set[str] = set()  # songs dropped or never built: to (re)build
+        self.checked_at = float("-inf")
+        self.wake = asyncio.Event()  # set to look for new data now rather than at the next check
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def __contains__(self, track_id: object) -> bool:
+        return track_id in self._bodies
+
+    def get(self, track_id: str) -> bytes | None:
+        return self._bodies.get(track_id)
+
+    @property
+    def ready(self) -> bool:
+        """True once the first build is done and no rebuild is waiting."""
+        return self.version is not None and not self.pending
+
+    def expose_metrics(self) -> None:
+        """Report this store at /metrics (read when scraped; one predictor app per process)."""
+        RESIDENT_SONGS.set_function(lambda: len(self._bodies))
+        RESIDENT_BYTES.set_function(self.memory_bytes)
+        RESIDENT_PENDING.set_function(lambda: len(self.pending))
+        RESIDENT_VERSION.set_function(lambda: -1 if self.version is None else self.version)
+
+    def memory_bytes(self) -> int:
+        """What the answers hold in memory: bodies, keys and the dict's table."""
+        return self._nbytes + sys.getsizeof(self._bodies)
+
+    def drop(self, track_ids: Iterable[str]) -> None:
+        """Forget these songs' answers and queue them for a rebuild."""
+        for track_id in track_ids:
+            body = self._bodies.pop(track_id, None)
+            if body is not None:
+                self._nbytes -= sys.getsizeof(track_id) + sys.getsizeof(body)
+            self.pending.add(track_id)
+
+    def put(self, track_id: str, body: bytes) -> None:
+        old = self._bodies.get(track_id)
+        if old is not None:
+            self._nbytes -= sys.getsizeof(track_id) + sys.getsizeof(old)
+        self._bodies[track_id] = body
+        self._nbytes += sys.getsizeof(track_id) + sys.getsizeof(body)

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.spotify.client import SpotifyClient
 
-from .cache import ResponseCache
+from .cache import ResidentAnswers, ResponseCache
 from .settings import PredictorSettings
 
 # Plain accessors are `async def`: FastAPI would run a sync dependency in a worker thread per request.
@@ -44,7 +44,8 @@ class Clients:
     sessions: async_sessionmaker[AsyncSession]
     reader: AsyncEngine  # REST reads (services.predictor.tracks.make_reader)
     spotify: SpotifyClient
-    cache: ResponseCache
+    cache: ResponseCache  # answers of songs forecast on demand
+    resident: ResidentAnswers  # answers of every song with an up-to-date batch forecast
 
 
 async def get_clients(request: Request) -> Clients:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,13 +31,15 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import Forecast, TrackPrediction
+from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
 from shared.weeks import current_week
 
+from .cache import RESIDENT_HITS, changed_songs, data_version
 from .deps import Clients
 from .reader import with_retry_on_dropped_connection
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
-from .service import UnknownTracks, data_week, ensure_tracks, forecast, trending_ids
+from .service import UnknownTracks, ensure_tracks, forecast
 from .settings import PredictorSettings
 
 
@@ -58,7 +61,6 @@ class SongData:
         return self.latest_week is None or self.stored[0].week >= self.latest_week
 
 
-WARM_CHUNK = 200  # songs read per statement when warming the cache
 GZIP_LEVEL = 5  # ~5x smaller JSON for ~30 us per answer built
 SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 
@@ -232,27 +234,52 @@ def _gzipped(forecast: TrackForecast) -> bytes:
     return gzip.compress(forecast.model_dump_json().encode(), compresslevel=GZIP_LEVEL, mtime=0)
 
 
-async def warm_cache(*, clients: Clients) -> int:
-    """Build the answers of this week's trending songs before anyone asks (after new data emptied the
-    cache, the first requests would all go to the database at once). Songs whose forecast would have to
-    be computed are left for their first request. Stops early when the data moves again; returns the
-    number of answers added."""
-    cache = clients.cache
-    version = cache.version
-    async with clients.sessions() as session:
-        week = await data_week(session)
-        ids = await trending_ids(session, week) if week else []
-    added = 0
-    for start in range(0, min(len(ids), cache.max_entries), WARM_CHUNK):
-        if cache.version != version:
-            break
-        part = [i for i in ids[start : start + WARM_CHUNK] if i not in cache]
-        for song in (await load_songs(reader=clients.reader, track_ids=part)).values():
-            if song.stored_is_current:
-                cache.put(song.info.id, _gzipped(_answer(song, [])), built_at_version=version)
-                added += 1
-        await asyncio.sleep(0)  # requests go first
-    return added
+RESIDENT_CHUNK = 500  # songs read per statement by a resident build (larger: faster, longer pauses)
+RESIDENT_PARALLEL = 2  # chunks read at once: the database works on one while this process builds another
+
+
+async def build_answers(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, bytes]:
+    """The gzipped answers of those songs whose batch forecast is up to date (the others have none: their
+    answer is computed on request)."""
+    songs = await load_songs(reader=reader, track_ids=track_ids)
+    # only ids the route accepts as they are: the fast path looks answers up by the id in the path
+    kept = [s for i, s in songs.items() if s.stored_is_current and TRACK_ID.match(i)]
+    return {song.info.id: _gzipped(_answer(song, [])) for song in kept}
+
+
+async def apply_changes(*, clients: Clients) -> None:
+    """When the data version moved (read at most once per `check_seconds`, or at once when woken), drop
+    the answers of the songs whose rows changed and queue them for a rebuild."""
+    resident, cache = clients.resident, clients.cache
+    if time.monotonic() - resident.checked_at < cache.check_seconds and not resident.wake.is_set():
+        return
+    resident.wake.clear()
+    version = await data_version(clients.reader)  # before the look: what commits later moves it again
+    if version != resident.version:
+        changed, resident.watermark = await changed_songs(clients.reader, resident.watermark)
+        resident.drop(changed)
+        resident.version = version
+    resident.checked_at = time.monotonic()
+
+
+async def refresh_resident(*, clients: Clients) -> None:
+    """Bring the resident answers up to date: apply data changes, then rebuild what is pending a few
+    chunks at a time, looking for newer changes in between."""
+    resident = clients.resident
+    await apply_changes(clients=clients)
+    while resident.pending:
+        chunks = [_take(resident.pending, RESIDENT_CHUNK) for _ in range(RESIDENT_PARALLEL)]
+        built = await asyncio.gather(
+            *(build_answers(reader=clients.reader, track_ids=chunk) for chunk in chunks if chunk)
+        )
+        for answers in built:
+            for track_id, body in answers.items():
+                resident.put(track_id, body)
+        await apply_changes(clients=clients)
+
+
+def _take(pending: set[str], n: int) -> list[str]:
+    return [pending.pop() for _ in range(min(n, len(pending)))]
 
 
 async def _forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[TrackForecast], list[str]]:
@@ -282,9 +309,11 @@ async def gzipped_forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[
     """The gzipped JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache
     when it holds them), and the ids Spotify does not know. Bodies are kept gzipped: a fifth of the
     memory, so more songs fit, and sent as they are to clients that accept gzip (most do)."""
-    cache = clients.cache
+    resident, cache = clients.resident, clients.cache
     version = await cache.current_version()
-    bodies = {i: body for i in track_ids if (body := cache.get(i)) is not None}
+    bodies = {i: body for i in track_ids if (body := resident.get(i)) is not None}
+    RESIDENT_HITS.inc(len(bodies))
+    bodies.update((i, body) for i in track_ids if i not in bodies and (body := cache.get(i)) is not None)
     wanted = [i for i in track_ids if i not in bodies]
     not_found: list[str] = []
     if wanted:
