@@ -30,6 +30,7 @@ from shared.events import (
     TrackPrediction,
     envelope,
 )
+from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
 from shared.outbox import add_event
 from shared.spotify.client import SpotifyClient
@@ -60,17 +61,54 @@ class UnknownTracks(LookupError):
         self.ids = list(ids)
 
 
+def forecast_settings(settings: PredictorSettings) -> PredictorSettings:
+    """The settings forecasts are made with: seeing the emulator's (demo) data when the predictor runs on
+    the emulator (the ingestor labels what it fetches from the emulator as demo, and the forecaster leaves
+    demo rows out unless told to use them)."""
+    if settings.uses_emulator and not settings.demo:
+        return settings.model_copy(update={"demo": True})
+    return settings
+
+
 async def forecast(
     *, session: AsyncSession, settings: PredictorSettings, week: dt.date, track_ids: Sequence[str]
 ) -> list[TrackPrediction]:
-    """`shared.forecasting.forecast_tracks`, seeing the emulator's (demo) data when the predictor runs
-    on the emulator: the ingestor labels what it fetches from the emulator as demo, and the forecaster
-    leaves demo rows out unless told to use them."""
-    if settings.uses_emulator and not settings.demo:
-        settings = settings.model_copy(update={"demo": True})
+    """`shared.forecasting.forecast_tracks` with `forecast_settings` (on-demand forecasts of a few songs)."""
     return await forecasting.forecast_tracks(
-        session=session, settings=settings, week=week, track_ids=list(track_ids)
+        session=session, settings=forecast_settings(settings), week=week, track_ids=list(track_ids)
     )
+
+
+_stores: dict[tuple[str, bool], PanelStore] = {}
+
+
+def resident_store(settings: PredictorSettings) -> PanelStore:
+    """This process's resident panel store of the database (and demo setting) of `settings`: loaded by its
+    first refresh, then refreshed by the weeks that changed, so scoring after `db-updated` does not read
+    the whole history again."""
+    key = (settings.effective_database_url, settings.demo)
+    if key not in _stores:
+        _stores[key] = PanelStore(demo=settings.demo)
+    return _stores[key]
+
+
+async def forecast_trending(
+    *, session: AsyncSession, settings: PredictorSettings, week: dt.date, track_ids: Sequence[str]
+) -> list[TrackPrediction]:
+    """The batch scoring after `db-updated`: the resident store is brought up to the database (in the
+    caller's transaction, so it sees what the event announced), then every song is scored from memory."""
+    settings = forecast_settings(settings)
+    store = resident_store(settings)
+    async with store.lock:
+        refreshed = await store.refresh(session)
+        log.info(
+            "panel store: %s, %d chart week(s), %d snapshot week(s), %d song bucket(s), %d rows in %.2f s",
+            "loaded" if refreshed.full else "refreshed", len(refreshed.chart_weeks),
+            len(refreshed.snapshot_weeks), refreshed.song_buckets, refreshed.rows, refreshed.seconds,
+        )  # fmt: skip
+        return await forecasting.forecast_from_store(
+            session=session, settings=settings, store=store, week=week, track_ids=list(track_ids)
+        )
 
 
 def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, Any]]:
@@ -233,7 +271,7 @@ async def predict_trending(
             return None
         week = await data_week(session)
         predictions = (
-            await forecast(
+            await forecast_trending(
                 session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
             )
             if week is not None

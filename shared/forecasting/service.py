@@ -8,7 +8,9 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,13 @@ from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
 from shared.forecasting.backtest import backtest_popularity, backtest_streams
 from shared.forecasting.dataset import chart_set, popularity_set
-from shared.forecasting.features import CHART_LAGS, cached_chart_features, popularity_features, regions_of
+from shared.forecasting.features import (
+    CHART_LAGS,
+    anchor_chart_features,
+    anchor_popularity_features,
+    cached_chart_features,
+    regions_of,
+)
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
     ChartPanel,
@@ -47,6 +55,7 @@ from shared.forecasting.registry import (
     load_version,
     save_artifact,
 )
+from shared.forecasting.store import PanelStore
 from shared.models import Album, ChartEntry, ModelVersion, Snapshot, Track, utcnow
 
 log = logging.getLogger(__name__)
@@ -562,6 +571,17 @@ def _assemble(
     return out
 
 
+@contextmanager
+def _timed(timings: dict[str, float] | None, part: str) -> Iterator[None]:
+    """Add the seconds spent in the block to `timings[part]` (when timings are asked for)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + time.perf_counter() - start
+
+
 def _streams_predictions(
     panel: ChartPanel,
     week: int,
@@ -570,6 +590,7 @@ def _streams_predictions(
     preferred_region: str,
     names: dict[str, tuple[str, str]],
     demo: bool,
+    timings: dict[str, float] | None = None,
 ) -> list[TrackPrediction]:
     entries = panel.entries
     now = entries[(entries["week"] == week) & entries["track"].isin(track_ids)]
@@ -583,12 +604,18 @@ def _streams_predictions(
     streams = chosen["streams"].to_numpy(float)
     current = [None if np.isnan(s) else s for s in streams.tolist()]
     columns = []
+    features: dict[tuple[str, ...], pd.DataFrame] = {}  # per model region list (the same for most)
     for horizon, loaded in models.items():
         pred, version = None, (PERSISTENCE, True)
         if loaded is not None:
             row, bundle = loaded
-            features = cached_chart_features(panel, bundle.forecaster.regions).loc[chosen.index]
-            pred, version = bundle.forecaster.predict(features), (row.version, bundle.cold_start)
+            regions = tuple(bundle.forecaster.regions)
+            with _timed(timings, "features"):
+                if regions not in features:
+                    features[regions] = anchor_chart_features(panel, list(regions), chosen.index)
+            with _timed(timings, "inference"):
+                pred = bundle.forecaster.predict(features[regions])
+            version = (row.version, bundle.cold_start)
         columns.append(_horizon_forecasts(horizon, pred, current, version, to_level=np.exp))
     for track, name in zip(chosen["track"], chosen["name"], strict=True):
         names.setdefault(track, (str(name or ""), ""))
@@ -605,6 +632,7 @@ def _popularity_predictions(
     models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
     names: dict[str, tuple[str, str]],
     demo: bool,
+    timings: dict[str, float] | None = None,
 ) -> list[TrackPrediction]:
     obs = panel.obs
     now = obs[(obs["day"] == day) & obs["song"].isin(track_ids) & obs["popularity"].notna()]
@@ -617,9 +645,12 @@ def _popularity_predictions(
         pred, version = None, (PERSISTENCE, True)
         if loaded is not None:
             row, bundle = loaded
-            if features is None:
-                features = popularity_features(panel).loc[now.index]
-            pred, version = bundle.forecaster.predict(features), (row.version, bundle.cold_start)
+            with _timed(timings, "features"):
+                if features is None:
+                    features = anchor_popularity_features(panel, now.index)
+            with _timed(timings, "inference"):
+                pred = bundle.forecaster.predict(features)
+            version = (row.version, bundle.cold_start)
         columns.append(_horizon_forecasts(horizon, pred, current, version))
     return _assemble(
         "popularity", now["song"].tolist(), current, columns, week=_day_to_date(day), names=names, demo=demo
@@ -665,7 +696,6 @@ async def _forecast(
     ids = list(track_ids) if track_ids is not None else await _trending_ids(session, anchor)
     if not ids:
         return []
-    wanted = set(ids)
     versions = await active_versions(session)
     names = await _names(session, ids)
     panels = await _scoped_panels(session, anchor, ids, names, settings.demo) if scoped else None
@@ -674,24 +704,73 @@ async def _forecast(
         popularity, _ = await load_popularity_panel(session, max_week=anchor, demo=settings.demo)
     else:
         chart_panel, popularity = panels
+    return _predict(
+        chart_panel, popularity, anchor=anchor, ids=ids, versions=versions, names=names, settings=settings,
+        horizons=horizons,
+    )  # fmt: skip
+
+
+async def forecast_from_store(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    store: PanelStore,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+    timings: dict[str, float] | None = None,
+) -> list[TrackPrediction]:
+    """`forecast_tracks` from a resident `PanelStore` (refreshed by the caller) instead of the database's
+    rows: the same answers, with only the active models and the trending songs read from the database.
+    `timings`, when given, receives the seconds spent in features and in model inference."""
+    anchor = week or await _latest_week(session)
+    if anchor is None:
+        return []
+    from shared.weeks import week_of
+
+    anchor = week_of(anchor)
+    ids = list(track_ids) if track_ids is not None else await _trending_ids(session, anchor)
+    if not ids:
+        return []
+    versions = await active_versions(session)
+    with _timed(timings, "panels"):  # built once per refresh: free on a warm store
+        chart_panel, popularity = await asyncio.to_thread(store.panels, anchor)
+    return await asyncio.to_thread(
+        functools.partial(
+            _predict, chart_panel, popularity, anchor=anchor, ids=ids, versions=versions,
+            names=store.names(ids), settings=settings, horizons=horizons, timings=timings,
+        )
+    )  # fmt: skip
+
+
+def _predict(
+    chart_panel: ChartPanel,
+    popularity: PopularityPanel,
+    *,
+    anchor: dt.date,
+    ids: list[str],
+    versions: dict[tuple[str, int], ModelVersion],
+    names: dict[str, tuple[str, str]],
+    settings: Settings,
+    horizons: Sequence[int],
+    timings: dict[str, float] | None = None,
+) -> list[TrackPrediction]:
+    """Both signals' forecasts of the songs `ids` at `anchor` from panels holding (at least) what their
+    features read, with the active models (persistence, flagged, where none is usable)."""
+    wanted = set(ids)
     stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
     popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
     predictions = (
         _streams_predictions(
-            chart_panel,
-            week_index(anchor),
-            wanted,
-            stream_models,
-            settings.chart_region,
-            names,
-            settings.demo,
+            chart_panel, week_index(anchor), wanted, stream_models, settings.chart_region, names,
+            settings.demo, timings,
         )
         if len(chart_panel.entries)
         else []
-    )
+    )  # fmt: skip
     if len(popularity.obs):
         predictions += _popularity_predictions(
-            popularity, day_index(anchor), wanted, popularity_models, names, settings.demo
+            popularity, day_index(anchor), wanted, popularity_models, names, settings.demo, timings
         )
     order = {track: i for i, track in enumerate(ids)}
     predictions.sort(key=lambda p: (order.get(p.track_id, 0), p.signal))

@@ -1,0 +1,134 @@
+"""The predictor's resident panel store: forecasts from it equal the full load's, and a refresh sees every
+change to the database (added, rewritten and deleted rows, whatever their timestamps say), reloading only
+the weeks and song buckets that changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.config import Settings
+from shared.forecasting import PanelStore, forecast_from_store, service, train_and_register
+from shared.forecasting.synthetic import synthetic_charts
+from shared.models import ChartEntry, Snapshot, Track
+from shared.weeks import add_weeks, week_of
+from tests.test_forecasting_scoped import store
+
+pytestmark = pytest.mark.usefixtures("quick_models")
+
+HORIZONS = (26,)
+LONG_AGO = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)  # a timestamp no watermark would look at
+
+
+async def both(
+    session: AsyncSession, settings: Settings, panels: PanelStore, week: dt.date | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Forecasts of the week's trending songs from the store and from the full load."""
+    resident = await forecast_from_store(
+        session=session, settings=settings, store=panels, week=week, horizons=HORIZONS
+    )
+    full = await service._forecast(
+        session=session, settings=settings, week=week, track_ids=None, horizons=HORIZONS, scoped=False
+    )
+    return [p.model_dump() for p in resident], [p.model_dump() for p in full]
+
+
+def value_of(forecasts: list[dict[str, Any]], track: str, signal: str) -> float:
+    return next(p["current"] for p in forecasts if p["track_id"] == track and p["signal"] == signal)
+
+
+async def test_store_forecasts_equal_the_full_load_and_see_every_change(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
+    await store(sessions, frame)
+    activated = await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)
+    assert {v.signal for v in activated} == {"streams", "popularity"}
+    panels = PanelStore()
+    async with sessions() as session:
+        cold = await panels.refresh(session)
+        assert cold.full and cold.rows > len(frame)
+        resident, full = await both(session, settings, panels)
+        assert resident and resident == full
+        earlier = week_of(sorted(frame["week"].unique())[-12])
+        resident, full = await both(session, settings, panels, earlier)
+        assert resident and resident == full
+        if session.bind.dialect.name == "mysql":  # type: ignore[union-attr]
+            again = await panels.refresh(session)
+            assert not again.changed  # nothing changed: nothing read but checksums
+
+    last = week_of(frame["week"].max())
+    now = frame[frame["week"] == frame["week"].max()]
+    song, other = now["track"].iloc[0], now["track"].iloc[1]
+    old_week = week_of(sorted(frame["week"].unique())[-30])
+    async with sessions() as session:
+        # rewritten in place, with an old timestamp: this week's popularity, an old week's chart streams
+        await session.execute(
+            update(Snapshot)
+            .where(col(Snapshot.track_id) == song, col(Snapshot.week) == last)
+            .values(popularity=3, updated_at=LONG_AGO)
+        )
+        await session.execute(
+            update(ChartEntry).where(col(ChartEntry.week) == old_week).values(streams=ChartEntry.streams * 2)
+        )
+        # a song joins another artist's group; a chart entry disappears
+        await session.execute(update(Track).where(col(Track.id) == other).values(artist_names="Someone Else"))
+        gone = (
+            (await session.execute(select(ChartEntry.id).where(col(ChartEntry.week) == last)))
+            .scalars()
+            .first()
+        )
+        await session.execute(delete(ChartEntry).where(col(ChartEntry.id) == gone))
+        await session.commit()
+
+    async with sessions() as session:
+        changed = await panels.refresh(session)
+        if session.bind.dialect.name == "mysql":  # type: ignore[union-attr]
+            assert not changed.full
+            assert set(changed.chart_weeks) == {old_week, last}
+            assert changed.snapshot_weeks == [last]
+            assert changed.song_buckets == 1
+        resident, full = await both(session, settings, panels)
+        assert resident == full
+        assert value_of(resident, song, "popularity") == 3
+
+    # one new week: a chart and snapshots of new and known songs
+    new_week = add_weeks(last, 1)
+    newcomer = "0000000000000newcomer0"
+    rows = now.assign(week=pd.Timestamp(new_week).date(), streams=now["streams"] + 7)
+    rows = pd.concat([rows, rows.head(1).assign(track=newcomer, rank=999)])
+    await store(sessions, rows)
+    async with sessions() as session:
+        added = await panels.refresh(session)
+        if session.bind.dialect.name == "mysql":  # type: ignore[union-attr]
+            assert added.chart_weeks == [new_week] and added.snapshot_weeks == [new_week]
+            assert added.rows < cold.rows / 10  # one week and the new songs, not the history
+        resident, full = await both(session, settings, panels)
+        assert resident == full
+        assert newcomer in {p["track_id"] for p in resident}
+        assert {p["week"] for p in resident} == {new_week}
+
+
+async def test_store_follows_emptied_tables(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    await store(sessions, synthetic_charts(regions=2, weeks=8, size=20, seed=5))
+    panels = PanelStore()
+    async with sessions() as session:
+        await panels.refresh(session)
+        assert len(panels.panels()[0].entries) > 0
+        for table in (ChartEntry, Snapshot, Track):
+            await session.execute(delete(table))
+        await session.commit()
+    async with sessions() as session:
+        await panels.refresh(session)
+        chart, popularity = panels.panels()
+        assert len(chart.entries) == 0 and len(popularity.obs) == 0
+        assert await forecast_from_store(session=session, settings=settings, store=panels) == []
