@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-forecast bench-e2e eval compose-check clean
+.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-scoring bench-forecast bench-e2e eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ eval: install  ## backtests on the real data in $(DATA) (the README's table)
 compose-check:  ## validate docker-compose.yml (needs the docker client only)
 	docker compose -f docker-compose.yml --env-file .env.example config -q
 
-bench: bench-ingest bench-db bench-train bench-api bench-e2e  ## every benchmark
+bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-e2e  ## every benchmark
 
 bench-db: install  ## upsert 200,000 snapshot rows into MariaDB: rows/s next to a plain executemany (>= 50,000/s)
 	$(BIN)/python -m benchmarks.bench_db --rows 200000
@@ -60,6 +60,9 @@ bench-forecast: install  ## one song's forecast on the real weekly charts ($(DAT
 bench-api: install  ## GET /v1/tracks/{id}/forecast on 100,000 songs at 64 connections vs bare FastAPI (>= 60%, p99 < 50 ms); batch scoring (< 1 s)
 	@command -v wrk >/dev/null || echo "wrk not found (apt-get install wrk): using the slower Python load generator"
 	$(BIN)/python -m benchmarks.bench_api --songs 100000
+
+bench-scoring: install  ## batch scoring of 100,000 songs with real models: resident store (cold load, refresh after a new week, warm scoring < 1 s) vs the full load
+	$(BIN)/python -m benchmarks.bench_scoring --songs 100000
 
 bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
 	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5
