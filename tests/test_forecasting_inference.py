@@ -1,0 +1,96 @@
+"""The compiled trees predict exactly what scikit-learn predicts: missing values either way, infinities,
+values on a threshold, trees of every depth up to the limit; models it cannot reproduce keep scikit-learn's
+predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from shared.forecasting.dataset import popularity_set
+from shared.forecasting.features import POPULARITY_FEATURES
+from shared.forecasting.inference import CompiledTrees, compilable, compile_forecaster, compiled
+from shared.forecasting.models import BoostParams, PopularityForecaster
+from shared.forecasting.panel import popularity_panel_from_files
+from shared.forecasting.synthetic import synthetic_popularity, write_popularity_files
+
+
+def training_data(seed: int, n: int = 4000) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"f{i}" for i in range(6)])
+    X["f5"] = rng.integers(0, 5, n).astype(float)  # few distinct values
+    y = X["f0"] * 2 + np.sin(X["f1"] * 3) + X["f5"] + rng.normal(0, 0.3, n)
+    X = X.mask(rng.random(X.shape) < 0.1)  # missing values to learn a direction for
+    return X, y.to_numpy()
+
+
+def awkward_rows(model: HistGradientBoostingRegressor, columns: list[str], seed: int) -> pd.DataFrame:
+    """New rows with missing values, infinities and values exactly on the model's thresholds."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(5000, len(columns))) * 1.5, columns=columns)
+    nodes = np.concatenate([p[0].nodes for p in model._predictors])
+    inner = nodes[nodes["is_leaf"] == 0]
+    for feature, threshold in zip(inner["feature_idx"][:300], inner["num_threshold"][:300], strict=True):
+        X.iloc[rng.integers(0, len(X)), int(feature)] = threshold
+    X = X.mask(rng.random(X.shape) < 0.1)
+    X.iloc[:5, 0], X.iloc[5:10, 1] = np.inf, -np.inf
+    return X
+
+
+@pytest.mark.parametrize(
+    ("depth", "quantile", "leaf"), [(1, 0.5, 20), (2, 0.1, 400), (3, 0.9, 50), (4, 0.5, 20)]
+)
+def test_compiled_trees_predict_exactly_what_scikit_learn_predicts(
+    depth: int, quantile: float, leaf: int
+) -> None:
+    X, y = training_data(depth)
+    model = HistGradientBoostingRegressor(
+        loss="quantile",
+        quantile=quantile,
+        max_depth=depth,
+        max_iter=60,
+        min_samples_leaf=leaf,
+        random_state=1,
+    ).fit(X, y)
+    leaves = [p[0].nodes[p[0].nodes["is_leaf"] == 1] for p in model._predictors]
+    early = sum(int(leaf["depth"].min()) < depth for leaf in leaves)  # leaves above the full depth
+    assert compilable(model)
+    fast = CompiledTrees(model)
+    for rows in (X, awkward_rows(model, list(X.columns), depth), X.astype(np.float32)):
+        assert np.array_equal(fast.predict(rows), model.predict(rows))
+    assert np.array_equal(fast.predict(X.to_numpy()), model.predict(X))  # an array of the same columns
+    if depth > 1:
+        assert early > 0
+
+
+def test_models_it_cannot_reproduce_keep_scikit_learns_predict() -> None:
+    X, y = training_data(7, n=2000)
+    deep = HistGradientBoostingRegressor(
+        max_depth=None, max_leaf_nodes=64, max_iter=5, min_samples_leaf=5
+    ).fit(X, y)
+    categories = X.assign(f5=X["f5"].fillna(0).astype(int))
+    categorical = HistGradientBoostingRegressor(max_depth=3, max_iter=5, categorical_features=[5]).fit(
+        categories, y
+    )
+    poisson = HistGradientBoostingRegressor(loss="poisson", max_depth=3, max_iter=5).fit(X, np.abs(y))
+    for model in (deep, categorical, poisson):
+        assert not compilable(model) and compiled(model) is model
+
+
+def test_a_compiled_forecaster_forecasts_exactly_as_the_fitted_one(tmp_path: pytest.TempPathFactory) -> None:
+    lists = synthetic_popularity(lists=2, days=240, size=30, seed=3)
+    panel = popularity_panel_from_files(write_popularity_files(lists, tmp_path))  # type: ignore[arg-type]
+    data = popularity_set(panel, 28)
+    forecaster = PopularityForecaster(horizon=28, params=BoostParams(max_iter=40, min_samples_leaf=20)).fit(
+        data
+    )
+    fast = compile_forecaster(forecaster)
+    assert all(isinstance(m, CompiledTrees) for m in fast.models.values())
+    assert not any(isinstance(m, CompiledTrees) for m in forecaster.models.values())  # the original is intact
+    X = data.X[POPULARITY_FEATURES]
+    expected, got = forecaster.predict(X), fast.predict(X)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], got[key]), key
