@@ -13,6 +13,7 @@ import pandas as pd
 from shared.forecasting.panel import WEEK_SPAN, ChartPanel, PopularityPanel, week_date
 
 CHART_LAGS = (1, 2, 4, 8, 13, 26, 52)  # weeks
+FLOOR_SEASON_SPANS = (26, 52)  # weeks: the floor's change over the same span of the calendar a year earlier
 POPULARITY_LAGS = (7, 14, 28, 56, 91, 182)  # days
 DAY_SPAN = 1 << 17  # day indexes stay below this until year 2328
 
@@ -21,6 +22,7 @@ CHART_FEATURES = [
     "log_rank",
     "level",
     "log_floor",
+    *[f"floor_last_year_{h}" for h in FLOOR_SEASON_SPANS],
     "above_floor",
     *[f"above_{k}" for k in CHART_LAGS],
     *[f"charted_{k}" for k in CHART_LAGS],
@@ -161,6 +163,11 @@ def _lookup_features(entries: pd.DataFrame, index: ChartIndex, at: np.ndarray | 
     feats["level"] = entries["log_streams"].to_numpy(float)[rows]
     feats["log_floor"] = index.floor(chart_keys)
     feats["above_floor"] = feats["level"] - feats["log_floor"]
+    year_ago = index.floor(chart_keys - 52)
+    for h in FLOOR_SEASON_SPANS:
+        # How the region's floor moved over the next h weeks one year earlier (season and market growth),
+        # read at weeks t-52 and t+h-52 <= t.
+        feats[f"floor_last_year_{h}"] = index.floor(chart_keys + h - 52) - year_ago
     for k in CHART_LAGS:
         past_level = index.level(entry_keys - k)
         past_floor = index.floor(chart_keys - k)
