@@ -6,13 +6,15 @@ One run:
   2. batch-scores all 100,000 songs with `shared.forecasting.forecast_tracks` (target < 1 s) and stores the
      predictions as the predictor does after `db-updated`;
   3. starts the predictor (uvicorn, one process) and, beside it, a bare FastAPI app (same uvicorn settings,
-     one endpoint returning a constant) as the baseline;
+     one endpoint returning a constant) as the baseline, and waits until the predictor has built the
+     resident answers of every batch-scored song (it answers from the database until then): how long that
+     took, their memory and the predictor's RSS are reported;
   4. loads each from a separate process, `wrk` when installed (else a Python asyncio load generator), at
      64 concurrent connections, accepting gzip as HTTP clients do, in interleaved rounds (the machine's
      other load hits all alike; medians are reported): the bare endpoint, then
-     `GET /v1/tracks/{id}/forecast` with ids drawn uniformly from the 100,000 songs (the response cache
-     helps least), then with Zipf-distributed ids (a few songs get most requests, as trending songs do);
-     prints requests/s, p50/p99 latency and the cache hit rate of each.
+     `GET /v1/tracks/{id}/forecast` with ids drawn uniformly from the 100,000 songs, then with
+     Zipf-distributed ids (a few songs get most requests, as trending songs do); prints requests/s,
+     p50/p99 latency and the share answered from memory (resident answers or response cache) of each.
 Targets: forecast throughput >= 60% of the bare endpoint's, p99 < 50 ms.
 Run: `make bench-api` (or `python -m benchmarks.bench_api --songs 100000`).
 """
@@ -51,7 +53,7 @@ TARGET_SCORING_S = 1.0
 ZIPF_EXPONENT = 1.0
 CONNECTIONS = 64
 CHART_SIZE = 200
-TRENDING = 2_000  # songs trending this week: the predictor keeps their answers ready
+TRENDING = 2_000  # songs trending this week
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 BASE62 = string.digits + string.ascii_letters
 MQTT_URL = os.environ.get("SONGPOP_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -386,7 +388,7 @@ def measure(
     """Rounds of bare / uniform / skewed, interleaved so that the machine's other load hits all alike;
     the median of each is reported."""
     patterns = {
-        "uniform": ids,  # every song equally likely: the cache helps least
+        "uniform": ids,  # every song equally likely: an LRU cache would help least
         "skewed": zipf_draws(ids, 200_000, ZIPF_EXPONENT),
     }
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "uniform": [], "skewed": []}
@@ -465,7 +467,7 @@ def report(result: dict[str, Any]) -> None:
         f"load: {bare['tool']}, {CONNECTIONS} connections, median of {result['rounds']} interleaved "
         f"rounds of {result['seconds']} s after {result['warm_seconds']} s of skewed warm-up,",
         f"{os.cpu_count()} CPUs shared by load generator, servers and MariaDB",
-        f"{'endpoint':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cache':>6} {'vs bare':>8}",
+        f"{'endpoint':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'memory':>6} {'vs bare':>8}",
         f"{'GET /bare/{id} (bare FastAPI)':<44} {bare['rps']:>8.0f} {bare['p50_ms']:>8.2f} "
         f"{bare['p99_ms']:>8.2f} {'':>6} {'100%':>8}",
     ]

@@ -187,13 +187,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
             for task in (gauges, catcher, consumer, warmer):
-                if task is None:
-                    continue
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                if task is not None:
+                    await stop(task)
     await reader.dispose()
     await engine.dispose()
+
+
+STOP_RETRY_SECONDS = 1.0
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it, cancelling again while it runs on: on Python 3.11 a cancellation
+    that meets a finishing `asyncio.wait_for` (aiomqtt's publish waits with one) is lost, and the MQTT
+    consumer would then wait for messages for ever, holding up the shutdown."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_RETRY_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _where(location: tuple[int | str, ...]) -> str:

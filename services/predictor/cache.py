@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Gauge
-from sqlalchemy import func, select, union
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
@@ -161,18 +161,24 @@ async def changed_songs(reader: AsyncEngine, previous: Watermark | None) -> tupl
     async def read() -> tuple[set[str], Watermark]:
         async with reader.connect() as connection:
             mark = await next_watermark(connection)
-            if previous is None:
-                query: Any = select(col(Prediction.track_id)).distinct()
-            else:
-                query = union(
-                    select(col(Prediction.track_id)).where(col(Prediction.created_at) >= previous.since),
-                    select(col(Snapshot.track_id)).where(col(Snapshot.updated_at) >= previous.snapshot_since),
-                    select(col(Track.id)).where(col(Track.updated_at) >= previous.since),
-                    select(col(ChartEntry.track_id)).where(col(ChartEntry.id) > previous.chart_id),
-                )
-            return set((await connection.execute(query)).scalars().all()), mark
+            changed: set[str] = set()
+            # one statement per table: a UNION's duplicate removal costs MariaDB ~20x more when all changed
+            for query in _changed_queries(previous):
+                changed.update((await connection.execute(query)).scalars().all())
+            return changed, mark
 
     return await with_retry_on_dropped_connection(read)
+
+
+def _changed_queries(previous: Watermark | None) -> list[Any]:
+    if previous is None:
+        return [select(col(Prediction.track_id)).distinct()]
+    return [
+        select(col(Prediction.track_id)).where(col(Prediction.created_at) >= previous.since).distinct(),
+        select(col(Snapshot.track_id)).where(col(Snapshot.updated_at) >= previous.snapshot_since).distinct(),
+        select(col(Track.id)).where(col(Track.updated_at) >= previous.since),
+        select(col(ChartEntry.track_id)).where(col(ChartEntry.id) > previous.chart_id).distinct(),
+    ]
 
 
 class ResidentAnswers:

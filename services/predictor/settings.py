@@ -17,13 +17,17 @@ class PredictorSettings(Settings):
     )
     max_batch: int = Field(default=100, ge=1, le=1000, description="track ids per POST /v1/forecasts")
     rest_cache_entries: int = Field(
-        default=50_000, ge=0, description="forecast responses kept in memory, gzipped (0: no cache)"
+        default=50_000,
+        ge=0,
+        description="answers of songs without a resident answer (forecast on demand) kept in memory, "
+        "gzipped, least recently used out first (0: none)",
     )
     rest_cache_check_seconds: float = Field(
-        default=1.0, ge=0, description="how often the cache checks for new data (its staleness bound)"
+        default=1.0, ge=0, description="how often answers in memory are checked for new data (docs/rest.md)"
     )
     rest_cache_warm: bool = Field(
-        default=True, description="build the trending songs' answers whenever the data changes"
+        default=True,
+        description="keep every batch-scored song's answer resident in memory, rebuilt when its data changes",
     )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
