@@ -161,13 +161,17 @@ async def changed_songs(reader: AsyncEngine, previous: Watermark | None) -> tupl
     async def read() -> tuple[set[str], Watermark]:
         async with reader.connect() as connection:
             mark = await next_watermark(connection)
-            changed: set[str] = set()
-            # one statement per table: a UNION's duplicate removal costs MariaDB ~20x more when all changed
-            for query in _changed_queries(previous):
-                changed.update((await connection.execute(query)).scalars().all())
-            return changed, mark
+        # one statement per table, side by side: each scans its table (no index on the stamps), and a
+        # UNION's duplicate removal cost MariaDB ~20x more when every song changed
+        found = await asyncio.gather(*(_ids(reader, query) for query in _changed_queries(previous)))
+        return set().union(*found), mark
 
     return await with_retry_on_dropped_connection(read)
+
+
+async def _ids(reader: AsyncEngine, query: Any) -> list[str]:
+    async with reader.connect() as connection:
+        return list((await connection.execute(query)).scalars().all())
 
 
 def _changed_queries(previous: Watermark | None) -> list[Any]:
