@@ -571,17 +571,24 @@ def _assemble(
     regions: list[str] | None = None,
     ranks: list[int] | None = None,
 ) -> list[TrackPrediction]:
+    if not per_horizon:
+        return []
     out = []
-    for i, track in enumerate(tracks):
-        forecasts = [column[i] for column in per_horizon if column[i] is not None]
+    unnamed = ("", "")
+    n = len(tracks)
+    no_ranks: list[int | None] = [None] * n
+    rows = zip(
+        tracks, current, zip(*per_horizon, strict=True), regions or [""] * n, ranks or no_ranks, strict=True
+    )  # fmt: skip
+    for track, now, horizons, region, rank in rows:
+        forecasts = [f for f in horizons if f is not None]
         if not forecasts:
             continue
-        name, artists = names.get(track, ("", ""))
+        name, artists = names.get(track, unnamed)
         out.append(
             _trusted(TrackPrediction, _PREDICTION_FIELDS, {
                 "track_id": track, "name": name, "artists": artists, "week": week, "signal": signal,
-                "region": regions[i] if regions else "", "rank": ranks[i] if ranks else None,
-                "current": current[i], "forecasts": forecasts, "demo": demo,
+                "region": region, "rank": rank, "current": now, "forecasts": forecasts, "demo": demo,
             })
         )  # fmt: skip
     return out

@@ -129,6 +129,9 @@ class PanelStore:
         }
         changed = {name: sorted(_changed(self._sums.get(name, {}), now)) for name, now in sums.items()}
         report = Refresh(full=not self.loaded)
+        if any(changed.values()):
+            # stale panels go now; the checksums are kept once every reload succeeded (a failed one is redone)
+            self._panels = {}
         if changed["songs"]:
             buckets = changed["songs"]
             listed = f"{_BUCKET} IN ({', '.join(map(str, buckets))})" if self.loaded else ""
