@@ -467,15 +467,15 @@ def report(result: dict[str, Any]) -> None:
         f"load: {bare['tool']}, {CONNECTIONS} connections, median of {result['rounds']} interleaved "
         f"rounds of {result['seconds']} s after {result['warm_seconds']} s of skewed warm-up,",
         f"{os.cpu_count()} CPUs shared by load generator, servers and MariaDB",
-        f"{'endpoint':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'memory':>6} {'vs bare':>8}",
-        f"{'GET /bare/{id} (bare FastAPI)':<44} {bare['rps']:>8.0f} {bare['p50_ms']:>8.2f} "
+        f"{'endpoint':<52} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'memory':>6} {'vs bare':>8}",
+        f"{'GET /bare/{id} (bare FastAPI)':<52} {bare['rps']:>8.0f} {bare['p50_ms']:>8.2f} "
         f"{bare['p99_ms']:>8.2f} {'':>6} {'100%':>8}",
     ]
     for pattern, label in (("uniform", "uniform over all songs"), ("skewed", f"Zipf {ZIPF_EXPONENT}")):
         run = result[pattern]
         hits = f"{run['cache_hit_rate']:.0%}" if run.get("cache_hit_rate") is not None else "-"
         lines.append(
-            f"{'GET /v1/tracks/{id}/forecast, ' + label:<44} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
+            f"{'GET /v1/tracks/{id}/forecast, ' + label:<52} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
             f"{run['p99_ms']:>8.2f} {hits:>6} {run['rps'] / bare['rps']:>8.0%}"
         )
     for pattern in ("uniform", "skewed"):

@@ -8,17 +8,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from services.predictor.app import create_app
 from services.predictor.cache import ResidentAnswers, ResponseCache, changed_songs, data_version
+from services.predictor.deps import Clients
 from services.predictor.service import PREDICTION_UPDATE
+from services.predictor.tracks import apply_changes, refresh_resident
 from shared.catalog import publish_staged_snapshots, upsert_snapshots
-from shared.db import upsert
+from shared.db import make_engine, upsert
 from shared.events import envelope
 from shared.models import Prediction, ProcessedEvent, Track, utcnow
 from shared.mqtt import topics
@@ -249,3 +253,23 @@ async def test_changed_songs_include_snapshots_published_from_the_stage(engine, 
         await session.commit()
     changed, _ = await changed_songs(engine, mark)
     assert changed == {track_id}
+
+
+async def test_songs_whose_build_failed_are_built_by_the_next_pass(
+    engine, sessions, settings, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    ids = await seed_songs(sessions, n=3, charted=0)
+    await store_batch_predictions(sessions, ids)
+    cache = ResponseCache(engine, max_entries=0, check_seconds=3600)
+    clients = Clients(predictor_settings(settings), sessions, engine, None, cache, ResidentAnswers())  # type: ignore[arg-type]
+    await apply_changes(clients=clients)
+    assert clients.resident.pending == set(ids)
+
+    unreachable = make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db")
+    with pytest.raises(OperationalError):
+        await refresh_resident(clients=replace(clients, reader=unreachable))
+    await unreachable.dispose()
+    assert clients.resident.pending == set(ids) and len(clients.resident) == 0
+
+    await refresh_resident(clients=clients)
+    assert all(track_id in clients.resident for track_id in ids) and not clients.resident.pending

@@ -307,9 +307,13 @@ async def refresh_resident(*, clients: Clients) -> None:
     await apply_changes(clients=clients)
     while resident.pending:
         chunks = [_take(resident.pending, RESIDENT_CHUNK) for _ in range(RESIDENT_PARALLEL)]
-        built = await asyncio.gather(
-            *(build_answers(reader=clients.reader, track_ids=chunk) for chunk in chunks if chunk)
-        )
+        try:
+            built = await asyncio.gather(
+                *(build_answers(reader=clients.reader, track_ids=chunk) for chunk in chunks if chunk)
+            )
+        except BaseException:  # the database went away, or the app stops: the next pass builds them
+            resident.pending.update(track_id for chunk in chunks for track_id in chunk)
+            raise
         for answers in built:
             for track_id, body in answers.items():
                 resident.put(track_id, body)
