@@ -45,6 +45,8 @@ class CompiledTrees:
         self.cuts = [np.unique(np.array(values, float)) for values in used]
         self.baseline = model._baseline_prediction.ravel()[0]
         self.trees = [_compile(tree, self.cuts) for tree in nodes]
+        bits = max((bit for tree in self.trees for *_, bit in tree.splits), default=0) + 1
+        self.code_type: type[np.unsignedinteger[Any]] = np.uint8 if bits <= 8 else np.uint16
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -59,13 +61,13 @@ class CompiledTrees:
         low, high = self._bins(values)
         out = np.zeros(len(values))
         out += self.baseline
-        code = np.empty(len(values), np.intp)
+        code = np.empty(len(values), self.code_type)
         for tree in self.trees:
             code[:] = 0
             for feature, cut, missing_left, bit in tree.splits:
                 goes_right = (low if missing_left else high)[feature] > cut
-                code |= goes_right.astype(np.intp) << bit
-            out += tree.table.take(code)
+                code |= goes_right.astype(self.code_type) << self.code_type(bit)
+            out += tree.table.take(code.astype(np.intp))
         return out
 
     def _bins(self, values: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
