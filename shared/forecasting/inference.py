@@ -12,12 +12,15 @@ a non-identity link, several trees per iteration) keep scikit-learn's predict.
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+
+log = logging.getLogger(__name__)
 
 MAX_DEPTH = 4  # a tree of depth d has up to 2^d - 1 splits: its table has 2^(2^d - 1) entries
 
@@ -134,8 +137,13 @@ def compilable(model: Any) -> bool:
 
 
 def compiled(model: Any) -> Any:
-    """`CompiledTrees` of the model when it reproduces it exactly, else the model itself."""
-    return CompiledTrees(model) if compilable(model) else model
+    """`CompiledTrees` of the model when it reproduces it exactly, else the model itself. This reads
+    scikit-learn's private tree arrays: a release that renames them gets its own predict, not an error."""
+    try:
+        return CompiledTrees(model) if compilable(model) else model
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        log.warning("trees not compiled (%s: %s); scikit-learn's predict serves", type(exc).__name__, exc)
+        return model
 
 
 def compile_forecaster(forecaster: Any) -> Any:
