@@ -30,6 +30,7 @@ from shared.events import (
     TrackPrediction,
     envelope,
 )
+from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
 from shared.outbox import add_event
@@ -94,9 +95,10 @@ def resident_store(settings: PredictorSettings) -> PanelStore:
 
 async def forecast_trending(
     *, session: AsyncSession, settings: PredictorSettings, week: dt.date, track_ids: Sequence[str]
-) -> list[TrackPrediction]:
+) -> ScoredBatch:
     """The batch scoring after `db-updated`: the resident store is brought up to the database (in the
-    caller's transaction, so it sees what the event announced), then every song is scored from memory."""
+    caller's transaction, so it sees what the event announced), then every song is scored from memory, into
+    columns (`ScoredBatch`: the stored rows come straight from them)."""
     settings = forecast_settings(settings)
     store = resident_store(settings)
     async with store.lock:
@@ -106,12 +108,14 @@ async def forecast_trending(
             "loaded" if refreshed.full else "refreshed", len(refreshed.chart_weeks),
             len(refreshed.snapshot_weeks), refreshed.song_buckets, refreshed.rows, refreshed.seconds,
         )  # fmt: skip
-        return await forecasting.forecast_from_store(
+        return await forecasting.score_from_store(
             session=session, settings=settings, store=store, week=week, track_ids=list(track_ids)
         )
 
 
 def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, Any]]:
+    """The stored rows of `predictions` (the batch scoring builds the same rows from its columns:
+    `ScoredBatch.rows`)."""
     now = utcnow()
     return [
         {
@@ -270,13 +274,14 @@ async def predict_trending(
             log.info("event %s already handled; skipped", event_id)
             return None
         week = await data_week(session)
-        predictions = (
+        batch = (
             await forecast_trending(
                 session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
             )
             if week is not None
-            else []
+            else None
         )
+        predictions = batch.predictions() if batch is not None else []  # the messages carry every one
         previous = await previous_values(session=session, predictions=predictions)
         alerts = alerts_for(
             predictions, previous, threshold=settings.alert_threshold, move=settings.alert_move
@@ -284,7 +289,7 @@ async def predict_trending(
         await upsert(
             session=session,
             model=Prediction,
-            rows=prediction_rows(predictions),
+            rows=batch.rows(utcnow()) if batch is not None else [],
             keys=["track_id", "week", "signal", "region", "horizon_weeks"],
             update=PREDICTION_UPDATE,
         )

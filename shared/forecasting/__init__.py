@@ -1,23 +1,32 @@
 """Forecasting: dataset builder, features, models, backtests, registry and the services' entry points.
 
-Entry points: `train_and_register` (trainer), `forecast_tracks` and `forecast_from_store` with a resident
-`PanelStore` (predictor), `run_eval` and `format_eval_table` (`songpop eval`).
+Entry points: `train_and_register` (trainer), `forecast_tracks`, and `forecast_from_store` or
+`score_from_store` (its columns) with a resident `PanelStore` (predictor), `run_eval` and `format_eval_table`
+(`songpop eval`).
 """
 
 from shared.forecasting.evaluation import format_eval_table, run_eval
 from shared.forecasting.panel import NotEnoughData
 from shared.forecasting.registry import ArtifactError, TamperedArtifact
-from shared.forecasting.service import forecast_from_store, forecast_tracks, train_and_register
+from shared.forecasting.service import (
+    ScoredBatch,
+    forecast_from_store,
+    forecast_tracks,
+    score_from_store,
+    train_and_register,
+)
 from shared.forecasting.store import PanelStore
 
 __all__ = [
     "ArtifactError",
     "NotEnoughData",
     "PanelStore",
+    "ScoredBatch",
     "TamperedArtifact",
     "forecast_from_store",
     "forecast_tracks",
     "format_eval_table",
     "run_eval",
+    "score_from_store",
     "train_and_register",
 ]

@@ -520,78 +520,130 @@ def _trusted(model: type[Any], fields: frozenset[str], values: dict[str, Any]) -
     return obj
 
 
-def _horizon_forecasts(
+@dataclass
+class HorizonColumns:
+    """One horizon's forecasts of a block's songs, one entry per song; `value` is None where nothing can be
+    said (no usable model and no current value)."""
+
+    horizon: int
+    value: list[float | None]
+    lower: list[float | None]
+    upper: list[float | None]
+    p_chart: list[float | None]
+    model_version: str
+    cold_start: bool
+    complete: bool  # every song has a forecast (a model answered)
+
+
+@dataclass
+class SignalBlock:
+    """One signal's scored songs as columns (the songs in the order the panels gave them)."""
+
+    signal: str
+    week: dt.date
+    tracks: list[str]
+    current: list[float | None]
+    regions: list[str]
+    ranks: list[int | None]
+    horizons: list[HorizonColumns]
+
+    def kept(self) -> list[int]:
+        """The rows with at least one forecast (the others make no prediction)."""
+        if not self.horizons:
+            return []
+        if any(h.complete for h in self.horizons):
+            return list(range(len(self.tracks)))
+        return [i for i in range(len(self.tracks)) if any(h.value[i] is not None for h in self.horizons)]
+
+
+@dataclass
+class ScoredBatch:
+    """A batch scoring's result as columns: the predictor's rows are built straight from them, and
+    `TrackPrediction` objects only when asked for (building hundreds of thousands costs seconds)."""
+
+    ids: list[str]
+    blocks: list[SignalBlock]
+    names: dict[str, tuple[str, str]]
+    demo: bool
+
+    @functools.cached_property
+    def positions(self) -> list[tuple[SignalBlock, int]]:
+        """(block, row) of every prediction, in the order of `ids`, then by signal (as `_predict` sorts)."""
+        order = {track: i for i, track in enumerate(self.ids)}
+        signals = sorted({b.signal for b in self.blocks})
+        found: list[tuple[SignalBlock, int]] = []
+        song_keys, signal_keys = [], []
+        for block in self.blocks:
+            kept = block.kept()
+            found += [(block, i) for i in kept]
+            song_keys.append(np.fromiter((order.get(block.tracks[i], 0) for i in kept), np.int64, len(kept)))
+            signal_keys.append(np.full(len(kept), signals.index(block.signal), np.int64))
+        if not found:
+            return []
+        ranked = np.lexsort((np.concatenate(signal_keys), np.concatenate(song_keys)))  # stable, like sort
+        return [found[i] for i in ranked.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def predictions(self) -> list[TrackPrediction]:
+        """The `TrackPrediction` objects (what `forecast_tracks` returns)."""
+        unnamed = ("", "")
+        out = []
+        for block, i in self.positions:
+            track = block.tracks[i]
+            name, artists = self.names.get(track, unnamed)
+            forecasts = [
+                _trusted(Forecast, _FORECAST_FIELDS, {
+                    "horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
+                    "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start,
+                })
+                for h in block.horizons
+                if h.value[i] is not None
+            ]  # fmt: skip
+            out.append(
+                _trusted(TrackPrediction, _PREDICTION_FIELDS, {
+                    "track_id": track, "name": name, "artists": artists, "week": block.week,
+                    "signal": block.signal, "region": block.regions[i], "rank": block.ranks[i],
+                    "current": block.current[i], "forecasts": forecasts, "demo": self.demo,
+                })
+            )  # fmt: skip
+        return out
+
+    def rows(self, created_at: dt.datetime) -> list[dict[str, Any]]:
+        """The stored rows (`Prediction`), one per song, signal and horizon, without building objects: the
+        same rows, in the same order, as the predictor's `prediction_rows` of `predictions()`."""
+        return [
+            {
+                "track_id": block.tracks[i], "week": block.week, "signal": block.signal,
+                "region": block.regions[i], "horizon_weeks": h.horizon, "current": block.current[i],
+                "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i], "p_chart": h.p_chart[i],
+                "model_version": h.model_version, "cold_start": h.cold_start, "created_at": created_at,
+            }
+            for block, i in self.positions
+            for h in block.horizons
+            if h.value[i] is not None
+        ]  # fmt: skip
+
+
+def _horizon_columns(
     horizon: int,
     pred: dict[str, np.ndarray] | None,
     current: list[float | None],
     version: tuple[str, bool],
     *,
     to_level: Any = None,
-) -> list[Forecast | None]:
-    """One horizon's Forecast per song (None where nothing can be said); plain lists, no per-row pandas."""
+) -> HorizonColumns:
+    """One horizon's forecasts as columns; plain lists, no per-row pandas."""
     name, cold = version
+    n = len(current)
     if pred is None:  # no usable model: persistence, flagged
-        return [
-            None if c is None else _trusted(Forecast, _FORECAST_FIELDS, {
-                "horizon_weeks": horizon, "value": c, "lower": None, "upper": None, "p_chart": None,
-                "model_version": name, "cold_start": True,
-            })
-            for c in current
-        ]  # fmt: skip
+        nothing: list[float | None] = [None] * n
+        return HorizonColumns(horizon, list(current), nothing, nothing, nothing, name, True, False)
     convert = to_level or (lambda a: a)
     value, lower, upper = (convert(pred[k]).tolist() for k in ("value", "lower", "upper"))
-    p_chart = pred["p_chart"].tolist() if "p_chart" in pred else [None] * len(value)
-    return [
-        _trusted(
-            Forecast,
-            _FORECAST_FIELDS,
-            {
-                "horizon_weeks": horizon,
-                "value": v,
-                "lower": lo,
-                "upper": hi,
-                "p_chart": p,
-                "model_version": name,
-                "cold_start": cold,
-            },
-        )  # fmt: skip
-        for v, lo, hi, p in zip(value, lower, upper, p_chart, strict=True)
-    ]
-
-
-def _assemble(
-    signal: str,
-    tracks: list[str],
-    current: list[float | None],
-    per_horizon: list[list[Forecast | None]],
-    *,
-    week: dt.date,
-    names: dict[str, tuple[str, str]],
-    demo: bool,
-    regions: list[str] | None = None,
-    ranks: list[int] | None = None,
-) -> list[TrackPrediction]:
-    if not per_horizon:
-        return []
-    out = []
-    unnamed = ("", "")
-    n = len(tracks)
-    no_ranks: list[int | None] = [None] * n
-    rows = zip(
-        tracks, current, zip(*per_horizon, strict=True), regions or [""] * n, ranks or no_ranks, strict=True
-    )  # fmt: skip
-    for track, now, horizons, region, rank in rows:
-        forecasts = [f for f in horizons if f is not None]
-        if not forecasts:
-            continue
-        name, artists = names.get(track, unnamed)
-        out.append(
-            _trusted(TrackPrediction, _PREDICTION_FIELDS, {
-                "track_id": track, "name": name, "artists": artists, "week": week, "signal": signal,
-                "region": region, "rank": rank, "current": now, "forecasts": forecasts, "demo": demo,
-            })
-        )  # fmt: skip
-    return out
+    p_chart = pred["p_chart"].tolist() if "p_chart" in pred else [None] * n
+    return HorizonColumns(horizon, value, lower, upper, p_chart, name, cold, True)
 
 
 @contextmanager
@@ -612,13 +664,12 @@ def _streams_predictions(
     models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
     preferred_region: str,
     names: dict[str, tuple[str, str]],
-    demo: bool,
     timings: dict[str, float] | None = None,
-) -> list[TrackPrediction]:
+) -> SignalBlock | None:
     entries = panel.entries
     now = entries[(entries["week"] == week) & entries["track"].isin(track_ids)]
     if now.empty:
-        return []
+        return None
     # one region per song: the preferred one when the song charts there, else its best-ranked chart
     now = now.assign(pref=(now["region"] != preferred_region).astype(int)).sort_values(
         ["track", "pref", "rank"]
@@ -639,12 +690,12 @@ def _streams_predictions(
             with _timed(timings, "inference"):
                 pred = bundle.forecaster.predict(features[regions])
             version = (row.version, bundle.cold_start)
-        columns.append(_horizon_forecasts(horizon, pred, current, version, to_level=np.exp))
+        columns.append(_horizon_columns(horizon, pred, current, version, to_level=np.exp))
     for track, name in zip(chosen["track"], chosen["name"], strict=True):
         names.setdefault(track, (str(name or ""), ""))
-    return _assemble(
-        "streams", chosen["track"].tolist(), current, columns, week=week_date(week), names=names, demo=demo,
-        regions=chosen["region"].tolist(), ranks=chosen["rank"].astype(int).tolist(),
+    return SignalBlock(
+        "streams", week_date(week), chosen["track"].tolist(), current, chosen["region"].tolist(),
+        chosen["rank"].astype(int).tolist(), columns,
     )  # fmt: skip
 
 
@@ -653,14 +704,12 @@ def _popularity_predictions(
     day: int,
     track_ids: set[str],
     models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
-    names: dict[str, tuple[str, str]],
-    demo: bool,
     timings: dict[str, float] | None = None,
-) -> list[TrackPrediction]:
+) -> SignalBlock | None:
     obs = panel.obs
     now = obs[(obs["day"] == day) & obs["song"].isin(track_ids) & obs["popularity"].notna()]
     if now.empty:
-        return []
+        return None
     current: list[float | None] = now["popularity"].astype(float).tolist()
     features = None
     columns = []
@@ -674,9 +723,10 @@ def _popularity_predictions(
             with _timed(timings, "inference"):
                 pred = bundle.forecaster.predict(features)
             version = (row.version, bundle.cold_start)
-        columns.append(_horizon_forecasts(horizon, pred, current, version))
-    return _assemble(
-        "popularity", now["song"].tolist(), current, columns, week=_day_to_date(day), names=names, demo=demo
+        columns.append(_horizon_columns(horizon, pred, current, version))
+    n = len(current)
+    return SignalBlock(
+        "popularity", _day_to_date(day), now["song"].tolist(), current, [""] * n, [None] * n, columns
     )
 
 
@@ -746,21 +796,40 @@ async def forecast_from_store(
     """`forecast_tracks` from a resident `PanelStore` (refreshed by the caller) instead of the database's
     rows: the same answers, with only the active models and the trending songs read from the database.
     `timings`, when given, receives the seconds spent in features and in model inference."""
+    batch = await score_from_store(
+        session=session, settings=settings, store=store, week=week, track_ids=track_ids, horizons=horizons,
+        timings=timings,
+    )  # fmt: skip
+    return batch.predictions()
+
+
+async def score_from_store(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    store: PanelStore,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+    timings: dict[str, float] | None = None,
+) -> ScoredBatch:
+    """`forecast_from_store` as columns (`ScoredBatch`): the batch scoring, objects built only if asked."""
+    empty = ScoredBatch([], [], {}, settings.demo)
     anchor = week or await _latest_week(session)
     if anchor is None:
-        return []
+        return empty
     from shared.weeks import week_of
 
     anchor = week_of(anchor)
     ids = list(track_ids) if track_ids is not None else await _trending_ids(session, anchor)
     if not ids:
-        return []
+        return empty
     versions = await active_versions(session)
     with _timed(timings, "panels"):  # built once per refresh: free on a warm store
         chart_panel, popularity = await asyncio.to_thread(store.panels, anchor)
     return await asyncio.to_thread(
         functools.partial(
-            _predict, chart_panel, popularity, anchor=anchor, ids=ids, versions=versions,
+            _score, chart_panel, popularity, anchor=anchor, ids=ids, versions=versions,
             names=store.names(ids), settings=settings, horizons=horizons, timings=timings,
         )
     )  # fmt: skip
@@ -776,28 +845,43 @@ def _predict(
     names: dict[str, tuple[str, str]],
     settings: Settings,
     horizons: Sequence[int],
-    timings: dict[str, float] | None = None,
 ) -> list[TrackPrediction]:
+    """`_score`'s predictions as objects."""
+    return _score(
+        chart_panel, popularity, anchor=anchor, ids=ids, versions=versions, names=names, settings=settings,
+        horizons=horizons,
+    ).predictions()  # fmt: skip
+
+
+def _score(
+    chart_panel: ChartPanel,
+    popularity: PopularityPanel,
+    *,
+    anchor: dt.date,
+    ids: list[str],
+    versions: dict[tuple[str, int], ModelVersion],
+    names: dict[str, tuple[str, str]],
+    settings: Settings,
+    horizons: Sequence[int],
+    timings: dict[str, float] | None = None,
+) -> ScoredBatch:
     """Both signals' forecasts of the songs `ids` at `anchor` from panels holding (at least) what their
     features read, with the active models (persistence, flagged, where none is usable)."""
     wanted = set(ids)
     stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
     popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
-    predictions = (
-        _streams_predictions(
-            chart_panel, week_index(anchor), wanted, stream_models, settings.chart_region, names,
-            settings.demo, timings,
+    blocks = []
+    if len(chart_panel.entries):
+        blocks.append(
+            _streams_predictions(
+                chart_panel, week_index(anchor), wanted, stream_models, settings.chart_region, names, timings
+            )
         )
-        if len(chart_panel.entries)
-        else []
-    )  # fmt: skip
     if len(popularity.obs):
-        predictions += _popularity_predictions(
-            popularity, day_index(anchor), wanted, popularity_models, names, settings.demo, timings
+        blocks.append(
+            _popularity_predictions(popularity, day_index(anchor), wanted, popularity_models, timings)
         )
-    order = {track: i for i, track in enumerate(ids)}
-    predictions.sort(key=lambda p: (order.get(p.track_id, 0), p.signal))
-    return predictions
+    return ScoredBatch(ids, [b for b in blocks if b is not None], names, settings.demo)
 
 
 SCOPED_MAX_SONGS = 2000  # beyond this many songs one scan of the tables beats the per-song queries

@@ -1,0 +1,82 @@
+"""The batch scoring's columns (`ScoredBatch`): the predictor's rows built straight from them are exactly the
+rows built from the prediction objects, and those objects are the full load's answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.predictor.service import prediction_rows
+from shared.config import Settings
+from shared.forecasting import PanelStore, ScoredBatch, score_from_store, service, train_and_register
+from shared.forecasting.synthetic import synthetic_charts
+from shared.models import ChartEntry
+from shared.weeks import week_of
+from tests.test_forecasting_scoped import store
+
+pytestmark = pytest.mark.usefixtures("quick_models")
+
+STAMP = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def object_rows(batch: ScoredBatch) -> list[dict[str, Any]]:
+    """The rows the predictor stored before the columns: from the `TrackPrediction` objects."""
+    return [{**row, "created_at": STAMP} for row in prediction_rows(batch.predictions())]
+
+
+async def scored(
+    session: AsyncSession, settings: Settings, panels: PanelStore, week: dt.date
+) -> tuple[ScoredBatch, list[dict[str, Any]]]:
+    """The store's batch (26 and 52 weeks) and the full load's answers of the same songs."""
+    batch = await score_from_store(session=session, settings=settings, store=panels, week=week)
+    full = await service._forecast(
+        session=session, settings=settings, week=week, track_ids=batch.ids, horizons=(26, 52), scoped=False
+    )
+    return batch, [p.model_dump() for p in full]
+
+
+async def test_rows_from_columns_equal_the_rows_from_objects(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
+    await store(sessions, frame)
+    week = week_of(frame["week"].max())
+    panels = PanelStore()
+    async with sessions() as session:  # no model yet: persistence everywhere
+        await panels.refresh(session)
+        batch, full = await scored(session, settings, panels, week)
+        assert batch.rows(STAMP) == object_rows(batch)
+        assert [p.model_dump() for p in batch.predictions()] == full
+        assert {r["model_version"] for r in batch.rows(STAMP)} == {service.PERSISTENCE}
+
+    # 26 weeks from a model, 52 by persistence; a song without this week's streams has no persistence
+    activated = await train_and_register(sessions=sessions, settings=settings, horizons=(26,))
+    assert {v.signal for v in activated} == {"streams", "popularity"}
+    async with sessions() as session:
+        silent = (
+            (await session.execute(select(ChartEntry.track_id).where(col(ChartEntry.week) == week)))
+            .scalars()
+            .first()
+        )
+        await session.execute(
+            update(ChartEntry).where(col(ChartEntry.track_id) == silent).values(streams=None)
+        )
+        await session.commit()
+    async with sessions() as session:
+        await panels.refresh(session)
+        batch, full = await scored(session, settings, panels, week)
+        rows = batch.rows(STAMP)
+        assert rows == object_rows(batch)
+        assert [p.model_dump() for p in batch.predictions()] == full
+        assert len(batch) == len(full)
+        assert {r["model_version"] == service.PERSISTENCE for r in rows} == {True, False}
+        streams_of_silent = {
+            r["horizon_weeks"] for r in rows if r["track_id"] == silent and r["signal"] == "streams"
+        }
+        assert streams_of_silent == {26}
