@@ -9,8 +9,10 @@ One run:
      weeks to learn a 26-week horizon), so scoring includes model inference;
   3. baseline: `forecast_tracks`' full-load path for every song (reads every row, features of every row);
   4. the resident store: cold load (first read from the database), scoring on the warm store (features of
-     the anchor week + inference, the < 1 s target), one new week written to the database, its
-     incremental refresh, scoring again, and storing the predictions as the predictor does;
+     the anchor week + inference + the columnar result, `ScoredBatch`: the < 1 s target), one new week
+     written to the database, its incremental refresh, scoring again, then, timed apart, what the predictor
+     builds from the columns (the stored rows; the `TrackPrediction` objects its messages carry), and
+     storing the predictions as the predictor does;
   5. checks that the store's predictions equal the full load's, before and after the new week.
 Run: `make bench-scoring` (or `python -m benchmarks.bench_scoring --songs 100000`).
 """
@@ -45,7 +47,7 @@ from shared.forecasting.models import PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import chart_panel_from_rows, popularity_panel_from_rows
 from shared.forecasting.registry import ForecastBundle, activate, save_artifact
 from shared.forecasting.synthetic import synthetic_charts
-from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot
+from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, utcnow
 from shared.weeks import add_weeks, current_week, week_of
 
 TARGET_SCORING_S = 1.0
@@ -167,7 +169,7 @@ def dumped(predictions: list[TrackPrediction]) -> list[dict[str, Any]]:
 
 async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart_size: int) -> dict[str, Any]:
     """Baseline and resident store on the same database and models (see the module docstring)."""
-    from services.predictor.service import PREDICTION_UPDATE, prediction_rows
+    from services.predictor.service import PREDICTION_UPDATE
 
     settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
     engine = make_engine(url)
@@ -189,23 +191,34 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
                 "chart_weeks": len(report.chart_weeks), "snapshot_weeks": len(report.snapshot_weeks),
                 "song_buckets": report.song_buckets, "full": report.full}  # fmt: skip
 
-    async def score(week: dt.date) -> tuple[dict[str, Any], list[TrackPrediction]]:
+    async def score(week: dt.date) -> tuple[dict[str, Any], service.ScoredBatch]:
         runs = []
         for _ in range(repeat):
-            predictions, run = await score_once(week)
+            batch, run = await score_once(week)
             runs.append(run)
         median = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-        return {**median, "runs": [r["seconds"] for r in runs]}, predictions
+        return {**median, "runs": [r["seconds"] for r in runs], **built(batch)}, batch
 
-    async def score_once(week: dt.date) -> tuple[list[TrackPrediction], dict[str, float]]:
+    async def score_once(week: dt.date) -> tuple[service.ScoredBatch, dict[str, float]]:
         timings: dict[str, float] = {}
         async with sessions() as session:
-            seconds, predictions = await timed(
-                lambda: service.forecast_from_store(
+            seconds, batch = await timed(
+                lambda: service.score_from_store(
                     session=session, settings=settings, store=store, week=week, track_ids=ids, timings=timings
                 )
             )
-        return predictions, {"seconds": seconds, **timings, "answers": seconds - sum(timings.values())}
+        return batch, {"seconds": seconds, **timings, "answers": seconds - sum(timings.values())}
+
+    def built(batch: service.ScoredBatch) -> dict[str, float]:
+        """Seconds the predictor spends after scoring: its rows from the columns, the message objects."""
+        gc.collect()
+        start = time.perf_counter()
+        batch.rows(utcnow())
+        rows = time.perf_counter() - start
+        gc.collect()
+        start = time.perf_counter()
+        batch.predictions()
+        return {"rows_seconds": rows, "objects_seconds": time.perf_counter() - start}
 
     try:
         week = current_week()
@@ -213,13 +226,14 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
             await service.forecast_tracks(session=session, settings=settings, week=week, track_ids=ids[:5])
         out["baseline_seconds"], baseline = await timed(lambda: full_load(week))
         out["cold"] = await refresh(week)
-        out["scoring"], predictions = await score(week)
-        out["identical_before"] = dumped(predictions) == dumped(baseline)
+        out["scoring"], batch = await score(week)
+        out["identical_before"] = dumped(batch.predictions()) == dumped(baseline)
         new_week = add_weeks(week, 1)
         out["write_week_seconds"] = await add_week(url, ids, new_week, trending, chart_size)
         out["incremental"] = await refresh(new_week)
-        out["scoring_new_week"], predictions = await score(new_week)
+        out["scoring_new_week"], batch = await score(new_week)
         out["baseline_new_week_seconds"], baseline = await timed(lambda: full_load(new_week))
+        predictions = batch.predictions()
         out["identical_after"] = dumped(predictions) == dumped(baseline)
         out["predictions"] = len(predictions)
         out["scored_songs"] = len({p.track_id for p in predictions})
@@ -227,7 +241,7 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
         out["model_versions"] = sorted({f.model_version for p in predictions for f in p.forecasts})
         async with sessions() as session:
             start = time.perf_counter()
-            rows = prediction_rows(predictions)
+            rows = batch.rows(utcnow())
             await upsert(
                 session=session, model=Prediction, rows=rows, update=PREDICTION_UPDATE,
                 keys=["track_id", "week", "signal", "region", "horizon_weeks"],
@@ -256,8 +270,11 @@ def report_lines(result: dict[str, Any]) -> list[str]:
         f"+ {incremental['build_seconds']:.2f} s building the panels",
         f"  scoring on the warm store (median of {len(scoring['runs'])}): {scoring['seconds']:.2f} s = "
         f"features {scoring.get('features', 0):.2f} s + inference {scoring.get('inference', 0):.2f} s + "
-        f"answers {scoring['answers']:.2f} s",
+        f"the columnar result {scoring['answers']:.2f} s",
         f"  target < {TARGET_SCORING_S:.0f} s for scoring on the warm store: {verdict}",
+        f"  then built from the columns: the {result['stored_rows']:,} rows to store "
+        f"{scoring['rows_seconds']:.2f} s; the {result['predictions']:,} TrackPrediction objects the "
+        f"messages carry {scoring['objects_seconds']:.2f} s",
         f"  storing the {result['stored_rows']:,} predictions: {result['store_seconds']:.2f} s",
         f"  identical to the full load: before the new week {result['identical_before']}, "
         f"after it {result['identical_after']}",
