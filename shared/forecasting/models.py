@@ -142,6 +142,9 @@ def _piecewise(levels: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.nda
 
 SURVIVOR_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 DRIFT_LEVELS = np.linspace(0.01, 0.99, 99)
+# The floor's last-year changes serve the floor's forecast only: the trees do no better with them (dev-time
+# split: AUC 0.800 with, 0.804 without) and cost a histogram each.
+SONG_FEATURES = [name for name in CHART_FEATURES if not name.startswith("floor_last_year_")]
 MIN_TREND_CHARTS = 20  # charts (region, week) with a known last-year change needed to estimate the trend
 MIN_SPREAD_CHARTS = 100  # and to take the floor's spread around it from them alone (its tails need more)
 
@@ -181,7 +184,7 @@ class StreamsForecaster:
     regions: list[str]
     params: BoostParams = field(default_factory=BoostParams)
     kind: str = "gbm-mixture"
-    features: list[str] = field(default_factory=lambda: list(CHART_FEATURES))
+    features: list[str] = field(default_factory=lambda: list(SONG_FEATURES))
     survivor_models: list[HistGradientBoostingRegressor] = field(default_factory=list)
     classifier: HistGradientBoostingClassifier | None = None
     drift_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(len(DRIFT_LEVELS)))
@@ -195,7 +198,7 @@ class StreamsForecaster:
         return [name == "region_code" for name in self.features]
 
     def _fit_models(self, data: ChartSet) -> None:
-        self.features = _informative(data.X, list(CHART_FEATURES))
+        self.features = _informative(data.X, SONG_FEATURES)
         X = data.X[self.features]
         survived = data.charted
         self.base_rate = float(np.mean(survived)) if len(data) else 0.0
