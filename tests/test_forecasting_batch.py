@@ -80,26 +80,3 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
             r["horizon_weeks"] for r in rows if r["track_id"] == silent and r["signal"] == "streams"
         }
         assert streams_of_silent == {26}
-
-
-async def test_horizons_predicted_in_two_threads_equal_one_by_one(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    frame = synthetic_charts(regions=2, weeks=50, size=40, seed=4)
-    await store(sessions, frame)
-    horizons = (4, 8)
-    activated = await train_and_register(sessions=sessions, settings=settings, horizons=horizons)
-    assert {v.horizon_weeks for v in activated if v.signal == "popularity"} == set(horizons)
-    panels = PanelStore()
-    async with sessions() as session:
-        await panels.refresh(session)
-        one_by_one = await score_from_store(
-            session=session, settings=settings, store=panels, horizons=horizons
-        )
-        monkeypatch.setattr(service, "PARALLEL_ROWS", 1)
-        threaded = await score_from_store(session=session, settings=settings, store=panels, horizons=horizons)
-    rows = threaded.rows(STAMP)
-    popularity = [r for r in rows if r["signal"] == "popularity"]
-    assert {r["horizon_weeks"] for r in popularity} == set(horizons)
-    assert service.PERSISTENCE not in {r["model_version"] for r in popularity}  # both from their models
-    assert rows == one_by_one.rows(STAMP)

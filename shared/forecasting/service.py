@@ -11,7 +11,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,6 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
-from threadpoolctl import threadpool_limits
 
 from shared.charts import iter_chart_paths
 from shared.config import Settings
@@ -701,23 +699,6 @@ def _streams_predictions(
     )  # fmt: skip
 
 
-PARALLEL_ROWS = 20_000  # from this many songs the horizons' models predict in two threads at once
-
-
-def _predict_horizons(
-    forecasters: dict[int, Any], features: pd.DataFrame
-) -> dict[int, dict[str, np.ndarray]]:
-    """Each horizon's forecasts of the same features; a large batch's horizons in two threads (the
-    compiled trees' numpy work releases the GIL: ~1.4x on two cores), each reading its own shallow copy
-    of the frame (pandas may consolidate a frame in place on first access)."""
-    if len(features) < PARALLEL_ROWS or len(forecasters) < 2:
-        return {h: f.predict(features) for h, f in forecasters.items()}
-    # Held around the threads, so their own (single-threaded) limits restore this one, never each other's.
-    with threadpool_limits(limits=1, user_api="openmp"), ThreadPoolExecutor(2) as pool:
-        work = {h: pool.submit(f.predict, features.copy(deep=False)) for h, f in forecasters.items()}
-        return {h: future.result() for h, future in work.items()}
-
-
 def _popularity_predictions(
     panel: PopularityPanel,
     day: int,
@@ -730,17 +711,19 @@ def _popularity_predictions(
     if now.empty:
         return None
     current: list[float | None] = now["popularity"].astype(float).tolist()
-    usable = {h: loaded for h, loaded in models.items() if loaded is not None}
-    preds: dict[int, dict[str, np.ndarray]] = {}
-    if usable:
-        with _timed(timings, "features"):
-            features = anchor_popularity_features(panel, now.index)
-        with _timed(timings, "inference"):
-            preds = _predict_horizons({h: bundle.forecaster for h, (_, bundle) in usable.items()}, features)
+    features = None
     columns = []
     for horizon, loaded in models.items():
-        version = (PERSISTENCE, True) if loaded is None else (loaded[0].version, loaded[1].cold_start)
-        columns.append(_horizon_columns(horizon, preds.get(horizon), current, version))
+        pred, version = None, (PERSISTENCE, True)
+        if loaded is not None:
+            row, bundle = loaded
+            with _timed(timings, "features"):
+                if features is None:
+                    features = anchor_popularity_features(panel, now.index)
+            with _timed(timings, "inference"):
+                pred = bundle.forecaster.predict(features)
+            version = (row.version, bundle.cold_start)
+        columns.append(_horizon_columns(horizon, pred, current, version))
     n = len(current)
     return SignalBlock(
         "popularity", _day_to_date(day), now["song"].tolist(), current, [""] * n, [None] * n, columns
