@@ -4,6 +4,8 @@ predict."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -94,6 +96,30 @@ def test_a_compiled_forecaster_forecasts_exactly_as_the_fitted_one(tmp_path: pyt
     assert expected.keys() == got.keys()
     for key in expected:
         assert np.array_equal(expected[key], got[key]), key
+
+
+def test_models_sharing_a_binner_bin_each_new_batch() -> None:
+    """The quantile models of a forecaster bin a batch once for all: a new batch of the same shape, or the
+    same array changed in place, is binned again; one row and a batch of several chunks are exact too."""
+    X, y = training_data(5)
+    models = [
+        HistGradientBoostingRegressor(loss="quantile", quantile=q, max_depth=3, max_iter=30).fit(
+            X.to_numpy(), y
+        )
+        for q in (0.1, 0.5, 0.9)
+    ]
+    fast = compile_forecaster(SimpleNamespace(models=dict(enumerate(models)))).models
+    assert len({id(model.binner) for model in fast.values()}) == 1
+    rows = np.array(awkward_rows(models[0], list(X.columns), 5))
+
+    def exact(batch: np.ndarray) -> None:
+        for model, compiled_model in zip(models, fast.values(), strict=True):
+            assert np.array_equal(compiled_model.predict(batch), model.predict(batch))
+
+    for batch in (rows, rows[::-1].copy(), rows[:1], rows):
+        exact(batch)
+    rows[: len(X)] = X.to_numpy()  # the array binned last, changed in place
+    exact(rows)
 
 
 def test_a_model_whose_private_arrays_changed_keeps_its_own_predict() -> None:

@@ -2,11 +2,13 @@
 
 scikit-learn's `HistGradientBoostingRegressor.predict` walks every tree over every row of a float64 matrix
 (200 trees x 100,000 rows read the matrix 200 times). `CompiledTrees` does the same arithmetic on much less
-memory: each feature is binned once against the thresholds the model's trees use (one byte per value), each
-shallow tree becomes a table indexed by the bit pattern of its split decisions, and the leaf values are added
-in the trees' order onto the same baseline, in float64: the predictions are scikit-learn's, bit for bit
-(`tests/test_forecasting_inference.py`). Models it cannot reproduce exactly (categorical splits, deeper trees,
-a non-identity link, several trees per iteration) keep scikit-learn's predict.
+memory: each feature is binned once per batch against the thresholds the trees use (one byte per value; the
+models of a forecaster share their bins), each shallow tree becomes a table indexed by the bit pattern of its
+split decisions, all trees are evaluated at once on chunks of rows (one gather and one comparison for every
+split), and the leaf values are added in the trees' order onto the same baseline, in float64: the predictions
+are scikit-learn's, bit for bit (`tests/test_forecasting_inference.py`). Models it cannot reproduce exactly
+(categorical splits, deeper trees, a non-identity link, several trees per iteration) keep scikit-learn's
+predict.
 """
 
 from __future__ import annotations
@@ -23,11 +25,45 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 log = logging.getLogger(__name__)
 
 MAX_DEPTH = 4  # a tree of depth d has up to 2^d - 1 splits: its table has 2^(2^d - 1) entries
+CHUNK = 2048  # rows evaluated at once: the (splits of all trees, rows) temporaries stay within a few MB
+
+
+class _Binner:
+    """The bins of a batch against the thresholds of one or several models (a forecaster's quantile models
+    share them): searchsorted costs as much as the trees, so a batch is binned once for all of them."""
+
+    def __init__(self, cuts: list[np.ndarray]) -> None:
+        self.cuts = cuts
+        self.used = [feature for feature, values in enumerate(cuts) if len(values)]
+        self.row_of = {feature: 1 + 2 * i for i, feature in enumerate(self.used)}
+        self.bin_type = np.uint8 if max(map(len, cuts), default=0) < 255 else np.uint16
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # (values, bins) of the last batch
+
+    def bins(self, values: np.ndarray) -> np.ndarray:
+        """Per used feature, two rows of the number of thresholds below each value (x <= threshold k exactly
+        when that number <= k): a missing value in the lowest bin (for splits sending it left), then in the
+        highest (sending it right: searchsorted puts NaN last); row 0 stays 0."""
+        last = self._last  # read once: replaced whole, never changed in place
+        if (
+            last is not None
+            and last[0].shape == values.shape
+            and np.array_equal(last[0].view(np.int64), values.view(np.int64))
+        ):
+            return last[1]
+        bins = np.zeros((1 + 2 * len(self.used), len(values)), self.bin_type)
+        for i, feature in enumerate(self.used):
+            column = values[:, feature]
+            binned = np.searchsorted(self.cuts[feature], column)
+            bins[2 + 2 * i] = binned
+            binned[np.isnan(column)] = 0
+            bins[1 + 2 * i] = binned
+        self._last = (values.copy(), bins)
+        return bins
 
 
 @dataclass
 class _Tree:
-    splits: list[tuple[int, int, bool, int]]  # (feature, threshold's bin, missing goes left, bit) per split
+    splits: list[tuple[int, float, bool, int]]  # (feature, threshold, missing goes left, bit) per split
     table: np.ndarray  # leaf value per bit pattern of the split decisions ("goes right" bits)
 
 
@@ -39,17 +75,27 @@ class CompiledTrees:
         self.model = model
         self.features = list(getattr(model, "feature_names_in_", []))
         nodes = [predictors[0].nodes for predictors in model._predictors]
-        n_features = int(model.n_features_in_)
-        used: list[list[float]] = [[] for _ in range(n_features)]
-        for tree in nodes:
-            inner = tree[tree["is_leaf"] == 0]
-            for feature, threshold in zip(inner["feature_idx"], inner["num_threshold"], strict=True):
-                used[int(feature)].append(float(threshold))
-        self.cuts = [np.unique(np.array(values, float)) for values in used]
         self.baseline = model._baseline_prediction.ravel()[0]
-        self.trees = [_compile(tree, self.cuts) for tree in nodes]
-        bits = max((bit for tree in self.trees for *_, bit in tree.splits), default=0) + 1
-        self.code_type: type[np.unsignedinteger[Any]] = np.uint8 if bits <= 8 else np.uint16
+        # Every tree in the deepest tree's shape, so that all trees are evaluated at once (`_sum_trees`).
+        depth = max(int(tree["depth"].max()) for tree in nodes)
+        self.trees = [_compile(tree, depth) for tree in nodes]
+        self.tables = np.concatenate([tree.table for tree in self.trees])
+        self.offsets = (np.arange(len(nodes)) << ((1 << depth) - 1))[:, None]
+        slots = max(1, (1 << depth) - 1)
+        self.weights = (1 << np.arange(slots)).astype(np.uint8 if slots <= 8 else np.uint16)
+        self.share(_Binner(_thresholds([self], int(model.n_features_in_))))
+
+    def share(self, binner: _Binner) -> None:
+        """Bin through `binner` (its thresholds include this model's): split slot `bit` of tree t compares
+        bin row `rows[t, bit]` with `cuts[t, bit]`; an empty slot reads row 0, always 0, never above its 0."""
+        self.binner = binner
+        rows = np.zeros((len(self.trees), len(self.weights)), np.intp)
+        cuts = np.zeros((len(self.trees), len(self.weights)), binner.bin_type)
+        for t, tree in enumerate(self.trees):
+            for feature, threshold, missing_left, bit in tree.splits:
+                rows[t, bit] = binner.row_of[feature] + (0 if missing_left else 1)
+                cuts[t, bit] = np.searchsorted(binner.cuts[feature], threshold)
+        self.rows, self.cuts = rows.ravel(), cuts.reshape(-1, 1)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
@@ -60,44 +106,38 @@ class CompiledTrees:
             if list(X.columns) != self.features:
                 return self.model.predict(X)  # type: ignore[no-any-return]
             X = X.to_numpy(np.float64)
-        values = np.asarray(X, np.float64)
-        low, high = self._bins(values)
-        out = np.zeros(len(values))
-        out += self.baseline
-        code = np.empty(len(values), self.code_type)
-        for tree in self.trees:
-            code[:] = 0
-            for feature, cut, missing_left, bit in tree.splits:
-                goes_right = (low if missing_left else high)[feature] > cut
-                code |= goes_right.astype(self.code_type) << self.code_type(bit)
-            out += tree.table.take(code.astype(np.intp))
+        bins = self.binner.bins(np.asarray(X, np.float64))
+        out = np.empty(bins.shape[1])
+        for start in range(0, len(out), CHUNK):
+            out[start : start + CHUNK] = self._sum_trees(bins[:, start : start + CHUNK])
         return out
 
-    def _bins(self, values: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-        """Per used feature, the number of the model's thresholds below each value (x <= threshold k exactly
-        when that number <= k); a missing value as the lowest bin where it goes left, the highest where it
-        goes right."""
-        low, high = {}, {}
-        for feature, cuts in enumerate(self.cuts):
-            if not len(cuts):
-                continue
-            column = values[:, feature]
-            dtype = np.uint8 if len(cuts) < 255 else np.uint16
-            binned = np.searchsorted(cuts, column).astype(dtype)
-            missing = np.isnan(column)
-            if missing.any():
-                low[feature] = np.where(missing, 0, binned).astype(dtype)
-                high[feature] = np.where(missing, np.iinfo(dtype).max, binned).astype(dtype)
-            else:
-                low[feature] = high[feature] = binned
-        return low, high
+    def _sum_trees(self, bins: np.ndarray) -> np.ndarray:
+        """The predictions of a chunk of binned rows: every split of every tree at once, then the leaf
+        values added tree by tree onto the baseline as scikit-learn does (a pairwise sum rounds otherwise)."""
+        right = (bins[self.rows] > self.cuts).view(np.uint8).reshape(len(self.trees), -1, bins.shape[1])
+        codes = np.einsum("tsr,s->tr", right, self.weights)  # type: ignore[arg-type]  # bit pattern per tree
+        leaves = self.tables.take(codes + self.offsets)  # (trees, rows)
+        total = np.full(bins.shape[1], self.baseline)
+        for leaf in leaves:
+            total += leaf
+        return total
 
 
-def _compile(tree: np.ndarray, cuts: list[np.ndarray]) -> _Tree:
-    """One tree as its splits (numbered breadth-first as in a complete tree) and its table of leaf values;
-    a leaf above the full depth stands for all the complete tree's leaves below it."""
-    depth = int(tree["depth"].max())
-    splits: list[tuple[int, int, bool, int]] = []
+def _thresholds(models: list[CompiledTrees], n_features: int) -> list[np.ndarray]:
+    """Per feature, the sorted distinct thresholds of the models' splits."""
+    used: list[list[float]] = [[] for _ in range(n_features)]
+    for model in models:
+        for tree in model.trees:
+            for feature, threshold, _, _ in tree.splits:
+                used[feature].append(threshold)
+    return [np.unique(np.array(values, float)) for values in used]
+
+
+def _compile(tree: np.ndarray, depth: int) -> _Tree:
+    """One tree as its splits (numbered breadth-first as in a complete tree of the given depth) and its table
+    of leaf values; a leaf above the full depth stands for all the complete tree's leaves below it."""
+    splits: list[tuple[int, float, bool, int]] = []
     leaves = np.zeros(1 << depth)
 
     def walk(node: int, position: int, level: int) -> None:
@@ -109,9 +149,8 @@ def _compile(tree: np.ndarray, cuts: list[np.ndarray]) -> _Tree:
             walk(node, 2 * position, level + 1)  # no split: every row goes left, the bit stays 0
             walk(node, 2 * position + 1, level + 1)
             return
-        feature = int(row["feature_idx"])
-        cut = int(np.searchsorted(cuts[feature], row["num_threshold"]))
-        splits.append((feature, cut, bool(row["missing_go_to_left"]), (1 << level) - 1 + position))
+        feature, threshold = int(row["feature_idx"]), float(row["num_threshold"])
+        splits.append((feature, threshold, bool(row["missing_go_to_left"]), (1 << level) - 1 + position))
         walk(int(row["left"]), 2 * position, level + 1)
         walk(int(row["right"]), 2 * position + 1, level + 1)
 
@@ -151,7 +190,22 @@ def compile_forecaster(forecaster: Any) -> Any:
     (the same predictions, faster on large batches); the fitted forecaster itself is left as it is."""
     fast = copy.copy(forecaster)
     if isinstance(getattr(forecaster, "models", None), dict):
-        fast.models = {key: compiled(model) for key, model in forecaster.models.items()}
+        models = _compiled_together(list(forecaster.models.values()))
+        fast.models = dict(zip(forecaster.models, models, strict=True))
     if isinstance(getattr(forecaster, "survivor_models", None), list):
-        fast.survivor_models = [compiled(model) for model in forecaster.survivor_models]
+        fast.survivor_models = _compiled_together(forecaster.survivor_models)
+    return fast
+
+
+def _compiled_together(models: list[Any]) -> list[Any]:
+    """`compiled` models, those of the same columns sharing one binner."""
+    fast = [compiled(model) for model in models]
+    groups: dict[tuple[str, ...], list[CompiledTrees]] = {}
+    for model in fast:
+        if isinstance(model, CompiledTrees):
+            groups.setdefault(tuple(model.features), []).append(model)
+    for group in groups.values():
+        binner = _Binner(_thresholds(group, len(group[0].binner.cuts)))
+        for model in group:
+            model.share(binner)
     return fast
