@@ -108,8 +108,11 @@ def test_models_sharing_a_binner_bin_each_new_batch() -> None:
         )
         for q in (0.1, 0.5, 0.9)
     ]
-    fast = compile_forecaster(SimpleNamespace(models=dict(enumerate(models)))).models
+    fewer = HistGradientBoostingRegressor(max_depth=3, max_iter=10).fit(X.to_numpy()[:, :4], y)
+    fast = compile_forecaster(SimpleNamespace(models={**dict(enumerate(models)), "fewer": fewer})).models
+    fast_fewer = fast.pop("fewer")  # other columns: its own binner
     assert len({id(model.binner) for model in fast.values()}) == 1
+    assert fast_fewer.binner is not fast[0].binner
     rows = np.array(awkward_rows(models[0], list(X.columns), 5))
 
     def exact(batch: np.ndarray) -> None:
@@ -120,6 +123,7 @@ def test_models_sharing_a_binner_bin_each_new_batch() -> None:
         exact(batch)
     rows[: len(X)] = X.to_numpy()  # the array binned last, changed in place
     exact(rows)
+    assert np.array_equal(fast_fewer.predict(rows[:, :4]), fewer.predict(rows[:, :4]))
 
 
 def test_a_model_whose_private_arrays_changed_keeps_its_own_predict() -> None:

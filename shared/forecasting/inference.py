@@ -200,10 +200,10 @@ def compile_forecaster(forecaster: Any) -> Any:
 def _compiled_together(models: list[Any]) -> list[Any]:
     """`compiled` models, those of the same columns sharing one binner."""
     fast = [compiled(model) for model in models]
-    groups: dict[tuple[str, ...], list[CompiledTrees]] = {}
+    groups: dict[tuple[tuple[str, ...], int], list[CompiledTrees]] = {}
     for model in fast:
         if isinstance(model, CompiledTrees):
-            groups.setdefault(tuple(model.features), []).append(model)
+            groups.setdefault((tuple(model.features), len(model.binner.cuts)), []).append(model)
     for group in groups.values():
         binner = _Binner(_thresholds(group, len(group[0].binner.cuts)))
         for model in group:
