@@ -19,10 +19,11 @@ from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from shared.db import make_engine, make_sessionmaker
-from shared.events import QOS, SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
 from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
-from shared.mqtt import consume_forever, status_payload, topics
+from shared.mqtt import announce_offline as mqtt_offline
+from shared.mqtt import consume_forever, topics
 from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
@@ -36,7 +37,6 @@ from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
 SERVICE = "predictor"
-OFFLINE_ANNOUNCE_SECONDS = 2.0
 MIN_WARM_CHECK_SECONDS = 0.2
 
 
@@ -136,17 +136,10 @@ async def keep_answers_resident(app: FastAPI) -> None:
 
 
 async def announce_offline(app: FastAPI) -> None:
-    """On a clean stop, say `offline` ourselves: the broker sends the last will only for a client that
-    vanished, so without this the retained status would stay `online`."""
+    """On a clean stop, say `offline` on the consumer's connection (see `shared.mqtt.announce_offline`)."""
     client = getattr(app.state, "mqtt", None)
-    if client is None:
-        return
-    topic = topics(app.state.settings).status(SERVICE)
-    try:
-        async with asyncio.timeout(OFFLINE_ANNOUNCE_SECONDS):
-            await client.publish(topic, status_payload(SERVICE, "offline"), qos=QOS, retain=True)
-    except (aiomqtt.MqttError, TimeoutError) as exc:
-        log.warning("could not announce offline (%s); the retained status may say online", exc)
+    if client is not None:
+        await mqtt_offline(client, app.state.settings, SERVICE)
 
 
 @contextlib.asynccontextmanager
