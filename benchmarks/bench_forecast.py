@@ -27,9 +27,8 @@ from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.forecasting import service
 from shared.forecasting.models import BoostParams
 from shared.forecasting.panel import chart_panel_from_files, week_date
-from shared.forecasting.synthetic import synthetic_charts
+from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts
 from shared.models import ChartEntry, Track
-from shared.weeks import week_of
 
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 
@@ -43,11 +42,7 @@ def chart_rows(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dic
         entries = synthetic_charts(regions=9, weeks=args.weeks, size=args.size, seed=0)
     tracks = entries.drop_duplicates("track")
     return (
-        [
-            {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
-            for t, r, w, k, s in entries[["track", "region", "week", "rank", "streams"]].values
-            if s == s  # NaN streams: not a chart entry worth storing here
-        ],
+        chart_entry_rows(entries),
         [
             {"id": t, "name": n[:500], "artist_names": a}
             for t, n, a in tracks[["track", "name", "artist"]].values

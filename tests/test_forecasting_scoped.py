@@ -18,7 +18,7 @@ from shared.db import upsert
 from shared.events import TrackPrediction
 from shared.forecasting import forecast_tracks, service, train_and_register
 from shared.forecasting.panel import week_index
-from shared.forecasting.synthetic import synthetic_charts
+from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts
 from shared.models import Album, ChartEntry, Snapshot, Track
 from shared.weeks import week_of
 
@@ -73,10 +73,7 @@ async def store(sessions: async_sessionmaker[AsyncSession], frame: pd.DataFrame)
         await upsert(
             session=session,
             model=ChartEntry,
-            rows=[
-                {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
-                for t, r, w, k, s in frame[["track", "region", "week", "rank", "streams"]].values
-            ],
+            rows=chart_entry_rows(frame),
             keys=["track_id", "week", "region"],
         )
         await upsert(

@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.db import upsert
 from shared.forecasting import TamperedArtifact, forecast_tracks, train_and_register
 from shared.forecasting.registry import ForecastBundle, load_artifact, save_artifact
-from shared.forecasting.synthetic import synthetic_charts, write_chart_files
+from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts, write_chart_files
 from shared.models import ChartEntry, ModelVersion, Snapshot, Track
 from shared.weeks import week_of
 
@@ -45,10 +45,7 @@ async def store(sessions: async_sessionmaker[AsyncSession], frame: pd.DataFrame)
         await upsert(
             session=session,
             model=ChartEntry,
-            rows=[
-                {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
-                for t, r, w, k, s in frame[["track", "region", "week", "rank", "streams"]].values
-            ],
+            rows=chart_entry_rows(frame),
             keys=["track_id", "week", "region"],
             update=["rank", "streams"],
         )

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shared.weeks import week_of
+
 REGION_CODES = ("global", "it", "de", "fr", "us", "gb", "es", "br", "jp", "mx", "kr", "ar", "nl", "se", "pl")
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 OLD_DISCLAIMER = ',,,"Note that these figures are generated using a formula that protects against any artificial inflation of chart positions.",'  # noqa: E501
@@ -78,6 +80,16 @@ def synthetic_charts(
     charts["artist"] = [f"Artist {artist[s]}" for s in songs]
     charts["name"] = [f"Song {s}" for s in songs]
     return charts.drop(columns="song")[["track", "region", "week", "rank", "streams", "artist", "name"]]
+
+
+def chart_entry_rows(charts: pd.DataFrame) -> list[dict[str, object]]:
+    """`chart_entry` rows of a charts frame (as `synthetic_charts` makes them, or a panel's entries with
+    dated weeks); entries without streams are left out."""
+    known = charts[charts["streams"].notna()]
+    return [
+        {"track_id": t, "region": r, "week": week_of(w), "rank": int(k), "streams": int(s)}
+        for t, r, w, k, s in known[["track", "region", "week", "rank", "streams"]].values
+    ]
 
 
 def write_chart_files(charts: pd.DataFrame, folder: Path, *, new_format: bool = False) -> list[Path]:
