@@ -185,6 +185,23 @@ def _changed_queries(previous: Watermark | None) -> list[Any]:
     ]
 
 
+async def left_the_batch(
+    reader: AsyncEngine, previous_week: dt.date | None
+) -> tuple[set[str], dt.date | None]:
+    """When a new batch week arrived since `previous_week`: the songs of the previous batch (their answer
+    was their `/v1/trending` row, and may now be a forecast from later data); and the latest batch week."""
+
+    async def read() -> tuple[set[str], dt.date | None]:
+        async with reader.connect() as connection:
+            week = await _scalar(connection, select(func.max(col(Prediction.week))))
+            if previous_week is None or week == previous_week:
+                return set(), week
+            query = select(col(Prediction.track_id)).where(col(Prediction.week) == previous_week).distinct()
+            return set((await connection.execute(query)).scalars().all()), week
+
+    return await with_retry_on_dropped_connection(read)
+
+
 class ResidentAnswers:
     """The gzipped answer of every song whose batch forecast is up to date, kept for the life of the
     process and served without touching the database.
@@ -199,6 +216,7 @@ class ResidentAnswers:
         self._nbytes = 0  # of the keys and bodies held (the dict's own table is added when asked)
         self.version: int | None = None  # the data version whose changes are applied (or queued)
         self.watermark: Watermark | None = None
+        self.batch_week: dt.date | None = None  # the latest batch's week when the changes were looked at
         self.pending: set[str] = set()  # songs dropped or never built: to (re)build
         self.checked_at = float("-inf")
         self.wake = asyncio.Event()  # set to look for new data now rather than at the next check

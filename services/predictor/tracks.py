@@ -34,7 +34,7 @@ from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
 from shared.weeks import current_week
 
-from .cache import RESIDENT_HITS, changed_songs, data_version
+from .cache import RESIDENT_HITS, changed_songs, data_version, left_the_batch
 from .deps import Clients
 from .reader import with_retry_on_dropped_connection
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
@@ -50,14 +50,18 @@ class SongData:
     stored: list[TrackPrediction] = field(default_factory=list)
     history: list[HistoryPoint] = field(default_factory=list)
     refreshed_at: dt.datetime | None = None
-    latest_week: dt.date | None = None
+    latest_week: dt.date | None = None  # of the data a forecast uses: chart entries, known popularity
+    batch_week: dt.date | None = None  # of the latest batch (`/v1/trending`), for every song
 
     @property
     def stored_is_current(self) -> bool:
-        """True when a batch forecast exists from the song's latest data week."""
+        """True when a batch forecast exists from the song's latest data week, or from the latest batch:
+        a trending song's answer is its `/v1/trending` row, even when data of a later week came in since
+        (Extended Quota's popularity of the current week, after last week's chart), until the next batch."""
         if not self.stored:
             return False
-        return self.latest_week is None or self.stored[0].week >= self.latest_week
+        week = self.stored[0].week
+        return self.latest_week is None or week >= self.latest_week or week == self.batch_week
 
 
 GZIP_LEVEL = 5  # ~5x smaller JSON for ~30 us per answer built
@@ -65,6 +69,11 @@ SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 # A union's columns take the first select's types: the SONG rows' empty updated_at must have the snapshot
 # column's type, so that `data_refreshed_at` reads back as UTC (serialised with its `Z`).
 UPDATED_AT_TYPE = Snapshot.__table__.c.updated_at.type  # type: ignore[attr-defined]
+
+
+def _latest_batch_week() -> Any:
+    latest = Prediction.__table__.alias("latest")  # type: ignore[attr-defined]
+    return select(func.max(latest.c.week)).scalar_subquery()
 
 
 def _song_rows(*, bulk: bool) -> tuple[Any, Any, Any]:
@@ -77,6 +86,8 @@ def _song_rows(*, bulk: bool) -> tuple[Any, Any, Any]:
       songs the GROUP BY over exactly those songs is the cheaper one.
     - kind SNAPSHOT: week, popularity (column 9), trending (16), updated_at (17);
     - kind CHART: week, region (8), rank (9), streams (10).
+
+    Column 19 of the SONG rows is the week of the latest batch (served by the index on the week).
     """
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
     ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
@@ -85,7 +96,7 @@ def _song_rows(*, bulk: bool) -> tuple[Any, Any, Any]:
         col(Track.release_date), col(Track.is_demo), p.c.week, p.c.signal, p.c.region,
         p.c.horizon_weeks.label("number"), p.c.current, p.c.value, p.c.lower, p.c.upper, p.c.p_chart,
         p.c.model_version, p.c.cold_start.label("flag"), literal(None, UPDATED_AT_TYPE).label("updated_at"),
-        literal(SONG, Integer).label("kind"),
+        literal(SONG, Integer).label("kind"), _latest_batch_week().label("batch_week"),
     ).where(col(Track.id).in_(ids))  # fmt: skip
     if bulk:
         latest = (
@@ -104,12 +115,12 @@ def _song_rows(*, bulk: bool) -> tuple[Any, Any, Any]:
     snapshots = select(
         col(Snapshot.track_id), *blank, col(Snapshot.week), literal(None), literal(None),
         col(Snapshot.popularity), *blank, literal(None), col(Snapshot.trending), col(Snapshot.updated_at),
-        literal(SNAPSHOT, Integer),
+        literal(SNAPSHOT, Integer), literal(None),
     ).where(col(Snapshot.track_id).in_(ids))  # fmt: skip
     charts = select(
         col(ChartEntry.track_id), *blank, col(ChartEntry.week), literal(None), col(ChartEntry.region),
         col(ChartEntry.rank), col(ChartEntry.streams), *blank[:4], literal(None), literal(None),
-        literal(None), literal(CHART, Integer),
+        literal(None), literal(CHART, Integer), literal(None),
     ).where(col(ChartEntry.track_id).in_(ids))  # fmt: skip
     return songs, snapshots, charts
 
@@ -131,7 +142,7 @@ def _song(row: Any) -> SongData:
     info = TrackInfo(
         id=row[0], name=row[1], artists=row[2], album_id=row[3], release_date=row[4], demo=bool(row[5])
     )
-    return SongData(info=info)
+    return SongData(info=info, batch_week=row[19])
 
 
 def _add_prediction(song: SongData, row: Any) -> None:
@@ -183,7 +194,15 @@ def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
     for track_id, song_points in points.items():
         ordered = sorted(song_points.values(), key=lambda p: (p["week"], p.get("region") or ""))
         songs[track_id].history = [HistoryPoint(**p) for p in ordered]
-        songs[track_id].latest_week = ordered[-1]["week"] if ordered else None
+        songs[track_id].latest_week = max((p["week"] for p in ordered if _forecastable(p)), default=None)
+
+
+def _forecastable(point: dict[str, Any]) -> bool:
+    """Whether a forecast uses this week's point. A snapshot without popularity (Development Mode's
+    enrichment of a song, written at the current week) changes no forecast: counting it would make the
+    batch forecast of the chart week look out of date, and the on-demand one at a week without data
+    would be empty."""
+    return point["popularity"] is not None or "rank" in point
 
 
 async def load_songs(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
@@ -257,13 +276,15 @@ async def forecasts_for(*, clients: Clients, track_ids: Sequence[str]) -> list[T
 
 def _answer(song: SongData, on_demand: list[TrackPrediction]) -> TrackForecast:
     """The response for `song`: its batch forecast when current, else the one computed for it now."""
-    predictions = song.stored if song.stored_is_current else on_demand
+    # The batch forecast also stands when the newer data gave no forecast: never an empty answer for it.
+    batch = song.stored_is_current or (bool(song.stored) and not on_demand)
+    predictions = song.stored if batch else on_demand
     return TrackForecast(
         track=song.info,
         predictions=sorted(predictions, key=lambda p: (p.signal != "popularity", p.region)),
         history=song.history,
         data_refreshed_at=song.refreshed_at,
-        source="batch" if song.stored_is_current else "on_demand",
+        source="batch" if batch else "on_demand",
         cold_start=not predictions or any(f.cold_start for p in predictions for f in p.forecasts),
     )
 
@@ -295,7 +316,8 @@ async def apply_changes(*, clients: Clients) -> None:
     version = await data_version(clients.reader)  # before the look: what commits later moves it again
     if version != resident.version:
         changed, resident.watermark = await changed_songs(clients.reader, resident.watermark)
-        resident.drop(changed)
+        left, resident.batch_week = await left_the_batch(clients.reader, resident.batch_week)
+        resident.drop(changed | left)
         resident.version = version
     resident.checked_at = time.monotonic()
 
