@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from enum import StrEnum
@@ -34,8 +35,10 @@ app.add_typer(ingest_app, name="ingest")
 app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 S = TypeVar("S", bound=Settings)
+R = TypeVar("R")
 
 EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_FAILED = 2, 3, 1
+EXIT_PAUSED = 75  # sysexits' EX_TEMPFAIL: the run paused (Spotify); run it again after the time it printed
 
 
 class Service(StrEnum):
@@ -46,7 +49,7 @@ class Service(StrEnum):
 
 
 def fail(message: str, code: int) -> NoReturn:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -59,17 +62,44 @@ def settings_of(cls: type[S]) -> S:
     return settings
 
 
-def run_job(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run an async job, turning unreachable infrastructure into a clear message and exit code."""
+def run_job(
+    coro_factory: Callable[[], Coroutine[Any, Any, R]],
+    settings: Settings,
+    summarise: Callable[[R], int] = lambda _: 0,
+) -> R:
+    """Run an async job, print its summary (`summarise` returns the exit code it calls for), and turn
+    unreachable infrastructure into a clear message and exit code.
+
+    Events a finished run could not publish wait in the outbox: on the embedded defaults (no broker
+    configured, the embedded one lives inside `songpop up`) that is normal and said in one line; with a
+    configured broker it is exit 3, after the summary.
+    """
     from shared.db import DatabaseUnavailable
     from shared.outbox import BrokerUnavailable
 
+    unpublished: BrokerUnavailable | None = None
     try:
-        return asyncio.run(coro_factory())
-    except (DatabaseUnavailable, BrokerUnavailable) as exc:
+        result = asyncio.run(coro_factory())
+    except BrokerUnavailable as exc:
+        if exc.result is None:
+            fail(str(exc), EXIT_UNREACHABLE)
+        result, unpublished = exc.result, exc  # type: ignore[assignment]
+    except DatabaseUnavailable as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+    code = summarise(result)
+    if unpublished is not None:
+        if settings.mqtt_url:
+            fail(str(unpublished), EXIT_UNREACHABLE)
+        console.print(
+            f"{unpublished.pending} event(s) wait in the outbox: the next `songpop up`, or any run that "
+            "reaches a broker, publishes them",
+            soft_wrap=True,
+        )
+    if code:
+        raise typer.Exit(code)
+    return result
 
 
 def rich_progress() -> tuple[Progress, Callable[[str, int, int], None]]:
@@ -91,16 +121,16 @@ def rich_progress() -> tuple[Progress, Callable[[str, int, int], None]]:
     return bar, update
 
 
-def finish_run(report: Any, settings: Settings) -> None:
-    """Print a run's summary (with a hint when the missing piece is the emulator); exit 1 if it failed."""
+def run_exit_code(report: Any, settings: Settings) -> int:
+    """Print a run's summary (with a hint when the missing piece is the emulator); the exit code it
+    calls for: 1 failed, EXIT_PAUSED paused, 0 done."""
     print_run(report)
     if report.status == "paused" and settings.uses_emulator:
         console.print(
             "  no Spotify credentials are set, so the local Spotify emulator stands in: is it running? "
             "(`songpop emulator` in another terminal, or set SONGPOP_SPOTIFY_CLIENT_ID/SECRET)"
         )
-    if report.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
+    return {"failed": EXIT_FAILED, "paused": EXIT_PAUSED}.get(report.status, 0)
 
 
 def print_run(report: Any) -> None:
@@ -121,7 +151,13 @@ def print_run(report: Any) -> None:
 
 
 def _ingest(
-    kind: str, *, charts: Path | None, limit: int | None, week: dt.date | None, track_ids: list[str]
+    kind: str,
+    *,
+    charts: Path | None,
+    limit: int | None,
+    week: dt.date | None,
+    track_ids: list[str],
+    region: str | None,
 ) -> None:
     from services.ingestor.main import ingest_once
     from services.ingestor.settings import IngestorSettings
@@ -140,21 +176,41 @@ def _ingest(
         paths = paths[:limit]  # --limit on init: the first N chart files
     if kind == "init" and not paths:
         fail(f"no chart CSV files (a CSV with a date in its name) under {charts}", EXIT_CONFIG)
+    from services.embedded import emulator_when_absent
+
     bar, update = rich_progress()
-    with bar:
-        report = run_job(
-            lambda: ingest_once(
-                settings,
-                kind=kind,
-                chart_paths=paths,
-                limit=None if kind == "init" else limit,
-                week=week,
-                track_ids=track_ids,
-                migrate_schema=True,
-                progress=update,
-            )
-        )
-    finish_run(report, settings)
+
+    async def job() -> Any:
+        async with emulator_when_absent(settings):
+            with bar:
+                return await ingest_once(
+                    settings,
+                    kind=kind,
+                    chart_paths=paths,
+                    limit=None if kind == "init" else limit,
+                    week=week,
+                    track_ids=track_ids,
+                    migrate_schema=True,
+                    progress=update,
+                    chart_region=region,
+                )
+
+    run_job(job, settings, lambda report: run_exit_code(report, settings))
+
+
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="region of chart files whose file or folder name gives none (e.g. us, global)",
+        callback=lambda value: check_region(value),
+    ),
+]
+
+
+def check_region(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z]{2,8}", value):
+        raise typer.BadParameter("a region is a country code like 'us' or 'global'")
+    return value.lower() if value else None
 
 
 @ingest_app.command("init")
@@ -165,10 +221,11 @@ def ingest_init(
     limit: Annotated[
         int | None, typer.Option(min=1, help="read only the first N chart files (by date)")
     ] = None,
+    region: RegionOption = None,
 ) -> None:
     """Create or migrate the schema and bootstrap the database from past chart files."""
     folder = charts or settings_of(Settings).charts_dir
-    _ingest("init", charts=folder, limit=limit, week=None, track_ids=[])
+    _ingest("init", charts=folder, limit=limit, week=None, track_ids=[], region=region)
 
 
 @ingest_app.command("update")
@@ -178,10 +235,18 @@ def ingest_update(
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="week to snapshot (default: this week)")
     ] = None,
     track_id: Annotated[list[str] | None, typer.Option(help="also follow this track id (repeatable)")] = None,
+    region: RegionOption = None,
 ) -> None:
     """This week's run: new chart files in SONGPOP_CHARTS_DIR, the trending playlist (Extended Quota),
     and a popularity snapshot of every followed song; then publishes db-updated."""
-    _ingest("update", charts=None, limit=limit, week=week.date() if week else None, track_ids=track_id or [])
+    _ingest(
+        "update",
+        charts=None,
+        limit=limit,
+        week=week.date() if week else None,
+        track_ids=track_id or [],
+        region=region,
+    )
 
 
 class Aggregate(StrEnum):
@@ -208,13 +273,14 @@ def ingest_history(
     if missing:
         fail(f"not found: {', '.join(missing)}", EXIT_CONFIG)
     bar, update = rich_progress()
-    with bar:
-        report = run_job(
-            lambda: import_history_once(
+
+    async def job() -> Any:
+        with bar:
+            return await import_history_once(
                 settings, paths, aggregate=aggregate.value, migrate_schema=True, progress=update
             )
-        )
-    finish_run(report, settings)
+
+    run_job(job, settings, lambda report: run_exit_code(report, settings))
 
 
 @app.command()
@@ -229,13 +295,17 @@ def train(
     if any(h not in (26, 52) for h in horizons):
         fail("--horizon must be 26 or 52", EXIT_CONFIG)
     settings = settings_of(TrainerSettings)
-    activated = run_job(lambda: train_once(settings, horizons=horizons))
+    run_job(lambda: train_once(settings, horizons=horizons), settings, print_activated)
+
+
+def print_activated(activated: list[Any]) -> int:
     if not activated:
         console.print("no model became active (not enough new data, or no improvement over the active ones)")
     for version in activated:
         console.print(
             f"active: {version.version} ({version.signal}, {version.horizon_weeks} weeks) {version.metrics}"
         )
+    return 0
 
 
 @app.command()
@@ -245,10 +315,13 @@ def predict() -> None:
     from services.predictor.settings import PredictorSettings
 
     settings = settings_of(PredictorSettings)
-    predictions = run_job(lambda: predict_once(settings))
-    console.print(
-        f"{len(predictions)} prediction(s) of {len({p.track_id for p in predictions})} song(s) published"
-    )
+    run_job(lambda: predict_once(settings), settings, print_predictions)
+
+
+def print_predictions(predictions: list[Any]) -> int:
+    songs = len({p.track_id for p in predictions})
+    console.print(f"{len(predictions)} prediction(s) of {songs} song(s) stored")
+    return 0
 
 
 @app.command()
@@ -265,7 +338,7 @@ def serve(service: Annotated[Service, typer.Argument(help="which long-lived serv
     main_module, settings_module, settings_class = runners[service]
     settings = settings_of(getattr(importlib.import_module(settings_module), settings_class))
     serve_fn = importlib.import_module(main_module).serve
-    run_job(lambda: serve_fn(settings))
+    run_job(lambda: serve_fn(settings), settings)
 
 
 @app.command()
@@ -276,7 +349,7 @@ def migrate(
     from services.prestart import prestart
 
     settings = settings_of(Settings)
-    run_job(lambda: prestart(settings, within=wait))
+    run_job(lambda: prestart(settings, within=wait), settings)
     console.print("database and broker reachable; schema up to date")
 
 
@@ -295,7 +368,9 @@ def up(
     emulator_mode: Literal["extended", "development"] = (
         "extended" if mode is AccessMode.extended else "development"
     )
-    run_job(lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=emulator_mode, console=console))
+    run_job(
+        lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=emulator_mode, console=console), settings
+    )
 
 
 @app.command()

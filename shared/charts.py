@@ -235,7 +235,9 @@ def read_chart(
     named = parse_chart_name(path)
     chart_region = (region or named.region or "").lower()
     if not chart_region:
-        raise ChartFormatError(path, 0, "no region in the file name; give it explicitly")
+        raise ChartFormatError(
+            path, 0, "no region in the file or folder name (as in regional-us-weekly-…): give --region"
+        )
     chart_date = week or named.date
     if chart_date is None:
         raise ChartFormatError(path, 0, "no date in the file name; give the week explicitly")

@@ -4,10 +4,11 @@ published after commit, retried until the broker acknowledges. A crash in betwee
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 import aiomqtt
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +22,7 @@ from shared.ops_metrics import count_published
 log = logging.getLogger(__name__)
 
 OUTBOX_BATCH = 500
+T = TypeVar("T")
 
 
 def add_event(
@@ -78,7 +80,38 @@ async def publish_pending(
 
 
 class BrokerUnavailable(RuntimeError):
-    """The MQTT broker could not be reached; staged events stay in the outbox for the next attempt."""
+    """The MQTT broker could not be reached; staged events stay in the outbox for the next attempt.
+
+    Raised after a one-shot run committed its data, it carries the run's `result` (so the caller can
+    still report it) and how many events are `pending`.
+    """
+
+    def __init__(self, message: str, *, result: object = None, pending: int = 0) -> None:
+        super().__init__(message)
+        self.result, self.pending = result, pending
+
+
+async def pending_events(*, sessions: async_sessionmaker[AsyncSession], producer: str) -> int:
+    """How many of `producer`'s events wait in the outbox."""
+    async with sessions() as session:
+        query = select(func.count()).where(
+            col(Outbox.published_at).is_(None), col(Outbox.producer) == producer
+        )
+        return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+
+
+async def publish_after_run(
+    result: T, *, settings: Settings, sessions: async_sessionmaker[AsyncSession], service: str
+) -> T:
+    """A one-shot run's last step: publish its pending events (no connection when there are none) and
+    return `result`; an unreachable broker raises BrokerUnavailable carrying `result` and the count."""
+    pending = await pending_events(sessions=sessions, producer=service)
+    if pending:
+        try:
+            await flush_outbox(settings=settings, sessions=sessions, service=service)
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(str(exc), result=result, pending=pending) from None
+    return result
 
 
 async def flush_outbox(

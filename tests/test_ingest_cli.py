@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from services.cli import EXIT_CONFIG, EXIT_UNREACHABLE, app
+from services.cli import EXIT_CONFIG, EXIT_PAUSED, EXIT_UNREACHABLE, app
 from services.ingestor import main as ingestor_main
 from shared.charts import iter_chart_paths, read_chart
 from shared.models import ChartEntry, ChartFile, IngestRun, Snapshot
@@ -106,7 +106,19 @@ async def test_unreachable_broker_exits_3_after_committing(settings, sessions) -
         result = await songpop(["ingest", "update"], env)
     assert result.exit_code == EXIT_UNREACHABLE
     assert "MQTT broker" in said(result) and "wait in the outbox" in said(result)
+    assert said(result).index("(update, week") < said(result).index("MQTT broker")  # summary first
     assert await count(sessions, ChartEntry) == 200  # the data is committed all the same
+
+
+async def test_a_paused_run_has_its_own_exit_code_after_its_summary(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = environment(settings, spotify_api_url=f"{closed}/v1", spotify_accounts_url=closed)
+    async with emulator() as spotify:
+        emulator_chart(settings.charts_dir, spotify, spotify.state.week)
+    result = await songpop(["ingest", "update"], env)
+    assert result.exit_code == EXIT_PAUSED, result.output
+    assert ": paused" in said(result) and "resumes after" in said(result)
+    assert await count(sessions, ChartEntry) == 200  # the charts need no Spotify
 
 
 @pytest.mark.parametrize(

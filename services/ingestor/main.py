@@ -28,7 +28,7 @@ from shared.db import (
 )
 from shared.models import AppState, utcnow
 from shared.mqtt import stay_present, topics
-from shared.outbox import BrokerUnavailable, flush_outbox
+from shared.outbox import BrokerUnavailable, flush_outbox, publish_after_run
 from shared.schedule import run_on_schedule
 from shared.spotify.client import SpotifyClient
 
@@ -55,11 +55,13 @@ async def ingest_once(
     track_ids: Sequence[str] = (),
     migrate_schema: bool = False,
     progress: Progress | None = None,
+    chart_region: str | None = None,
 ) -> RunReport:
     """One complete run: ingest, commit, then publish `db-updated`.
 
     Raises DatabaseUnavailable or BrokerUnavailable with a clear message; the data of a run whose
-    event could not be published stays committed and the event waits in the outbox.
+    event could not be published stays committed, the event waits in the outbox, and the exception
+    carries the report.
     """
     async with database(settings, migrate_schema=migrate_schema) as sessions:
         async with SpotifyClient(settings) as spotify:
@@ -74,9 +76,9 @@ async def ingest_once(
                 extra_track_ids=track_ids,
                 limit=limit,
                 progress=progress,
+                chart_region=chart_region,
             )
-        await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
-        return report
+        return await publish_after_run(report, settings=settings, sessions=sessions, service=SERVICE)
 
 
 async def import_history_once(
@@ -96,8 +98,7 @@ async def import_history_once(
             aggregate=aggregate,
             progress=progress,
         )
-        await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
-        return report
+        return await publish_after_run(report, settings=settings, sessions=sessions, service=SERVICE)
 
 
 @asynccontextmanager
@@ -185,7 +186,10 @@ async def serve(settings: IngestorSettings | None = None) -> None:
     async with asyncio.TaskGroup() as group:
         group.create_task(
             run_on_schedule(
-                "ingest", settings.ingest_cron, settings.ingest_timezone, weekly,
+                "ingest",
+                settings.ingest_cron,
+                settings.ingest_timezone,
+                weekly,
                 on_next=lambda when: record_next_run(settings, when),
             )
         )

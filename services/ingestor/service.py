@@ -35,7 +35,14 @@ from shared.catalog import (
     write_dimensions,
     write_tracks,
 )
-from shared.charts import TRACK_ID_RE, Chart, ChartFormatError, iter_chart_paths, read_chart
+from shared.charts import (
+    TRACK_ID_RE,
+    Chart,
+    ChartFormatError,
+    iter_chart_paths,
+    parse_chart_name,
+    read_chart,
+)
 from shared.db import session_scope, upsert
 from shared.events import DbUpdated, Topics, envelope
 from shared.ids import SPOTIFY_ID_LENGTH
@@ -236,12 +243,13 @@ async def ingested_hashes(*, session: AsyncSession, hashes: Sequence[str]) -> se
 # ---------------------------------------------------------------- chart files
 
 
-def read_charts(paths: Sequence[Path], report: RunReport) -> list[Chart]:
-    """Read chart files; a file that cannot be read is reported by name and the rest go on."""
+def read_charts(paths: Sequence[Path], report: RunReport, *, region: str | None = None) -> list[Chart]:
+    """Read chart files (`region` for those whose name and folder give none); a file that cannot be
+    read is reported by name and the rest go on."""
     charts: list[Chart] = []
     for path in paths:
         try:
-            chart = read_chart(path)
+            chart = read_chart(path, region=None if parse_chart_name(path).region else region)
         except ChartFormatError as exc:
             report.errors.append(str(exc))
             report.add("chart_files_failed", 1)
@@ -255,10 +263,14 @@ def read_charts(paths: Sequence[Path], report: RunReport) -> list[Chart]:
 
 
 async def new_charts(
-    *, sessions: async_sessionmaker[AsyncSession], paths: Sequence[Path], report: RunReport
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    paths: Sequence[Path],
+    report: RunReport,
+    region: str | None = None,
 ) -> list[Chart]:
     """Charts not ingested before (by content hash), in date order."""
-    charts = read_charts(paths, report)
+    charts = read_charts(paths, report, region=region)
     async with sessions() as session:
         seen = await ingested_hashes(session=session, hashes=[c.sha256 for c in charts])
     fresh, hashes = [], set()
@@ -497,11 +509,13 @@ async def run_ingest(
     extra_track_ids: Sequence[str] = (),
     limit: int | None = None,
     progress: Progress | None = None,
+    chart_region: str | None = None,
 ) -> RunReport:
     """One ingest run: new chart files, then this week's snapshot of every followed song.
 
     `kind` is "init" (bootstrap from past charts), "update" (the weekly run) or "demo". `limit` caps
-    the songs fetched from Spotify. Never raises SpotifyPaused: a pause ends the run as `paused`.
+    the songs fetched from Spotify. `chart_region` is the region of chart files whose name and folder
+    give none. Never raises SpotifyPaused: a pause ends the run as `paused`.
     """
     week = week or current_week()
     demo = settings.uses_emulator
@@ -518,6 +532,7 @@ async def run_ingest(
             extra_track_ids=extra_track_ids,
             limit=limit,
             progress=progress,
+            chart_region=chart_region,
         )
     except SpotifyPaused as paused:
         report.status, report.resume_after = "paused", paused.resume_at
@@ -557,6 +572,7 @@ async def _run_steps(
     extra_track_ids: Sequence[str],
     limit: int | None,
     progress: Progress | None,
+    chart_region: str | None = None,
 ) -> None:
     # Chart files first: they need no Spotify, so an unreachable or paused Spotify loses none of them.
     paths = (
@@ -566,7 +582,7 @@ async def _run_steps(
         if settings.charts_dir.exists()
         else []
     )
-    charts = await new_charts(sessions=sessions, paths=list(paths), report=report)
+    charts = await new_charts(sessions=sessions, paths=list(paths), report=report, region=chart_region)
     # Chart files are the user's real data even when Spotify is emulated; only the demo stack's own
     # generated charts (kind "demo") are demo rows.
     chart_demo = report.kind == "demo"

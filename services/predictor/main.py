@@ -9,7 +9,7 @@ import uvicorn
 from shared.db import make_engine, make_sessionmaker, wait_for_database
 from shared.events import TrackPrediction
 from shared.mqtt import topics
-from shared.outbox import flush_outbox
+from shared.outbox import publish_after_run
 
 from .app import SERVICE, create_app
 from .service import predict_trending
@@ -37,7 +37,8 @@ async def predict_once(settings: PredictorSettings) -> list[TrackPrediction]:
         predictions = await predict_trending(
             sessions=sessions, settings=settings, topics=topics(settings), event_id=str(uuid.uuid4())
         )
-        await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
-        return predictions or []
+        return await publish_after_run(
+            predictions or [], settings=settings, sessions=sessions, service=SERVICE
+        )
     finally:
         await engine.dispose()

@@ -7,18 +7,22 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wait_for_database
 from shared.events import ModelUpdated, envelope
 from shared.forecasting import train_and_register
-from shared.models import AppState, ModelVersion, Outbox, utcnow
+from shared.models import AppState, ModelVersion, utcnow
 from shared.mqtt import stay_present, topics
-from shared.outbox import BrokerUnavailable, add_event, flush_outbox
+from shared.outbox import (
+    BrokerUnavailable,
+    add_event,
+    flush_outbox,
+    pending_events,
+    publish_after_run,
+)
 from shared.schedule import run_on_schedule
 
 from .settings import TrainerSettings
@@ -79,9 +83,8 @@ async def train_once(
                         event=envelope(SERVICE, announcement(version)),
                         retain=True,
                     )
-            await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
         log.info("training done: %d model(s) became active", len(activated))
-        return activated
+        return await publish_after_run(activated, settings=settings, sessions=sessions, service=SERVICE)
     finally:
         if engine is not None:
             await engine.dispose()
@@ -121,12 +124,7 @@ async def publish_forever(settings: TrainerSettings, sessions: async_sessionmake
     while True:
         await asyncio.sleep(OUTBOX_RETRY_SECONDS)
         try:
-            async with sessions() as session:
-                query = select(func.count()).where(
-                    col(Outbox.published_at).is_(None), col(Outbox.producer) == SERVICE
-                )
-                pending = (await session.exec(query)).one()[0]  # type: ignore[call-overload]
-            if pending:
+            if await pending_events(sessions=sessions, producer=SERVICE):
                 await flush_outbox(settings=settings, sessions=sessions, service=SERVICE)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
