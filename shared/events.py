@@ -200,6 +200,12 @@ class Envelope(BaseModel, Generic[D]):
         default_factory=lambda: dt.datetime.now(dt.UTC), description="when the event happened (UTC)"
     )
     producer: str = Field(description="the service that published the message")
+    version: int | None = Field(
+        default=None,
+        description="retained state only: increases with every new state a producer stages (its outbox "
+        "sequence), so a consumer can tell an older retained state (e.g. a broker's restored save) from "
+        "the one it holds; a republished state keeps its version",
+    )
     data: D
 
 

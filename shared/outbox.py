@@ -66,7 +66,7 @@ async def publish_pending(
         if not rows:
             return published
         for row in rows:
-            await client.publish(row.topic, row.payload.encode(), qos=QOS, retain=row.retain)
+            await client.publish(row.topic, wire_payload(row), qos=QOS, retain=row.retain)
         async with sessions() as session:
             await session.exec(  # type: ignore[call-overload]
                 update(Outbox)
@@ -77,6 +77,47 @@ async def publish_pending(
         published += len(rows)
         count_published([row.topic for row in rows])
         log.info("published %d outbox event(s), last %s on %s", len(rows), rows[-1].event_id, rows[-1].topic)
+
+
+def wire_payload(row: Outbox) -> bytes:
+    """The message as published: a retained state carries its outbox id as the envelope's `version`
+    (monotonic: a later state is staged later), known only once the row is stored."""
+    if not row.retain or row.id is None or not row.payload.startswith("{"):
+        return row.payload.encode()
+    return f'{{"version":{row.id},{row.payload[1:]}'.encode()
+
+
+async def republish_retained(
+    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client, topic: str, producer: str
+) -> int:
+    """Publish again the latest published state on `topic` and the retained messages staged with it
+    (`producer`'s, in the same transaction: its per-song topics): a broker that crashed may have
+    restored an older save of them. Same payloads and versions: consumers holding them see duplicates."""
+    async with sessions() as session:
+        latest = (
+            await session.exec(  # type: ignore[call-overload]
+                select(func.max(col(Outbox.id))).where(
+                    col(Outbox.topic) == topic, col(Outbox.published_at).is_not(None)
+                )
+            )
+        ).scalar()
+        if latest is None:
+            return 0
+        batch = select(Outbox).where(
+            col(Outbox.id) >= latest,
+            col(Outbox.producer) == producer,
+            col(Outbox.retain).is_(True),
+            col(Outbox.published_at).is_not(None),
+        )
+        rows = [
+            row
+            for row in (await session.exec(batch.order_by(col(Outbox.id)))).scalars().all()  # type: ignore[call-overload]
+            if row.id == latest or row.topic != topic
+        ]
+    for row in rows:
+        await client.publish(row.topic, wire_payload(row), qos=QOS, retain=True)
+    log.info("republished the latest retained state of %s (%d message(s))", topic, len(rows))
+    return len(rows)
 
 
 class BrokerUnavailable(RuntimeError):

@@ -134,6 +134,8 @@ class LiveFeed:
         self.connected = asyncio.Event()  # set once subscribed: updates published from now on arrive
         self.malformed = 0
         self._sent: dict[tuple[str, str, str], str] = {}  # rows of the last message, to send only changes
+        self._held: tuple[dt.date, int | None] | None = None  # week and version of the predictions held
+        self.stale_ignored = 0
         self._models_seen: set[str] = set()  # model events already announced (retained ones come back)
 
     @property
@@ -161,7 +163,9 @@ class LiveFeed:
             self.malformed += 1
             log.warning(
                 "skipped a malformed message on %s (%d errors): %s",
-                topic, exc.error_count(), preview(payload),
+                topic,
+                exc.error_count(),
+                preview(payload),
             )
         except UnknownSchemaVersion as exc:
             self.malformed += 1
@@ -169,23 +173,49 @@ class LiveFeed:
 
     def _on_predictions(self, payload: bytes | str) -> None:
         event = parse_known(payload, PredictionsLatest)
+        if self._older_than_held(event):
+            return
+        self._held = (event.data.week, event.version)
         rows = {_key(r): r for r in map(row_from_message, event.data.predictions)}
         fresh = {key: _fingerprint(row) for key, row in rows.items()}
         changed = [row for key, row in rows.items() if self._sent.get(key) != fresh[key]]
         self._sent = fresh  # bounded by the size of one message
         self.last_event_id, self.last_received_at = event.event_id, utcnow()
         if changed:
-            self.hub.broadcast(
-                predictions_message(changed, event_id=event.event_id, week=event.data.week)
-            )
+            self.hub.broadcast(predictions_message(changed, event_id=event.event_id, week=event.data.week))
+
+    def _older_than_held(self, event: Envelope[PredictionsLatest]) -> bool:
+        """An older state than the one held: a broker that crashed restores its last save of the retained
+        message on reconnection (an older week, or an older version of the same week)."""
+        if self._held is None:
+            return False
+        week, version = self._held
+        older = event.data.week < week or (
+            event.data.week == week and None not in (event.version, version) and event.version < version  # type: ignore[operator]
+        )
+        if older:
+            self.stale_ignored += 1
+            log.warning(
+                "ignored an older predictions state (week %s, version %s; holding week %s, version %s)",
+                event.data.week, event.version, week, version,
+            )  # fmt: skip
+        return older
 
     def _on_model(self, payload: bytes | str) -> None:
         event = parse_known(payload, ModelUpdated)
         if event.event_id in self._models_seen:
             return
         self._models_seen.add(event.event_id)
-        self.hub.broadcast(json.dumps({"type": "model", **event.data.model_dump(
-            mode="json", include={"version", "signal", "horizon_weeks", "kind", "demo"})}))
+        self.hub.broadcast(
+            json.dumps(
+                {
+                    "type": "model",
+                    **event.data.model_dump(
+                        mode="json", include={"version", "signal", "horizon_weeks", "kind", "demo"}
+                    ),
+                }
+            )
+        )
 
     def _on_status(self, payload: bytes | str) -> None:
         event = parse_known(payload, ServiceStatus)

@@ -25,7 +25,7 @@ from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import announce_offline as mqtt_offline
 from shared.mqtt import consume_forever, topics
 from shared.ops_metrics import refresh_forever
-from shared.outbox import publish_pending
+from shared.outbox import publish_pending, republish_retained
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
 from . import service, tracks
@@ -88,6 +88,14 @@ async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
     """On every (re)connection: publish what is pending, then handle events missed while away."""
     app.state.mqtt = client
     await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
+    if client is not app.state.republished_on:  # a new connection: the broker may have lost state
+        app.state.republished_on = client
+        await republish_retained(
+            sessions=app.state.sessions,
+            client=client,
+            topic=topics(app.state.settings).predictions_latest,
+            producer=SERVICE,
+        )
     if await service.catch_up(
         sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
     ):
@@ -148,6 +156,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.effective_database_url)
     app.state.sessions = make_sessionmaker(engine)
     app.state.consuming = asyncio.Event()  # set once subscribed and caught up
+    app.state.republished_on = None  # the connection the latest retained state was republished on
     reader = make_reader(settings.effective_database_url)
     app.state.cache = ResponseCache(
         reader, max_entries=settings.rest_cache_entries, check_seconds=settings.rest_cache_check_seconds
