@@ -190,9 +190,8 @@ class LiveFeed:
         if self._held is None:
             return False
         week, version = self._held
-        older = event.data.week < week or (
-            event.data.week == week and None not in (event.version, version) and event.version < version  # type: ignore[operator]
-        )
+        older_version = event.version is not None and version is not None and event.version < version
+        older = event.data.week < week or (event.data.week == week and older_version)
         if older:
             self.stale_ignored += 1
             log.warning(
