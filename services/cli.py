@@ -362,9 +362,11 @@ def up(
 ) -> None:
     """The whole stack in one process: SQLite, an in-process MQTT broker and the Spotify emulator
     unless SONGPOP_* settings point elsewhere. Prints the dashboard URL."""
-    from services.stack import run_stack
+    from services.stack import SERVICE_SETTINGS, run_stack
 
     settings = settings_of(Settings)
+    for service_settings in SERVICE_SETTINGS:  # every service's own settings, before any work
+        settings_of(service_settings)
     emulator_mode: Literal["extended", "development"] = (
         "extended" if mode is AccessMode.extended else "development"
     )

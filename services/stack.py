@@ -47,6 +47,7 @@ S = TypeVar("S", bound=Settings)
 # Two years and a bit: the 52-week models need a year of targets beyond their training weeks and a
 # held-back year for their backtest.
 DEMO_WEEKS = 120
+SERVICE_SETTINGS = (IngestorSettings, PredictorSettings, TrainerSettings, DashboardSettings)
 
 
 class QuietServer(uvicorn.Server):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -151,8 +151,19 @@ def load_settings(cls: type[S] = Settings, **overrides: object) -> S:  # type: i
     try:
         return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SONGPOP_{'_'.join(str(p) for p in err['loc']).upper() or 'CONFIG'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    """One validation error in the user's words: the variable, what is wrong, the value given."""
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, Exception):  # our own validators' messages, without pydantic's prefix
+        message = str(cause)
+    else:
+        message = err["msg"][0].lower() + err["msg"][1:]
+        if isinstance(err.get("input"), str):
+            message += f" (got {err['input']!r})"
+    if not err["loc"]:
+        return message
+    return f"SONGPOP_{'_'.join(str(p) for p in err['loc']).upper()}: {message}"

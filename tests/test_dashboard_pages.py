@@ -58,6 +58,10 @@ async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard
         session.add(AppState(key="trainer", value={
             "next_run": "2026-11-30T11:00:00+00:00", "cron": "0 12 * * 1", "timezone": "Europe/Rome",
         }))
+        session.add(AppState(key="ingestor", value={
+            "next_run": "2026-11-30T05:00:00+00:00", "last_run": "2026-11-26T10:15:00+00:00",
+            "caught_up": {"missed": "2026-11-23T05:00:00+00:00", "at": "2026-11-26T10:15:00+00:00"},
+        }))
         session.add(IngestRun(kind="update", status="ok", week=WEEK, counts={"tracks": 200},
                               started_at=dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)))
         await session.commit()
@@ -66,6 +70,9 @@ async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard
     assert "Development Mode" in html and "audio features" in html and "emulator" in html
     assert "2026-11-30 11:00 UTC" in html and "Europe/Rome" in html
     assert "tracks 200" in html and "2026-11-23 09:00 UTC" in html
+    schedule = " ".join(html.split('id="schedule"', 1)[1].split("</section>", 1)[0].split())
+    caught_up = "missed ingestor run</dt><dd>the run due 2026-11-23 05:00 UTC ran at start, 2026-11-26 10:15"
+    assert caught_up in schedule
     health = html.split('id="health"', 1)[1].split("</section>", 1)[0]
     assert health.count('<span class="badge ok">ok</span>') == 2  # database and broker
 

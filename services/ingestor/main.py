@@ -22,14 +22,11 @@ from shared.db import (
     make_engine,
     make_sessionmaker,
     migrate_async,
-    session_scope,
-    upsert,
     wait_for_database,
 )
-from shared.models import AppState, utcnow
 from shared.mqtt import stay_present, topics
 from shared.outbox import BrokerUnavailable, flush_outbox, publish_after_run
-from shared.schedule import run_on_schedule
+from shared.schedule import ScheduleState, run_on_schedule
 from shared.spotify.client import SpotifyClient
 
 from .history import import_history
@@ -183,37 +180,18 @@ async def serve(settings: IngestorSettings | None = None) -> None:
         finally:
             await engine.dispose()
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(
-            run_on_schedule(
-                "ingest",
-                settings.ingest_cron,
-                settings.ingest_timezone,
-                weekly,
-                on_next=lambda when: record_next_run(settings, when),
-            )
-        )
-        group.create_task(_resilient("charts watcher", watch))
-        group.create_task(publisher())
-        group.create_task(stay_present(settings, SERVICE))
-
-
-async def record_next_run(settings: IngestorSettings, when: dt.datetime) -> None:
-    """Keep the next scheduled ingest in app_state 'ingestor' (the status page and /metrics show it)."""
     engine = make_engine(settings.effective_database_url)
+    schedule = ScheduleState(make_sessionmaker(engine), SERVICE)
     try:
-        async with session_scope(make_sessionmaker(engine)) as session:
-            current = await session.get(AppState, "ingestor")
-            value = {
-                **(current.value if current else {}),
-                "next_run": when.isoformat(),
-                "cron": settings.ingest_cron,
-                "timezone": settings.ingest_timezone,
-            }
-            row = {"key": "ingestor", "value": value, "updated_at": utcnow()}
-            await upsert(
-                session=session, model=AppState, rows=[row], keys=["key"], update=["value", "updated_at"]
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                run_on_schedule(
+                    "ingest", settings.ingest_cron, settings.ingest_timezone, weekly, state=schedule
+                )
             )
+            group.create_task(_resilient("charts watcher", watch))
+            group.create_task(publisher())
+            group.create_task(stay_present(settings, SERVICE))
     finally:
         await engine.dispose()
 

@@ -4,6 +4,7 @@ from pydantic import Field, field_validator
 
 from shared.config import Settings
 from shared.ids import normalise_track_id
+from shared.schedule import check_cron, check_timezone
 
 
 class IngestorSettings(Settings):
@@ -11,6 +12,9 @@ class IngestorSettings(Settings):
     ingest_timezone: str = "Europe/Rome"
     track_ids: list[str] = Field(default_factory=list, description="extra track ids to follow every week")
     follow_weeks: int = Field(default=60, ge=1, description="weeks a song stays followed after it trended")
+
+    _cron = field_validator("ingest_cron")(check_cron)
+    _timezone = field_validator("ingest_timezone")(check_timezone)
 
     @field_validator("track_ids")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Sequence
 
@@ -11,10 +10,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import make_engine, make_sessionmaker, session_scope, upsert, wait_for_database
+from shared.db import make_engine, make_sessionmaker, session_scope, wait_for_database
 from shared.events import ModelUpdated, envelope
 from shared.forecasting import train_and_register
-from shared.models import AppState, ModelVersion, utcnow
+from shared.models import ModelVersion, utcnow
 from shared.mqtt import stay_present, topics
 from shared.outbox import (
     BrokerUnavailable,
@@ -23,7 +22,7 @@ from shared.outbox import (
     pending_events,
     publish_after_run,
 )
-from shared.schedule import run_on_schedule
+from shared.schedule import ScheduleState, run_on_schedule
 
 from .settings import TrainerSettings
 
@@ -45,20 +44,6 @@ def announcement(version: ModelVersion) -> ModelUpdated:
     )
 
 
-async def set_state(sessions: async_sessionmaker[AsyncSession], **values: object) -> None:
-    """Merge `values` into the trainer's entry of app_state (shown on /status and the dashboard)."""
-    async with session_scope(sessions) as session:
-        current = await session.get(AppState, "trainer")
-        value = {**(current.value if current else {}), **values}
-        await upsert(
-            session=session,
-            model=AppState,
-            rows=[{"key": "trainer", "value": value, "updated_at": utcnow()}],
-            keys=["key"],
-            update=["value", "updated_at"],
-        )
-
-
 async def train_once(
     settings: TrainerSettings,
     *,
@@ -73,7 +58,9 @@ async def train_once(
             sessions = make_sessionmaker(engine)
         assert sessions is not None
         activated = await train_and_register(sessions=sessions, settings=settings, horizons=tuple(horizons))
-        await set_state(sessions, last_run=utcnow().isoformat(), activated=[v.version for v in activated])
+        await ScheduleState(sessions, SERVICE).merge(
+            last_run=utcnow().isoformat(), activated=[v.version for v in activated]
+        )
         if activated:
             async with session_scope(sessions) as session:
                 for version in activated:
@@ -102,15 +89,16 @@ async def serve(settings: TrainerSettings | None = None) -> None:
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
 
-    async def on_next(when: dt.datetime) -> None:
-        await set_state(
-            sessions, next_run=when.isoformat(), cron=settings.train_cron, timezone=settings.train_timezone
-        )
-
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(
-                run_on_schedule("train", settings.train_cron, settings.train_timezone, job, on_next=on_next)
+                run_on_schedule(
+                    "train",
+                    settings.train_cron,
+                    settings.train_timezone,
+                    job,
+                    state=ScheduleState(sessions, SERVICE),
+                )
             )
             group.create_task(publish_forever(settings, sessions))
             group.create_task(stay_present(settings, SERVICE))
