@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand
 
 from shared import logs
 from shared.config import ConfigError, Settings, load_settings
@@ -41,11 +42,45 @@ EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_FAILED = 2, 3, 1
 EXIT_PAUSED = 75  # sysexits' EX_TEMPFAIL: the run paused (Spotify); run it again after the time it printed
 
 
+DEFAULT_EMULATOR_MODE = AccessMode.extended.value  # `up` and `emulator` alike: every signal to look at
+MODES = [m.value for m in AccessMode]
+
+
+def check_mode(value: str) -> str:
+    if value not in MODES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(MODES)}")
+    return value
+
+
+ModeOption = Annotated[
+    str,
+    typer.Option(metavar="|".join(MODES), callback=check_mode, help="the Spotify emulator's access mode"),
+]
+
+
 class Service(StrEnum):
     ingestor = "ingestor"
     predictor = "predictor"
     trainer = "trainer"
     dashboard = "dashboard"
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"songpop {version('songpop')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=show_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """The command's own options (subcommands do the work)."""
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -76,6 +111,7 @@ def run_job(
     """
     from shared.db import DatabaseUnavailable
     from shared.outbox import BrokerUnavailable
+    from shared.spotify.client import SpotifyError
 
     unpublished: BrokerUnavailable | None = None
     try:
@@ -86,6 +122,8 @@ def run_job(
         result, unpublished = exc.result, exc  # type: ignore[assignment]
     except DatabaseUnavailable as exc:
         fail(str(exc), EXIT_UNREACHABLE)
+    except SpotifyError as exc:  # e.g. refused credentials: the message says which setting to check
+        fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         fail("interrupted", 130)
     code = summarise(result)
@@ -295,7 +333,13 @@ def train(
     if any(h not in (26, 52) for h in horizons):
         fail("--horizon must be 26 or 52", EXIT_CONFIG)
     settings = settings_of(TrainerSettings)
-    run_job(lambda: train_once(settings, horizons=horizons), settings, print_activated)
+    bar, update = rich_progress()
+
+    async def job() -> list[Any]:
+        with bar:
+            return await train_once(settings, horizons=horizons, progress=update)
+
+    run_job(job, settings, print_activated)
 
 
 def print_activated(activated: list[Any]) -> int:
@@ -358,7 +402,7 @@ def up(
     weeks: Annotated[
         int, typer.Option(min=0, help="weeks of simulated demo history on an empty database (0: none)")
     ] = 120,
-    mode: Annotated[AccessMode, typer.Option(help="the emulator's access mode")] = AccessMode.extended,
+    mode: ModeOption = DEFAULT_EMULATOR_MODE,
 ) -> None:
     """The whole stack in one process: SQLite, an in-process MQTT broker and the Spotify emulator
     unless SONGPOP_* settings point elsewhere. Prints the dashboard URL."""
@@ -368,7 +412,7 @@ def up(
     for service_settings in SERVICE_SETTINGS:  # every service's own settings, before any work
         settings_of(service_settings)
     emulator_mode: Literal["extended", "development"] = (
-        "extended" if mode is AccessMode.extended else "development"
+        "extended" if mode == AccessMode.extended else "development"
     )
     run_job(
         lambda: run_stack(settings, demo_weeks=weeks, emulator_mode=emulator_mode, console=console), settings
@@ -377,12 +421,12 @@ def up(
 
 @app.command()
 def emulator(
-    host: str = "127.0.0.1",
-    port: int = 8002,
-    mode: Annotated[str, typer.Option(help="extended or development")] = "development",
-    latency_ms: Annotated[float, typer.Option(help="added latency per request")] = 0.0,
-    seed: int = 42,
-    tracks: Annotated[int, typer.Option(help="catalog size")] = 20_000,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="port to listen on")] = 8002,
+    mode: ModeOption = DEFAULT_EMULATOR_MODE,
+    latency_ms: Annotated[float, typer.Option(min=0, help="added latency per request")] = 0.0,
+    seed: Annotated[int, typer.Option(help="seed of the generated catalog")] = 42,
+    tracks: Annotated[int, typer.Option(min=1, help="catalog size")] = 20_000,
 ) -> None:
     """Run the Spotify Web API emulator (same paths, JSON shapes and errors as Spotify)."""
     from services.emulator import run
@@ -391,44 +435,50 @@ def emulator(
     run(host=host, port=port, mode=mode, latency_ms=latency_ms, seed=seed, n_tracks=tracks)
 
 
-def split_paths(args: list[str]) -> tuple[list[Path], list[Path], bool]:
-    """Parse `--train A B ... --test C D ... [--json]` (each flag takes one or more paths)."""
-    groups: dict[str, list[Path]] = {"--train": [], "--test": []}
+def spread_paths(args: list[str], flags: tuple[str, ...] = ("--train", "--test")) -> list[str]:
+    """`--train A B --test C` -> `--train A --train B --test C`: a shell glob gives one flag many paths,
+    while click's options take one value each (and repeat)."""
+    spread: list[str] = []
     current: str | None = None
-    as_json = False
     for arg in args:
-        if arg == "--json":
-            as_json = True
-        elif arg in groups:
+        if arg in flags:
             current = arg
-        elif arg.startswith("--"):
-            fail(f"unknown option {arg}", EXIT_CONFIG)
-        elif current is None:
-            fail(f"{arg}: paths must follow --train or --test", EXIT_CONFIG)
+        elif arg.startswith("-"):
+            current = None
+            spread.append(arg)
+        elif current is not None:
+            spread += [current, arg]
         else:
-            groups[current].append(Path(arg))
-    for flag, paths in groups.items():
-        if not paths:
-            fail(f"{flag} needs at least one path", EXIT_CONFIG)
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            fail(f"{flag}: not found: {', '.join(missing)}", EXIT_CONFIG)
-    return groups["--train"], groups["--test"], as_json
+            spread.append(arg)
+    return spread
 
 
-EVAL_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
-EVAL_EPILOG = "Each of --train and --test takes one or more files or folders. --json prints one JSON object."
+class SpreadPathsCommand(TyperCommand):
+    """A command whose --train/--test take one or more paths each (see spread_paths)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer vendors click's Context
+        return super().parse_args(ctx, spread_paths(args))
 
 
-def _eval(kind: str, ctx: typer.Context) -> None:
+def eval_paths(help_text: str) -> Any:
+    return typer.Option(
+        help=f"{help_text}: one or more files or folders", exists=True, metavar="PATH...", show_default=False
+    )
+
+
+TrainPaths = Annotated[list[Path], eval_paths("training data (the model learns from these)")]
+TestPaths = Annotated[list[Path], eval_paths("test data (the forecasts are scored on these)")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")]
+
+
+def _eval(kind: str, train: list[Path], test: list[Path], as_json: bool) -> None:
     from shared.charts import ChartFormatError
     from shared.forecasting import NotEnoughData, format_eval_table, run_eval
     from shared.history import HistoryFormatError
 
     logs.setup("WARNING")
-    train_paths, test_paths, as_json = split_paths(ctx.args)
     try:
-        result = run_eval(kind, train_paths, test_paths)  # type: ignore[arg-type]
+        result = run_eval(kind, train, test)  # type: ignore[arg-type]
     except (NotEnoughData, ChartFormatError, HistoryFormatError) as exc:
         fail(str(exc), EXIT_FAILED)
     if as_json:
@@ -437,18 +487,18 @@ def _eval(kind: str, ctx: typer.Context) -> None:
         sys.stdout.write(format_eval_table(result) + "\n")
 
 
-@eval_app.command("charts", context_settings=EVAL_CONTEXT, epilog=EVAL_EPILOG)
-def eval_charts(ctx: typer.Context) -> None:
-    """Chart streams: `--train PATH... --test PATH... [--json]`; censored MAE, AUC and 80% coverage at
-    26 and 52 weeks, next to persistence and the naive floor."""
-    _eval("charts", ctx)
+@eval_app.command("charts", cls=SpreadPathsCommand)
+def eval_charts(train: TrainPaths, test: TestPaths, as_json: JsonFlag = False) -> None:
+    """Chart streams: censored MAE, AUC and 80% coverage at 26 and 52 weeks, next to persistence and the
+    naive floor. Example: `--train charts/*_2019-*.csv --test charts/*_2020-*.csv`."""
+    _eval("charts", train, test, as_json)
 
 
-@eval_app.command("popularity", context_settings=EVAL_CONTEXT, epilog=EVAL_EPILOG)
-def eval_popularity(ctx: typer.Context) -> None:
-    """Popularity index: `--train CSV... --test CSV... [--json]`; MAE and 80% coverage at 182 and 365
-    days, next to persistence and drift."""
-    _eval("popularity", ctx)
+@eval_app.command("popularity", cls=SpreadPathsCommand)
+def eval_popularity(train: TrainPaths, test: TestPaths, as_json: JsonFlag = False) -> None:
+    """Popularity index: MAE and 80% coverage at 182 and 365 days, next to persistence and the naive
+    drift. Example: `--train a.csv b.csv --test c.csv`."""
+    _eval("popularity", train, test, as_json)
 
 
 def main() -> None:

@@ -50,7 +50,7 @@ async def emulator_when_absent(settings: Settings) -> AsyncIterator[bool]:
     if not on_default_emulator(settings) or await answers(host, port):
         yield False
         return
-    app = create_emulator(EmulatorConfig(mode="development", start_week=current_week()))
+    app = create_emulator(EmulatorConfig(mode="extended", start_week=current_week()))  # as `up`'s
     server = http_server(app, host, port)
     with quiet("uvicorn.error", "uvicorn.access"):
         try:

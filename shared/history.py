@@ -92,7 +92,10 @@ def _optional_int(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    return int(float(text))
+    try:
+        return int(float(text))
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
 
 
 def _optional_date(text: str) -> dt.date | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app, split_paths
+from services.cli import app, spread_paths
 
 COMMANDS = [
     ["ingest", "init"], ["ingest", "update"], ["ingest", "history"], ["train"], ["predict"], ["serve"],
@@ -36,14 +36,42 @@ def test_eval_without_chart_files_says_so(tmp_path: Path) -> None:
     assert "no weekly chart files" in result.output
 
 
-def test_eval_paths_follow_their_flag(tmp_path: Path) -> None:
+def test_eval_paths_follow_their_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert spread_paths(["--train", "a", "b", "--test-spacing", "4", "--test", "c", "--json"]) == [
+        "--train", "a", "--train", "b", "--test-spacing", "4", "--test", "c", "--json",
+    ]  # fmt: skip
     a, b, c = (tmp_path / n for n in "abc")
     for p in (a, b, c):
         p.mkdir()
-    assert split_paths(["--train", str(a), str(b), "--test", str(c), "--json"]) == ([a, b], [c], True)
+    seen: list[tuple[str, list[Path], list[Path]]] = []
+
+    def fake_eval(kind: str, train: list[Path], test: list[Path]) -> dict[str, object]:
+        seen.append((kind, train, test))
+        return {"26w": {}}
+
+    monkeypatch.setattr("shared.forecasting.run_eval", fake_eval)
+    args = ["eval", "charts", "--train", str(a), str(b), "--test", str(c), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert seen == [("charts", [a, b], [c])] and result.stdout.strip() == '{"26w": {}}'
+
+
+@pytest.mark.parametrize("command", ["charts", "popularity"])
+def test_eval_help_lists_its_options(command: str) -> None:
+    result = CliRunner().invoke(app, ["eval", command, "--help"], env={"COLUMNS": "200"})
+    assert all(option in result.output for option in ("--train", "--test", "--json"))
 
 
 def test_eval_needs_both_sides(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "charts", "--train", str(tmp_path)])
     assert result.exit_code == 2
-    assert "--test needs at least one path" in result.output
+    assert "Missing option '--test'" in result.output
+
+
+def test_version_and_plain_option_errors() -> None:
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("songpop ")
+    wrong = CliRunner().invoke(app, ["emulator", "--mode", "extnded"])
+    assert wrong.exit_code == 2
+    assert "'extnded' is not one of development, extended" in wrong.output
+    assert "Traceback" not in wrong.output and "Value error" not in wrong.output

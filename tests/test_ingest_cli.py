@@ -10,11 +10,21 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from services.cli import EXIT_CONFIG, EXIT_PAUSED, EXIT_UNREACHABLE, app
+from services.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_PAUSED, EXIT_UNREACHABLE, app
 from services.ingestor import main as ingestor_main
 from shared.charts import iter_chart_paths, read_chart
 from shared.models import ChartEntry, ChartFile, IngestRun, Snapshot
-from tests.ingest_support import Emulator, all_rows, count, emulator, emulator_chart, rows, write
+from tests.ingest_support import (
+    Emulator,
+    all_rows,
+    chart_entries,
+    count,
+    emulator,
+    emulator_chart,
+    new_format,
+    rows,
+    write,
+)
 from tests.servers import free_port
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -144,3 +154,32 @@ async def test_wrong_configuration_exits_2_before_touching_anything(  # type: ig
     assert result.exit_code == EXIT_CONFIG, result.output
     assert message in said(result)
     assert await count(sessions, IngestRun) == 0
+
+
+async def test_train_shows_its_progress_per_model(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    result = await songpop(["train"], environment(settings))  # an empty database: nothing to learn
+    assert result.exit_code == 0, result.output
+    assert "models" in said(result) and "4/4" in said(result)
+    assert "no model became active" in said(result)
+
+
+async def test_a_wrong_spotify_secret_says_which_settings_to_check(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    async with emulator() as spotify:
+        env = environment(settings, spotify, spotify_client_id="my-app", spotify_client_secret="wrong")
+        result = await songpop(["ingest", "update"], env)
+    assert result.exit_code == EXIT_FAILED, result.output
+    assert "Spotify refused the client credentials of client id 'my-app'" in said(result)
+    assert "check SONGPOP_SPOTIFY_CLIENT_ID and SONGPOP_SPOTIFY_CLIENT_SECRET" in said(result)
+    assert "Traceback" not in result.output and "wrong" not in said(result)
+
+
+async def test_region_option_names_charts_whose_file_name_has_none(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "downloads"
+    write(folder / "weekly-chart-2024-01-11.csv", new_format(chart_entries(20, seed=3)))
+    args = ["ingest", "init", "--charts", str(folder), "--limit", "1"]
+    async with emulator() as spotify:
+        without = await songpop(args, environment(settings, spotify))
+        assert "give --region" in said(without) and await count(sessions, ChartEntry) == 0
+        result = await songpop([*args, "--region", "US"], environment(settings, spotify))
+    assert result.exit_code == 0, result.output
+    assert await rows(sessions, ChartEntry, "region") == [("us",)] * 20

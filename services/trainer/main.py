@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -49,15 +49,19 @@ async def train_once(
     *,
     horizons: Sequence[int] = (26, 52),
     sessions: async_sessionmaker[AsyncSession] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[ModelVersion]:
-    """Train, backtest and register; announce each model that became active on `model-updated`."""
+    """Train, backtest and register; announce each model that became active on `model-updated`.
+    `progress(phase, done, total)` follows the models trained."""
     engine = make_engine(settings.effective_database_url) if sessions is None else None
     try:
         if engine is not None:
             await wait_for_database(engine, within=10)
             sessions = make_sessionmaker(engine)
         assert sessions is not None
-        activated = await train_and_register(sessions=sessions, settings=settings, horizons=tuple(horizons))
+        activated = await train_and_register(
+            sessions=sessions, settings=settings, horizons=tuple(horizons), progress=progress
+        )
         await ScheduleState(sessions, SERVICE).merge(
             last_run=utcnow().isoformat(), activated=[v.version for v in activated]
         )

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -366,8 +366,10 @@ async def train_and_register(
     settings: Settings,
     horizons: Sequence[int] = (26, 52),
     signals: Sequence[str] = ("streams", "popularity"),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[ModelVersion]:
     """Backtest, fit and register a model per signal and horizon; returns those that became active.
+    `progress("models", done, total)` is called before each model and at the end.
 
     A model becomes active only when it beats the active one on the same backtest (or, with none active,
     persistence). With too little history in the database, the streams model is trained on the charts
@@ -380,8 +382,12 @@ async def train_and_register(
         )
         active = await active_versions(session)
     activated: list[ModelVersion] = []
+    done, total = 0, len(signals) * len(horizons)
     for signal in signals:
         for horizon in horizons:
+            if progress is not None:
+                progress("models", done, total)
+            done += 1
             current = active.get((signal, horizon))
             try:
                 work = await asyncio.to_thread(
@@ -417,6 +423,8 @@ async def train_and_register(
                 await session.refresh(row)
             if go:
                 activated.append(row)
+    if progress is not None:
+        progress("models", total, total)
     return activated
 
 
