@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     spotify_max_retry_after_seconds: float = Field(default=60.0, ge=0)
     spotify_timeout_seconds: float = Field(default=10.0, gt=0)
     spotify_trending_playlist_id: str | None = None
+    spotify_unknown_retry_days: float = Field(
+        default=30.0, ge=0, description="ids Spotify does not know are not asked for again for this long"
+    )
 
     charts_dir: Path = Path("charts")
     chart_region: str = "global"

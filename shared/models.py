@@ -205,6 +205,15 @@ class ModelVersion(SQLModel, table=True):
     is_demo: bool = False
 
 
+class UnknownTrack(SQLModel, table=True):
+    """Ids Spotify answered "not found" for: neither the REST API nor the weekly run asks again before
+    `spotify_unknown_retry_days` have passed (an id may appear later, in a new market or release)."""
+
+    __tablename__ = "unknown_track"
+    track_id: str = Field(primary_key=True, max_length=ID_LEN)
+    checked_at: dt.datetime = Field(default_factory=utcnow, index=True)
+
+
 class AppState(SQLModel, table=True):
     """Small facts services share: the Spotify access mode, the trainer's next run, ..."""
 
@@ -229,4 +238,5 @@ __all__ = [
     "SnapshotStage",
     "Track",
     "TrackArtist",
+    "UnknownTrack",
 ]

@@ -62,6 +62,7 @@ from shared.models import (
 from shared.outbox import add_event
 from shared.spotify import models as sp
 from shared.spotify.client import SpotifyClient, SpotifyPaused
+from shared.unknown_tracks import recently_unknown, remember_unknown
 from shared.weeks import add_weeks, current_week
 
 from .settings import IngestorSettings
@@ -393,8 +394,10 @@ async def fetch_and_write(
             paused.remaining = [i for i in track_ids[start:] if i not in tracks]  # type: ignore[attr-defined]
             raise
         report.merge(counts)
-        report.add("tracks_unknown_to_spotify", len(set(batch) - set(tracks)))
+        unknown = set(batch) - set(tracks)
+        report.add("tracks_unknown_to_spotify", len(unknown))
         async with session_scope(sessions) as session:
+            await remember_unknown(session, unknown)
             await record_progress(session=session, report=report)
         if progress:
             progress("songs", min(start + FETCH_BATCH, len(track_ids)), len(track_ids))
@@ -635,7 +638,11 @@ async def tracks_to_fetch(
         left_behind = await never_enriched(session=session)
         candidates = sorted(charted | trending | set(resume) | left_behind)
         enriched = await known_enriched(session=session, ids=candidates)
-        wanted = [i for i in candidates if i not in enriched]
+        # Ids Spotify did not know lately are not asked for again (each would cost a request every run).
+        unknown = await recently_unknown(session, candidates, retry_days=settings.spotify_unknown_retry_days)
+        if unknown:
+            report.add("tracks_skipped_unknown", len(unknown))
+        wanted = [i for i in candidates if i not in enriched and i not in unknown]
         if mode is sp.AccessMode.extended:
             followed = await followed_track_ids(
                 session=session, week=report.week, follow_weeks=settings.follow_weeks

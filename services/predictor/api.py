@@ -21,6 +21,7 @@ from shared.mqtt import broker_reachable
 from . import service, tracks
 from .cache import RESIDENT_HITS, ResidentAnswers
 from .deps import Clients, ClientsDep, SessionDep, SessionsDep, SettingsDep
+from .guard import ApiKeys, caller
 from .schemas import (
     EXAMPLE_ID,
     ForecastBatchRequest,
@@ -36,6 +37,13 @@ from .schemas import (
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
+# the forecast endpoints can reach Spotify: keys (when set), a per-client allowance, the hourly cap
+GUARDED: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": Problem},
+    429: {"model": Problem},
+    503: {"model": Problem},
+}
 
 
 def valid_ids(raw: Sequence[str]) -> list[str]:
@@ -83,13 +91,14 @@ class ResidentFastPath:
     would cost more than the rest of the request). The route below answers everything else (URIs and URLs,
     invalid ids, songs not resident), with the same bytes and headers for the same song."""
 
-    def __init__(self, app: ASGIApp, resident: ResidentAnswers, route: BaseRoute) -> None:
+    def __init__(self, app: ASGIApp, resident: ResidentAnswers, route: BaseRoute, keys: ApiKeys) -> None:
         self.app = app
         self.resident = resident
         self.route = route
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] == "GET" and self._authorised(scope):
             path: str = scope["path"]
             if path.startswith(FORECAST_PREFIX) and path.endswith(FORECAST_SUFFIX):
                 body = self.resident.get(path[len(FORECAST_PREFIX) : -len(FORECAST_SUFFIX)])
@@ -97,6 +106,10 @@ class ResidentFastPath:
                     await self._answer(scope, send, body)
                     return
         await self.app(scope, receive, send)
+
+    def _authorised(self, scope: Scope) -> bool:
+        """No keys set, or a valid one sent (else the route answers, with its 401)."""
+        return not self.keys.enabled or self.keys.client_of_headers(scope["headers"]) is not None
 
     async def _answer(self, scope: Scope, send: Send, body: bytes) -> None:
         accept_encoding = next((v for k, v in scope["headers"] if k == b"accept-encoding"), b"")
@@ -125,7 +138,7 @@ class JSONBytes(Response):
 @router.get(
     "/v1/tracks/{track_id:path}/forecast",
     response_model=TrackForecast,
-    responses=ERRORS,
+    responses=GUARDED,
     summary="Forecast one song",
     description="Current values, 26- and 52-week forecasts with 80% intervals, model versions and history. "
     "`track_id` may be an id, a `spotify:track:` URI or an open.spotify.com URL. A valid id the database "
@@ -138,8 +151,9 @@ async def track_forecast(
     # The hot path takes its clients from app.state, not through a dependency: resolving one costs as
     # much as the rest of an answer from the cache.
     clients: Clients = request.app.state.clients
+    who = caller(request)
     ids = valid_ids([track_id])
-    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids)
+    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids, caller=who)
     if not_found:
         raise HTTPException(status_code=404, detail=f"Spotify does not know track {not_found[0]}")
     if accepts_gzip(request.headers.get("accept-encoding", "")):
@@ -150,19 +164,20 @@ async def track_forecast(
 @router.post(
     "/v1/forecasts",
     response_model=ForecastBatchResponse,
-    responses=ERRORS,
+    responses=GUARDED,
     summary="Forecast many songs",
     description="The same as the single-song forecast for up to 100 songs; ids Spotify does not know "
     "are listed in `not_found` instead of failing the whole request.",
 )
-async def batch_forecast(body: ForecastBatchRequest, clients: ClientsDep) -> Response:
+async def batch_forecast(request: Request, body: ForecastBatchRequest, clients: ClientsDep) -> Response:
+    who = caller(request)
     limit = clients.settings.max_batch
     if len(body.track_ids) > limit:
         raise HTTPException(
             status_code=422, detail=f"at most {limit} track ids per request, got {len(body.track_ids)}"
         )
     ids = valid_ids(body.track_ids)
-    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids)
+    bodies, not_found = await tracks.gzipped_forecasts(clients=clients, track_ids=ids, caller=who)
     forecasts = b",".join(gzip.decompress(b) for b in bodies)
     # the forecasts are spliced in as they are: a ForecastBatchResponse without re-serialising them
     return JSONBytes(

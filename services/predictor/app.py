@@ -26,12 +26,14 @@ from shared.mqtt import announce_offline as mqtt_offline
 from shared.mqtt import consume_forever, topics
 from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending, republish_retained
+from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
 
 from . import service, tracks
 from .api import ResidentFastPath, forecast_route, router
 from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
+from .guard import ApiKeys, ClientAllowance
 from .reader import make_reader
 from .settings import PredictorSettings
 
@@ -161,10 +163,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.cache = ResponseCache(
         reader, max_entries=settings.rest_cache_entries, check_seconds=settings.rest_cache_check_seconds
     )
-    async with SpotifyClient(settings) as spotify:
+    budget = HourlyBudget(settings.rest_fetch_per_hour)  # on-demand fetches' share of the app's quota
+    async with SpotifyClient(settings, budget=budget) as spotify:
         app.state.spotify = spotify
+        allowance = ClientAllowance(settings.rest_fetch_per_client_per_minute)
         app.state.clients = Clients(
-            settings, app.state.sessions, reader, spotify, app.state.cache, app.state.resident
+            settings, app.state.sessions, reader, spotify, app.state.cache, app.state.resident, allowance
         )
         consumer = asyncio.create_task(
             consume_forever(
@@ -265,6 +269,9 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
     app.state.resident = ResidentAnswers()
     app.state.resident.expose_metrics()
-    app.add_middleware(ResidentFastPath, resident=app.state.resident, route=forecast_route())
+    app.state.api_keys = ApiKeys(app.state.settings.api_keys)
+    app.add_middleware(
+        ResidentFastPath, resident=app.state.resident, route=forecast_route(), keys=app.state.api_keys
+    )
     instrument(app, SERVICE)  # outermost: times every request, the fast path's too
     return app

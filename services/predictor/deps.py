@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.spotify.client import SpotifyClient
 
 from .cache import ResidentAnswers, ResponseCache
+from .guard import ClientAllowance
 from .settings import PredictorSettings
 
 # Plain accessors are `async def`: FastAPI would run a sync dependency in a worker thread per request.
@@ -46,6 +47,8 @@ class Clients:
     spotify: SpotifyClient
     cache: ResponseCache  # answers of songs forecast on demand
     resident: ResidentAnswers  # answers of every song with an up-to-date batch forecast
+    # songs each client may have fetched from Spotify on demand
+    allowance: ClientAllowance = field(default_factory=ClientAllowance)
 
 
 async def get_clients(request: Request) -> Clients:

@@ -34,7 +34,9 @@ from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
 from shared.outbox import add_event
-from shared.spotify.client import SpotifyClient
+from shared.spotify.client import SpotifyClient, SpotifyPaused
+from shared.spotify.models import Track as SpotifyTrack
+from shared.unknown_tracks import remember_unknown
 from shared.weeks import current_week
 
 from .settings import PredictorSettings
@@ -367,22 +369,42 @@ async def ensure_tracks(
     track_ids: Sequence[str],
     demo: bool,
 ) -> None:
-    """Fetch and store the songs the database has never seen; raise UnknownTracks for ids Spotify lacks."""
+    """Fetch and store the songs the database has never seen; raise UnknownTracks for ids Spotify lacks
+    (remembered: `shared.unknown_tracks`). When the hourly cap or Spotify pauses the fetch, the songs
+    fetched so far are stored and SpotifyPaused is raised."""
     async with sessions() as session:
         query = select(col(Track.id)).where(col(Track.id).in_(list(track_ids)))
         known = set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
     missing = [i for i in track_ids if i not in known]
     if not missing:
         return
-    fetched = await spotify.get_tracks(missing)
-    if fetched:
-        await write_tracks(
-            sessions=sessions, spotify=spotify, tracks=fetched, week=current_week(), trending=set(), demo=demo
-        )
-        log.info("fetched and stored %d song(s) asked for on demand", len(fetched))
+    try:
+        fetched = await spotify.get_tracks(missing)
+    except SpotifyPaused as paused:
+        partial = {k: v for k, v in paused.partial.items() if isinstance(v, SpotifyTrack)}
+        await _store_fetched(sessions=sessions, spotify=spotify, tracks=partial, demo=demo)
+        raise
+    await _store_fetched(sessions=sessions, spotify=spotify, tracks=fetched, demo=demo)
     unknown = [i for i in missing if i not in fetched]
     if unknown:
+        async with sessions() as session:
+            await remember_unknown(session, unknown)
+            await session.commit()
         raise UnknownTracks(unknown)
+
+
+async def _store_fetched(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    spotify: SpotifyClient,
+    tracks: dict[str, SpotifyTrack],
+    demo: bool,
+) -> None:
+    if tracks:
+        await write_tracks(
+            sessions=sessions, spotify=spotify, tracks=tracks, week=current_week(), trending=set(), demo=demo
+        )
+        log.info("fetched and stored %d song(s) asked for on demand", len(tracks))
 
 
 async def latest_predictions(*, session: AsyncSession) -> PredictionsLatest | None:

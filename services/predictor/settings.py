@@ -1,8 +1,10 @@
 """Predictor settings."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.config import Settings
+
+from .guard import FETCHES_PER_MINUTE
 
 
 class PredictorSettings(Settings):
@@ -28,6 +30,22 @@ class PredictorSettings(Settings):
     rest_cache_warm: bool = Field(
         default=True,
         description="keep every batch-scored song's answer resident in memory, rebuilt when its data changes",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated keys: when set, the forecast endpoints (which can reach Spotify) "
+        "require one in X-API-Key or Authorization: Bearer",
+    )
+    rest_fetch_per_client_per_minute: int = Field(
+        default=FETCHES_PER_MINUTE,
+        ge=0,
+        description="songs one client may have fetched from Spotify on demand per minute",
+    )
+    rest_fetch_per_hour: int = Field(
+        default=600,
+        ge=0,
+        description="Spotify requests on-demand forecasts may make per hour (per predictor process), the "
+        "rest of the app's quota left to the weekly run",
     )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")

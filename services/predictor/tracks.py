@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.events import Forecast, TrackPrediction
 from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.unknown_tracks import recently_unknown
 from shared.weeks import current_week
 
 from .cache import RESIDENT_HITS, changed_songs, data_version, left_the_batch
@@ -346,30 +347,38 @@ def _take(pending: set[str], n: int) -> list[str]:
     return [pending.pop() for _ in range(min(n, len(pending)))]
 
 
-async def _forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[TrackForecast], list[str]]:
-    """Forecasts of `track_ids` (songs never seen are fetched from Spotify and stored first) and the ids
-    Spotify does not know."""
+async def _forecasts(
+    *, clients: Clients, track_ids: list[str], caller: str
+) -> tuple[list[TrackForecast], list[str]]:
+    """Forecasts of `track_ids` (songs never seen are fetched from Spotify and stored first, within the
+    caller's allowance) and the ids Spotify does not know (now, or when last asked)."""
     found = await forecasts_for(clients=clients, track_ids=track_ids)
     missing = [i for i in track_ids if i not in {f.track.id for f in found}]
     if not missing:
         return found, []
+    async with clients.sessions() as session:
+        retry_days = clients.settings.spotify_unknown_retry_days
+        not_found = sorted(await recently_unknown(session, missing, retry_days=retry_days))
+    to_fetch = [i for i in missing if i not in set(not_found)]
+    clients.allowance.take(caller, len(to_fetch))
     try:
         await ensure_tracks(
             sessions=clients.sessions,
             spotify=clients.spotify,
-            track_ids=missing,
+            track_ids=to_fetch,
             demo=clients.settings.uses_emulator,
         )
-        not_found: list[str] = []
     except UnknownTracks as exc:
-        not_found = exc.ids
+        not_found += exc.ids
     fetched = [i for i in missing if i not in set(not_found)]
     if fetched:
         found += await forecasts_for(clients=clients, track_ids=fetched)
     return found, not_found
 
 
-async def gzipped_forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[list[bytes], list[str]]:
+async def gzipped_forecasts(
+    *, clients: Clients, track_ids: list[str], caller: str
+) -> tuple[list[bytes], list[str]]:
     """The gzipped JSON `TrackForecast` of each song Spotify knows, in the order asked (from the cache
     when it holds them), and the ids Spotify does not know. Bodies are kept gzipped: a fifth of the
     memory, so more songs fit, and sent as they are to clients that accept gzip (most do)."""
@@ -381,7 +390,7 @@ async def gzipped_forecasts(*, clients: Clients, track_ids: list[str]) -> tuple[
     wanted = [i for i in track_ids if i not in bodies]
     not_found: list[str] = []
     if wanted:
-        found, not_found = await _forecasts(clients=clients, track_ids=wanted)
+        found, not_found = await _forecasts(clients=clients, track_ids=wanted, caller=caller)
         for forecast in found:
             body = _gzipped(forecast)
             bodies[forecast.track.id] = body

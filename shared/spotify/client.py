@@ -29,6 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 from shared.config import Settings
+from shared.spotify.budget import HourlyBudget
 from shared.spotify.models import ACCESS_MODE_LIMITS, AccessMode, Album, Artist, Track
 from shared.spotify.parse import Problems, is_spotify_id, parse_album, parse_artist, parse_track
 from shared.spotify.transport import pooled_transport
@@ -101,6 +102,7 @@ class SpotifyStats(Problems):
     not_found: int = 0
     local_tracks: int = 0
     skipped: int = 0  # invalid ids not sent, unavailable playlist entries
+    budget_refused: int = 0  # requests not sent: the client's hourly cap was reached
     rate_limit_wait_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -231,6 +233,7 @@ class SpotifyClient:
         rate_limit_margin: float = RATE_LIMIT_MARGIN_SECONDS,
         token_renew_margin: float = TOKEN_RENEW_MARGIN_SECONDS,
         outage_pause: float = OUTAGE_PAUSE_SECONDS,
+        budget: HourlyBudget | None = None,
     ) -> None:
         self._api = settings.effective_spotify_api_url
         self._accounts = settings.effective_spotify_accounts_url
@@ -248,6 +251,7 @@ class SpotifyClient:
         self._max_attempts, self._max_rate_limited = max_attempts, max_rate_limited
         self._rate_limit_margin, self._token_renew_margin = rate_limit_margin, token_renew_margin
         self._outage_pause = outage_pause
+        self._budget = budget  # a cap on this client's requests per hour (the predictor's on-demand share)
         limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
         self._http = httpx.AsyncClient(
             transport=transport or pooled_transport(limits),
@@ -535,6 +539,7 @@ class SpotifyClient:
         while True:
             token = await self._access_token()
             async with self._limiter.slot():
+                self._spend_budget(endpoint)
                 response = await self._send(endpoint, "GET", url, params=params, headers=self._bearer(token))
             if response.status_code == 429:
                 rate_limited += 1
@@ -554,6 +559,15 @@ class SpotifyClient:
                 self.stats.server_errors += 1
                 raise _Transient(f"HTTP {response.status_code}")
             return response
+
+    def _spend_budget(self, endpoint: str) -> None:
+        """Count the request against the hourly cap; past it, pause this call (not the whole client)."""
+        if self._budget is not None and not self._budget.try_spend():
+            self.stats.budget_refused += 1
+            raise SpotifyPaused(
+                self._budget.resumes_at(),
+                f"the cap of {self._budget.per_hour} Spotify requests per hour is reached ({endpoint})",
+            )
 
     @staticmethod
     def _bearer(token: str) -> dict[str, str]:
