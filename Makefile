@@ -6,18 +6,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
 
-.PHONY: help install run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-scoring bench-forecast bench-e2e eval compose-check clean
+.PHONY: help install lock run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-scoring bench-forecast bench-e2e eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/songpop: pyproject.toml
+# Dependencies come from the lock files (pip-tools' compiled requirements), the project without them.
+$(BIN)/songpop: pyproject.toml requirements-dev.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $@
 
-install: $(BIN)/songpop  ## create .venv and install songpop with its dev tools
+install: $(BIN)/songpop  ## create .venv and install songpop with its dev tools, at the locked versions
+
+PIP_COMPILE := $(BIN)/pip-compile -q --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: install  ## recompile requirements.lock and requirements-dev.lock from pyproject.toml (newest allowed versions)
+	$(BIN)/pip install -q "pip-tools>=7.4"
+	$(PIP_COMPILE) --upgrade --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --upgrade --extra dev --output-file requirements-dev.lock pyproject.toml
 
 run: install  ## the whole stack in one process (SQLite, embedded broker, Spotify emulator); prints the dashboard URL
 	$(BIN)/songpop up

@@ -423,27 +423,6 @@ async def test_the_client_works_over_a_real_socket(served_emulator: tuple[str, A
     assert app.state.emulator.counters.by_endpoint["GET /v1/tracks"] == 3
 
 
-# ---- the pooled transport ----------------------------------------
-def test_the_cheap_idle_check_sees_data_and_closed_sockets() -> None:
-    import socket
-
-    from shared.spotify.transport import _readable
-
-    left, right = socket.socketpair()
-    with left, right:
-        assert _readable(left) is False
-        right.sendall(b"x")
-        assert _readable(left) is True
-    assert _readable(left) is True  # closed: the next read would return b""
-
-
-def test_the_pooled_transport_uses_the_caching_backend() -> None:
-    from shared.spotify.transport import _SocketCachingBackend, pooled_transport
-
-    transport = pooled_transport(httpx.Limits(max_connections=4))
-    assert isinstance(transport._pool._network_backend, _SocketCachingBackend)
-
-
 # ---- a mode that changes under the client ----------------------------------------
 async def test_a_withdrawn_extended_quota_falls_back_to_single_requests() -> None:
     app = make_app("development")

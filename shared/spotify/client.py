@@ -32,7 +32,6 @@ from shared.config import Settings
 from shared.spotify.budget import HourlyBudget
 from shared.spotify.models import ACCESS_MODE_LIMITS, AccessMode, Album, Artist, Track
 from shared.spotify.parse import Problems, is_spotify_id, parse_album, parse_artist, parse_track
-from shared.spotify.transport import pooled_transport
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +253,7 @@ class SpotifyClient:
         self._budget = budget  # a cap on this client's requests per hour (the predictor's on-demand share)
         limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
         self._http = httpx.AsyncClient(
-            transport=transport or pooled_transport(limits),
+            transport=transport or httpx.AsyncHTTPTransport(limits=limits),
             timeout=httpx.Timeout(self._timeout),
             headers={"Accept": "application/json"},
         )
