@@ -385,6 +385,26 @@ def serve(service: Annotated[Service, typer.Argument(help="which long-lived serv
     run_job(lambda: serve_fn(settings), settings)
 
 
+class Beating(StrEnum):
+    ingestor = "ingestor"
+    trainer = "trainer"
+
+
+@app.command()
+def health(service: Annotated[Beating, typer.Argument(help="the service to check")]) -> None:
+    """Liveness of a running ingestor or trainer (its compose healthcheck): exit 0 if its heartbeat is
+    fresh, 1 if it is stale or missing (a hung or stopped service)."""
+    from shared.heartbeat import heartbeat_age, stale_after
+
+    settings = settings_of(Settings)
+    age, limit = heartbeat_age(settings, service.value), stale_after(settings)
+    if age is None:
+        fail(f"{service.value}: no heartbeat under {settings.var_dir} (not running here?)", EXIT_FAILED)
+    if age > limit:
+        fail(f"{service.value}: last heartbeat {age:.0f} s ago (more than {limit:.0f} s): hung", EXIT_FAILED)
+    console.print(f"{service.value}: alive (heartbeat {age:.0f} s ago)")
+
+
 @app.command()
 def migrate(
     wait: Annotated[float, typer.Option(help="seconds to wait for the database and broker")] = 60.0,

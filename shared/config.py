@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     mqtt_client_prefix: str = "songpop"
     mqtt_reconnect_seconds: float = 2.0
     mqtt_embedded_port: int = 18830  # the in-process broker's port when SONGPOP_MQTT_URL is empty
+    heartbeat_seconds: float = Field(default=10.0, gt=0)  # ingestor/trainer liveness (shared.heartbeat)
 
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_LATENCY = Histogram(
-    "songpop_http_request_seconds",
-    "REST request latency",
+    "songpop_http_request_duration_seconds",
+    "HTTP request latency",
     ["service", "route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 MQTT_RECEIVED = Counter("songpop_mqtt_received_total", "MQTT messages received", ["service", "topic"])
-MQTT_PUBLISHED = Counter("songpop_mqtt_published_total", "MQTT messages published", ["service"])
 MQTT_REJECTED = Counter("songpop_mqtt_rejected_total", "malformed MQTT messages skipped", ["service"])
 REST_CACHE = Counter("songpop_rest_cache_total", "forecast responses asked of the cache", ["result"])
-INGESTED = Counter("songpop_ingested_total", "rows written by ingest runs", ["entity"])
 
 
 class RequestTimer:
@@ -61,10 +67,12 @@ class RequestTimer:
             self._observe(route, scope["method"], status, time.perf_counter() - start)
 
 
-def instrument(app: FastAPI, service: str) -> None:
-    """Record every request's latency by route template, and serve /metrics."""
+def instrument(app: FastAPI, service: str, *, also: Sequence[CollectorRegistry] = ()) -> None:
+    """Record every request's latency by route template, and serve /metrics: the process's metrics and
+    those of the registries in `also` (the database-derived gauges, on the one service exporting them)."""
     app.add_middleware(RequestTimer, service=service)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = b"".join(generate_latest(registry) for registry in (REGISTRY, *also))
+        return Response(text, media_type=CONTENT_TYPE_LATEST)

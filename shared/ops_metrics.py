@@ -1,7 +1,8 @@
-"""Operational metrics read from the database, so one scrape of an HTTP service's /metrics shows the
-whole system: what the last ingest wrote, how old the active models are, when the scheduled jobs run
-next, and how many events wait in the outbox. (The ingestor and trainer serve no HTTP; their state lives
-in the database.) Also the outbox's publish counter, by topic kind."""
+"""Operational metrics read from the database, so one scrape shows the whole system: what the last ingest
+wrote, how old the active models are, when the scheduled jobs run next, and how many events wait in the
+outbox. (The ingestor and trainer serve no HTTP; their state lives in the database.) These gauges live in
+their own registry, DATABASE_GAUGES, exported by one service per deployment (the dashboard, which runs
+once), so replicas do not repeat them. Also the outbox's publish counter, by topic kind (per process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import datetime as dt
 import logging
 import re
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
@@ -23,17 +24,37 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 15.0
 SCHEDULED_JOBS = ("ingestor", "trainer")  # app_state keys holding a `next_run`
 
+DATABASE_GAUGES = CollectorRegistry()
 INGEST_LAST_ROWS = Gauge(
-    "songpop_ingest_last_run_rows", "rows written by the last finished ingest run", ["entity"]
+    "songpop_ingest_last_run_rows",
+    "rows written by the last finished ingest run",
+    ["entity"],
+    registry=DATABASE_GAUGES,
 )
 INGEST_LAST_SUCCESS = Gauge(
-    "songpop_ingest_last_success_timestamp_seconds", "when the last ok ingest run ended"
+    "songpop_ingest_last_success_timestamp_seconds",
+    "when the last ok ingest run ended",
+    registry=DATABASE_GAUGES,
 )
-INGEST_RUNS = Gauge("songpop_ingest_runs", "ingest runs in the database, by status", ["status"])
-MODEL_AGE = Gauge("songpop_model_age_seconds", "age of the active model", ["signal", "horizon_weeks"])
-JOB_NEXT_RUN = Gauge("songpop_job_next_run_timestamp_seconds", "when a scheduled job runs next", ["job"])
+INGEST_RUNS = Gauge(
+    "songpop_ingest_runs", "ingest runs in the database, by status", ["status"], registry=DATABASE_GAUGES
+)
+MODEL_AGE = Gauge(
+    "songpop_model_age_seconds",
+    "age of the active model",
+    ["signal", "horizon_weeks"],
+    registry=DATABASE_GAUGES,
+)
+JOB_NEXT_RUN = Gauge(
+    "songpop_job_next_run_timestamp_seconds",
+    "when a scheduled job runs next",
+    ["job"],
+    registry=DATABASE_GAUGES,
+)
 OUTBOX_PENDING = Gauge(
-    "songpop_outbox_pending_events", "events committed but not yet acknowledged by the broker"
+    "songpop_outbox_pending_events",
+    "events committed but not yet acknowledged by the broker",
+    registry=DATABASE_GAUGES,
 )
 OUTBOX_PUBLISHED = Counter(
     "songpop_outbox_published_total", "events published from the outbox and acknowledged", ["topic"]

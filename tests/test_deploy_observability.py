@@ -1,7 +1,8 @@
-"""Observability: the predictor's /metrics shows API latency, MQTT receive and outbox publish counts, and
-the database-backed operational gauges (last ingest's counts, model age, the scheduled jobs' next run
-times, pending outbox events); the ingestor service records its next run; JSON log lines carry extra
-fields and never a configured secret."""
+"""Observability: the predictor's /metrics shows API latency, MQTT receive and outbox publish counts; the
+dashboard's (it runs once per deployment) also the database-backed operational gauges (last ingest's
+counts, model age, the scheduled jobs' next run times, pending outbox events), which predictor replicas do
+not repeat; the ingestor service records its next run; JSON log lines carry extra fields and never a
+configured secret."""
 
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ from shared.models import AppState, IngestRun, ModelVersion, utcnow
 from shared.mqtt import make_client, publish_model, topics
 from shared.ops_metrics import refresh, topic_kind
 from shared.weeks import current_week
+from tests.dashboard_support import dashboard_settings, running_dashboard
 from tests.predictor_support import predictor_settings
 from tests.servers import serving
+
+REQUESTS_TIMED = "songpop_http_request_duration_seconds_count"
 
 
 def sample(metrics: str, name: str, **labels: str) -> float | None:
@@ -73,14 +77,25 @@ async def test_metrics_show_latency_mqtt_ingest_models_and_schedules(settings, s
                 if (sample(metrics, "songpop_outbox_published_total", topic="predictions/latest") or 0) >= 1:
                     break
                 await asyncio.sleep(0.1)
-        await refresh(sessions)  # what the predictor's background task does every 15 s
         metrics = (await http.get("/metrics")).text
         async with make_client(settings, "cleanup", announce=False) as client:
             await client.publish(topics(settings).db_updated, b"", qos=1, retain=True)
             await client.publish(topics(settings).predictions_latest, b"", qos=1, retain=True)
 
-    assert sample(metrics, "songpop_http_request_seconds_count", route="/v1/trending", status="200")
+    assert sample(metrics, "songpop_http_request_duration_seconds_count", route="/v1/trending", status="200")
     assert (sample(metrics, "songpop_mqtt_received_total", service="predictor", topic="db-updated") or 0) >= 1
+    assert "songpop_ingest_runs" not in metrics and "songpop_outbox_pending_events" not in metrics
+
+    async with running_dashboard(dashboard_settings(settings), wait_mqtt=False) as dashboard:
+        await refresh(sessions)  # what the dashboard's background task does every 15 s
+        async with httpx.AsyncClient(base_url=dashboard.url) as http:
+            assert (await http.get("/status")).status_code == 200
+            async with asyncio.timeout(10):  # a request is timed once its response has gone out
+                while True:  # noqa: ASYNC110 - polls over HTTP
+                    metrics = (await http.get("/metrics")).text
+                    if sample(metrics, REQUESTS_TIMED, route="/status"):
+                        break
+                    await asyncio.sleep(0.05)
     assert sample(metrics, "songpop_ingest_last_run_rows", entity="snapshots") == 321
     runs = [line for line in metrics.splitlines() if line.startswith("songpop_ingest_runs")]
     assert sample(metrics, "songpop_ingest_runs", status="failed") == 1, runs

@@ -209,7 +209,7 @@ async def test_trending_models_status_and_probes_answer(api, settings, sessions)
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).json() == {"status": "ready", "database": "ok", "broker": "ok"}
     metrics = (await http.get("/metrics")).text
-    assert 'route="/v1/trending"' in metrics and "songpop_http_request_seconds_bucket" in metrics
+    assert 'route="/v1/trending"' in metrics and "songpop_http_request_duration_seconds_bucket" in metrics
 
 
 async def test_reads_survive_connections_the_database_dropped(api, settings, sessions, engine) -> None:  # type: ignore[no-untyped-def]

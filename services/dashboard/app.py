@@ -23,8 +23,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import load_settings
 from shared.db import make_engine, make_sessionmaker, ping
+from shared.metrics import instrument
 from shared.models import ID_LEN
 from shared.mqtt import consume_forever, make_client, topics
+from shared.ops_metrics import DATABASE_GAUGES, refresh_forever
 
 from . import formatting, service
 from .live import CLOSE_TOO_SLOW, Hub, LiveFeed, Subscriber, hello_message
@@ -136,17 +138,21 @@ def create_app(settings: DashboardSettings | None = None) -> FastAPI:
             ),
             name="dashboard-mqtt",
         )
+        # The database-derived gauges: exported here because the dashboard runs once per deployment.
+        gauges = asyncio.create_task(refresh_forever(app.state.sessions), name="dashboard-gauges")
         try:
             yield
         finally:
             hub.close()
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            for task in (consumer, gauges):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await engine.dispose()
 
     app = FastAPI(title="songpop dashboard", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    instrument(app, SERVICE_NAME, also=[DATABASE_GAUGES])
     templates = make_templates()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _add_error_handlers(app, templates)

@@ -24,6 +24,7 @@ from shared.db import (
     migrate_async,
     wait_for_database,
 )
+from shared.heartbeat import beat_forever
 from shared.mqtt import stay_present, topics
 from shared.outbox import BrokerUnavailable, flush_outbox, publish_after_run
 from shared.schedule import ScheduleState, run_on_schedule
@@ -192,6 +193,7 @@ async def serve(settings: IngestorSettings | None = None) -> None:
             group.create_task(_resilient("charts watcher", watch))
             group.create_task(publisher())
             group.create_task(stay_present(settings, SERVICE))
+            group.create_task(beat_forever(settings, SERVICE))
     finally:
         await engine.dispose()
 

@@ -24,7 +24,6 @@ from shared.limits import BodySizeLimit
 from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
 from shared.mqtt import announce_offline as mqtt_offline
 from shared.mqtt import consume_forever, topics
-from shared.ops_metrics import refresh_forever
 from shared.outbox import publish_pending, republish_retained
 from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
@@ -186,13 +185,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cache_warmed, app.state.cache_warmed_version = asyncio.Event(), None
         warmer = asyncio.create_task(keep_answers_resident(app)) if settings.rest_cache_warm else None
         catcher = asyncio.create_task(keep_catching_up(app))
-        gauges = asyncio.create_task(refresh_forever(app.state.sessions))  # DB-backed /metrics gauges
         try:
             yield
         finally:
             gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
-            for task in (gauges, catcher, consumer, warmer):
+            for task in (catcher, consumer, warmer):
                 if task is not None:
                     await stop(task)
     await reader.dispose()

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import make_engine, make_sessionmaker, session_scope, wait_for_database
 from shared.events import ModelUpdated, envelope
 from shared.forecasting import train_and_register
+from shared.heartbeat import beat_forever
 from shared.models import ModelVersion, utcnow
 from shared.mqtt import stay_present, topics
 from shared.outbox import (
@@ -106,6 +107,7 @@ async def serve(settings: TrainerSettings | None = None) -> None:
             )
             group.create_task(publish_forever(settings, sessions))
             group.create_task(stay_present(settings, SERVICE))
+            group.create_task(beat_forever(settings, SERVICE))
     finally:
         await engine.dispose()
 
