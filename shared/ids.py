@@ -12,6 +12,13 @@ _URL = re.compile(
 )
 
 
+# What normalise_track_id accepts, as a JSON Schema (ECMA-262) pattern for the API documents.
+TRACK_REFERENCE_PATTERN = (
+    r"^\s*(?:[0-9A-Za-z]{22}|spotify:track:[0-9A-Za-z]{22}"
+    r"|https?://open\.spotify\.com/(?:intl-[a-z]{2}(?:-[A-Za-z]{2})?/)?track/[0-9A-Za-z]{22}(?:[?#].*)?)\s*$"
+)
+
+
 class InvalidTrackId(ValueError):
     """Not a Spotify track id, URI or URL."""
 

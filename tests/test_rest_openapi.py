@@ -3,8 +3,12 @@ body that matches the documented schema."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +19,7 @@ from openapi_spec_validator import validate
 from services.predictor import schemas
 from services.predictor.app import create_app
 from services.predictor.service import predict_trending
+from shared.ids import TRACK_REFERENCE_PATTERN, InvalidTrackId, normalise_track_id
 from shared.mqtt import topics
 from tests.predictor_support import (
     predictor_settings,
@@ -82,3 +87,72 @@ async def test_docs_are_served_and_every_documented_path_answers(settings, sessi
         "/healthz",
         "/readyz",
     }
+
+
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+JSON = {"content-type": "application/json"}
+FUZZ_EXAMPLES = 15  # per operation and phase: bounded, so the run stays well under a minute
+
+
+async def test_schemathesis_finds_nothing_against_a_running_predictor(settings, sessions, emulator) -> None:  # type: ignore[no-untyped-def]
+    _, emulator_url = emulator
+    await seed_songs(sessions, n=3, charted=1)
+    config = predictor_settings(settings, emulator_url)
+    async with serving(create_app(config)) as url:
+        run = await asyncio.create_subprocess_exec(
+            str(SCHEMATHESIS), "run", f"{url}/openapi.json", "--checks", "all",
+            "--max-examples", str(FUZZ_EXAMPLES), "--seed", "15", "--request-timeout", "20",
+            "--suppress-health-check", "all", "--no-color",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(run.communicate(), timeout=300)
+    report = output.decode()
+    assert run.returncode == 0, report[-6000:]
+    assert "No issues found" in report or " passed" in report, report[-3000:]
+
+
+def test_operations_have_readable_ids_tags_and_every_status_they_can_return() -> None:
+    doc = create_app().openapi()
+    operations = {(m, p): op for p, ops in doc["paths"].items() for m, op in ops.items()}
+    assert {op["operationId"] for op in operations.values()} == {
+        "getTrackForecast", "forecastTracks", "listTrending", "listModels", "getStatus", "healthz", "readyz",
+    }  # fmt: skip
+    assert all(op["tags"] for op in operations.values())
+    statuses = {key: set(op["responses"]) for key, op in operations.items()}
+    assert statuses[("get", "/v1/tracks/{track_id}/forecast")] == {
+        "200", "401", "404", "422", "429", "502", "503",
+    }  # fmt: skip
+    assert statuses[("post", "/v1/forecasts")] == {"200", "400", "401", "413", "422", "429", "502", "503"}
+    for path in ("/v1/trending", "/v1/models", "/v1/status"):
+        assert statuses[("get", path)] == {"200", "503"}
+    for key, op in operations.items():
+        for status in ("429", "503"):
+            if status in op["responses"] and key[1] != "/readyz":
+                assert "Retry-After" in op["responses"][status]["headers"], (key, status)
+    track_ids = doc["components"]["schemas"]["ForecastBatchRequest"]["properties"]["track_ids"]
+    assert track_ids["maxItems"] == 100 and track_ids["minItems"] == 1
+    assert track_ids["items"]["pattern"] == TRACK_REFERENCE_PATTERN
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["4uLU6hMCjMI75M1A2tKUQC", " spotify:track:4uLU6hMCjMI75M1A2tKUQC ", "nope", "", "4uLU6hMCjMI75M1A2tKUQ",
+     "https://open.spotify.com/intl-it/track/4uLU6hMCjMI75M1A2tKUQC?si=x"],
+)  # fmt: skip
+def test_the_documented_pattern_accepts_exactly_what_the_server_does(raw: str) -> None:
+    documented = re.fullmatch(TRACK_REFERENCE_PATTERN, raw) is not None
+    try:
+        normalise_track_id(raw)
+        accepted = True
+    except InvalidTrackId:
+        accepted = False
+    assert documented == accepted
+
+
+async def test_an_unreadable_body_is_400_and_an_oversized_one_413(settings) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(predictor_settings(settings))
+    async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
+        unreadable = await http.post("/v1/forecasts", content=b'{"track_ids": ["\xff\xfe"]}', headers=JSON)
+        huge = await http.post("/v1/forecasts", content=b" " * 2_000_000, headers=JSON)
+    assert unreadable.status_code == 400, unreadable.text
+    assert huge.status_code == 413

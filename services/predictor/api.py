@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -14,7 +15,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.db import ping
-from shared.ids import InvalidTrackId, normalise_track_id
+from shared.ids import TRACK_REFERENCE_PATTERN, InvalidTrackId, normalise_track_id
 from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
 
@@ -36,14 +37,43 @@ from .schemas import (
 )
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 422: {"model": Problem}}
-# the forecast endpoints can reach Spotify: keys (when set), a per-client allowance, the hourly cap
-GUARDED: dict[int | str, dict[str, Any]] = {
-    **ERRORS,
-    401: {"model": Problem},
-    429: {"model": Problem},
-    503: {"model": Problem},
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before asking again", "schema": {"type": "integer"}}
 }
+
+
+def problem(description: str, *, retry: bool = False) -> dict[str, Any]:
+    """An error response in the OpenAPI document: a Problem body, with Retry-After when it says when."""
+    return {"model": Problem, "description": description, **({"headers": RETRY_AFTER} if retry else {})}
+
+
+# What every route reading the database can answer besides 200.
+READS: dict[int | str, dict[str, Any]] = {
+    503: problem("the database (or Spotify, for a song fetched on demand) is unavailable", retry=True),
+}
+# The forecast endpoints can reach Spotify: keys (when set), a per-client allowance, the hourly cap.
+GUARDED: dict[int | str, dict[str, Any]] = {
+    401: problem("an API key is required (SONGPOP_PREDICTOR_API_KEYS) and was missing or wrong"),
+    422: problem("not a Spotify track id, URI or URL"),
+    429: problem("this client asked for too many songs Spotify had to be asked about", retry=True),
+    502: problem("Spotify refused a request needed for a song fetched on demand"),
+    **READS,
+}
+ONE_SONG = {**GUARDED, 404: problem("Spotify does not know this track")}
+MANY_SONGS = {
+    **GUARDED,
+    400: problem("the body could not be read at all (e.g. not UTF-8)"),
+    413: problem("the body is larger than the limit"),
+    422: problem("malformed JSON, or not a list of 1-100 Spotify track ids, URIs or URLs"),
+}
+
+
+class Tag(StrEnum):
+    """The OpenAPI document's groups of operations (described in app.TAGS)."""
+
+    forecasts = "forecasts"
+    catalog = "catalog"
+    operations = "operations"
 
 
 def valid_ids(raw: Sequence[str]) -> list[str]:
@@ -138,7 +168,9 @@ class JSONBytes(Response):
 @router.get(
     "/v1/tracks/{track_id:path}/forecast",
     response_model=TrackForecast,
-    responses=GUARDED,
+    responses=ONE_SONG,
+    operation_id="getTrackForecast",
+    tags=[Tag.forecasts],
     summary="Forecast one song",
     description="Current values, 26- and 52-week forecasts with 80% intervals, model versions and history. "
     "`track_id` may be an id, a `spotify:track:` URI or an open.spotify.com URL. A valid id the database "
@@ -146,7 +178,10 @@ class JSONBytes(Response):
     "does not know gives 404.",
 )
 async def track_forecast(
-    request: Request, track_id: str = Path(max_length=200, examples=[EXAMPLE_ID])
+    request: Request,
+    track_id: str = Path(
+        max_length=200, examples=[EXAMPLE_ID], json_schema_extra={"pattern": TRACK_REFERENCE_PATTERN}
+    ),
 ) -> Response:
     # The hot path takes its clients from app.state, not through a dependency: resolving one costs as
     # much as the rest of an answer from the cache.
@@ -164,7 +199,9 @@ async def track_forecast(
 @router.post(
     "/v1/forecasts",
     response_model=ForecastBatchResponse,
-    responses=GUARDED,
+    responses=MANY_SONGS,
+    operation_id="forecastTracks",
+    tags=[Tag.forecasts],
     summary="Forecast many songs",
     description="The same as the single-song forecast for up to 100 songs; ids Spotify does not know "
     "are listed in `not_found` instead of failing the whole request.",
@@ -186,7 +223,12 @@ async def batch_forecast(request: Request, body: ForecastBatchRequest, clients: 
 
 
 @router.get(
-    "/v1/trending", response_model=TrendingResponse, summary="This week's trending songs with forecasts"
+    "/v1/trending",
+    response_model=TrendingResponse,
+    responses=READS,
+    operation_id="listTrending",
+    tags=[Tag.forecasts],
+    summary="This week's trending songs with forecasts",
 )
 async def trending(session: SessionDep) -> TrendingResponse:
     latest = await service.latest_predictions(session=session)
@@ -196,7 +238,14 @@ async def trending(session: SessionDep) -> TrendingResponse:
     return TrendingResponse(week=latest.week, count=latest.count, demo=demo, predictions=latest.predictions)
 
 
-@router.get("/v1/models", response_model=list[ModelOut], summary="Registered models with backtest metrics")
+@router.get(
+    "/v1/models",
+    response_model=list[ModelOut],
+    responses=READS,
+    operation_id="listModels",
+    tags=[Tag.catalog],
+    summary="Registered models with backtest metrics",
+)
 async def models(session: SessionDep) -> list[ModelOut]:
     rows = (await session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc()))).all()
     return [
@@ -205,7 +254,14 @@ async def models(session: SessionDep) -> list[ModelOut]:
     ]
 
 
-@router.get("/v1/status", response_model=StatusResponse, summary="Access mode, last runs, versions")
+@router.get(
+    "/v1/status",
+    response_model=StatusResponse,
+    responses=READS,
+    operation_id="getStatus",
+    tags=[Tag.catalog],
+    summary="Access mode, last runs, versions",
+)
 async def status(session: SessionDep, settings: SettingsDep) -> StatusResponse:
     state = {s.key: s.value for s in (await session.exec(select(AppState))).all()}
     run = (await session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(1))).first()
@@ -220,7 +276,7 @@ async def status(session: SessionDep, settings: SettingsDep) -> StatusResponse:
     )
 
 
-@router.get("/healthz", response_model=Health, summary="Alive")
+@router.get("/healthz", response_model=Health, operation_id="healthz", tags=[Tag.operations], summary="Alive")
 async def healthz() -> Health:
     return Health(status="ok")
 
@@ -233,7 +289,9 @@ def _state(ok: bool) -> str:
     "/readyz",
     response_model=Readiness,
     summary="Database and broker reachable",
-    responses={503: {"model": Problem}},
+    operation_id="readyz",
+    tags=[Tag.operations],
+    responses={503: problem("the database or the broker is unreachable")},
 )
 async def readyz(sessions: SessionsDep, settings: SettingsDep) -> Readiness:
     db_ok = await ping(sessions.kw["bind"])

@@ -9,6 +9,7 @@ import datetime as dt
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiomqtt
 from fastapi import FastAPI, Request
@@ -226,6 +227,27 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+TAGS = [
+    {"name": "forecasts", "description": "Forecasts of songs, one, many, or this week's trending ones"},
+    {"name": "catalog", "description": "The models and the state of the system"},
+    {"name": "operations", "description": "Liveness and readiness probes"},
+]
+
+
+def document_limits(app: FastAPI) -> None:
+    """The OpenAPI document states the configured batch limit as `maxItems` (it is checked in the route,
+    so a deployment's SONGPOP_PREDICTOR_MAX_BATCH shows in its own document)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = build()
+        request = doc["components"]["schemas"]["ForecastBatchRequest"]["properties"]["track_ids"]
+        request["maxItems"] = app.state.settings.max_batch
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """503 (not a 500 with internals) while the database is unreachable; /readyz says the same."""
     log.warning("database unavailable while serving %s: %s", request.url.path, type(exc).__name__)
@@ -257,9 +279,11 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         summary="Forecasts of Spotify popularity and chart streams, 26 and 52 weeks ahead",
         version="1",
         lifespan=lifespan,
+        openapi_tags=TAGS,
     )
     app.state.settings = settings or PredictorSettings()
     app.include_router(router)
+    document_limits(app)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(SpotifyPaused, spotify_unavailable)

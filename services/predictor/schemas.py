@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import TrackPrediction
+from shared.ids import TRACK_REFERENCE_PATTERN
 
 EXAMPLE_ID = "4uLU6hMCjMI75M1A2tKUQC"
 EXAMPLE_PREDICTION: dict[str, Any] = {
@@ -105,7 +106,7 @@ class ForecastBatchRequest(BaseModel):
         }
     )
 
-    track_ids: list[str] = Field(
+    track_ids: list[Annotated[str, Field(json_schema_extra={"pattern": TRACK_REFERENCE_PATTERN})]] = Field(
         min_length=1,
         description="at most 100: ids, spotify:track: URIs or open.spotify.com URLs (repeats are merged)",
     )
