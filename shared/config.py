@@ -86,12 +86,9 @@ class Settings(BaseSettings):
                 "set both SONGPOP_SPOTIFY_CLIENT_ID and SONGPOP_SPOTIFY_CLIENT_SECRET, or neither"
             )
         if self.environment is Environment.production:
-            secret = self.spotify_client_secret.get_secret_value() if self.spotify_client_secret else ""
-            if secret.lower() in PLACEHOLDER_SECRETS:
-                raise ConfigError("SONGPOP_SPOTIFY_CLIENT_SECRET is a placeholder; set the real one")
-            password = urlsplit(self.mqtt_url).password or ""
-            if password.lower() in PLACEHOLDER_SECRETS:
-                raise ConfigError("the password in SONGPOP_MQTT_URL is a placeholder; set the real one")
+            problems = weak_production_secrets(self)
+            if problems:
+                raise ConfigError("production refuses weak secrets: " + "; ".join(problems))
         return self
 
     @model_validator(mode="after")
@@ -138,6 +135,34 @@ class Settings(BaseSettings):
         for key in ("database_url", "mqtt_url"):
             shown[key] = redact_url(shown[key])
         return shown
+
+
+MIN_SECRET_LENGTH = 8
+
+
+def _weak(secret: str) -> bool:
+    return len(secret) < MIN_SECRET_LENGTH or secret.lower() in PLACEHOLDER_SECRETS
+
+
+def weak_production_secrets(settings: Settings) -> list[str]:
+    """What production refuses, one sentence each (never the secret itself): an empty, placeholder or
+    short Spotify secret, a broker anyone may use (no URL: the embedded one; a URL without user or with
+    a weak password), a weak database password."""
+    problems = []
+    secret = settings.spotify_client_secret
+    if settings.spotify_client_id and (secret is None or _weak(secret.get_secret_value())):
+        problems.append("SONGPOP_SPOTIFY_CLIENT_SECRET is empty, a placeholder or too short")
+    broker = urlsplit(settings.mqtt_url)
+    if not settings.mqtt_url:
+        problems.append("SONGPOP_MQTT_URL is not set (the embedded broker lets anyone connect)")
+    elif not broker.username or _weak(broker.password or ""):
+        problems.append(
+            "SONGPOP_MQTT_URL needs a user and a real password (anonymous, placeholder or short refused)"
+        )
+    database_password = urlsplit(settings.database_url).password
+    if database_password is not None and _weak(database_password):
+        problems.append("the password in SONGPOP_DATABASE_URL is a placeholder or too short")
+    return problems
 
 
 def redact_url(url: str) -> str:

@@ -140,7 +140,8 @@ async def test_no_secret_in_logs_responses_or_errors(  # type: ignore[no-untyped
             db.cut()  # the database goes away: error pages and reconnect logs
             seen += await exercise(predictor_url, predictor_paths, posts=posts)
             seen += await exercise(dashboard_url, dashboard_paths)
-            migrate = Process(["migrate", "--wait", "1"], common, tmp_path, "migrate")
+            migrate_env = {**common, "SONGPOP_MQTT_URL": broker.url("ingestor")}  # production needs a broker
+            migrate = Process(["migrate", "--wait", "1"], migrate_env, tmp_path, "migrate")
             logs["migrate"] = await asyncio.to_thread(migrate.wait, 60)
             assert migrate.process.returncode != 0
             db.restore()
