@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.settings import DashboardSettings
+from services.dashboard.transport import UVICORN_WS_OPTIONS
 from services.emulator import TRENDING_PLAYLIST_ID, EmulatorConfig
 from services.emulator import create_app as create_emulator
 from services.ingestor.main import serve as serve_ingestor
@@ -66,8 +67,8 @@ def derive(cls: type[S], settings: Settings, **overrides: Any) -> S:
     return cls(**{**base, **overrides})
 
 
-def http_server(app: Any, host: str, port: int) -> QuietServer:
-    return QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on"))
+def http_server(app: Any, host: str, port: int, **options: Any) -> QuietServer:
+    return QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on", **options))
 
 
 async def start_server(server: QuietServer) -> asyncio.Task[None]:
@@ -202,7 +203,12 @@ async def run_stack(
         )
         servers.append(
             await _serve(
-                http_server(create_dashboard(dashboard), dashboard.dashboard_host, dashboard.dashboard_port)
+                http_server(
+                    create_dashboard(dashboard),
+                    dashboard.dashboard_host,
+                    dashboard.dashboard_port,
+                    **UVICORN_WS_OPTIONS,
+                )
             )
         )
         background.append(asyncio.create_task(serve_ingestor(ingestor)))

@@ -31,6 +31,7 @@ from shared.ops_metrics import DATABASE_GAUGES, refresh_forever
 from . import formatting, service
 from .live import CLOSE_TOO_SLOW, Hub, LiveFeed, Subscriber, hello_message
 from .settings import DashboardSettings
+from .transport import ask_reset
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +266,10 @@ def _add_websocket(app: FastAPI) -> None:
     async def live(websocket: WebSocket) -> None:
         """Push every prediction update to this page until it leaves or falls too far behind."""
         hub: Hub = websocket.app.state.hub
+        await websocket.accept()  # then closed with a code a page understands, not an HTTP 403
         if len(hub) >= websocket.app.state.settings.dashboard_ws_max_clients:
             await websocket.close(code=CLOSE_TOO_SLOW, reason="too many open pages; retry later")
             return
-        await websocket.accept()
         subscriber = hub.subscribe()
         try:
             await websocket.send_text(hello_message(websocket.app.state.feed))
@@ -307,6 +308,7 @@ async def _pump(websocket: WebSocket, subscriber: Subscriber, send_timeout: floa
         await asyncio.gather(*tasks, return_exceptions=True)
     stalled = any(t.exception() is not None for t in done if not t.cancelled())
     if subscriber.dropped.is_set() or stalled:
+        ask_reset(websocket.scope)  # its unsent messages would otherwise hold the connection for ever
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await websocket.close(code=CLOSE_TOO_SLOW, reason="too slow; reconnect")

@@ -10,6 +10,7 @@ from shared.config import load_settings
 
 from .app import create_app
 from .settings import DashboardSettings
+from .transport import UVICORN_WS_OPTIONS
 
 
 def server(settings: DashboardSettings) -> uvicorn.Server:
@@ -19,9 +20,7 @@ def server(settings: DashboardSettings) -> uvicorn.Server:
         host=settings.dashboard_host,
         port=settings.dashboard_port,
         log_level=settings.log_level.lower(),
-        ws_max_size=64 * 1024,  # pages send nothing of substance; refuse big frames
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
+        **UVICORN_WS_OPTIONS,
     )
     return uvicorn.Server(config)
 
