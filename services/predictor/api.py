@@ -53,7 +53,7 @@ READS: dict[int | str, dict[str, Any]] = {
 }
 # The forecast endpoints can reach Spotify: keys (when set), a per-client allowance, the hourly cap.
 GUARDED: dict[int | str, dict[str, Any]] = {
-    401: problem("an API key is required (SONGPOP_PREDICTOR_API_KEYS) and was missing or wrong"),
+    401: problem("an API key is required (SONGPOP_API_KEYS is set) and was missing or wrong"),
     422: problem("not a Spotify track id, URI or URL"),
     429: problem("this client asked for too many songs Spotify had to be asked about", retry=True),
     502: problem("Spotify refused a request needed for a song fetched on demand"),
