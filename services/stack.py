@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -153,11 +156,12 @@ async def run_stack(
     emulator_mode: Literal["extended", "development"] = "extended",
     console: Console,
 ) -> None:
-    """Start everything, print the dashboard URL, and run until SIGINT/SIGTERM; then stop cleanly."""
+    """Start everything, print the dashboard URL, and run until SIGINT/SIGTERM; then stop cleanly, and in
+    any case end the process within `FORCE_EXIT_SECONDS`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal, stop)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
 
     broker = None
@@ -211,8 +215,9 @@ async def run_stack(
                 )
             )
         )
-        background.append(asyncio.create_task(serve_ingestor(ingestor)))
-        background.append(asyncio.create_task(serve_trainer(derive(TrainerSettings, settings))))
+        background.append(asyncio.create_task(serve_ingestor(ingestor), name="ingestor"))
+        trainer = derive(TrainerSettings, settings)
+        background.append(asyncio.create_task(serve_trainer(trainer), name="trainer"))
 
         label = " (demo data from the Spotify emulator)" if settings.uses_emulator else ""
         console.print(
@@ -223,15 +228,84 @@ async def run_stack(
         await _wait(stop, background)
     finally:
         console.print("stopping…")
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        for server, _ in reversed(servers):
-            server.should_exit = True
-        await asyncio.gather(*(task for _, task in servers), return_exceptions=True)
-        if broker is not None:
-            await broker.stop()
+        await shut_down(background, servers, broker)
         console.print("stopped")
+
+
+# A stop must always end the process: each stage of the clean stop has its seconds (the services say
+# `offline` on the broker, servers finish their requests, open connections are cut, the embedded broker
+# stops); whatever still runs then (a task that swallowed its cancellation, a client handler of the
+# embedded broker) is left behind, and FORCE_EXIT_SECONDS after the signal the process exits regardless.
+STOP_SERVICES_SECONDS, STOP_SERVERS_SECONDS, STOP_CONNECTIONS_SECONDS, STOP_BROKER_SECONDS = (
+    4.0,
+    3.0,
+    1.0,
+    1.0,
+)
+FORCE_EXIT_SECONDS = 13.0
+RECANCEL_SECONDS = 1.0
+EXIT_FORCED = 1
+
+
+def on_stop_signal(stop: asyncio.Event) -> None:
+    """The first SIGINT/SIGTERM starts the clean stop and arms the forced exit."""
+    if not stop.is_set():
+        arm_forced_exit(FORCE_EXIT_SECONDS)
+        stop.set()
+
+
+def arm_forced_exit(seconds: float) -> threading.Timer:
+    """End the process `seconds` from now unless it has ended by itself (a daemon thread: it does not
+    keep a finished process alive)."""
+
+    def force() -> None:
+        sys.stderr.write(f"shutdown did not finish within {seconds:.0f} s; exiting anyway\n")
+        sys.stderr.flush()
+        os._exit(EXIT_FORCED)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+async def shut_down(
+    background: list[asyncio.Task[None]],
+    servers: list[tuple[QuietServer, asyncio.Task[None]]],
+    broker: EmbeddedBroker | None,
+) -> None:
+    """Stop the services, then the servers (new requests refused, then open connections cut), then the
+    broker, each within its seconds."""
+    await stop_tasks(background, within=STOP_SERVICES_SECONDS)
+    for server, _ in reversed(servers):
+        server.should_exit = True
+    running = {task for _, task in servers if not task.done()}
+    if running:
+        _, running = await asyncio.wait(running, timeout=STOP_SERVERS_SECONDS)
+    for server, _ in servers:
+        server.force_exit = True  # open connections (a websocket page) no longer hold it up
+    await stop_tasks(list(running), within=STOP_CONNECTIONS_SECONDS)
+    if broker is not None:
+        await stop_tasks([asyncio.create_task(broker.stop())], within=STOP_BROKER_SECONDS, cancel=False)
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, within: float, cancel: bool = True) -> None:
+    """Wait up to `within` seconds for `tasks` to end, cancelling them (again every RECANCEL_SECONDS: on
+    Python 3.11 a cancellation that meets a finishing `asyncio.wait_for` is lost) unless `cancel` is
+    False; the ones still running are logged and left behind."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        if cancel:
+            for task in pending:
+                task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_SECONDS, deadline - loop.time()))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.warning("%s ended with %r while stopping", task.get_name(), task.exception())
+    for task in pending:
+        log.warning("%s did not stop within %.0f s; left behind", task.get_name(), within)
 
 
 async def _serve(server: QuietServer) -> tuple[QuietServer, asyncio.Task[None]]:
