@@ -491,14 +491,29 @@ TestPaths = Annotated[list[Path], eval_paths("test data (the forecasts are score
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")]
 
 
-def _eval(kind: str, train: list[Path], test: list[Path], as_json: bool) -> None:
+class Spacing(StrEnum):
+    """How often the chart files of one side were downloaded (`monthly`: the first file of each month)."""
+
+    weekly = "weekly"
+    monthly = "monthly"
+
+
+def spacing_option(side: str) -> Any:
+    return typer.Option(
+        help=f"keep every {side} chart file (weekly) or only the first of each month (monthly), as someone "
+        "who downloads a file a month has them"
+    )
+
+
+def _eval(kind: str, train: list[Path], test: list[Path], as_json: bool, **spacings: Spacing) -> None:
     from shared.charts import ChartFormatError
     from shared.forecasting import NotEnoughData, format_eval_table, run_eval
     from shared.history import HistoryFormatError
 
     logs.setup("WARNING")
     try:
-        result = run_eval(kind, train, test)  # type: ignore[arg-type]
+        options = {name: str(value) for name, value in spacings.items()}
+        result = run_eval(kind, train, test, **options)  # type: ignore[arg-type]
     except (NotEnoughData, ChartFormatError, HistoryFormatError) as exc:
         fail(str(exc), EXIT_FAILED)
     if as_json:
@@ -508,16 +523,25 @@ def _eval(kind: str, train: list[Path], test: list[Path], as_json: bool) -> None
 
 
 @eval_app.command("charts", cls=SpreadPathsCommand)
-def eval_charts(train: TrainPaths, test: TestPaths, as_json: JsonFlag = False) -> None:
-    """Chart streams: censored MAE, AUC and 80% coverage at 26 and 52 weeks, next to persistence and the
-    naive floor. Example: `--train charts/*_2019-*.csv --test charts/*_2020-*.csv`."""
-    _eval("charts", train, test, as_json)
+def eval_charts(
+    train: TrainPaths,
+    test: TestPaths,
+    as_json: JsonFlag = False,
+    train_spacing: Annotated[Spacing, spacing_option("training")] = Spacing.weekly,
+    test_spacing: Annotated[Spacing, spacing_option("test")] = Spacing.weekly,
+) -> None:
+    """Chart streams: censored MAE, AUC, 80% coverage and the top-20 survivors at 26 and 52 weeks of what
+    would serve (the method the training files' rolling-origin folds choose), of the learned model and of
+    every baseline; skill is 1 - error / the best naive answer's. Example: `--train charts/*_2019-*.csv
+    --test charts/*_2020-*.csv --test-spacing monthly`."""
+    _eval("charts", train, test, as_json, train_spacing=train_spacing, test_spacing=test_spacing)
 
 
 @eval_app.command("popularity", cls=SpreadPathsCommand)
 def eval_popularity(train: TrainPaths, test: TestPaths, as_json: JsonFlag = False) -> None:
-    """Popularity index: MAE and 80% coverage at 182 and 365 days, next to persistence and the naive
-    drift. Example: `--train a.csv b.csv --test c.csv`."""
+    """Popularity index: MAE and 80% coverage at 182 and 365 days of what would serve, of the learned model,
+    persistence and the naive drift; skill against the best naive answer. Example: `--train a.csv b.csv
+    --test c.csv`."""
     _eval("popularity", train, test, as_json)
 
 

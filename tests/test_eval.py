@@ -51,6 +51,29 @@ def test_charts_eval_shape_with_both_formats(chart_folder: Path) -> None:
     assert "26w" in table and "persistence" in table and "cmae" in table
 
 
+def _assert_served(scores: dict, metric: str) -> None:
+    """What would serve: a method chosen on the training folds, its skill against the best naive answer."""
+    served = scores["served"]
+    assert served["method"] in ("model", "shrunk", "naive", "persistence", "drift", "original")
+    naive = min(scores[name][metric] for name in ("naive", "persistence", "drift") if name in scores)
+    assert served["skill"] == pytest.approx(1 - served[metric] / naive, abs=1e-3)
+    assert set(served["candidates"]) >= {"model", "naive", "persistence"}
+
+
+def test_charts_eval_reports_the_served_method_skill_and_top20(tmp_path: Path) -> None:
+    write_chart_files(synthetic_charts(regions=2, weeks=260, size=60, seed=12), tmp_path)
+    train, test = [tmp_path / "global"], [tmp_path / "it"]
+    result = run_eval("charts", train, test, test_spacing="monthly")
+    weekly = run_eval("charts", train, test)
+    assert result["26w"]["n_test"] < weekly["26w"]["n_test"] / 3  # only the first file of each month
+    for horizon in ("26w", "52w"):
+        scores = result[horizon]
+        _assert_served(scores, "cmae")
+        assert 0 <= scores["model"]["top20"] <= 20 and 0 <= scores["persistence"]["top20"] <= 20
+        assert scores["n_train_thinned"] > 0  # trained on monthly-thinned histories as well
+    assert "served:" in format_eval_table(result) and "top20" in format_eval_table(result)
+
+
 def test_popularity_eval_shape(tmp_path: Path) -> None:
     train = write_popularity_files(
         synthetic_popularity(lists=2, days=450, size=20, seed=1, prefix="a"), tmp_path
@@ -61,6 +84,7 @@ def test_popularity_eval_shape(tmp_path: Path) -> None:
     result = run_eval("popularity", train, test)
     assert_metrics(result, ("182d", "365d"), ("mae", "coverage80"))
     assert result["182d"]["test_songs"] > 0
+    _assert_served(result["182d"], "mae")
     json.loads(json.dumps(result, allow_nan=False))
     assert "182d" in format_eval_table(result)
 

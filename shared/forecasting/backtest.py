@@ -2,7 +2,9 @@
 
 Fold k forecasts from origin O_k: its model learns only from anchors whose outcome was known by then
 (t + H <= O_k) and is scored on the anchors of [O_k, O_k + step). Every baseline is scored on the same
-anchors in the same run; metrics are pooled over all folds' test anchors.
+anchors in the same run; metrics are pooled over all folds' test anchors. The pooled forecasts then choose
+the method that serves (`selection.py`): `result["served"]` holds its metrics and card, `result["rule"]` the
+rule itself.
 """
 
 from __future__ import annotations
@@ -14,16 +16,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.forecasting.dataset import ChartSet, PopularitySet
-from shared.forecasting.evaluation import chart_metrics, popularity_metrics
+from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets
+from shared.forecasting.metrics import censored_mae, mae
 from shared.forecasting.models import (
     ChartBaselines,
     PopularityBaselines,
     PopularityForecaster,
     StreamsForecaster,
 )
+from shared.forecasting.scores import (
+    chart_conformity,
+    chart_metrics,
+    popularity_conformity,
+    popularity_metrics,
+)
+from shared.forecasting.selection import ServingRule, select
 
 N_FOLDS = 2
+BACKTEST_STEP_WEEKS = 13  # each fold forecasts from a quarter of anchors: a choice on less is noise
+SHORT_STEP = 4  # when the history is too short for quarters
 MIN_TRAIN_ANCHOR_TIMES = 8  # distinct anchor weeks (or days) a fold needs to train on
 
 
@@ -56,6 +67,28 @@ def rolling_folds(
     return folds
 
 
+def holdout_fold(times: np.ndarray, *, min_train: int = MIN_TRAIN_ANCHOR_TIMES) -> list[Fold]:
+    """When the history is too short for a gap of H between training outcomes and test anchors: the latest
+    fifth of the anchors, forecast by a model of the earlier ones (their outcomes still come no later than
+    the test anchors' own, so little of the future leaks). Better than choosing a method on nothing."""
+    if len(times) == 0:
+        return []
+    origin = int(np.quantile(times, 0.8))
+    train, test = times < origin, times >= origin
+    if not test.any() or len(np.unique(times[train])) < min_train:
+        return []
+    return [Fold(origin, train, test)]
+
+
+def choose_folds(times: np.ndarray, horizon: int, step: int) -> list[Fold]:
+    """Quarterly rolling-origin folds; shorter ones for short histories; a plain holdout as a last resort."""
+    return (
+        rolling_folds(times, horizon, step=step)
+        or rolling_folds(times, horizon, step=max(1, step * SHORT_STEP // BACKTEST_STEP_WEEKS))
+        or holdout_fold(times)
+    )
+
+
 def _pool(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
@@ -76,13 +109,20 @@ def run_folds(
     """Fit the model and the baselines on each fold's training anchors, forecast its test anchors."""
     runs = FoldRuns(model=[], baselines={}, tests=[], latest_model=None)
     for fold in folds:
-        train, test = data.take(fold.train), data.take(fold.test)
+        train = data.take(fold.train)
+        test = data.take(fold.test)
+        test = getattr(test, "observed", test)  # scored on the anchors as the files give them
         runs.latest_model = make().fit(train, refit=False)
-        runs.model.append(runs.latest_model.predict(test.X))
-        for name, base in baselines().fit(train).predict(test.X).items():
+        runs.model.append(runs.latest_model.predict_model(test.X))
+        for name, base in baselines().fit(getattr(train, "observed", train)).predict(test.X).items():
             runs.baselines.setdefault(name, []).append(base)
         runs.tests.append(test)
     return runs
+
+
+def _served(result: dict[str, Any], rule: ServingRule, served: dict[str, Any]) -> None:
+    result["served"] = {**served, **rule.card()}
+    result["rule"] = rule
 
 
 def _summary(result: dict[str, Any], folds: list[Fold], n_test: int, runs: FoldRuns) -> dict[str, Any]:
@@ -96,24 +136,54 @@ def backtest_streams(
     data: ChartSet, horizon: int, regions: list[str], make: Callable[[], StreamsForecaster], *, step: int
 ) -> dict[str, Any] | None:
     """Backtest a streams forecaster and the baselines; None when no fold has enough history."""
-    folds = rolling_folds(data.week, horizon, step=step)
+    folds = choose_folds(data.week, horizon, step)
     if not folds:
         return None
     runs = run_folds(data, folds, make, ChartBaselines)
-    pooled = _concat_sets(runs.tests)
+    pooled = concat_chart_sets(runs.tests)
     pooled_model = _pool(runs.model)
     result: dict[str, Any] = {"model": chart_metrics(pooled_model, pooled, pooled_model["p_chart"])}
     rank_score = -pooled.X["rank"].to_numpy(float)
-    for name, parts in runs.baselines.items():
-        result[name] = chart_metrics(_pool(parts), pooled, rank_score if name == "persistence" else None)
+    bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
+    for name, pred in bases.items():
+        result[name] = chart_metrics(pred, pooled, rank_score if name == "persistence" else None)
+    rule = select_streams(pooled_model, bases, pooled)
+    served = rule.apply(pooled_model, bases, pooled.X["above_floor"].to_numpy(float))
+    _served(result, rule, chart_metrics(served, pooled, served["p_chart"]))
     return _summary(result, folds, len(pooled), runs)
+
+
+def select_streams(
+    model: dict[str, np.ndarray], bases: dict[str, dict[str, np.ndarray]], data: ChartSet
+) -> ServingRule:
+    """The streams method that serves, chosen on pooled fold forecasts by censored MAE."""
+    return select(
+        model,
+        bases,
+        lambda pred: censored_mae(pred["value"], data.charted, data.future_level, data.future_floor),
+        lambda pred: chart_conformity(pred, data),
+        data.X["above_floor"].to_numpy(float),
+    )
+
+
+def select_popularity(
+    model: dict[str, np.ndarray], bases: dict[str, dict[str, np.ndarray]], data: PopularitySet
+) -> ServingRule:
+    """The popularity method that serves, chosen on pooled fold forecasts by MAE."""
+    return select(
+        model,
+        bases,
+        lambda pred: mae(pred["value"], data.future),
+        lambda pred: popularity_conformity(pred, data),
+        data.current,
+    )
 
 
 def backtest_popularity(
     data: PopularitySet, horizon_days: int, make: Callable[[], PopularityForecaster], *, step: int
 ) -> dict[str, Any] | None:
     """Backtest a popularity forecaster and the baselines; None when no fold has enough history."""
-    folds = rolling_folds(data.day, horizon_days, step=step, min_train=MIN_TRAIN_ANCHOR_TIMES)
+    folds = choose_folds(data.day, horizon_days, step)
     if not folds:
         return None
     runs = run_folds(data, folds, make, PopularityBaselines)
@@ -124,19 +194,12 @@ def backtest_popularity(
         day=np.concatenate([t.day for t in tests]),
         future=np.concatenate([t.future for t in tests]),
     )
-    result: dict[str, Any] = {"model": popularity_metrics(_pool(runs.model), pooled)}
-    for name, parts in runs.baselines.items():
-        result[name] = popularity_metrics(_pool(parts), pooled)
+    pooled_model = _pool(runs.model)
+    result: dict[str, Any] = {"model": popularity_metrics(pooled_model, pooled)}
+    bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
+    for name, pred in bases.items():
+        result[name] = popularity_metrics(pred, pooled)
+    rule = select_popularity(pooled_model, bases, pooled)
+    served = rule.apply(pooled_model, bases, pooled.current)
+    _served(result, rule, popularity_metrics({k: np.clip(v, 0, 100) for k, v in served.items()}, pooled))
     return _summary(result, folds, len(pooled), runs)
-
-
-def _concat_sets(sets: list[ChartSet]) -> ChartSet:
-    return ChartSet(
-        X=pd.concat([s.X for s in sets], ignore_index=True),
-        track=np.concatenate([s.track for s in sets]),
-        region=np.concatenate([s.region for s in sets]),
-        week=np.concatenate([s.week for s in sets]),
-        charted=np.concatenate([s.charted for s in sets]),
-        future_level=np.concatenate([s.future_level for s in sets]),
-        future_floor=np.concatenate([s.future_floor for s in sets]),
-    )

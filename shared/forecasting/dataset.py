@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from shared.forecasting.features import (
     popularity_features,
     popularity_targets,
 )
-from shared.forecasting.panel import ChartPanel, PopularityPanel
+from shared.forecasting.panel import ChartPanel, PopularityPanel, thin_charts
 
 
 @dataclass
@@ -27,6 +27,12 @@ class ChartSet:
     charted: np.ndarray  # still on the region's chart at t+H
     future_level: np.ndarray  # log streams at t+H (NaN when censored)
     future_floor: np.ndarray  # log floor of the region's chart at t+H
+    # True for an anchor seen through a thinned history (monthly files): training only, never scored
+    thinned: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __post_init__(self) -> None:
+        if len(self.thinned) != len(self.week):
+            self.thinned = np.zeros(len(self.week), bool)
 
     def __len__(self) -> int:
         return len(self.week)
@@ -59,7 +65,19 @@ class ChartSet:
             self.charted[mask],
             self.future_level[mask],
             self.future_floor[mask],
+            self.thinned[mask],
         )
+
+    @property
+    def observed(self) -> ChartSet:
+        """The anchors as the files give them (without the thinned-history copies)."""
+        return self.take(~self.thinned) if self.thinned.any() else self
+
+
+def with_thinned(data: ChartSet, panel: ChartPanel, horizon: int, regions: list[str]) -> ChartSet:
+    """The anchors plus their thinned-history copies (`thinned_chart_set`)."""
+    thinned = thinned_chart_set(panel, horizon, regions)
+    return data if thinned is None or not len(thinned) else concat_chart_sets([data, thinned])
 
 
 def chart_set(
@@ -89,6 +107,32 @@ def chart_set(
         future_level=targets["future_level"].to_numpy()[keep],
         future_floor=targets["future_floor"].to_numpy()[keep],
     )
+
+
+def concat_chart_sets(sets: list[ChartSet]) -> ChartSet:
+    return ChartSet(
+        X=pd.concat([s.X for s in sets], ignore_index=True),
+        track=np.concatenate([s.track for s in sets]),
+        region=np.concatenate([s.region for s in sets]),
+        week=np.concatenate([s.week for s in sets]),
+        charted=np.concatenate([s.charted for s in sets]),
+        future_level=np.concatenate([s.future_level for s in sets]),
+        future_floor=np.concatenate([s.future_floor for s in sets]),
+        thinned=np.concatenate([s.thinned for s in sets]),
+    )
+
+
+def thinned_chart_set(panel: ChartPanel, horizon: int, regions: list[str]) -> ChartSet | None:
+    """The panel's anchors as someone who downloads a file a month sees them (features of the monthly
+    history), with the outcomes the full panel knows: trained on, so that features of sparse or irregular
+    histories mean to the models what they mean in production."""
+    thin = thin_charts(panel, "monthly")
+    if len(thin.entries) == len(panel.entries):
+        return None  # the files are monthly already
+    features = chart_features(thin, regions).reindex(panel.entries.index)
+    data = chart_set(panel, horizon, regions, features=features)
+    data.thinned = np.ones(len(data), bool)
+    return data
 
 
 @dataclass

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set, popularity_set
+from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set, popularity_set, with_thinned
 from shared.forecasting.features import chart_features, popularity_features, regions_of
-from shared.forecasting.metrics import auc, censored_coverage, censored_mae, coverage, mae
 from shared.forecasting.models import (
     ChartBaselines,
     PopularityBaselines,
@@ -38,8 +38,11 @@ from shared.forecasting.panel import (
     NotEnoughData,
     chart_panel_from_files,
     popularity_panel_from_files,
+    thin_charts,
     week_date,
 )
+from shared.forecasting.scores import chart_metrics, popularity_metrics, rounded, top_survivors
+from shared.forecasting.selection import NAIVE_METHODS, ServingRule
 
 CHART_HORIZONS = {"26w": 26, "52w": 52}
 POPULARITY_HORIZONS = {"182d": 182, "365d": 365}
@@ -48,46 +51,47 @@ MIN_TEST_ANCHORS = 50
 MIN_TEST_SONGS = 20
 
 
-def chart_metrics(
-    pred: dict[str, np.ndarray], data: ChartSet, p_chart: np.ndarray | None
-) -> dict[str, float | None]:
-    """cmae, auc and coverage80 of one forecaster on a labelled chart set."""
-    metrics = {
-        "cmae": censored_mae(pred["value"], data.charted, data.future_level, data.future_floor),
-        "auc": auc(p_chart, data.charted) if p_chart is not None else float("nan"),
-        "coverage80": censored_coverage(
-            pred["lower"], pred["upper"], data.charted, data.future_level, data.future_floor
-        ),
-    }
-    return {k: _round(v) for k, v in metrics.items()}
-
-
-def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict[str, float | None]:
-    return {
-        "mae": _round(mae(pred["value"], data.future)),
-        "coverage80": _round(coverage(pred["lower"], pred["upper"], data.future)),
-    }
-
-
-def _round(value: float | None) -> float | None:
-    """Four decimals; None (JSON null) for an undefined metric, e.g. an AUC with one class."""
-    return None if value is None or math.isnan(value) else round(float(value), 4)
-
-
 def score_chart_split(
     train: ChartSet, test: ChartSet, horizon: int, regions: list[str], original_train: ChartSet | None = None
 ) -> tuple[dict[str, Any], StreamsForecaster]:
-    """Fit the model and the baselines on `train`, score everything on `test`."""
-    model = StreamsForecaster(horizon=horizon, regions=regions).fit(train)
-    baselines = ChartBaselines().fit(train, original_train)
-    pred = model.predict(test.X)
-    result: dict[str, Any] = {"model": chart_metrics(pred, test, pred["p_chart"])}
+    """Fit the model and the baselines on `train` as the trainer does (rolling-origin folds on the training
+    anchors choose what serves), score what would be served, the model and every baseline on `test`."""
+    make = lambda: StreamsForecaster(horizon=horizon, regions=regions)  # noqa: E731
+    folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS)
+    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
+    model.baselines = ChartBaselines().fit(train.observed, original_train)
+    model.serving = folds["rule"] if folds else None
+    own, served = model.predict_model(test.X), model.predict(test.X)
+    result: dict[str, Any] = {
+        "served": chart_metrics(served, test, served["p_chart"]),
+        "model": chart_metrics(own, test, own["p_chart"]),
+    }
     rank_score = -test.X["rank"].to_numpy(float)  # persistence: the better placed, the likelier to stay
-    for name, base in baselines.predict(test.X).items():
+    for name, base in model.baselines.predict(test.X).items():
         result[name] = chart_metrics(base, test, rank_score if name == "persistence" else None)
-    result["n_train"], result["n_test"] = len(train), len(test)
-    result["charted_share"] = _round(float(np.mean(test.charted)))
+    result["model"]["top20"] = top_survivors(own["p_chart"], test)
+    result["persistence"]["top20"] = top_survivors(rank_score, test)
+    _describe_served(result, model.serving, "cmae")
+    result["n_train"], result["n_test"] = int((~train.thinned).sum()), len(test)
+    result["n_train_thinned"] = int(train.thinned.sum())
+    result["charted_share"] = rounded(float(np.mean(test.charted)))
     return result, model
+
+
+def _describe_served(result: dict[str, Any], rule: ServingRule | None, metric: str) -> None:
+    """The served method, its skill against the best naive answer on these test anchors (1 - error / naive
+    error: negative when it loses) and its skill on the training folds that chose it."""
+    served = result["served"]
+    served.update(rule.card() if rule is not None else {"method": "model", "skill": None})
+    served["backtest_skill"] = served.pop("skill")
+    naive = {name: result[name][metric] for name in NAIVE_METHODS if result.get(name, {}).get(metric)}
+    if naive and served.get(metric) is not None:
+        best = min(naive, key=lambda name: naive[name])
+        served["best_naive_test"] = best
+        served["skill"] = rounded(1.0 - served[metric] / naive[best])
+        original = result.get("original", {}).get(metric)
+        if original:
+            served["skill_vs_original"] = rounded(1.0 - served[metric] / original)
 
 
 def _chart_membership(panel: ChartPanel) -> set[tuple[str, int]]:
@@ -118,10 +122,19 @@ class ChartSplit:
     origin: int
 
 
-def chart_splits(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[int, ChartSplit]:
+def chart_splits(
+    train_paths: Sequence[Path],
+    test_paths: Sequence[Path],
+    *,
+    train_spacing: str = "weekly",
+    test_spacing: str = "weekly",
+) -> dict[int, ChartSplit]:
     """Per horizon: test pairs are the anchors whose outcome (the region's chart H weeks later) is in the
-    test files; training pairs have anchor and outcome in the training files, all observed by the origin."""
-    train_panel, test_panel = chart_panel_from_files(train_paths), chart_panel_from_files(test_paths)
+    test files; training pairs have anchor and outcome in the training files, all observed by the origin.
+    A spacing other than weekly keeps only the first file of each month of that side. The training pairs
+    come twice: as the files give them and seen through a monthly-thinned history (as the trainer does)."""
+    train_panel = thin_charts(chart_panel_from_files(train_paths), train_spacing)
+    test_panel = thin_charts(chart_panel_from_files(test_paths), test_spacing)
     panel = _merge(train_panel, test_panel)
     regions = regions_of(panel)
     features = chart_features(panel, regions)
@@ -145,19 +158,32 @@ def chart_splits(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dic
                 f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
                 "around the origin; give more weeks of charts"
             )
-        splits[horizon] = ChartSplit(data.take(train_mask), data.take(test_mask), regions, origin)
+        train = with_thinned(data.take(train_mask), panel, horizon, regions)
+        keep = ~train.thinned | (
+            _in_charts(train.region, train.week, train_charts)
+            & _in_charts(train.region, train.week + horizon, train_charts)
+            & (train.week + horizon <= origin)
+        )
+        splits[horizon] = ChartSplit(train.take(keep), data.take(test_mask), regions, origin)
     return splits
 
 
-def eval_charts(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> dict[str, Any]:
-    """The charts evaluation: per horizon, the model and every baseline on the same test anchors."""
-    splits = chart_splits(train_paths, test_paths)
+def eval_charts(
+    train_paths: Sequence[Path],
+    test_paths: Sequence[Path],
+    *,
+    train_spacing: str = "weekly",
+    test_spacing: str = "weekly",
+) -> dict[str, Any]:
+    """The charts evaluation: per horizon, what would be served, the model and every baseline on the same
+    test anchors."""
+    splits = chart_splits(train_paths, test_paths, train_spacing=train_spacing, test_spacing=test_spacing)
     first = splits[min(splits)]
     result: dict[str, Any] = {}
     for label, horizon in CHART_HORIZONS.items():
         split = splits[horizon]
         scores, _ = score_chart_split(
-            split.train, split.test, horizon, split.regions, original_train=first.train
+            split.train, split.test, horizon, split.regions, original_train=first.train.observed
         )
         scores["origin_week"] = str(week_date(split.origin))
         result[label] = scores
@@ -190,11 +216,7 @@ def eval_popularity(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> 
                 "give longer histories"
             )
         first_train = first_train or train
-        model = PopularityForecaster(horizon=horizon).fit(train)
-        baselines = PopularityBaselines().fit(train, first_train)
-        scores: dict[str, Any] = {"model": popularity_metrics(model.predict(test.X), test)}
-        for name, pred in baselines.predict(test.X).items():
-            scores[name] = popularity_metrics(pred, test)
+        scores = score_popularity_split(train, test, horizon, first_train)
         scores["n_train"], scores["n_test"] = len(train), len(test)
         scores["test_songs"] = int(len(set(test.song)))
         scores["split"] = split
@@ -202,34 +224,61 @@ def eval_popularity(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> 
     return result
 
 
-def run_eval(
-    kind: Literal["charts", "popularity"], train: Sequence[Path | str], test: Sequence[Path | str]
+def score_popularity_split(
+    train: PopularitySet, test: PopularitySet, horizon: int, original_train: PopularitySet
 ) -> dict[str, Any]:
-    """Train on `train` files, score on `test` files; the JSON shape of `songpop eval --json`."""
+    """What would be served (chosen on rolling-origin folds of the training pairs), the model and every
+    baseline on the test pairs."""
+    make = lambda: PopularityForecaster(horizon=horizon)  # noqa: E731
+    folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7)
+    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
+    model.baselines = PopularityBaselines().fit(train, original_train)
+    model.serving = folds["rule"] if folds else None
+    scores: dict[str, Any] = {
+        "served": popularity_metrics(model.predict(test.X), test),
+        "model": popularity_metrics(model.predict_model(test.X), test),
+    }
+    for name, pred in model.baselines.predict(test.X).items():
+        scores[name] = popularity_metrics(pred, test)
+    _describe_served(scores, model.serving, "mae")
+    return scores
+
+
+def run_eval(
+    kind: Literal["charts", "popularity"],
+    train: Sequence[Path | str],
+    test: Sequence[Path | str],
+    *,
+    train_spacing: str = "weekly",
+    test_spacing: str = "weekly",
+) -> dict[str, Any]:
+    """Train on `train` files, score on `test` files; the JSON shape of `songpop eval --json`. The spacings
+    thin chart files to the first of each month (`monthly`), as someone downloading monthly has them."""
     train_paths, test_paths = [Path(p) for p in train], [Path(p) for p in test]
     if kind == "charts":
-        return eval_charts(train_paths, test_paths)
+        return eval_charts(train_paths, test_paths, train_spacing=train_spacing, test_spacing=test_spacing)
     if kind == "popularity":
         return eval_popularity(train_paths, test_paths)
     raise ValueError(f"unknown eval kind {kind!r}: use charts or popularity")
 
 
-METRIC_ORDER = ("cmae", "auc", "mae", "coverage80")
-FORECASTER_ORDER = ("model", "persistence", "naive", "drift", "original")
+METRIC_ORDER = ("cmae", "auc", "mae", "coverage80", "top20", "skill")
+FORECASTER_ORDER = ("served", "model", "persistence", "naive", "drift", "original")
 
 
 def format_eval_table(result: dict[str, Any]) -> str:
     """A plain-text table of an eval result: one line per horizon and forecaster."""
     lines: list[str] = []
     for horizon, scores in result.items():
-        metrics = [m for m in METRIC_ORDER if m in scores.get("model", {})]
+        metrics = [m for m in METRIC_ORDER if any(m in v for v in scores.values() if isinstance(v, dict))]
         if not lines:
-            lines.append(f"{'horizon':<8} {'forecaster':<12} " + " ".join(f"{m:>10}" for m in metrics))
+            lines.append(f"{'horizon':<8} {'forecaster':<16} " + " ".join(f"{m:>10}" for m in metrics))
         for name in FORECASTER_ORDER:
             if name not in scores:
                 continue
             cells = " ".join(f"{_cell(scores[name].get(m)):>10}" for m in metrics)
-            lines.append(f"{horizon:<8} {name:<12} {cells}")
+            label = f"served:{scores[name].get('method')}" if name == "served" else name
+            lines.append(f"{horizon:<8} {label:<16} {cells}")
         extra = {k: v for k, v in scores.items() if not isinstance(v, dict)}
         if extra:
             lines.append(f"{'':<8} " + ", ".join(f"{k}={v}" for k, v in extra.items()))

@@ -25,11 +25,17 @@ CHART_FEATURES = [
     *[f"floor_last_year_{h}" for h in FLOOR_SEASON_SPANS],
     "above_floor",
     *[f"above_{k}" for k in CHART_LAGS],
+    "gap_prev",
+    "charts_52",
+    "above_prev",
+    "charted_prev",
+    "delta_prev",
     *[f"charted_{k}" for k in CHART_LAGS],
     *[f"delta_{k}" for k in CHART_LAGS],
     "weeks_on_chart",
     "weeks_since_first",
     "streak",
+    "chart_share",
     "peak_rank",
     "best_above",
     "weeks_since_peak",
@@ -109,22 +115,57 @@ class ChartIndex:
     def chart_exists(self, chart_keys: np.ndarray) -> np.ndarray:
         return ~np.isnan(_lookup(self.chart_keys, np.ones(len(self.chart_keys)), chart_keys))
 
+    def charts_upto(self, chart_keys: np.ndarray) -> np.ndarray:
+        """How many charts exist up to each key (a key packs region and week: differences of two keys of
+        one region count that region's charts between them)."""
+        return np.searchsorted(self.chart_keys, chart_keys, side="right")
+
+    def previous_chart(self, chart_keys: np.ndarray) -> np.ndarray:
+        """The key of the region's chart before each one (the previous file, however far back); -1 when
+        there is none."""
+        pos = np.searchsorted(self.chart_keys, chart_keys, side="left") - 1
+        found = pos >= 0
+        prev = np.where(found, self.chart_keys[np.maximum(pos, 0)] if len(self.chart_keys) else -1, -1)
+        same_region = prev // WEEK_SPAN == chart_keys // WEEK_SPAN
+        return np.where(found & same_region, prev, -1)
+
+    def run_starts(self, entry_keys: np.ndarray, chart_keys: np.ndarray) -> np.ndarray:
+        """True where an entry starts a run on its chart: the song was seen absent from an existing chart of
+        the region since its previous entry there, or has none. A week without a file is unobserved, not
+        "off the chart", so runs mean the same whatever the spacing of the files."""
+        pos = np.searchsorted(self.sorted_keys, entry_keys, side="left") - 1
+        prev = self.sorted_keys[np.maximum(pos, 0)] if len(self.sorted_keys) else entry_keys
+        has_prev = (pos >= 0) & (prev // WEEK_SPAN == entry_keys // WEEK_SPAN)
+        prev_chart = chart_keys - (entry_keys - prev)  # the chart of the previous entry
+        between = self.charts_upto(chart_keys - 1) - self.charts_upto(prev_chart)
+        return ~has_prev | (between > 0)
+
+    def chart_share(
+        self, chart_keys: np.ndarray, weeks_on_chart: np.ndarray, weeks_since_first: np.ndarray
+    ) -> np.ndarray:
+        """The share of the region's charts since the song's first entry there that it was on: weeks on
+        chart counted against the files that exist, the same whether they are weekly or monthly."""
+        files = self.charts_upto(chart_keys) - self.charts_upto(
+            chart_keys - weeks_since_first.astype(np.int64) - 1
+        )
+        return weeks_on_chart / np.maximum(files, 1)
+
 
 def regions_of(panel: ChartPanel) -> list[str]:
     return sorted(panel.charts["region"].unique().tolist())
 
 
-def _running(entries: pd.DataFrame) -> pd.DataFrame:
-    """Per-entry running aggregates over the song's past in its region and across regions."""
+def _running(entries: pd.DataFrame, starts: np.ndarray) -> pd.DataFrame:
+    """Per-entry running aggregates over the song's past in its region and across regions (`starts`: the
+    entries that start a run on their chart, `ChartIndex.run_starts`)."""
     e = entries[["track", "region", "week", "rank", "log_streams", "artist", "above_floor"]].copy()
     e = e.sort_values(["track", "region", "week"], kind="stable")
     by_song_region = e.groupby(["track", "region"], sort=False)
     out = pd.DataFrame(index=e.index)
     out["weeks_on_chart"] = by_song_region.cumcount() + 1
     out["weeks_since_first"] = e["week"] - by_song_region["week"].transform("first")
-    run_break = (by_song_region["week"].diff() != 1).astype(int)
-    run_id = run_break.groupby([e["track"], e["region"]], sort=False).cumsum()
-    out["streak"] = e.groupby([e["track"], e["region"], run_id], sort=False).cumcount() + 1
+    run_start = e["week"].where(pd.Series(starts, index=entries.index).reindex(e.index).to_numpy())
+    out["streak"] = e["week"] - run_start.groupby([e["track"], e["region"]], sort=False).ffill() + 1
     out["peak_rank"] = by_song_region["rank"].cummin()
     out["best_above"] = by_song_region["above_floor"].cummax()
     peak_week = e["week"].where(e["rank"] == out["peak_rank"])
@@ -176,6 +217,17 @@ def _lookup_features(entries: pd.DataFrame, index: ChartIndex, at: np.ndarray | 
         feats[f"above_{k}"] = past_level - past_floor
         feats[f"charted_{k}"] = np.where(exists, charted.astype(float), np.nan)
         feats[f"delta_{k}"] = feats["level"] - past_level
+    # The previous file of the region, whatever its age (weekly or monthly downloads), and how many files
+    # the last year has: lags that exist under any spacing, and the spacing itself.
+    prev_chart = index.previous_chart(chart_keys)
+    has_prev = prev_chart >= 0
+    gap = chart_keys - prev_chart
+    prev_level = np.where(has_prev, index.level(entry_keys - gap), np.nan)
+    feats["gap_prev"] = np.where(has_prev, gap, np.nan)
+    feats["charts_52"] = index.charts_upto(chart_keys) - index.charts_upto(chart_keys - 52)
+    feats["above_prev"] = prev_level - np.where(has_prev, index.floor(prev_chart), np.nan)
+    feats["charted_prev"] = np.where(has_prev, (~np.isnan(prev_level)).astype(float), np.nan)
+    feats["delta_prev"] = feats["level"] - prev_level
     return feats
 
 
@@ -185,9 +237,13 @@ def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.Da
     entries = panel.entries
     index = ChartIndex(panel, sorted(set(regions) | set(regions_of(panel))))
     feats = _lookup_features(entries, index)
-    running = _running(entries.assign(above_floor=feats["above_floor"].to_numpy()))
+    starts = index.run_starts(index.entry_keys, index.entry_chart_keys)
+    running = _running(entries.assign(above_floor=feats["above_floor"].to_numpy()), starts)
     for column in running.columns:
         feats[column] = running[column].to_numpy(float)
+    feats["chart_share"] = index.chart_share(
+        index.entry_chart_keys, feats["weeks_on_chart"].to_numpy(), feats["weeks_since_first"].to_numpy()
+    )
     weeks = entries["week"].to_numpy()
     unique_weeks = np.unique(weeks)
     woy = {w: week_date(w).isocalendar()[1] for w in unique_weeks}
@@ -342,8 +398,11 @@ def anchor_chart_features(
     above = level_all[song.hit] - index.floor(index.entry_chart_keys[song.hit])
     feats["weeks_on_chart"] = song.count()
     feats["weeks_since_first"] = week - song.reduce(np.minimum, weeks)
-    starts = ~index.charted(index.entry_keys[song.hit] - 1)  # a run of consecutive weeks begins here
+    starts = index.run_starts(index.entry_keys[song.hit], index.entry_chart_keys[song.hit])
     feats["streak"] = week - song.reduce(np.maximum, weeks, starts) + 1
+    feats["chart_share"] = index.chart_share(
+        index.entry_chart_keys[at], feats["weeks_on_chart"].to_numpy(), feats["weeks_since_first"].to_numpy()
+    )
     peak = song.reduce(np.minimum, ranks)
     feats["peak_rank"] = peak
     own_above = feats["above_floor"].to_numpy()

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from shared.forecasting.dataset import ChartSet, PopularitySet
 from shared.forecasting.features import CHART_FEATURES, FLOOR_SEASON_SPANS, POPULARITY_FEATURES
+from shared.forecasting.selection import ServingRule, conformal_width
 
 QUANTILES = (0.1, 0.5, 0.9)
 CALIBRATION_SHARE = 0.2  # the latest share of training anchors held out to calibrate the interval
@@ -119,15 +120,6 @@ def _informative(X: pd.DataFrame, features: list[str]) -> list[str]:
     return [name for name in features if X[name].nunique(dropna=True) > 1]
 
 
-def _conformal_width(scores: np.ndarray, coverage: float = 0.8) -> float:
-    """The split-conformal correction: the `coverage` quantile of the conformity scores."""
-    if len(scores) == 0:
-        return 0.0
-    n = len(scores)
-    level = min(1.0, np.ceil((n + 1) * coverage) / n)
-    return float(np.quantile(scores, level))
-
-
 def _piecewise(levels: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Row-wise linear interpolation of quantile curves: values (n, k) at levels (k,), evaluated at `at` (n,);
     clamped to the outer knots."""
@@ -193,6 +185,8 @@ class StreamsForecaster:
     conformal: float = 0.0
     base_rate: float = 0.0
     n_train: int = 0
+    serving: ServingRule | None = None  # the method its backtest chose (None: the model itself)
+    baselines: ChartBaselines | None = None  # fitted on the same data, for a rule that serves or blends them
 
     def _categorical(self) -> list[bool]:
         return [name == "region_code" for name in self.features]
@@ -260,7 +254,7 @@ class StreamsForecaster:
                 np.maximum(parts["lower"] - held_out.future_level, held_out.future_level - parts["upper"]),
                 parts["lower"] - held_out.future_floor,
             )
-            self.conformal = _conformal_width(scores)
+            self.conformal = conformal_width(scores)
             if not refit:
                 self.n_train = int((~calibrate).sum())
                 return self
@@ -301,9 +295,14 @@ class StreamsForecaster:
         value = np.where(p >= 0.5, survivor(1 - 0.5 / p), future_floor(p / (1 - p)))
         return {"value": value, "lower": mixture_quantile(0.1), "upper": mixture_quantile(0.9), "p_chart": p}
 
-    @single_threaded
     def predict(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Point forecast, 80% interval (log streams) and P(still charting) for each anchor."""
+        """What serves: the method the backtest chose (the model, a baseline or a blend of both), with its
+        interval corrected out of time; P(still charting) is always the model's."""
+        return _served(self, X, "above_floor")
+
+    @single_threaded
+    def predict_model(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The learned model's point forecast, 80% interval (log streams) and P(still charting)."""
         parts = self._mixture(X)
         lower, upper = parts["lower"] - self.conformal, parts["upper"] + self.conformal
         return {
@@ -312,6 +311,17 @@ class StreamsForecaster:
             "upper": np.maximum(upper, parts["value"]),
             "p_chart": parts["p_chart"],
         }
+
+
+def _served(forecaster: Any, X: pd.DataFrame, level: str) -> dict[str, np.ndarray]:
+    """The forecaster's serving rule applied to its model's and baselines' forecasts (`level`: the column
+    whose terciles the interval correction depends on)."""
+    own: dict[str, np.ndarray] = forecaster.predict_model(X)
+    rule: ServingRule | None = getattr(forecaster, "serving", None)  # None in artifacts made before rules
+    if rule is None:
+        return own
+    baselines = forecaster.baselines.predict(X) if forecaster.baselines is not None else {}
+    return rule.apply(own, baselines, X[level].to_numpy(float))
 
 
 LEVEL_GROUPS = 3  # popularity conformal groups: terciles of today's index (its moves differ by level)
@@ -331,6 +341,8 @@ class PopularityForecaster:
     level_edges: np.ndarray = field(default_factory=lambda: np.zeros(0))
     level_conformal: np.ndarray = field(default_factory=lambda: np.zeros(0))
     n_train: int = 0
+    serving: ServingRule | None = None
+    baselines: PopularityBaselines | None = None
 
     def _fit_models(self, data: PopularitySet) -> dict[float, HistGradientBoostingRegressor]:
         self.features = _informative(data.X, list(POPULARITY_FEATURES))
@@ -341,11 +353,11 @@ class PopularityForecaster:
     def _calibrate(self, held_out: PopularitySet) -> None:
         lower, upper = self._band(held_out.X, 0.0)
         scores = np.maximum(lower - held_out.future, held_out.future - upper)
-        self.conformal = _conformal_width(scores)
+        self.conformal = conformal_width(scores)
         current = held_out.current
         self.level_edges = np.quantile(current, np.arange(1, LEVEL_GROUPS) / LEVEL_GROUPS)
         group = np.searchsorted(self.level_edges, current)
-        self.level_conformal = np.array([_conformal_width(scores[group == g]) for g in range(LEVEL_GROUPS)])
+        self.level_conformal = np.array([conformal_width(scores[group == g]) for g in range(LEVEL_GROUPS)])
 
     def _widening(self, X: pd.DataFrame) -> np.ndarray:
         if len(self.level_conformal) == 0:
@@ -379,9 +391,14 @@ class PopularityForecaster:
         high = self.models[0.9].predict(X[self.features]) + current + widen
         return np.clip(np.minimum(low, high), 0, 100), np.clip(np.maximum(low, high), 0, 100)
 
-    @single_threaded
     def predict(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Point forecast and 80% interval of the popularity index for each anchor."""
+        """What serves: the method the backtest chose, its interval corrected out of time."""
+        served = _served(self, X, "popularity")
+        return {key: np.clip(values, 0, 100) for key, values in served.items()}
+
+    @single_threaded
+    def predict_model(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The learned model's point forecast and 80% interval of the popularity index."""
         current = X["popularity"].to_numpy(float)
         value = np.clip(self.models[0.5].predict(X[self.features]) + current, 0, 100)
         lower, upper = self._band(X, self._widening(X))
@@ -420,7 +437,11 @@ class ChartBaselines:
         level, floor = X["level"].to_numpy(float), X["log_floor"].to_numpy(float)
         points = {"persistence": level, "naive": floor, "drift": level + self.drift}
         if self.original is not None:
-            points["original"] = self.original.predict(X[list(self.ORIGINAL_FEATURES)].to_numpy(float))
+            inputs = X[list(self.ORIGINAL_FEATURES)].to_numpy(float)
+            known = np.isfinite(inputs).all(axis=1)  # a song without streams has no level to regress on
+            points["original"] = np.full(len(X), np.nan)
+            if known.any():
+                points["original"][known] = self.original.predict(inputs[known])
         return points
 
     def fit(self, data: ChartSet, original_data: ChartSet | None = None) -> ChartBaselines:

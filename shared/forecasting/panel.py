@@ -81,6 +81,28 @@ class ChartPanel:
         return ChartPanel(entries.reset_index(drop=True), charts.reset_index(drop=True))
 
 
+SPACINGS = ("weekly", "monthly")
+
+
+def thin_charts(panel: ChartPanel, spacing: str) -> ChartPanel:
+    """The panel as someone who downloads the files less often has it: `monthly` keeps each region's first
+    chart of every calendar month, `weekly` every chart. Entries keep their index labels (a thinned history
+    of the same anchors)."""
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown file spacing {spacing!r}: use one of {', '.join(SPACINGS)}")
+    if spacing == "weekly" or not len(panel.charts):
+        return panel
+    charts = panel.charts
+    weeks = charts["week"].to_numpy()
+    month = pd.Series([week_date(int(w)).strftime("%Y-%m") for w in weeks], index=charts.index)
+    first = charts.assign(month=month).groupby(["region", "month"], sort=False)["week"].transform("min")
+    kept = charts[charts["week"] == first]
+    keys = set(zip(kept["region"], kept["week"], strict=True))
+    entries = panel.entries
+    in_kept = [(r, w) in keys for r, w in zip(entries["region"], entries["week"], strict=True)]
+    return ChartPanel(entries[np.array(in_kept, bool)], kept.reset_index(drop=True))
+
+
 def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
     """Normalise columns, drop duplicate entries, derive the floor of every chart."""
     entries = entries.dropna(subset=["track"]).copy()

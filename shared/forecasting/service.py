@@ -25,8 +25,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.charts import iter_chart_paths
 from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
-from shared.forecasting.backtest import backtest_popularity, backtest_streams
-from shared.forecasting.dataset import chart_set, popularity_set
+from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.dataset import chart_set, popularity_set, with_thinned
 from shared.forecasting.features import (
     CHART_LAGS,
     anchor_chart_features,
@@ -35,7 +35,13 @@ from shared.forecasting.features import (
     regions_of,
 )
 from shared.forecasting.inference import compile_forecaster
-from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
+from shared.forecasting.models import (
+    BoostParams,
+    ChartBaselines,
+    PopularityBaselines,
+    PopularityForecaster,
+    StreamsForecaster,
+)
 from shared.forecasting.panel import (
     ChartPanel,
     NotEnoughData,
@@ -63,8 +69,7 @@ from shared.models import Album, ChartEntry, ModelVersion, Snapshot, Track, utcn
 log = logging.getLogger(__name__)
 
 PRIMARY_METRIC = {"streams": "cmae", "popularity": "mae"}
-FEATURE_VERSION = 2  # bump when features change: older artifacts then compare on a refit, not their numbers
-BACKTEST_STEP_WEEKS = 4
+FEATURE_VERSION = 3  # bump when features change: older artifacts then compare on a refit, not their numbers
 PERSISTENCE = "persistence"
 
 
@@ -181,7 +186,8 @@ class Candidate:
 
     @property
     def score(self) -> float:
-        value = self.backtest["model"].get(PRIMARY_METRIC[self.signal])
+        """The backtest error of what would serve (the method the folds chose)."""
+        value = self.backtest.get("served", self.backtest["model"]).get(PRIMARY_METRIC[self.signal])
         return float("inf") if value is None else float(value)
 
     def baseline_score(self, name: str) -> float:
@@ -241,6 +247,7 @@ def _streams_work(
     data = chart_set(panel, horizon, regions, features=cached_chart_features(panel, regions))
     if len(data) == 0:
         return None
+    data = with_thinned(data, panel, horizon, regions)  # also learn from histories of monthly downloads
     result = backtest_streams(
         data, horizon, regions, _streams_maker(horizon, regions, config), step=BACKTEST_STEP_WEEKS
     )
@@ -256,8 +263,14 @@ def _streams_work(
         week_date(int(data.week.min())),
         week_date(int(data.week.max())),
     )
-    latest = result.pop("calibration")
-    return candidate, lambda: _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
+    latest, rule = result.pop("calibration"), result.pop("rule")
+
+    def fit() -> StreamsForecaster:
+        model: StreamsForecaster = _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
+        model.baselines, model.serving = ChartBaselines().fit(data.observed), rule
+        return model
+
+    return candidate, fit
 
 
 def _popularity_work(
@@ -289,8 +302,16 @@ def _popularity_work(
         _day_to_date(int(data.day.min())),
         _day_to_date(int(data.day.max())),
     )
-    latest = result.pop("calibration")
-    return candidate, lambda: _popularity_maker(horizon_days, config)().fit(data, calibrated_by=latest)
+    latest, rule = result.pop("calibration"), result.pop("rule")
+
+    def fit() -> PopularityForecaster:
+        model: PopularityForecaster = _popularity_maker(horizon_days, config)().fit(
+            data, calibrated_by=latest
+        )
+        model.baselines, model.serving = PopularityBaselines().fit(data), rule
+        return model
+
+    return candidate, fit
 
 
 def _day_to_date(day: int) -> dt.date:
@@ -300,9 +321,14 @@ def _day_to_date(day: int) -> dt.date:
 def _should_activate(candidate: Candidate, active: ModelVersion | None) -> tuple[bool, str]:
     """Whether the candidate replaces the active model, and why (compared on the same backtest)."""
     if active is None:
-        if candidate.score < candidate.baseline_score(PERSISTENCE):
-            return True, "no active model; beats persistence in the backtest"
-        return False, "does not beat persistence in the backtest"
+        served = candidate.backtest.get("served", {})
+        if served.get("method") is None and candidate.score >= candidate.baseline_score(PERSISTENCE):
+            return False, "does not beat persistence in the backtest"
+        # The naive answers were candidates of the selection: what serves never loses to the best of them.
+        return True, (
+            f"no active model; serves {served.get('method', 'model')} "
+            f"(skill {served.get('skill')} against {served.get('best_naive')} in the backtest)"
+        )
     same_data = active.metrics.get("fingerprint") == candidate.fingerprint
     same_config = active.metrics.get("config_hash") == config_hash(candidate.config)
     if same_data and same_config:
@@ -325,8 +351,11 @@ def _version_name(candidate: Candidate) -> str:
 
 
 def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
-    metrics = dict(candidate.backtest["model"])
+    served = dict(candidate.backtest.get("served", candidate.backtest["model"]))
+    metrics = {key: value for key, value in served.items() if key != "candidates"}
     metrics.update(
+        learned=candidate.backtest["model"],
+        candidates=served.get("candidates", {}),
         fingerprint=candidate.fingerprint,
         config_hash=config_hash(candidate.config),
         config=candidate.config,
@@ -334,7 +363,9 @@ def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
         n_test=candidate.backtest.get("n_test", 0),
         primary=PRIMARY_METRIC[candidate.signal],
     )
-    baselines = {k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k != "model"}
+    baselines = {
+        k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k not in ("model", "served")
+    }
     return ModelVersion(
         version=_version_name(candidate),
         signal=candidate.signal,

@@ -1,0 +1,134 @@
+"""Which method serves a signal and horizon, chosen on the most recent rolling-origin folds.
+
+The candidates are the learned model, the naive answers (the chart floor or drift, persistence), the original
+static regression, and the model's forecast shrunk toward the best naive answer. The one with the lowest
+primary error on the folds serves: since the naive answers are candidates, a model that loses to them is
+never served. Its skill is measured against the best naive answer (1 - error / naive error).
+
+The served 80% interval then gets an out-of-time correction: a split-conformal width measured on the same
+folds' forecasts (made before their outcomes were known), per tercile of the anchor's level, so the interval
+is calibrated on the future rather than on the weeks the model was fitted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NAIVE_METHODS = ("naive", "persistence", "drift")  # the answers that need no model
+SHRINK_WEIGHTS = (0.25, 0.5, 0.75)  # the model's share of a shrunk forecast
+SEGMENTS = 3  # terciles of the anchor's level get their own interval correction
+MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one correction for all
+COVERAGE = 0.8
+
+Forecast = dict[str, np.ndarray]
+
+
+def conformal_width(scores: np.ndarray, coverage: float = COVERAGE) -> float:
+    """The split-conformal correction: the `coverage` quantile of the conformity scores (0 without any)."""
+    if len(scores) == 0:
+        return 0.0
+    n = len(scores)
+    return float(np.quantile(scores, min(1.0, np.ceil((n + 1) * coverage) / n)))
+
+
+def blend(model: Forecast, base: Forecast, weight: float) -> Forecast:
+    """The model's forecast shrunk toward a baseline's: `weight` of the model, the rest of the baseline."""
+    out = {key: weight * model[key] + (1 - weight) * base[key] for key in ("value", "lower", "upper")}
+    if "p_chart" in model:
+        out["p_chart"] = model["p_chart"]
+    return out
+
+
+@dataclass
+class ServingRule:
+    """The method that serves, how it is made of the model and the baselines, its interval correction."""
+
+    method: str = "model"  # "model", "shrunk", or the name of the baseline served
+    toward: str = ""  # the baseline served or shrunk toward
+    weight: float = 1.0  # the model's share of the point forecast and interval
+    skill: float | None = None  # 1 - error / best naive error on the folds (negative: loses)
+    best_naive: str = ""
+    scores: dict[str, float] = field(default_factory=dict)  # every candidate's primary error on the folds
+    edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # level terciles
+    widen: np.ndarray = field(default_factory=lambda: np.zeros(1))  # correction per tercile
+
+    def combine(self, model: Forecast, baselines: dict[str, Forecast]) -> Forecast:
+        """The served forecast before the interval correction."""
+        if self.method == "model" or self.toward not in baselines:
+            return dict(model)
+        mixed = blend(model, baselines[self.toward], self.weight)
+        # Where the baseline has no answer (a song without a current level), the model's stands.
+        return {key: np.where(np.isnan(values), model[key], values) for key, values in mixed.items()}
+
+    def correction(self, level: np.ndarray) -> np.ndarray:
+        if len(self.widen) == 1:
+            return np.full(len(level), float(self.widen[0]))
+        return self.widen[np.searchsorted(self.edges, np.nan_to_num(level))]
+
+    def apply(self, model: Forecast, baselines: dict[str, Forecast], level: np.ndarray) -> Forecast:
+        """The served forecast: the chosen combination, its interval corrected out of time (never so narrow
+        that it excludes the point forecast)."""
+        out = self.combine(model, baselines)
+        widen = self.correction(level)
+        out["lower"] = np.minimum(out["lower"] - widen, out["value"])
+        out["upper"] = np.maximum(out["upper"] + widen, out["value"])
+        return out
+
+    def card(self) -> dict[str, object]:
+        """What the model card, `GET /v1/models` and the forecasts say about the method."""
+        return {
+            "method": self.method,
+            "toward": self.toward or None,
+            "weight": round(self.weight, 3),
+            "skill": None if self.skill is None else round(self.skill, 4),
+            "best_naive": self.best_naive,
+            "candidates": {name: round(score, 4) for name, score in self.scores.items()},
+        }
+
+
+def _candidates(model: Forecast, baselines: dict[str, Forecast], best_naive: str) -> dict[str, ServingRule]:
+    rules = {"model": ServingRule()}
+    rules.update({name: ServingRule(method=name, toward=name, weight=0.0) for name in baselines})
+    for weight in SHRINK_WEIGHTS:
+        rules[f"shrunk-{weight:g}"] = ServingRule(method="shrunk", toward=best_naive, weight=weight)
+    return rules
+
+
+def select(
+    model: Forecast,
+    baselines: dict[str, Forecast],
+    error: Callable[[Forecast], float],
+    conformity: Callable[[Forecast], np.ndarray],
+    level: np.ndarray,
+) -> ServingRule:
+    """The serving rule chosen on pooled out-of-sample fold forecasts: `error` scores a forecast (lower is
+    better), `conformity` gives each anchor's interval miss, `level` places anchors in terciles."""
+    naive_scores = {name: error(baselines[name]) for name in NAIVE_METHODS if name in baselines}
+    best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
+    scores: dict[str, float] = {}
+    rules = _candidates(model, baselines, best_naive)
+    for name, rule in rules.items():
+        score = error(rule.combine(model, baselines))
+        scores[name] = score if np.isfinite(score) else float("inf")
+    winner = min(scores, key=lambda name: scores[name])  # ties: the earlier (the model first)
+    rule = rules[winner]
+    rule.scores, rule.best_naive = scores, best_naive
+    if best_naive and naive_scores[best_naive] > 0:
+        rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
+    _calibrate(rule, conformity(rule.combine(model, baselines)), level)
+    return rule
+
+
+def _calibrate(rule: ServingRule, scores: np.ndarray, level: np.ndarray) -> None:
+    """Per-tercile conformal corrections of the served interval (one for all when terciles are small)."""
+    level = np.nan_to_num(level)
+    rule.edges = np.quantile(level, np.arange(1, SEGMENTS) / SEGMENTS) if len(level) else np.zeros(0)
+    group = np.searchsorted(rule.edges, level)
+    sizes = np.bincount(group, minlength=SEGMENTS)
+    if len(level) == 0 or sizes.min() < MIN_SEGMENT_ANCHORS:
+        rule.edges, rule.widen = np.zeros(0), np.array([conformal_width(scores)])
+        return
+    rule.widen = np.array([conformal_width(scores[group == g]) for g in range(SEGMENTS)])

@@ -1,0 +1,134 @@
+"""What serves is chosen on out-of-sample folds and never loses to the naive answers there; features mean the
+same whatever the spacing of the chart files; the out-of-time interval correction covers 80%."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from shared.forecasting.features import chart_features
+from shared.forecasting.panel import chart_panel_from_rows, thin_charts, week_date, week_index
+from shared.forecasting.selection import select
+from shared.forecasting.synthetic import synthetic_charts
+from shared.weeks import week_of
+
+
+def _forecast(value: np.ndarray, spread: float = 1.0) -> dict[str, np.ndarray]:
+    return {"value": value, "lower": value - spread, "upper": value + spread}
+
+
+def _mae_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
+    return lambda pred: float(np.mean(np.abs(pred["value"] - actual)))
+
+
+def _misses_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
+    return lambda pred: np.maximum(pred["lower"] - actual, actual - pred["upper"])
+
+
+def test_a_baseline_serves_when_every_learned_candidate_loses_to_it() -> None:
+    rng = np.random.default_rng(1)
+    today = rng.uniform(0, 10, 2000)
+    actual = today + rng.normal(0, 0.1, len(today))  # tomorrow is today: persistence is the right answer
+    model = _forecast(today + rng.normal(0, 2.0, len(today)))  # a learned model that mostly adds noise
+    baselines = {"persistence": _forecast(today), "naive": _forecast(np.full(len(today), 5.0))}
+    rule = select(model, baselines, _mae_of(actual), _misses_of(actual), today)
+    assert rule.method == "persistence" and rule.weight == 0.0
+    assert rule.skill == 0.0 and rule.best_naive == "persistence"
+    assert rule.scores["model"] > rule.scores["persistence"]
+    served = rule.apply(model, baselines, today)
+    assert np.array_equal(served["value"], today)
+
+
+def test_the_model_or_a_shrunk_blend_serves_when_it_beats_the_naive_answers() -> None:
+    rng = np.random.default_rng(2)
+    signal = rng.normal(0, 1, 4000)
+    actual = signal + rng.normal(0, 0.5, len(signal))
+    model = _forecast(signal)  # knows the signal
+    baselines = {"naive": _forecast(np.zeros(len(signal)))}
+    rule = select(model, baselines, _mae_of(actual), _misses_of(actual), signal)
+    assert rule.method == "model" and rule.skill is not None and rule.skill > 0.3
+    noisy = _forecast(signal + rng.normal(0, 1.0, len(signal)))  # half right: a blend beats both
+    rule = select(noisy, baselines, _mae_of(actual), _misses_of(actual), signal)
+    assert rule.method == "shrunk" and 0 < rule.weight < 1 and rule.toward == "naive"
+    assert rule.scores[f"shrunk-{rule.weight:g}"] < min(rule.scores["model"], rule.scores["naive"])
+
+
+def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
+    """Intervals that are far too narrow (and, for one tercile, too wide) are corrected on one sample of a
+    known distribution and cover 75-85% of a fresh sample in every tercile."""
+    rng = np.random.default_rng(3)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        level = rng.uniform(0, 3, n)
+        return level, level + rng.standard_t(5, n) * (0.5 + level)  # noisier at higher levels
+
+    level, actual = draw(6000)
+    model = _forecast(level, spread=0.2)
+    rule = select(model, {"naive": _forecast(level * 0)}, _mae_of(actual), _misses_of(actual), level)
+    new_level, new_actual = draw(20000)
+    served = rule.apply(_forecast(new_level, spread=0.2), {"naive": _forecast(new_level * 0)}, new_level)
+    inside = (served["lower"] <= new_actual) & (new_actual <= served["upper"])
+    assert 0.75 <= inside.mean() <= 0.85
+    terciles = np.searchsorted(rule.edges, new_level)
+    for group in range(3):
+        assert 0.75 <= inside[terciles == group].mean() <= 0.85, group
+
+
+def _panel(weeks: dict[str, list[int]], chart_weeks: list[int]):  # type: ignore[no-untyped-def]
+    """A region's charts in `chart_weeks` (a filler song on each) and songs on the charts of their weeks."""
+    start = week_index(dt.date(2021, 1, 4))
+    rows = [("filler", "it", week_date(start + w), 2, 1000, "x", "f") for w in chart_weeks]
+    for song, on in weeks.items():
+        rows += [(song, "it", week_date(start + w), 1, 5000, "a", song) for w in on]
+    return chart_panel_from_rows(rows)
+
+
+def test_a_week_without_a_file_is_unobserved_not_off_the_chart() -> None:
+    # Files in weeks 1 and 5 only: the song is on both, so at week 5 it has not been off the chart.
+    cases = {
+        "sparse": _panel({"s": [1, 5]}, [1, 5]),
+        "weekly": _panel({"s": [1, 2, 3, 4, 5]}, [1, 2, 3, 4, 5]),
+        "gap": _panel({"s": [1, 5]}, [1, 2, 3, 4, 5]),  # files every week: weeks 2-4 off the chart
+    }
+    last = {}
+    for name, panel in cases.items():
+        song = panel.entries[panel.entries["track"] == "s"]
+        last[name] = chart_features(panel).loc[song["week"].idxmax()]
+    assert last["sparse"]["streak"] == last["weekly"]["streak"] == 5
+    assert last["gap"]["streak"] == 1
+    assert last["sparse"]["chart_share"] == last["weekly"]["chart_share"] == 1.0
+    assert last["gap"]["chart_share"] == 0.4
+    assert last["sparse"]["charted_prev"] == 1.0 and last["sparse"]["gap_prev"] == 4
+    assert np.isnan(last["sparse"]["charted_1"])  # no file a week earlier: unknown, not absent
+    assert last["gap"]["charted_1"] == 0.0
+
+
+def test_thinning_changes_no_feature_the_kept_files_still_determine() -> None:
+    frame = synthetic_charts(regions=2, weeks=80, size=30, seed=5)
+    panel = chart_panel_from_rows(
+        (t, r, week_of(w), int(k), s, a, n)
+        for t, r, w, k, s, a, n in frame[
+            ["track", "region", "week", "rank", "streams", "artist", "name"]
+        ].values
+    )
+    thin = thin_charts(panel, "monthly")
+    assert 0 < len(thin.entries) < len(panel.entries) / 3
+    full, thinned = chart_features(panel), chart_features(thin)
+    kept = full.loc[thin.entries.index]
+    # What a song's own entry and its chart say does not depend on the other files.
+    for column in ("rank", "level", "log_floor", "above_floor", "regions_now", "week_of_year"):
+        assert np.array_equal(kept[column].to_numpy(), thinned[column].to_numpy(), equal_nan=True), column
+    # Lags read at weeks without a file are unknown, never "off the chart".
+    lag1 = thinned["charted_1"].to_numpy()
+    assert np.isnan(lag1).all()
+    assert set(np.unique(thinned["gap_prev"].dropna())) <= {4.0, 5.0}
+
+
+def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:
+    panel = _panel({"s": list(range(10))}, list(range(10)))
+    thin = thin_charts(panel, "monthly")
+    months = pd.Series([week_date(int(w)) for w in thin.charts["week"]])
+    assert months.map(lambda d: (d.year, d.month)).is_unique
+    assert len(thin.charts) == len({(d.year, d.month) for d in map(week_date, panel.charts["week"])})
