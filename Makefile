@@ -41,12 +41,20 @@ typecheck: install  ## mypy
 	$(BIN)/mypy shared services
 
 CHARTS := $(DATA)/charts-weekly-2017-2020
+LATER := $(DATA)/charts-weekly-2021-2024
 TOP50 := $(DATA)/popularity-top50-daily-2023-2024/spotify-streaming-top-50
+EVAL := $(BIN)/songpop eval
 
-eval: install  ## backtests on the real data in $(DATA) (the README's table)
-	$(BIN)/songpop eval charts --train $(CHARTS)/*/*_201[6789]-*.csv --test $(CHARTS)/*/*_2020-*.csv
-	$(BIN)/songpop eval charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
-	$(BIN)/songpop eval popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
+eval: install  ## backtests on the real data in $(DATA) (the README's table): what serves vs the best naive answer
+	$(EVAL) charts --train $(CHARTS)/*/*_201[6789]-*.csv --test $(CHARTS)/*/*_2020-*.csv
+	$(EVAL) charts --train $(CHARTS)/*/*_201[6789]-*.csv --test $(CHARTS)/*/*_2020-*.csv --test-spacing monthly
+	$(EVAL) charts --train $(CHARTS)/*/*_201[6789]-*.csv --test $(CHARTS)/*/*_2020-*.csv \
+		--train-spacing monthly --test-spacing monthly
+	$(EVAL) charts --train $(CHARTS)/*/*_201[678]-*.csv --test $(CHARTS)/*/*_2020-*.csv
+	$(EVAL) charts --train $(CHARTS) --test $(LATER)
+	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing monthly
+	$(EVAL) charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
+	$(EVAL) popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
 		--test $(TOP50)-japan.csv $(TOP50)-south-korea.csv
 
 compose-check:  ## validate docker-compose.yml (needs the docker client only)

@@ -133,6 +133,7 @@ class ModelCard(BaseModel):
     comparison: list[ComparisonRow] = Field(default_factory=list)
     verdicts: dict[str, str] = Field(default_factory=dict, description="metric -> better/worse")
     details: dict[str, Any] = Field(default_factory=dict, description="non-numeric metrics")
+    serving: dict[str, Any] = Field(default_factory=dict, description="the method that serves and its skill")
 
 
 class RunView(BaseModel):
@@ -189,9 +190,9 @@ def row_from_message(prediction: TrackPrediction) -> TrendingRow:
 # ---------------------------------------------------------------- trending
 
 
-def _pick(choices: Sequence[SignalChoice], signal: str | None, region: str | None, default_region: str) -> (
-    SignalChoice | None
-):
+def _pick(
+    choices: Sequence[SignalChoice], signal: str | None, region: str | None, default_region: str
+) -> SignalChoice | None:
     """The requested signal/region if predicted, else popularity, else the default chart region."""
     if not choices:
         return None
@@ -212,9 +213,9 @@ async def latest_prediction_week(*, session: AsyncSession) -> dt.date | None:
     return (await session.exec(select(func.max(Prediction.week)))).one()
 
 
-async def signal_choices(*, session: AsyncSession, week: dt.date, track_id: str | None = None) -> list[
-    SignalChoice
-]:
+async def signal_choices(
+    *, session: AsyncSession, week: dt.date, track_id: str | None = None
+) -> list[SignalChoice]:
     """The (signal, region) pairs predicted for `week` (optionally for one song)."""
     query = select(Prediction.signal, Prediction.region).where(Prediction.week == week).distinct()
     if track_id is not None:
@@ -279,7 +280,11 @@ async def trending(
     for row in shown:
         row.trend = trends.get(row.track_id, [])
     return TrendingView(
-        week=week, signal=choice.signal, region=choice.region, choices=choices, rows=shown,
+        week=week,
+        signal=choice.signal,
+        region=choice.region,
+        choices=choices,
+        rows=shown,
         rank_source=rank_source,
     )
 
@@ -322,8 +327,9 @@ async def _trends(
     if not track_ids:
         return {}
     start = add_weeks(end, -(weeks - 1))
-    points = await _history_points(session=session, signal=signal, region=region, track_ids=track_ids,
-                                   start=start, end=end)
+    points = await _history_points(
+        session=session, signal=signal, region=region, track_ids=track_ids, start=start, end=end
+    )
     trends: dict[str, list[float]] = defaultdict(list)
     for track_id, _week, value in points:
         trends[track_id].append(value)
@@ -417,14 +423,17 @@ async def track_detail(
 
 
 def _numeric(values: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def comparison_rows(metrics: dict[str, Any], baselines: dict[str, Any]) -> list[ComparisonRow]:
     """The model's numeric metrics and each baseline's, as rows of one table."""
-    rows = [ComparisonRow(label="model", is_model=True, values=_numeric(metrics))]
+    method = (
+        metrics.get("serving", {}).get("method", "model")
+        if isinstance(metrics.get("serving"), dict)
+        else "model"
+    )
+    rows = [ComparisonRow(label=f"served: {method}", is_model=True, values=_numeric(metrics))]
     nested = {k: v for k, v in baselines.items() if isinstance(v, dict)}
     rows.extend(ComparisonRow(label=name, is_model=False, values=_numeric(v)) for name, v in nested.items())
     flat = _numeric({k: v for k, v in baselines.items() if k not in nested})
@@ -454,7 +463,9 @@ def model_card(model: ModelVersion) -> ModelCard:
     names: list[str] = []
     for row in comparison:
         names.extend(k for k in row.values if k not in names)
-    details = {k: v for k, v in (model.metrics or {}).items() if k not in comparison[0].values}
+    details = {
+        k: v for k, v in (model.metrics or {}).items() if k not in comparison[0].values and k != "serving"
+    }
     mine, others = comparison[0].values, [row.values for row in comparison[1:]]
     verdicts = {name: verdict(name, mine.get(name), [o[name] for o in others if name in o]) for name in names}
     return ModelCard(
@@ -473,6 +484,7 @@ def model_card(model: ModelVersion) -> ModelCard:
         comparison=comparison,
         verdicts={k: v for k, v in verdicts.items() if v},
         details=details,
+        serving=(model.metrics or {}).get("serving") or {},
     )
 
 
@@ -494,9 +506,7 @@ async def model_cards(*, session: AsyncSession, limit: int = RECENT_MODELS) -> l
 async def status_view(*, session: AsyncSession) -> StatusView:
     """Access mode, schedules, recent ingest runs and a few counts."""
     states = {s.key: dict(s.value or {}) for s in (await session.exec(select(AppState))).all()}
-    runs = (
-        await session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(RECENT_RUNS))
-    ).all()
+    runs = (await session.exec(select(IngestRun).order_by(col(IngestRun.id).desc()).limit(RECENT_RUNS))).all()
     tracks = (await session.exec(select(func.count()).select_from(Track))).one()
     demo_tracks = (
         await session.exec(select(func.count()).select_from(Track).where(col(Track.is_demo).is_(True)))
@@ -510,9 +520,15 @@ async def status_view(*, session: AsyncSession) -> StatusView:
         other_state=states,
         runs=[
             RunView(
-                id=r.id or 0, kind=r.kind, status=r.status, started_at=r.started_at,
-                finished_at=r.finished_at, week=r.week, access_mode=r.access_mode,
-                counts=dict(r.counts or {}), errors=len(r.errors or []),
+                id=r.id or 0,
+                kind=r.kind,
+                status=r.status,
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                week=r.week,
+                access_mode=r.access_mode,
+                counts=dict(r.counts or {}),
+                errors=len(r.errors or []),
             )
             for r in runs
         ],

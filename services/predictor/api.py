@@ -249,7 +249,12 @@ async def trending(session: SessionDep) -> TrendingResponse:
 async def models(session: SessionDep) -> list[ModelOut]:
     rows = (await session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc()))).all()
     return [
-        ModelOut(**row.model_dump(exclude={"id", "artifact_path", "sha256", "is_demo"}), demo=row.is_demo)
+        ModelOut(
+            **row.model_dump(exclude={"id", "artifact_path", "sha256", "is_demo"}),
+            demo=row.is_demo,
+            method=(row.metrics or {}).get("serving", {}).get("method", "model"),
+            skill=(row.metrics or {}).get("serving", {}).get("skill"),
+        )
         for row in rows
     ]
 

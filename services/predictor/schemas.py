@@ -152,8 +152,14 @@ class ModelOut(BaseModel):
                     "train_start": "2024-01-01",
                     "train_end": "2026-05-25",
                     "n_train": 48210,
+                    "method": "shrunk",
+                    "skill": 0.12,
                     "metrics": {"mae": 6.1, "coverage80": 0.81},
-                    "baselines": {"persistence": {"mae": 8.4}, "naive": {"mae": 9.7}},
+                    "baselines": {
+                        "learned": {"mae": 6.3},
+                        "persistence": {"mae": 8.4},
+                        "naive": {"mae": 6.9},
+                    },
                 }
             ]
         }
@@ -170,8 +176,20 @@ class ModelOut(BaseModel):
     train_start: dt.date | None
     train_end: dt.date | None
     n_train: int
-    metrics: dict[str, Any] = Field(description="backtest metrics of the model")
-    baselines: dict[str, Any] = Field(description="the same metrics of the baselines, per baseline")
+    method: str = Field(
+        "model",
+        description="what serves, chosen on the latest backtest folds: model (the learned model), shrunk "
+        "(the model blended with the best naive answer), or a baseline (naive, persistence, drift, original)",
+    )
+    skill: float | None = Field(
+        None, description="1 - error / error of the best naive answer on the backtest folds (< 0: it loses)"
+    )
+    metrics: dict[str, Any] = Field(
+        description="backtest metrics of what serves; `serving` details the choice"
+    )
+    baselines: dict[str, Any] = Field(
+        description="the same metrics of every other candidate: the learned model (learned) and the baselines"
+    )
 
 
 class StatusResponse(BaseModel):

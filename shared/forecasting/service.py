@@ -350,12 +350,17 @@ def _version_name(candidate: Candidate) -> str:
     return f"{candidate.signal}-{candidate.horizon}w-{stamp}-{candidate.fingerprint[:8]}"
 
 
+SERVING_KEYS = ("method", "toward", "weight", "skill", "best_naive", "candidates")
+
+
 def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
+    """The registry row: the backtest metrics of what serves (`serving` says which method and its skill
+    against the best naive answer), and those of every other candidate as `baselines` (`learned`: the model
+    itself, whether it serves or not)."""
     served = dict(candidate.backtest.get("served", candidate.backtest["model"]))
-    metrics = {key: value for key, value in served.items() if key != "candidates"}
+    metrics = {key: value for key, value in served.items() if key not in SERVING_KEYS}
     metrics.update(
-        learned=candidate.backtest["model"],
-        candidates=served.get("candidates", {}),
+        serving={key: served.get(key) for key in SERVING_KEYS} if "method" in served else {"method": "model"},
         fingerprint=candidate.fingerprint,
         config_hash=config_hash(candidate.config),
         config=candidate.config,
@@ -363,9 +368,10 @@ def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
         n_test=candidate.backtest.get("n_test", 0),
         primary=PRIMARY_METRIC[candidate.signal],
     )
-    baselines = {
-        k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k not in ("model", "served")
-    }
+    baselines = {"learned": candidate.backtest["model"]}
+    baselines.update(
+        {k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k not in ("model", "served")}
+    )
     return ModelVersion(
         version=_version_name(candidate),
         signal=candidate.signal,
