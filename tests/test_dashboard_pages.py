@@ -79,7 +79,11 @@ async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard
 
 def test_comparison_and_verdicts() -> None:
     rows = comparison_rows({"mae": 3.0, "auc": 0.7}, {"persistence": {"mae": 4.0, "auc": 0.8}})
-    assert [r.label for r in rows] == ["model", "persistence"]
+    assert [r.label for r in rows] == ["served: model", "persistence"]
+    shrunk = {"mae": 3.0, "serving": {"method": "shrunk", "weight": 0.5, "skill": 0.1}}
+    rows = comparison_rows(shrunk, {"learned": {"mae": 3.2}, "naive": {"mae": 3.3}})
+    assert [r.label for r in rows] == ["served: shrunk", "learned", "naive"]
+    assert rows[0].values == {"mae": 3.0}  # the serving details are not a metric
     assert verdict("mae", 3.0, [4.0, 5.0]) == "better"
     assert verdict("auc", 0.7, [0.8]) == "worse"
     assert verdict("coverage80", 0.78, [0.6, 0.95]) == "better"

@@ -100,20 +100,18 @@ class FoldRuns:
     model: list[dict[str, np.ndarray]]
     baselines: dict[str, list[dict[str, np.ndarray]]]
     tests: list[Any]
-    latest_model: Any  # the latest fold's model: its held-out calibration serves the final fit
 
 
 def run_folds(
     data: Any, folds: list[Fold], make: Callable[[], Any], baselines: Callable[[], Any]
 ) -> FoldRuns:
     """Fit the model and the baselines on each fold's training anchors, forecast its test anchors."""
-    runs = FoldRuns(model=[], baselines={}, tests=[], latest_model=None)
+    runs = FoldRuns(model=[], baselines={}, tests=[])
     for fold in folds:
         train = data.take(fold.train)
         test = data.take(fold.test)
         test = getattr(test, "observed", test)  # scored on the anchors as the files give them
-        runs.latest_model = make().fit(train, refit=False)
-        runs.model.append(runs.latest_model.predict_model(test.X))
+        runs.model.append(make().fit(train, refit=False).predict_model(test.X))
         for name, base in baselines().fit(getattr(train, "observed", train)).predict(test.X).items():
             runs.baselines.setdefault(name, []).append(base)
         runs.tests.append(test)
@@ -128,7 +126,6 @@ def _served(result: dict[str, Any], rule: ServingRule, served: dict[str, Any]) -
 def _summary(result: dict[str, Any], folds: list[Fold], n_test: int, runs: FoldRuns) -> dict[str, Any]:
     result["folds"] = [int(f.origin) for f in folds]
     result["n_test"] = n_test
-    result["calibration"] = runs.latest_model
     return result
 
 

@@ -136,7 +136,12 @@ SURVIVOR_LEVELS = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
 DRIFT_LEVELS = np.linspace(0.01, 0.99, 99)
 # The floor's last-year changes serve the floor's forecast only: the trees do no better with them (dev-time
 # split: AUC 0.800 with, 0.804 without) and cost a histogram each.
-SONG_FEATURES = [name for name in CHART_FEATURES if not name.startswith("floor_last_year_")]
+# Nor do the trees see absolute levels (log streams, the floor): only positions relative to the chart, which
+# mean the same when a market grows or shrinks between the training years and the forecast.
+ABSOLUTE_LEVELS = ("level", "log_floor")
+SONG_FEATURES = [
+    name for name in CHART_FEATURES if not name.startswith("floor_last_year_") and name not in ABSOLUTE_LEVELS
+]
 MIN_TREND_CHARTS = 20  # charts (region, week) with a known last-year change needed to estimate the trend
 MIN_SPREAD_CHARTS = 100  # and to take the floor's spread around it from them alone (its tails need more)
 
@@ -233,19 +238,14 @@ class StreamsForecaster:
         return self.floor_trend * np.nan_to_num(self._last_year(X))
 
     @single_threaded
-    def fit(
-        self, data: ChartSet, *, refit: bool = True, calibrated_by: StreamsForecaster | None = None
-    ) -> StreamsForecaster:
+    def fit(self, data: ChartSet, *, refit: bool = True) -> StreamsForecaster:
         """Fit on the training anchors; the latest ones first calibrate the interval width and the floor's
         spread. Without `refit`, the models fitted before the calibration weeks are kept (half the cost, for
-        backtests); with `calibrated_by`, that (more recent, held-out) calibration is reused and the models
-        are fitted once on everything."""
+        backtests)."""
         data = data.take(_recent(data.week, MAX_TRAIN_ROWS))
         calibrate = _calibration_split(data.week)
         self.conformal = 0.0
-        if calibrated_by is not None:
-            self.conformal, self.drift_scale = calibrated_by.conformal, calibrated_by.drift_scale
-        elif calibrate.any() and (~calibrate).sum() > 1000:
+        if calibrate.any() and (~calibrate).sum() > 1000:
             self._fit_models(data.take(~calibrate))
             held_out = data.take(calibrate)
             parts = self._mixture(held_out.X)
@@ -365,17 +365,11 @@ class PopularityForecaster:
         return self.level_conformal[np.searchsorted(self.level_edges, X["popularity"].to_numpy(float))]
 
     @single_threaded
-    def fit(
-        self, data: PopularitySet, *, refit: bool = True, calibrated_by: PopularityForecaster | None = None
-    ) -> PopularityForecaster:
-        """Fit on the training anchors; held-out songs first calibrate the interval width (or the
-        calibration of `calibrated_by` is reused and the models are fitted once)."""
+    def fit(self, data: PopularitySet, *, refit: bool = True) -> PopularityForecaster:
+        """Fit on the training anchors; held-out songs first calibrate the interval width."""
         data = data.take(_recent(data.day, MAX_TRAIN_ROWS))
         calibrate = _song_holdout(data.song)
-        if calibrated_by is not None:
-            self.conformal = calibrated_by.conformal
-            self.level_edges, self.level_conformal = calibrated_by.level_edges, calibrated_by.level_conformal
-        elif calibrate.any() and (~calibrate).sum() > 200:
+        if calibrate.any() and (~calibrate).sum() > 200:
             self.models = self._fit_models(data.take(~calibrate))
             self._calibrate(data.take(calibrate))
             if not refit:
