@@ -58,7 +58,7 @@ def score_chart_split(
     anchors choose what serves), score what would be served, the model and every baseline on `test`."""
     make = lambda: StreamsForecaster(horizon=horizon, regions=regions)  # noqa: E731
     folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS)
-    model = make().fit(train)
+    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
     model.baselines = ChartBaselines().fit(train.observed, original_train)
     model.serving = folds["rule"] if folds else None
     own, served = model.predict_model(test.X), model.predict(test.X)
@@ -231,7 +231,7 @@ def score_popularity_split(
     baseline on the test pairs."""
     make = lambda: PopularityForecaster(horizon=horizon)  # noqa: E731
     folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7)
-    model = make().fit(train)
+    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
     model.baselines = PopularityBaselines().fit(train, original_train)
     model.serving = folds["rule"] if folds else None
     scores: dict[str, Any] = {

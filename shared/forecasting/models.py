@@ -238,14 +238,20 @@ class StreamsForecaster:
         return self.floor_trend * np.nan_to_num(self._last_year(X))
 
     @single_threaded
-    def fit(self, data: ChartSet, *, refit: bool = True) -> StreamsForecaster:
+    def fit(
+        self, data: ChartSet, *, refit: bool = True, calibrated_by: StreamsForecaster | None = None
+    ) -> StreamsForecaster:
         """Fit on the training anchors; the latest ones first calibrate the interval width and the floor's
-        spread. Without `refit`, the models fitted before the calibration weeks are kept (half the cost, for
-        backtests)."""
+        spread. Without `refit`, the models fitted before the calibration weeks are kept (half the cost);
+        with `calibrated_by` (the backtest's fold model, fitted the same way on older data), its calibration
+        is reused and the models are fitted once on everything: the backtest measured how that calibration
+        covers out of time, and the serving rule corrects it."""
         data = data.take(_recent(data.week, MAX_TRAIN_ROWS))
         calibrate = _calibration_split(data.week)
         self.conformal = 0.0
-        if calibrate.any() and (~calibrate).sum() > 1000:
+        if calibrated_by is not None:
+            self.conformal, self.drift_scale = calibrated_by.conformal, calibrated_by.drift_scale
+        elif calibrate.any() and (~calibrate).sum() > 1000:
             self._fit_models(data.take(~calibrate))
             held_out = data.take(calibrate)
             parts = self._mixture(held_out.X)
@@ -365,11 +371,17 @@ class PopularityForecaster:
         return self.level_conformal[np.searchsorted(self.level_edges, X["popularity"].to_numpy(float))]
 
     @single_threaded
-    def fit(self, data: PopularitySet, *, refit: bool = True) -> PopularityForecaster:
-        """Fit on the training anchors; held-out songs first calibrate the interval width."""
+    def fit(
+        self, data: PopularitySet, *, refit: bool = True, calibrated_by: PopularityForecaster | None = None
+    ) -> PopularityForecaster:
+        """Fit on the training anchors; held-out songs first calibrate the interval width (or the
+        calibration of `calibrated_by`, the backtest's fold model, is reused and the models fitted once)."""
         data = data.take(_recent(data.day, MAX_TRAIN_ROWS))
         calibrate = _song_holdout(data.song)
-        if calibrate.any() and (~calibrate).sum() > 200:
+        if calibrated_by is not None:
+            self.conformal = calibrated_by.conformal
+            self.level_edges, self.level_conformal = calibrated_by.level_edges, calibrated_by.level_conformal
+        elif calibrate.any() and (~calibrate).sum() > 200:
             self.models = self._fit_models(data.take(~calibrate))
             self._calibrate(data.take(calibrate))
             if not refit:

@@ -263,10 +263,10 @@ def _streams_work(
         week_date(int(data.week.min())),
         week_date(int(data.week.max())),
     )
-    rule = result.pop("rule")
+    latest, rule = result.pop("calibration"), result.pop("rule")
 
     def fit() -> StreamsForecaster:
-        model: StreamsForecaster = _streams_maker(horizon, regions, config)().fit(data)
+        model: StreamsForecaster = _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
         model.baselines, model.serving = ChartBaselines().fit(data.observed), rule
         return model
 
@@ -302,10 +302,11 @@ def _popularity_work(
         _day_to_date(int(data.day.min())),
         _day_to_date(int(data.day.max())),
     )
-    rule = result.pop("rule")
+    latest, rule = result.pop("calibration"), result.pop("rule")
 
     def fit() -> PopularityForecaster:
-        model: PopularityForecaster = _popularity_maker(horizon_days, config)().fit(data)
+        maker = _popularity_maker(horizon_days, config)
+        model: PopularityForecaster = maker().fit(data, calibrated_by=latest)
         model.baselines, model.serving = PopularityBaselines().fit(data), rule
         return model
 
