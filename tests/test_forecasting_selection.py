@@ -19,8 +19,8 @@ def _forecast(value: np.ndarray, spread: float = 1.0) -> dict[str, np.ndarray]:
     return {"value": value, "lower": value - spread, "upper": value + spread}
 
 
-def _mae_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
-    return lambda pred: float(np.mean(np.abs(pred["value"] - actual)))
+def _errors_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
+    return lambda pred: np.abs(pred["value"] - actual)
 
 
 def _misses_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
@@ -33,7 +33,7 @@ def test_a_baseline_serves_when_every_learned_candidate_loses_to_it() -> None:
     actual = today + rng.normal(0, 0.1, len(today))  # tomorrow is today: persistence is the right answer
     model = _forecast(today + rng.normal(0, 2.0, len(today)))  # a learned model that mostly adds noise
     baselines = {"persistence": _forecast(today), "naive": _forecast(np.full(len(today), 5.0))}
-    rule = select(model, baselines, _mae_of(actual), _misses_of(actual), today)
+    rule = select(model, baselines, _errors_of(actual), _misses_of(actual), today, np.arange(len(today)))
     assert rule.method == "persistence" and rule.weight == 0.0
     assert rule.skill == 0.0 and rule.best_naive == "persistence"
     assert rule.scores["model"] > rule.scores["persistence"]
@@ -47,12 +47,32 @@ def test_the_model_or_a_shrunk_blend_serves_when_it_beats_the_naive_answers() ->
     actual = signal + rng.normal(0, 0.5, len(signal))
     model = _forecast(signal)  # knows the signal
     baselines = {"naive": _forecast(np.zeros(len(signal)))}
-    rule = select(model, baselines, _mae_of(actual), _misses_of(actual), signal)
+    rule = select(model, baselines, _errors_of(actual), _misses_of(actual), signal, np.arange(len(signal)))
     assert rule.method == "model" and rule.skill is not None and rule.skill > 0.3
     noisy = _forecast(signal + rng.normal(0, 1.0, len(signal)))  # half right: a blend beats both
-    rule = select(noisy, baselines, _mae_of(actual), _misses_of(actual), signal)
+    rule = select(noisy, baselines, _errors_of(actual), _misses_of(actual), signal, np.arange(len(signal)))
     assert rule.method == "shrunk" and 0 < rule.weight < 1 and rule.toward == "naive"
     assert rule.scores[f"shrunk-{rule.weight:g}"] < min(rule.scores["model"], rule.scores["naive"])
+
+
+def test_an_edge_within_the_noise_of_few_songs_does_not_serve() -> None:
+    """The model's error is 0.05 lower on average, but whether it wins differs from song to song and a
+    song's anchors move together: on 30 songs the edge is within one clustered standard error and the naive
+    answer serves; on 3,000 songs the same edge is clear and the model serves."""
+    rng = np.random.default_rng(4)
+
+    def rule_for(songs: int) -> str:
+        song = np.repeat(np.arange(songs), 40)
+        per_song = rng.normal(0, 0.5, songs)
+        edge = np.repeat(per_song - per_song.mean() - 0.05, 40)  # exactly 0.05 better on average
+        actual = np.zeros(len(song))
+        naive, model = _forecast(np.ones(len(song))), _forecast(1.0 + edge)
+        chosen = select(model, {"naive": naive}, _errors_of(actual), _misses_of(actual), actual, song)
+        assert chosen.scores["model"] < chosen.scores["naive"]
+        return chosen.method
+
+    assert rule_for(30) == "naive"
+    assert rule_for(3000) in ("model", "shrunk")
 
 
 def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
@@ -66,7 +86,14 @@ def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
 
     level, actual = draw(6000)
     model = _forecast(level, spread=0.2)
-    rule = select(model, {"naive": _forecast(level * 0)}, _mae_of(actual), _misses_of(actual), level)
+    rule = select(
+        model,
+        {"naive": _forecast(level * 0)},
+        _errors_of(actual),
+        _misses_of(actual),
+        level,
+        np.arange(len(level)),
+    )
     new_level, new_actual = draw(20000)
     served = rule.apply(_forecast(new_level, spread=0.2), {"naive": _forecast(new_level * 0)}, new_level)
     inside = (served["lower"] <= new_actual) & (new_actual <= served["upper"])

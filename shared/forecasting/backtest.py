@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets
-from shared.forecasting.metrics import censored_mae, mae
+from shared.forecasting.metrics import censored_errors
 from shared.forecasting.models import (
     ChartBaselines,
     PopularityBaselines,
@@ -161,9 +161,10 @@ def select_streams(
     return select(
         model,
         bases,
-        lambda pred: censored_mae(pred["value"], data.charted, data.future_level, data.future_floor),
+        lambda pred: censored_errors(pred["value"], data.charted, data.future_level, data.future_floor),
         lambda pred: chart_conformity(pred, data),
         data.X["above_floor"].to_numpy(float),
+        data.track,
     )
 
 
@@ -174,9 +175,10 @@ def select_popularity(
     return select(
         model,
         bases,
-        lambda pred: mae(pred["value"], data.future),
+        lambda pred: np.abs(pred["value"] - data.future),
         lambda pred: popularity_conformity(pred, data),
         data.current,
+        data.song,
     )
 
 

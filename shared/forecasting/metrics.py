@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def censored_mae(pred: np.ndarray, charted: np.ndarray, level: np.ndarray, floor: np.ndarray) -> float:
+def censored_errors(
+    pred: np.ndarray, charted: np.ndarray, level: np.ndarray, floor: np.ndarray
+) -> np.ndarray:
     """|pred - log streams| when still charted; max(0, pred - log floor) when censored below the floor."""
-    error = np.where(charted, np.abs(pred - np.nan_to_num(level)), np.maximum(0.0, pred - floor))
+    return np.where(charted, np.abs(pred - np.nan_to_num(level)), np.maximum(0.0, pred - floor))
+
+
+def censored_mae(pred: np.ndarray, charted: np.ndarray, level: np.ndarray, floor: np.ndarray) -> float:
+    """The mean of `censored_errors`."""
+    error = censored_errors(pred, charted, level, floor)
     return float(np.mean(error)) if len(error) else float("nan")
 
 

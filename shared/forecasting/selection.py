@@ -3,7 +3,10 @@
 The candidates are the learned model, the naive answers (the chart floor or drift, persistence), the original
 static regression, and the model's forecast shrunk toward the best naive answer. The one with the lowest
 primary error on the folds serves: since the naive answers are candidates, a model that loses to them is
-never served. Its skill is measured against the best naive answer (1 - error / naive error).
+never served. A candidate that needs fitting serves only when it beats the best naive answer by more than the
+noise of the fold (one standard error of the mean difference, clustered by song): on a fold of a few dozen
+songs a model's edge is often luck, and the naive answer is the safer bet. Its skill is measured against the
+best naive answer (1 - error / naive error).
 
 The served 80% interval then gets an out-of-time correction: a split-conformal width measured on the same
 folds' forecasts (made before their outcomes were known), per tercile of the anchor's level, so the interval
@@ -19,6 +22,7 @@ import numpy as np
 
 NAIVE_METHODS = ("naive", "persistence", "drift")  # the answers that need no model
 SHRINK_WEIGHTS = (0.25, 0.5, 0.75)  # the model's share of a shrunk forecast
+EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best naive answer on the fold
 SEGMENTS = 3  # terciles of the anchor's level get their own interval correction
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one correction for all
 COVERAGE = 0.8
@@ -101,26 +105,51 @@ def _candidates(model: Forecast, baselines: dict[str, Forecast], best_naive: str
 def select(
     model: Forecast,
     baselines: dict[str, Forecast],
-    error: Callable[[Forecast], float],
+    errors: Callable[[Forecast], np.ndarray],
     conformity: Callable[[Forecast], np.ndarray],
     level: np.ndarray,
+    groups: np.ndarray,
 ) -> ServingRule:
-    """The serving rule chosen on pooled out-of-sample fold forecasts: `error` scores a forecast (lower is
-    better), `conformity` gives each anchor's interval miss, `level` places anchors in terciles."""
-    naive_scores = {name: error(baselines[name]) for name in NAIVE_METHODS if name in baselines}
+    """The serving rule chosen on pooled out-of-sample fold forecasts: `errors` gives each anchor's error of a
+    forecast (lower is better), `conformity` each anchor's interval miss, `level` places anchors in terciles,
+    `groups` says which anchors belong to one song (their errors move together)."""
+    naive_errors = {name: errors(baselines[name]) for name in NAIVE_METHODS if name in baselines}
+    naive_scores = {name: _mean(e) for name, e in naive_errors.items()}
     best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
     scores: dict[str, float] = {}
+    eligible: list[str] = []
     rules = _candidates(model, baselines, best_naive)
     for name, rule in rules.items():
-        score = error(rule.combine(model, baselines))
-        scores[name] = score if np.isfinite(score) else float("inf")
-    winner = min(scores, key=lambda name: scores[name])  # ties: the earlier (the model first)
+        anchor_errors = errors(rule.combine(model, baselines))
+        scores[name] = _mean(anchor_errors)
+        needs_no_evidence = name in NAIVE_METHODS or not best_naive
+        if needs_no_evidence or _clearly_better(anchor_errors, naive_errors[best_naive], groups):
+            eligible.append(name)
+    winner = min(eligible, key=lambda name: scores[name])  # ties: the earlier (the model first)
     rule = rules[winner]
     rule.scores, rule.best_naive = scores, best_naive
     if best_naive and naive_scores[best_naive] > 0:
         rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
     _calibrate(rule, conformity(rule.combine(model, baselines)), level)
     return rule
+
+
+def _mean(values: np.ndarray) -> float:
+    mean = float(np.mean(values)) if len(values) else float("inf")
+    return mean if np.isfinite(mean) else float("inf")
+
+
+def _clearly_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray) -> bool:
+    """Whether the mean error beats the naive one by more than EVIDENCE standard errors of the mean paired
+    difference, the standard error clustered by group (a song's anchors are not independent draws)."""
+    diff = errors - naive
+    if len(diff) == 0 or not np.isfinite(diff).all():
+        return False
+    mean = float(np.mean(diff))
+    _, group = np.unique(groups, return_inverse=True)
+    centred = np.bincount(group, weights=diff - mean)
+    stderr = float(np.sqrt(np.sum(centred**2))) / len(diff)
+    return mean + EVIDENCE * stderr < 0
 
 
 def _calibrate(rule: ServingRule, scores: np.ndarray, level: np.ndarray) -> None:
