@@ -23,6 +23,7 @@ from shared.forecasting.models import (
     PopularityBaselines,
     PopularityForecaster,
     StreamsForecaster,
+    song_holdout,
 )
 from shared.forecasting.scores import (
     chart_conformity,
@@ -67,25 +68,25 @@ def rolling_folds(
     return folds
 
 
-def holdout_fold(times: np.ndarray, *, min_train: int = MIN_TRAIN_ANCHOR_TIMES) -> list[Fold]:
-    """When the history is too short for a gap of H between training outcomes and test anchors: the latest
-    fifth of the anchors, forecast by a model of the earlier ones (their outcomes still come no later than
-    the test anchors' own, so little of the future leaks). Better than choosing a method on nothing."""
-    if len(times) == 0:
-        return []
-    origin = int(np.quantile(times, 0.8))
-    train, test = times < origin, times >= origin
+def holdout_fold(
+    times: np.ndarray, songs: np.ndarray, *, min_train: int = MIN_TRAIN_ANCHOR_TIMES
+) -> list[Fold]:
+    """When the history is too short for a gap of H between training outcomes and test anchors: a fifth of
+    the songs, forecast by a model of the others over the same period. Whole songs, since a song's anchors of
+    nearby days share their outcome (the latest days of songs already seen would leak it)."""
+    held_out = song_holdout(songs, salt="backtest")
+    train, test = ~held_out, held_out
     if not test.any() or len(np.unique(times[train])) < min_train:
         return []
-    return [Fold(origin, train, test)]
+    return [Fold(int(times[test].min()), train, test)]
 
 
-def choose_folds(times: np.ndarray, horizon: int, step: int) -> list[Fold]:
-    """Quarterly rolling-origin folds; shorter ones for short histories; a plain holdout as a last resort."""
+def choose_folds(times: np.ndarray, songs: np.ndarray, horizon: int, step: int) -> list[Fold]:
+    """A half-year rolling-origin fold; a shorter one for short histories; held-out songs as a last resort."""
     return (
         rolling_folds(times, horizon, step=step)
         or rolling_folds(times, horizon, step=max(1, step * SHORT_STEP // BACKTEST_STEP_WEEKS))
-        or holdout_fold(times)
+        or holdout_fold(times, songs)
     )
 
 
@@ -137,7 +138,7 @@ def backtest_streams(
     data: ChartSet, horizon: int, regions: list[str], make: Callable[[], StreamsForecaster], *, step: int
 ) -> dict[str, Any] | None:
     """Backtest a streams forecaster and the baselines; None when no fold has enough history."""
-    folds = choose_folds(data.week, horizon, step)
+    folds = choose_folds(data.week, data.track, horizon, step)
     if not folds:
         return None
     runs = run_folds(data, folds, make, ChartBaselines)
@@ -186,7 +187,7 @@ def backtest_popularity(
     data: PopularitySet, horizon_days: int, make: Callable[[], PopularityForecaster], *, step: int
 ) -> dict[str, Any] | None:
     """Backtest a popularity forecaster and the baselines; None when no fold has enough history."""
-    folds = choose_folds(data.day, horizon_days, step)
+    folds = choose_folds(data.day, data.song, horizon_days, step)
     if not folds:
         return None
     runs = run_folds(data, folds, make, PopularityBaselines)

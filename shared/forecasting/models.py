@@ -100,10 +100,11 @@ def _calibration_split(times: np.ndarray) -> np.ndarray:
     return times > cut
 
 
-def _song_holdout(songs: np.ndarray) -> np.ndarray:
+def song_holdout(songs: np.ndarray, salt: str = "") -> np.ndarray:
     """True for the songs of a stable CALIBRATION_SHARE hash group: whole songs the models never saw, as
-    the songs they will forecast (popularity series are short, songs come and go)."""
-    buckets = np.fromiter((zlib.crc32(str(s).encode()) % 100 for s in songs), np.int64, len(songs))
+    the songs they will forecast (popularity series are short, songs come and go). Another `salt` draws
+    another group (a backtest's held-out songs are not the calibration's)."""
+    buckets = np.fromiter((zlib.crc32(f"{salt}{s}".encode()) % 100 for s in songs), np.int64, len(songs))
     return buckets < CALIBRATION_SHARE * 100
 
 
@@ -377,7 +378,7 @@ class PopularityForecaster:
         """Fit on the training anchors; held-out songs first calibrate the interval width (or the
         calibration of `calibrated_by`, the backtest's fold model, is reused and the models fitted once)."""
         data = data.take(_recent(data.day, MAX_TRAIN_ROWS))
-        calibrate = _song_holdout(data.song)
+        calibrate = song_holdout(data.song)
         if calibrated_by is not None:
             self.conformal = calibrated_by.conformal
             self.level_edges, self.level_conformal = calibrated_by.level_edges, calibrated_by.level_conformal
