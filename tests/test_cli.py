@@ -43,17 +43,31 @@ def test_eval_paths_follow_their_flag(tmp_path: Path, monkeypatch: pytest.Monkey
     a, b, c = (tmp_path / n for n in "abc")
     for p in (a, b, c):
         p.mkdir()
-    seen: list[tuple[str, list[Path], list[Path]]] = []
+    seen: list[tuple[str, list[Path], list[Path], dict[str, str]]] = []
 
-    def fake_eval(kind: str, train: list[Path], test: list[Path]) -> dict[str, object]:
-        seen.append((kind, train, test))
+    def fake_eval(kind: str, train: list[Path], test: list[Path], **spacings: str) -> dict[str, object]:
+        seen.append((kind, train, test, spacings))
         return {"26w": {}}
 
     monkeypatch.setattr("shared.forecasting.run_eval", fake_eval)
-    args = ["eval", "charts", "--train", str(a), str(b), "--test", str(c), "--json"]
+    args = [
+        "eval",
+        "charts",
+        "--train",
+        str(a),
+        str(b),
+        "--test",
+        str(c),
+        "--json",
+        "--test-spacing",
+        "monthly",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert seen == [("charts", [a, b], [c])] and result.stdout.strip() == '{"26w": {}}'
+    spacings = {"train_spacing": "weekly", "test_spacing": "monthly"}
+    assert seen == [("charts", [a, b], [c], spacings)] and result.stdout.strip() == '{"26w": {}}'
+    bad = CliRunner().invoke(app, [*args[:-1], "fortnightly"])
+    assert bad.exit_code == 2 and "fortnightly" in bad.output
 
 
 @pytest.mark.parametrize("command", ["charts", "popularity"])
