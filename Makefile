@@ -57,8 +57,11 @@ eval: install  ## backtests on the real data in $(DATA) (the README's table): wh
 	$(EVAL) popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
 		--test $(TOP50)-japan.csv $(TOP50)-south-korea.csv
 
-compose-check:  ## validate docker-compose.yml (needs the docker client only)
-	docker compose -f docker-compose.yml --env-file .env.example config -q
+# A real Compose: Debian's docker-compose (validates without an engine), else the docker client's plugin.
+COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-compose || echo docker compose)
+
+compose-check:  ## validate docker-compose.yml with Compose itself, against .env.example (no .env needed)
+	SONGPOP_ENV_FILE=.env.example $(COMPOSE) -f docker-compose.yml --env-file .env.example --profile demo config -q
 
 bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-e2e  ## every benchmark
 

@@ -1,4 +1,4 @@
-"""The AsyncAPI 3.0 document of songpop's MQTT interface, generated from the event models.
+"""The AsyncAPI 3.1 document of songpop's MQTT interface, generated from the event models.
 
 `python -m shared.asyncapi` rewrites `asyncapi.yaml` at the repository root; `--check` exits non-zero
 when the committed file differs from what the models generate (the tests run the same comparison), so
@@ -35,6 +35,7 @@ from shared.events import (
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "asyncapi.yaml"
 ROOT = Topics().root
+ASYNCAPI_VERSION = "3.1.0"
 MQTT_BINDING_VERSION = "0.2.0"
 SCHEMA_REF = "#/components/schemas/{model}"
 EXAMPLE_TIME = dt.datetime(2026, 11, 23, 6, 0, tzinfo=dt.UTC)
@@ -170,12 +171,20 @@ def channel_object(channel: Channel) -> dict[str, Any]:
         "messages": {channel.key: {"$ref": f"#/components/messages/{channel.key}"}},
     }
     if channel.parameters:
-        body["parameters"] = {name: {"description": text} for name, text in channel.parameters}
+        enums = dict(channel.enums)
+        body["parameters"] = {
+            name: {"description": text, **({"enum": list(enums[name])} if name in enums else {})}
+            for name, text in channel.parameters
+        }
     return body
 
 
+# What the dashboard subscribes to (services/dashboard/live.py): the page's live data.
+DASHBOARD_RECEIVES = ("predictionsLatest", "modelUpdated", "serviceStatus")
+
+
 def operations() -> dict[str, Any]:
-    """What songpop sends on every channel, and what the predictor receives."""
+    """What songpop sends on every channel, and what the predictor and the dashboard receive."""
     ops: dict[str, Any] = {}
     for channel in CHANNELS:
         ops[f"send_{channel.key}"] = {
@@ -197,13 +206,22 @@ def operations() -> dict[str, Any]:
             "bindings": {"mqtt": {"qos": QOS, "bindingVersion": MQTT_BINDING_VERSION}},
             "messages": [{"$ref": f"#/channels/{key}/messages/{key}"}],
         }
+    for key in DASHBOARD_RECEIVES:
+        ops[f"dashboard_receives_{key}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{key}"},
+            "summary": "the dashboard subscribes (read-only account, clean session) and pushes what it "
+            "receives to open pages over its websocket",
+            "bindings": {"mqtt": {"qos": QOS, "bindingVersion": MQTT_BINDING_VERSION}},
+            "messages": [{"$ref": f"#/channels/{key}/messages/{key}"}],
+        }
     return ops
 
 
 def document() -> dict[str, Any]:
     """The whole AsyncAPI document as plain data."""
     return {
-        "asyncapi": "3.0.0",
+        "asyncapi": ASYNCAPI_VERSION,
         "info": {
             "title": "songpop MQTT interface",
             "version": str(SCHEMA_VERSION),

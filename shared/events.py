@@ -143,6 +143,7 @@ class Channel:
     producers: tuple[str, ...]
     summary: str
     parameters: tuple[tuple[str, str], ...] = ()  # (name, description)
+    enums: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (parameter name, its only values)
 
 
 SERVICES = ("ingestor", "predictor", "trainer", "dashboard")
@@ -170,13 +171,13 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         "serviceStatus", "status/{service}", ServiceStatus, True, SERVICES,
         "`online` when a service connects; `offline` as its last will when it goes away (retained).",
-        (("service", "one of " + ", ".join(SERVICES)),),
+        (("service", "the service the status is of"),), (("service", SERVICES),),
     ),
     Channel(
         "forecastAlert", "alerts/{reason}", ForecastAlert, False, ("predictor",),
         "A forecast crossed the configured threshold or moved more than the configured amount since "
         "last week (not retained: an alert is news, not state).",
-        (("reason", "threshold or moved"),),
+        (("reason", "why the alert fired"),), (("reason", ALERT_REASONS),),
     ),
 )  # fmt: skip
 

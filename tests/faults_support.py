@@ -58,6 +58,7 @@ def project_config(*, port: int, workdir: Path, passwd: Path, acl: Path) -> str:
         "persistence_location": f"persistence_location {workdir}/data/",
         "log_dest": f"log_dest file {workdir}/mosquitto.log",
         "listener": f"listener {port} 127.0.0.1",
+        "include_dir": f"include_dir {workdir}/conf.d",
     }
     lines = []
     for line in (MOSQUITTO_DIR / "mosquitto.conf").read_text().splitlines():
@@ -80,6 +81,7 @@ class PrivateBroker:
         self.passwords = {user: secrets.token_urlsafe(12) for user in (*SERVICE_USERS, OBSERVER)}
         self._process: subprocess.Popen[bytes] | None = None
         (workdir / "data").mkdir(parents=True, exist_ok=True)
+        (workdir / "conf.d").mkdir(exist_ok=True)  # extra listeners go here (include_dir)
         passwd, acl = workdir / "passwd", workdir / "acl"
         make_passwd(passwd, self.passwords)
         observer = ["mosquitto_passwd", "-b", str(passwd), OBSERVER, self.passwords[OBSERVER]]

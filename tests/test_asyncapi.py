@@ -1,11 +1,14 @@
-"""asyncapi.yaml: generated from the event models (the committed file is up to date), a valid AsyncAPI 3.0
-document (checked against the official JSON Schema, shipped in tests/data), covering every topic, with
+"""asyncapi.yaml: generated from the event models (the committed file is up to date), a valid AsyncAPI 3.1
+document (checked against the official JSON Schema, shipped in tests/data, and by the official parser
+where it is installed), covering every topic, with
 bindings that match how songpop publishes, and examples that the models accept."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +18,11 @@ import jsonschema
 import pytest
 import yaml
 
+from services.dashboard.live import Hub, LiveFeed
 from shared import asyncapi
-from shared.events import CHANNELS, QOS, Topics, parse
+from shared.events import ALERT_REASONS, CHANNELS, QOS, SERVICES, Topics, parse
 
-SPEC_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0.schema.json.gz"
+SPEC_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.1.0.schema.json.gz"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def test_committed_document_is_the_generated_one(tmp_path: Path) -> None:
     assert result.returncode == 1 and "out of date" in result.stderr
 
 
-def test_document_is_valid_asyncapi_3(doc: dict[str, Any]) -> None:
+def test_document_is_valid_asyncapi_3_1(doc: dict[str, Any]) -> None:
     schema = json.loads(gzip.decompress(SPEC_SCHEMA.read_bytes()))
     validator = jsonschema.Draft7Validator(schema)
     errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(doc)]
@@ -107,3 +111,37 @@ def test_payload_schemas_reject_what_the_models_reject(doc: dict[str, Any]) -> N
 
 def by_key_data(key: str) -> Any:
     return next(c.data for c in CHANNELS if c.key == key)
+
+
+def test_closed_parameters_list_their_values_as_enums(doc: dict[str, Any]) -> None:
+    assert doc["asyncapi"] == "3.1.0"
+    assert doc["channels"]["serviceStatus"]["parameters"]["service"]["enum"] == list(SERVICES)
+    assert doc["channels"]["forecastAlert"]["parameters"]["reason"]["enum"] == list(ALERT_REASONS)
+    assert "enum" not in doc["channels"]["trackPrediction"]["parameters"]["track_id"]
+
+
+def test_the_dashboards_subscriptions_are_its_receive_operations(doc: dict[str, Any]) -> None:
+    received = {
+        doc["channels"][op["channel"]["$ref"].rsplit("/", 1)[-1]]["address"]
+        for name, op in doc["operations"].items()
+        if op["action"] == "receive" and name.startswith("dashboard_")
+    }
+    feed = LiveFeed(Hub(1), Topics())
+    assert {topic.replace("+", "{service}") for topic in feed.subscriptions} == received
+
+
+def official_parser() -> str | None:
+    """The AsyncAPI CLI (npm @asyncapi/cli): on PATH, or where .ci/run installs it."""
+    local = Path(__file__).resolve().parent.parent / ".ci" / "node" / "node_modules" / ".bin" / "asyncapi"
+    return str(local) if local.exists() else shutil.which("asyncapi")
+
+
+def test_the_official_parser_accepts_the_document() -> None:
+    cli = official_parser()
+    if cli is None:
+        pytest.skip("the official AsyncAPI parser is not installed (.ci/run installs @asyncapi/cli from npm)")
+    result = subprocess.run(
+        [cli, "validate", str(asyncapi.DOCUMENT), "--fail-severity", "error"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "ASYNCAPI_NO_TELEMETRY": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

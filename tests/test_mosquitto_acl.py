@@ -26,6 +26,7 @@ from shared.outbox import add_event, flush_outbox
 from shared.weeks import current_week
 from tests.dashboard_support import dashboard_settings, prediction_event, running_dashboard, songs
 from tests.faults_support import OBSERVER, ROOT, PrivateBroker
+from tests.servers import free_port
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto"), reason="needs the mosquitto binary")
 
@@ -225,3 +226,42 @@ def test_compose_healthcheck_command_works_against_the_project_config(broker) ->
 
     assert run(broker.passwords["healthcheck"]) == 0
     assert run("wrong-password") != 0
+
+
+def make_certificates(folder: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", "/CN=songpop test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "1", "-extfile", "san.ext")  # fmt: skip
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make test certificates")
+async def test_the_documented_tls_listener_serves_mqtts(tmp_path: Path) -> None:
+    """mosquitto/tls.conf.example, enabled as the docs say (copied into conf.d, certificates in place)."""
+    certs, tls_port = tmp_path / "certs", free_port()
+    make_certificates(certs)
+    broker = PrivateBroker(tmp_path / "mosquitto")
+    listener = (ROOT / "mosquitto" / "tls.conf.example").read_text()
+    listener = listener.replace("/mosquitto/certs", str(certs))
+    listener = listener.replace("listener 8883", f"listener {tls_port}")
+    (broker.workdir / "conf.d" / "tls.conf").write_text(listener)
+    with broker:
+        tls = aiomqtt.TLSParameters(ca_certs=str(certs / "ca.crt"))
+        secure = aiomqtt.Client("127.0.0.1", tls_port, username="ingestor",
+                                password=broker.passwords["ingestor"], tls_params=tls)  # fmt: skip
+        async with secure:
+            await secure.publish(T.db_updated, b"{}", qos=1)  # acknowledged over TLS
+        plain = aiomqtt.Client("127.0.0.1", tls_port, username="ingestor",
+                               password=broker.passwords["ingestor"], timeout=3)  # fmt: skip
+        with pytest.raises(aiomqtt.MqttError):
+            async with plain:
+                pass
