@@ -11,7 +11,7 @@ from services.cli import app, spread_paths
 
 COMMANDS = [
     ["ingest", "init"], ["ingest", "update"], ["ingest", "history"], ["train"], ["predict"], ["serve"],
-    ["up"], ["emulator"], ["eval", "charts"], ["eval", "popularity"], ["migrate"],
+    ["up"], ["emulator"], ["eval", "charts"], ["eval", "popularity"], ["migrate"], ["health"],
 ]  # fmt: skip
 
 
