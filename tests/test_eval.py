@@ -103,3 +103,16 @@ def test_popularity_eval_on_the_same_files_holds_out_songs(tmp_path: Path) -> No
     result = run_eval("popularity", files, files)
     assert result["182d"]["split"] == "songs"
     assert_metrics(result, ("182d",), ("mae", "coverage80"))
+
+
+def test_a_horizon_the_files_cannot_test_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    """Test files spanning 30 weeks hold no 52-week outcome of an anchor in the files: 26 weeks is scored,
+    52 weeks says why it is not."""
+    charts = synthetic_charts(regions=2, weeks=130, size=40, seed=3)
+    late = charts["week"] >= sorted(charts["week"].unique())[100]
+    write_chart_files(charts[(charts["region"] == "global")], tmp_path / "train")
+    write_chart_files(charts[(charts["region"] == "it") & late], tmp_path / "test")
+    result = run_eval("charts", [tmp_path / "train"], [tmp_path / "test"])
+    assert result["26w"]["n_test"] > 0
+    assert "52 weeks later" in result["52w"]["skipped"]
+    assert "52w      skipped" in format_eval_table(result)

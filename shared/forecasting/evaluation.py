@@ -139,33 +139,53 @@ def chart_splits(
     regions = regions_of(panel)
     features = chart_features(panel, regions)
     train_charts, test_charts = _chart_membership(train_panel), _chart_membership(test_panel)
-    first_train_week = int(train_panel.charts["week"].min())
     splits: dict[int, ChartSplit] = {}
+    skipped: list[str] = []
     for label, horizon in CHART_HORIZONS.items():
-        data = chart_set(panel, horizon, regions, features=features)
-        outcome_week = data.week + horizon
-        in_train = _in_charts(data.region, data.week, train_charts) & _in_charts(
-            data.region, outcome_week, train_charts
-        )
-        in_test = _in_charts(data.region, outcome_week, test_charts)
-        if not in_test.any():
-            raise NotEnoughData(f"{label}: no test chart is {horizon} weeks after a chart in the files")
-        origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
-        train_mask = in_train & (outcome_week <= origin)
-        test_mask = in_test & (data.week >= origin)
-        if train_mask.sum() < MIN_TEST_ANCHORS or test_mask.sum() < MIN_TEST_ANCHORS:
-            raise NotEnoughData(
-                f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
-                "around the origin; give more weeks of charts"
-            )
-        train = with_thinned(data.take(train_mask), panel, horizon, regions)
-        keep = ~train.thinned | (
-            _in_charts(train.region, train.week, train_charts)
-            & _in_charts(train.region, train.week + horizon, train_charts)
-            & (train.week + horizon <= origin)
-        )
-        splits[horizon] = ChartSplit(train.take(keep), data.take(test_mask), regions, origin)
+        try:
+            charts = (train_charts, test_charts)
+            splits[horizon] = _chart_split(panel, features, regions, label, horizon, *charts)
+        except NotEnoughData as exc:
+            skipped.append(str(exc))
+    if not splits:
+        raise NotEnoughData("; ".join(skipped))
     return splits
+
+
+def _chart_split(
+    panel: ChartPanel,
+    features: pd.DataFrame,
+    regions: list[str],
+    label: str,
+    horizon: int,
+    train_charts: set[tuple[str, int]],
+    test_charts: set[tuple[str, int]],
+) -> ChartSplit:
+    """One horizon's training and test anchors, cut at the origin; NotEnoughData when either is too thin."""
+    first_train_week = min(week for _, week in train_charts)
+    data = chart_set(panel, horizon, regions, features=features)
+    outcome_week = data.week + horizon
+    in_train = _in_charts(data.region, data.week, train_charts) & _in_charts(
+        data.region, outcome_week, train_charts
+    )
+    in_test = _in_charts(data.region, outcome_week, test_charts)
+    if not in_test.any():
+        raise NotEnoughData(f"{label}: no test chart is {horizon} weeks after a chart in the files")
+    origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
+    train_mask = in_train & (outcome_week <= origin)
+    test_mask = in_test & (data.week >= origin)
+    if train_mask.sum() < MIN_TEST_ANCHORS or test_mask.sum() < MIN_TEST_ANCHORS:
+        raise NotEnoughData(
+            f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
+            "around the origin; give more weeks of charts"
+        )
+    train = with_thinned(data.take(train_mask), panel, horizon, regions)
+    keep = ~train.thinned | (
+        _in_charts(train.region, train.week, train_charts)
+        & _in_charts(train.region, train.week + horizon, train_charts)
+        & (train.week + horizon <= origin)
+    )
+    return ChartSplit(train.take(keep), data.take(test_mask), regions, origin)
 
 
 def eval_charts(
@@ -176,12 +196,18 @@ def eval_charts(
     test_spacing: str = "weekly",
 ) -> dict[str, Any]:
     """The charts evaluation: per horizon, what would be served, the model and every baseline on the same
-    test anchors."""
+    test anchors; a horizon the files cannot test (no outcome H weeks after an anchor) says why."""
     splits = chart_splits(train_paths, test_paths, train_spacing=train_spacing, test_spacing=test_spacing)
     first = splits[min(splits)]
     result: dict[str, Any] = {}
     for label, horizon in CHART_HORIZONS.items():
-        split = splits[horizon]
+        split = splits.get(horizon)
+        if split is None:
+            result[label] = {
+                "skipped": f"too few {label} pairs: each needs its anchor in the files and its outcome "
+                f"{horizon} weeks later in the test files"
+            }
+            continue
         scores, _ = score_chart_split(
             split.train, split.test, horizon, split.regions, original_train=first.train.observed
         )
@@ -270,9 +296,12 @@ def format_eval_table(result: dict[str, Any]) -> str:
     """A plain-text table of an eval result: one line per horizon and forecaster."""
     lines: list[str] = []
     for horizon, scores in result.items():
+        if "skipped" in scores:
+            lines.append(f"{horizon:<8} skipped: {scores['skipped']}")
+            continue
         metrics = [m for m in METRIC_ORDER if any(m in v for v in scores.values() if isinstance(v, dict))]
-        if not lines:
-            lines.append(f"{'horizon':<8} {'forecaster':<16} " + " ".join(f"{m:>10}" for m in metrics))
+        if not any(line.startswith("horizon") for line in lines):
+            lines.insert(0, f"{'horizon':<8} {'forecaster':<16} " + " ".join(f"{m:>10}" for m in metrics))
         for name in FORECASTER_ORDER:
             if name not in scores:
                 continue
