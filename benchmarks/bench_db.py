@@ -1,15 +1,18 @@
 """Bulk writes: upsert 200,000 weekly snapshot rows into MariaDB next to a plain executemany of the same rows.
 
-Four timings per round, interleaved over several rounds (median and best reported), in a throwaway database:
+Timings per round, interleaved over several rounds (median and best reported), in a throwaway database:
   - baseline: the driver's plain `executemany` of `INSERT INTO snapshot ... VALUES (...)` (asyncmy folds
     it into multi-row statements itself), in one transaction;
-  - `shared.db.upsert` inserting the rows into the empty table (the first ingest of a week);
+  - `shared.db.plain_upsert` (the multi-row `ON DUPLICATE KEY UPDATE` every write used before the bulk
+    path) into the empty table, for reference;
+  - `shared.db.upsert` (the bulk path: staged `LOAD DATA LOCAL` and one merge) inserting the rows into the
+    empty table (the first ingest of a week);
   - `shared.db.upsert` of the same rows again, every one a duplicate key merged with the snapshot merge
     rules (a repeated or resumed run);
   - `shared.db.upsert` of 200,000 new rows into the table already holding 200,000.
-Prints rows/s for each and the ratio to the baseline; the target is >= 50,000 rows/s for the upserts (the
-verdict is printed, not turned into an exit code: timings depend on what else the machine is doing).
-Run: `make bench-db` (or `python -m benchmarks.bench_db --rows 200000`).
+Prints rows/s for each and the ratio to the baseline; the targets are >= 150,000 rows/s and >= 2.5x the
+baseline for the bulk upserts (the verdict is printed, not turned into an exit code: timings depend on
+what else the machine is doing). Run: `make bench-db` (or `python -m benchmarks.bench_db --rows 200000`).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from typing import Any
 from sqlalchemy import text
 
 from shared.catalog import SNAPSHOT_MERGE
-from shared.db import make_engine, make_sessionmaker, migrate, session_scope, upsert
+from shared.db import make_engine, make_sessionmaker, migrate, plain_upsert, session_scope, upsert
 from shared.models import Snapshot, utcnow
 
-TARGET_ROWS_PER_SECOND = 50_000
+TARGET_ROWS_PER_SECOND = 150_000
+TARGET_RATIO = 2.5
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 COLUMNS = ["track_id", "week", "popularity", "popularity_source", "trending", "is_demo", "updated_at"]
 FIRST_WEEK = dt.date(2021, 1, 4)
@@ -58,6 +62,7 @@ def snapshot_rows(n: int, *, weeks: int = 50, offset: int = 0) -> list[dict[str,
 
 LABELS = {
     "baseline": "baseline: plain executemany INSERT",
+    "plain": "previous upsert (plain path), empty table",
     "empty": "upsert, empty table",
     "duplicates": "upsert, same rows again (all duplicates)",
     "growing": "upsert, new rows into a full table",
@@ -86,7 +91,7 @@ async def run(rows_n: int, rounds: int) -> None:
 
         async def empty() -> None:
             async with engine.begin() as conn:
-                await conn.execute(text("DELETE FROM snapshot"))
+                await conn.execute(text("TRUNCATE TABLE snapshot"))  # no purge backlog
 
         async def plain_executemany() -> None:
             sql = f"INSERT INTO snapshot ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
@@ -98,10 +103,10 @@ async def run(rows_n: int, rounds: int) -> None:
                 await raw.driver_connection.commit()  # type: ignore[union-attr]
                 await cursor.close()
 
-        def upserting(batch: list[dict[str, Any]]) -> Callable[[], Awaitable[None]]:
+        def upserting(batch: list[dict[str, Any]], write: Any = upsert) -> Callable[[], Awaitable[None]]:
             async def work() -> None:
                 async with session_scope(sessions) as session:
-                    await upsert(
+                    await write(
                         session=session,
                         model=Snapshot,
                         rows=batch,
@@ -116,6 +121,8 @@ async def run(rows_n: int, rounds: int) -> None:
             rates = {}
             await empty()
             rates["baseline"] = await timed(rows_n, plain_executemany)
+            await empty()
+            rates["plain"] = await timed(rows_n, upserting(rows, plain_upsert))
             await empty()
             rates["empty"] = await timed(rows_n, upserting(rows))
             rates["duplicates"] = await timed(rows_n, upserting(rows))
@@ -144,10 +151,13 @@ def report(results: list[dict[str, float]]) -> None:
         best = max(r[key] for r in results)
         ratio = median[key] / median["baseline"]
         print(f"  {label:<44} {median[key]:>14,.0f} {best:>12,.0f} {ratio:>11.2f}x")
-    slowest = min(median[k] for k in LABELS if k != "baseline")
-    verdict = "meets" if slowest >= TARGET_ROWS_PER_SECOND else "MISSES"
-    target = TARGET_ROWS_PER_SECOND
-    print(f"  slowest upsert (median) {slowest:,.0f} rows/s {verdict} the target of {target:,} rows/s")
+    slowest = min(median[k] for k in ("empty", "duplicates", "growing"))
+    ratio = slowest / median["baseline"]
+    verdict = "meets" if slowest >= TARGET_ROWS_PER_SECOND and ratio >= TARGET_RATIO else "MISSES"
+    print(
+        f"  slowest bulk upsert (median) {slowest:,.0f} rows/s, {ratio:.2f}x the baseline: {verdict} the "
+        f"target of {TARGET_ROWS_PER_SECOND:,} rows/s and {TARGET_RATIO}x"
+    )
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import bulkload
 from shared.readiness import wait_until
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,14 @@ def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         return create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_recycle=3600, pool_size=10)
+    return create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        pool_size=10,
+        connect_args=bulkload.local_infile_connect_args(url),  # the bulk writes' LOAD DATA LOCAL
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -123,18 +131,60 @@ async def upsert(
     """Insert `rows`; where the unique `keys` already exist, update the `update` columns.
 
     `update` lists columns to replace, or maps each to a merge rule ("keep_known" keeps the stored value
-    when the new one is NULL; "or" for flags that, once true, stay true). Multi-row statements in chunks
-    (`ON DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT` on SQLite); the caller owns the transaction.
-    Returns the number of rows sent.
+    when the new one is NULL; "or" for flags that, once true, stay true). Every row has the same keys.
+    Large writes take the bulk path (`shared.bulkload`: a staged LOAD DATA on MySQL, the driver's own
+    executemany on SQLite), smaller ones `plain_upsert`; both give the same rows. The caller owns the
+    transaction. Returns the number of rows sent.
     """
+    if len(rows) < bulkload.MIN_ROWS or not bulkload.ENABLED:
+        return await plain_upsert(
+            session=session, model=model, rows=rows, keys=keys, update=update, chunk=chunk
+        )
+    return await bulk_upsert(session=session, model=model, rows=rows, keys=keys, update=update)
+
+
+def _rules(update: Sequence[str] | Mapping[str, MergeRule]) -> Mapping[str, MergeRule]:
+    return update if isinstance(update, Mapping) else {column: "replace" for column in update}
+
+
+async def bulk_upsert(
+    *,
+    session: AsyncSession,
+    model: type[SQLModel],
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] | Mapping[str, MergeRule] = (),
+) -> int:
+    """`upsert` by the bulk path of the session's database (the plain path where it cannot run)."""
     if not rows:
         return 0
-    rules: Mapping[str, MergeRule] = (
-        update if isinstance(update, Mapping) else {column: "replace" for column in update}
-    )
     table: Table = model.__table__  # type: ignore[attr-defined]
     connection = await session.connection()
-    stmt = _upsert_statement(table, connection.dialect.name, keys, rules)
+    rules = _rules(update)
+    if connection.dialect.name == "sqlite":
+        stmt = _upsert_statement(table, "sqlite", keys, rules)
+        return await bulkload.sqlite_upsert(connection, table, stmt, rows)
+    if await bulkload.accepts_local_loads(connection):
+        return await bulkload.mysql_upsert(connection, table, rows, rules, _merged)
+    return await plain_upsert(session=session, model=model, rows=rows, keys=keys, update=update)
+
+
+async def plain_upsert(
+    *,
+    session: AsyncSession,
+    model: type[SQLModel],
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] | Mapping[str, MergeRule] = (),
+    chunk: int = UPSERT_CHUNK,
+) -> int:
+    """`upsert` as multi-row statements in chunks (`ON DUPLICATE KEY UPDATE` on MySQL, `ON CONFLICT` on
+    SQLite): the reference the bulk path is checked against."""
+    if not rows:
+        return 0
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()
+    stmt = _upsert_statement(table, connection.dialect.name, keys, _rules(update))
     for part in _chunks(rows, chunk):
         # executemany with one cached statement: rendering a 2,000-row VALUES clause per chunk cost ~10x more.
         await connection.execute(stmt, list(part))

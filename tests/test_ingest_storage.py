@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import bulkload
 from shared.catalog import publish_staged_snapshots, upsert_snapshots
 from shared.db import make_engine, make_sessionmaker, migrate_async, session_scope
 from shared.models import Snapshot, SnapshotStage, utcnow
@@ -65,7 +66,9 @@ async def test_staged_rows_publish_at_once_with_the_merge_rules(any_sessions) ->
         assert await publish_staged_snapshots(session=session) == 0  # nothing twice
 
 
-async def test_bulk_upsert_sends_chunks_never_row_by_row(sessions, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_bulk_upsert_sends_chunks_never_row_by_row(sessions, engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The plain path (the bulk path's fallback, tests/test_bulk_writes.py) sends chunks of rows."""
+    monkeypatch.setattr(bulkload, "ENABLED", False)
     statements: list[tuple[str, bool, int]] = []
 
     def seen(conn, cursor, sql, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
