@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Date,
@@ -39,8 +40,10 @@ from sqlalchemy import (
     Dialect,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
+    Text,
     TypeDecorator,
     column,
     select,
@@ -260,7 +263,7 @@ async def _staged_merge(
         MetaData(),
         *(Column(c.name, _stage_type(c), nullable=c.nullable) for c in columns),
         prefixes=["TEMPORARY"],
-        mysql_engine="MEMORY",
+        mysql_engine=_stage_engine(columns),
     )
     await connection.exec_driver_sql(f"SET SESSION max_heap_table_size = {STAGE_MEMORY_BYTES}")
     await connection.execute(CreateTable(stage))
@@ -276,6 +279,12 @@ async def _staged_merge(
         )
     finally:  # (a connection that dies loses its temporary tables anyway)
         await connection.exec_driver_sql(f"DROP TEMPORARY TABLE {stage_name}")
+
+
+def _stage_engine(columns: Sequence[Column[Any]]) -> str:
+    """MEMORY (the fastest to load) unless a column is a TEXT/BLOB/JSON one, which MEMORY cannot hold."""
+    unfit = (Text, LargeBinary, JSON)
+    return "InnoDB" if any(isinstance(c.type, unfit) for c in columns) else "MEMORY"
 
 
 def _stage_type(column: Column[Any]) -> Any:

@@ -33,6 +33,9 @@ class BrokerAddress:
     tls: bool = False
 
 
+MAX_INFLIGHT = 100  # QoS 1 messages sent and not yet acknowledged
+
+
 def broker_address(url: str) -> BrokerAddress:
     """Parse `mqtt://user:pw@host:port` (or `mqtts://`)."""
     parts = urlsplit(url)
@@ -92,6 +95,7 @@ def make_client(
         will=will,
         tls_params=aiomqtt.TLSParameters() if address.tls else None,
         timeout=10,
+        max_inflight_messages=MAX_INFLIGHT,  # paho's default of 20 caps shared.outbox's publishing window
     )
 
 

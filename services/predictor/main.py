@@ -38,7 +38,10 @@ async def predict_once(settings: PredictorSettings) -> list[TrackPrediction]:
             sessions=sessions, settings=settings, topics=topics(settings), event_id=str(uuid.uuid4())
         )
         return await publish_after_run(
-            predictions or [], settings=settings, sessions=sessions, service=SERVICE
+            list(predictions or []),
+            settings=settings,
+            sessions=sessions,
+            service=SERVICE,
         )
     finally:
         await engine.dispose()

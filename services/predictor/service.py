@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -28,17 +29,16 @@ from shared.events import (
     PredictionsLatest,
     Topics,
     TrackPrediction,
-    envelope,
 )
 from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
-from shared.outbox import add_event
 from shared.spotify.client import SpotifyClient, SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
 from shared.weeks import current_week
 
+from . import messages
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -140,23 +140,13 @@ def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, An
     ]
 
 
-def headline(predictions: Sequence[TrackPrediction]) -> dict[str, TrackPrediction]:
-    """Per song, the prediction shown first: the popularity index where known, else chart streams."""
-    best: dict[str, TrackPrediction] = {}
-    for p in predictions:
-        if p.track_id not in best or p.signal == "popularity":
-            best[p.track_id] = p
-    return best
-
-
 async def previous_values(
-    *, session: AsyncSession, predictions: Sequence[TrackPrediction], horizon: int = 26
+    *, session: AsyncSession, week: dt.date, track_ids: Sequence[str], horizon: int = 26
 ) -> dict[tuple[str, str], float]:
-    """Last week's forecast of each (song, signal) at `horizon`, to detect big moves."""
-    if not predictions:
+    """Each song's (and signal's) latest forecast at `horizon` before `week`, to detect big moves."""
+    if not track_ids:
         return {}
-    week = predictions[0].week
-    ids = sorted({p.track_id for p in predictions})
+    ids = sorted(set(track_ids))
     latest = (
         select(col(Prediction.track_id), col(Prediction.signal), func.max(col(Prediction.week)).label("week"))
         .where(
@@ -178,54 +168,67 @@ async def previous_values(
 
 
 def alerts_for(
-    predictions: Sequence[TrackPrediction],
+    predictions: Sequence[TrackPrediction | dict[str, Any]],
     previous: dict[tuple[str, str], float],
     *,
     threshold: float | None,
     move: float | None,
     horizon: int = 26,
 ) -> list[ForecastAlert]:
-    """Songs whose forecast crossed `threshold` upwards or moved by more than `move` since last week."""
+    """Songs whose forecast crossed `threshold` upwards or moved by more than `move` since last week
+    (`predictions` as objects or as their dicts, `ScoredBatch.message_data`)."""
     alerts = []
     for p in predictions:
-        forecast = next((f for f in p.forecasts if f.horizon_weeks == horizon), None)
+        data = p if isinstance(p, dict) else p.model_dump()
+        forecast = next((f for f in data["forecasts"] if f["horizon_weeks"] == horizon), None)
         if forecast is None:
             continue
-        before = previous.get((p.track_id, p.signal))
+        value, before = forecast["value"], previous.get((data["track_id"], data["signal"]))
         common: dict[str, Any] = {
-            "track_id": p.track_id,
-            "name": p.name,
-            "signal": p.signal,
+            "track_id": data["track_id"],
+            "name": data["name"],
+            "signal": data["signal"],
             "horizon_weeks": horizon,
         }
-        if threshold is not None and forecast.value >= threshold and (before is None or before < threshold):
+        if threshold is not None and value >= threshold and (before is None or before < threshold):
             alerts.append(
-                ForecastAlert(
-                    **common, reason="threshold", value=forecast.value, previous=before, threshold=threshold
-                )
+                ForecastAlert(**common, reason="threshold", value=value, previous=before, threshold=threshold)
             )
-        elif move is not None and before is not None and abs(forecast.value - before) > move:
-            alerts.append(ForecastAlert(**common, reason="moved", value=forecast.value, previous=before))
+        elif move is not None and before is not None and abs(value - before) > move:
+            alerts.append(ForecastAlert(**common, reason="moved", value=value, previous=before))
     return alerts
 
 
-def stage_messages(
+async def stage_messages(
     session: AsyncSession,
     *,
     topics: Topics,
-    predictions: Sequence[TrackPrediction],
+    data: Sequence[dict[str, Any]],
     alerts: Sequence[ForecastAlert],
     week: dt.date,
-) -> None:
-    """Stage the retained latest-state messages and the alerts in the outbox."""
-    latest = PredictionsLatest(week=week, count=len(predictions), predictions=list(predictions))
-    add_event(session, topic=topics.predictions_latest, event=envelope(CONSUMER, latest), retain=True)
-    for track_id, prediction in headline(predictions).items():
-        add_event(
-            session, topic=topics.prediction_for(track_id), event=envelope(CONSUMER, prediction), retain=True
-        )
-    for alert in alerts:
-        add_event(session, topic=topics.alert(alert.reason), event=envelope(CONSUMER, alert))
+    latest_limit: int,
+) -> int:
+    """Stage the retained latest-state messages and the alerts in the outbox, in one bulk write."""
+    rows = messages.outbox_rows(topics=topics, data=data, alerts=alerts, week=week, latest_limit=latest_limit)
+    return await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
+
+
+class BatchPredictions(Sequence[TrackPrediction]):
+    """A batch scoring's predictions as `TrackPrediction` objects, built only if someone reads them (the
+    predictor's own messages and rows come from the columns)."""
+
+    def __init__(self, batch: ScoredBatch | None) -> None:
+        self.batch = batch
+
+    @functools.cached_property
+    def _objects(self) -> list[TrackPrediction]:
+        return self.batch.predictions() if self.batch is not None else []
+
+    def __len__(self) -> int:
+        return len(self.batch) if self.batch is not None else 0
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._objects[index]
 
 
 async def data_week(session: AsyncSession) -> dt.date | None:
@@ -266,7 +269,7 @@ async def predict_trending(
     settings: PredictorSettings,
     topics: Topics,
     event_id: str,
-) -> list[TrackPrediction] | None:
+) -> Sequence[TrackPrediction] | None:
     """Forecast this week's trending songs for the event `event_id`; None if it was handled already.
 
     The caller publishes the staged messages (shared.outbox.flush_outbox) after this returns.
@@ -283,11 +286,10 @@ async def predict_trending(
             if week is not None
             else None
         )
-        predictions = batch.predictions() if batch is not None else []  # the messages carry every one
-        previous = await previous_values(session=session, predictions=predictions)
-        alerts = alerts_for(
-            predictions, previous, threshold=settings.alert_threshold, move=settings.alert_move
-        )
+        data = batch.message_data() if batch is not None else []  # the messages carry every one
+        songs = sorted({p["track_id"] for p in data})
+        previous = await previous_values(session=session, week=week or current_week(), track_ids=songs)
+        alerts = alerts_for(data, previous, threshold=settings.alert_threshold, move=settings.alert_move)
         await upsert(
             session=session,
             model=Prediction,
@@ -295,17 +297,13 @@ async def predict_trending(
             keys=["track_id", "week", "signal", "region", "horizon_weeks"],
             update=PREDICTION_UPDATE,
         )
-        week = week or current_week()
-        stage_messages(session, topics=topics, predictions=predictions, alerts=alerts, week=week)
+        await stage_messages(
+            session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
+            latest_limit=settings.latest_message_max_predictions,
+        )  # fmt: skip
         await session.commit()
-    log.info(
-        "event %s: %d predictions of %d songs, %d alerts",
-        event_id,
-        len(predictions),
-        len({p.track_id for p in predictions}),
-        len(alerts),
-    )
-    return predictions
+    log.info("event %s: %d predictions of %d songs, %d alerts", event_id, len(data), len(songs), len(alerts))
+    return BatchPredictions(batch)
 
 
 async def handle_event(
@@ -314,7 +312,7 @@ async def handle_event(
     settings: PredictorSettings,
     topics: Topics,
     event_id: str,
-) -> list[TrackPrediction] | None:
+) -> Sequence[TrackPrediction] | None:
     """`predict_trending`, tried again when the database gives up on a lock (a deadlock or lock timeout
     between replicas writing the same week's predictions): the transaction was rolled back whole, claim
     included, so trying again is safe."""

@@ -49,6 +49,12 @@ class PredictorSettings(Settings):
     )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
+    latest_message_max_predictions: int = Field(
+        default=20_000,
+        ge=0,
+        description="predictions carried by the retained predictions/latest message (every song's own topic "
+        "carries its prediction regardless): one message of 100,000 songs would be ~40 MB",
+    )
     alert_threshold: float | None = Field(
         default=None, description="alert when a 26-week popularity forecast crosses this value"
     )

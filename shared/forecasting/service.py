@@ -654,6 +654,27 @@ class ScoredBatch:
             )  # fmt: skip
         return out
 
+    def message_data(self) -> list[dict[str, Any]]:
+        """`predictions()` as JSON-ready dicts (what `model_dump(mode="json")` gives each), built from the
+        columns: the predictor's messages carry these, without a pydantic object per song."""
+        unnamed = ("", "")
+        out = []
+        for block, i in self.positions:
+            track = block.tracks[i]
+            name, artists = self.names.get(track, unnamed)
+            forecasts = [
+                {"horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
+                 "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start}
+                for h in block.horizons
+                if h.value[i] is not None
+            ]  # fmt: skip
+            out.append({
+                "track_id": track, "name": name, "artists": artists, "week": block.week.isoformat(),
+                "signal": block.signal, "region": block.regions[i], "rank": block.ranks[i],
+                "current": block.current[i], "forecasts": forecasts, "demo": self.demo,
+            })  # fmt: skip
+        return out
+
     def rows(self, created_at: dt.datetime) -> list[dict[str, Any]]:
         """The stored rows (`Prediction`), one per song, signal and horizon, without building objects: the
         same rows, in the same order, as the predictor's `prediction_rows` of `predictions()`."""
