@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data
+SIZES ?= 10000,100000,1000000
 
-.PHONY: help install lock run test lint typecheck bench bench-ingest bench-db bench-train bench-api bench-scoring bench-forecast bench-e2e eval compose-check clean
+.PHONY: help install lock run test lint typecheck bench bench-ingest bench-db bench-scale bench-train bench-api bench-scoring bench-forecast bench-e2e eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +65,9 @@ compose-check:  ## validate docker-compose.yml with Compose itself, against .env
 	SONGPOP_ENV_FILE=.env.example $(COMPOSE) -f docker-compose.yml --env-file .env.example --profile demo config -q
 
 bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-e2e  ## every benchmark
+
+bench-scale: install  ## the predictor's whole db-updated handling at 10,000 / 100,000 / 1,000,000 songs: time and peak memory per song, next to LOAD DATA of the same rows (SIZES=...)
+	$(BIN)/python -m benchmarks.bench_scale --sizes $(SIZES)
 
 bench-db: install  ## upsert 200,000 snapshot rows into MariaDB (bulk path): rows/s next to a plain executemany (>= 150,000/s and >= 2.5x)
 	$(BIN)/python -m benchmarks.bench_db --rows 200000

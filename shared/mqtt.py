@@ -85,7 +85,7 @@ def make_client(
         if announce
         else None
     )
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         address.host,
         address.port,
         username=address.username,
@@ -97,6 +97,9 @@ def make_client(
         timeout=10,
         max_inflight_messages=MAX_INFLIGHT,  # paho's default of 20 caps shared.outbox's publishing window
     )
+    # publishing with a window keeps up to MAX_INFLIGHT calls pending: not worth aiomqtt's warning each
+    client.pending_calls_threshold = 2 * MAX_INFLIGHT
+    return client
 
 
 async def publish_model(

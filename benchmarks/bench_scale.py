@@ -1,0 +1,362 @@
+"""How the cost of a new week grows: the predictor's whole `db-updated` handling at 10,000, 100,000 and
+1,000,000 songs, next to the time the server takes to `LOAD DATA` the same prediction rows.
+
+For each size, in its own process (so its peak memory is its own) and its own MariaDB database:
+  1. `--weeks` weekly snapshots of every song (popularity known, every song trending in the latest week)
+     and a weekly top-200 chart, written through the bulk path in chunks;
+  2. the real models (fitted once per run by `bench_scoring.register_models`, copied into each database);
+  3. the predictor app started in-process on the real broker (its lifespan: MQTT consumer, resident
+     answers), one `db-updated` handled untimed (the resident panel store's cold load), a new week written;
+  4. timed: the handling of the new week's `db-updated` exactly as the app's handler does it (claim,
+     store refresh, scoring, predictions stored, messages staged, commit; publishing every message to the
+     broker; the resident answers rebuilt for every song), with its phases;
+  5. the reference: `LOAD DATA LOCAL` of the same prediction rows into an empty copy of the table.
+Prints, per size, seconds and microseconds per song, the phases, the peak memory of the process (and
+per song), and the LOAD DATA time. Targets (issue 14): < 3 s at 100,000 songs, < 30 s and < 4 GB at
+1,000,000, time per song not growing with size; verdicts printed, not exit codes (timings depend on what
+else the machine does). Run: `make bench-scale` (`--sizes 10000,100000,1000000` to choose sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from shared import bulkload
+from shared.db import make_engine, make_sessionmaker, migrate, upsert
+from shared.models import ChartEntry, Prediction, Snapshot, Track, utcnow
+from shared.weeks import add_weeks, current_week
+
+MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
+MQTT_URL = os.environ.get("SONGPOP_BENCH_MQTT_URL", "mqtt://127.0.0.1:1883")
+FILL_CHUNK = 50_000
+CHART_SIZE = 200
+TARGETS = {100_000: (3.0, None), 1_000_000: (30.0, 4 * 1024**3)}  # songs: (seconds, peak bytes)
+
+
+# ---------------------------------------------------------------- data
+
+
+def song_id(n: int) -> str:
+    return f"bench{n:017d}"  # 22 characters, like a Spotify id
+
+
+async def fill(url: str, songs: int, weeks: int) -> None:
+    """Every song with `weeks` weekly snapshots (trending in the latest), a top-200 chart each week."""
+    latest = current_week()
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    try:
+        for start in range(0, songs, FILL_CHUNK):
+            ids = [song_id(n) for n in range(start, min(songs, start + FILL_CHUNK))]
+            async with sessions() as session:
+                await write_tracks(session, ids, latest, weeks)
+                for back in range(weeks - 1, -1, -1):
+                    await write_week(session, ids, add_weeks(latest, -back), start == 0)
+                await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def write_tracks(session: Any, ids: list[str], latest: dt.date, weeks: int) -> None:
+    now = utcnow()
+    rows = [
+        {"id": i, "name": f"Song {i[-6:]}", "artist_names": f"Artist {hash(i) % 5000}",
+         "release_date": add_weeks(latest, -weeks - hash(i) % 300), "updated_at": now}
+        for i in ids
+    ]  # fmt: skip
+    await upsert(session=session, model=Track, rows=rows, keys=["id"])
+
+
+async def write_week(session: Any, ids: list[str], week: dt.date, with_chart: bool) -> None:
+    """The week's snapshots of `ids` (and, with `with_chart`, its chart, drawn from them)."""
+    rng = random.Random(week.toordinal())
+    now = utcnow()
+    rows = [
+        {"track_id": i, "week": week, "popularity": rng.randint(0, 100), "popularity_source": "api",
+         "trending": True, "updated_at": now}
+        for i in ids
+    ]  # fmt: skip
+    await upsert(session=session, model=Snapshot, rows=rows, keys=["track_id", "week"])
+    if with_chart:
+        chart = [
+            {"track_id": i, "week": week, "region": "global", "rank": r + 1, "streams": 9_000_000 // (r + 1)}
+            for r, i in enumerate(rng.sample(ids, min(CHART_SIZE, len(ids))))
+        ]
+        await upsert(session=session, model=ChartEntry, rows=chart, keys=["track_id", "week", "region"])
+
+
+async def new_week(url: str, songs: int) -> float:
+    """The next week of every song, as an ingest run publishes it; seconds taken."""
+    start = time.perf_counter()
+    week = add_weeks(current_week(), 1)
+    engine = make_engine(url)
+    try:
+        for first in range(0, songs, FILL_CHUNK):
+            ids = [song_id(n) for n in range(first, min(songs, first + FILL_CHUNK))]
+            async with make_sessionmaker(engine)() as session:
+                await write_week(session, ids, week, first == 0)
+                await session.commit()
+    finally:
+        await engine.dispose()
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- databases and models
+
+
+async def create_database(tag: str) -> tuple[str, str]:
+    name = f"songpop_bench_scale_{tag}_{uuid.uuid4().hex[:6]}"
+    admin = make_engine(MYSQL_SERVER + "/")
+    async with admin.begin() as conn:
+        await conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    await admin.dispose()
+    url = f"{MYSQL_SERVER}/{name}"
+    await asyncio.to_thread(migrate, url)
+    return url, name
+
+
+async def drop_database(name: str) -> None:
+    admin = make_engine(MYSQL_SERVER + "/")
+    async with admin.begin() as conn:
+        await conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    await admin.dispose()
+
+
+async def copy_models(url: str, template: str) -> None:
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"INSERT INTO model_version SELECT * FROM `{template}`.model_version"))
+    await engine.dispose()
+
+
+# ---------------------------------------------------------------- one size (child process)
+
+
+def memory(field: str) -> int:
+    """A `/proc/self/status` figure (VmRSS, VmHWM) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Phases:
+    """Seconds spent in the predictor's steps, by wrapping them where the handler calls them."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.prediction_rows: list[dict[str, Any]] = []
+
+    def wrap(self, module: Any, name: str, label: Callable[..., str]) -> None:
+        original = getattr(module, name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                key = label(*args, **kwargs)
+                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+                if kwargs.get("model") is Prediction:
+                    self.prediction_rows = list(kwargs["rows"])
+
+        setattr(module, name, timed)
+
+
+def upsert_label(*args: Any, **kwargs: Any) -> str:
+    return "store predictions" if kwargs.get("model") is Prediction else "stage messages"
+
+
+async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
+    """What the app's handler does for one `db-updated` (`services.predictor.app.make_handler`), then the
+    wait until the resident answers are rebuilt for the new data."""
+    from services.predictor import service
+    from services.predictor.cache import data_version
+    from shared.mqtt import topics
+    from shared.outbox import publish_pending
+
+    settings, clients = app.state.settings, app.state.clients
+    phases.seconds.clear()
+    start = time.perf_counter()
+    await service.handle_event(sessions=app.state.sessions, settings=settings, topics=topics(settings),
+                               event_id=event_id)  # fmt: skip
+    stored = time.perf_counter()
+    app.state.cache.expire()
+    clients.resident.wake.set()
+    published = await publish_pending(
+        sessions=app.state.sessions, client=app.state.mqtt, producer="predictor"
+    )
+    sent = time.perf_counter()
+    version = await data_version(clients.reader)
+    # a pass of the app's own warmer finished after applying this version (pending empties as chunks start)
+    while not (app.state.cache_warmed_version == version and clients.resident.ready):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    done = time.perf_counter()
+    return {
+        "total": done - start,
+        "handled (refresh, scoring, storing, staging, commit)": stored - start,
+        **{f"  {k}": v for k, v in phases.seconds.items()},
+        f"published ({published:,} messages)": sent - stored,
+        "resident answers rebuilt": done - sent,
+    }
+
+
+async def load_data_reference(url: str, rows: list[dict[str, Any]]) -> float:
+    """Seconds to LOAD DATA LOCAL the same prediction rows into an empty copy of the table."""
+    engine = make_engine(url)
+    table = Prediction.__table__  # type: ignore[attr-defined]
+    columns = [table.c[name] for name in rows[0]]
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE prediction_copy LIKE prediction")
+            data = bulkload.tsv(rows, columns, {}, conn.dialect)
+            start = time.perf_counter()
+            with bulkload._registered(data) as name:
+                names = ", ".join(f"`{c.name}`" for c in columns)
+                await conn.exec_driver_sql(
+                    f"LOAD DATA LOCAL INFILE '{name}' INTO TABLE prediction_copy ({names})"
+                )
+            return time.perf_counter() - start
+    finally:
+        await engine.dispose()
+
+
+async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[str, Any]:
+    from services.predictor import service
+    from services.predictor.app import create_app
+    from services.predictor.settings import PredictorSettings
+
+    url, name = await create_database(str(songs))
+    try:
+        fill_start = time.perf_counter()
+        await fill(url, songs, weeks)
+        await copy_models(url, template)
+        filled = time.perf_counter() - fill_start
+        phases = Phases()
+        phases.wrap(service, "forecast_trending", lambda *a, **k: "refresh + scoring")
+        phases.wrap(service, "upsert", upsert_label)
+        settings = PredictorSettings(
+            database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
+            predictor_catch_up_seconds=3600, _env_file=None,  # type: ignore[call-arg]
+        )  # fmt: skip
+        app = create_app(settings)
+        rss_before = memory("VmRSS")
+        async with app.router.lifespan_context(app):
+            await wait_for(app.state.consuming.wait, 120)
+            cold = await handle(app, "bench-cold", phases)
+            week_seconds = await new_week(url, songs)
+            timed = await handle(app, "bench-new-week", phases)
+        peak = memory("VmHWM")
+        reference = await load_data_reference(url, phases.prediction_rows)
+        return {
+            "songs": songs, "fill_seconds": filled, "cold_total": cold["total"],
+            "week_write_seconds": week_seconds,
+            "phases": timed, "seconds": timed["total"], "peak_bytes": peak, "rss_before_app": rss_before,
+            "prediction_rows": len(phases.prediction_rows), "load_data_seconds": reference,
+        }  # fmt: skip
+    finally:
+        if not keep:
+            await drop_database(name)
+
+
+async def wait_for(step: Callable[[], Awaitable[Any]], within: float) -> None:
+    await asyncio.wait_for(step(), within)
+
+
+# ---------------------------------------------------------------- the run (parent process)
+
+
+def report(result: dict[str, Any]) -> list[str]:
+    songs, seconds = result["songs"], result["seconds"]
+    peak = result["peak_bytes"]
+    lines = [
+        f"{songs:>9,} songs: {seconds:6.2f} s ({seconds / songs * 1e6:6.1f} us/song), peak memory "
+        f"{peak / 1024**2:,.0f} MB ({(peak - result['rss_before_app']) / songs / 1024:.1f} kB/song above the "
+        f"{result['rss_before_app'] / 1024**2:,.0f} MB before the app); LOAD DATA of the same "
+        f"{result['prediction_rows']:,} prediction rows {result['load_data_seconds']:.2f} s",
+    ]
+    lines += [
+        f"      {label:<58} {value:6.2f} s" for label, value in result["phases"].items() if label != "total"
+    ]
+    target = TARGETS.get(songs)
+    if target:
+        ok = seconds < target[0] and (target[1] is None or peak < target[1])
+        limit = f"< {target[0]:.0f} s" + (f" and < {target[1] / 1024**3:.0f} GB" if target[1] else "")
+        lines.append(f"      target {limit}: {'met' if ok else 'MISSED'}")
+    return lines
+
+
+async def prepare_models(models_dir: Path) -> str:
+    from benchmarks.bench_scoring import register_models
+
+    url, name = await create_database("models")
+    await register_models(url, models_dir)
+    return name
+
+
+def run(sizes: list[int], weeks: int, keep: bool) -> None:
+    models_dir = Path(tempfile.mkdtemp(prefix="bench-scale-models-"))
+    template = None
+    try:
+        print("fitting the models (once) ...", flush=True)
+        template = asyncio.run(prepare_models(models_dir))
+        results = []
+        for songs in sizes:
+            print(f"{songs:,} songs: filling and handling ...", flush=True)
+            child = subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_scale", "--one", str(songs), "--weeks", str(weeks),
+                 "--template", template, *(["--keep"] if keep else [])],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            found = [line for line in child.stdout.splitlines() if line.startswith("{")]
+            if child.returncode or not found:
+                print(f"  failed ({child.returncode}):\n{child.stderr[-3000:]}", flush=True)
+                continue
+            results.append(json.loads(found[-1]))
+            print("\n".join(report(results[-1])), flush=True)
+        if len(results) > 1:
+            per_song = [r["seconds"] / r["songs"] * 1e6 for r in results]
+            growing = per_song[-1] > per_song[0] * 1.25
+            print(f"time per song: {' -> '.join(f'{u:.1f}' for u in per_song)} us "
+                  f"({'GROWS' if growing else 'does not grow'} with size)")  # fmt: skip
+    finally:
+        shutil.rmtree(models_dir, ignore_errors=True)
+        if template and not keep:
+            asyncio.run(drop_database(template))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated song counts")
+    parser.add_argument("--weeks", type=int, default=4, help="weekly snapshots per song before the new one")
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one size
+    parser.add_argument("--template", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        result = asyncio.run(one_size(args.one, args.weeks, args.template, args.keep))
+        print(json.dumps(result, default=str), flush=True)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        run([int(s) for s in args.sizes.split(",")], args.weeks, args.keep)
+
+
+if __name__ == "__main__":
+    main()
