@@ -82,6 +82,9 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
             app.state.cache.expire()  # this replica serves its new forecasts at once
             app.state.resident.wake.set()
             await publish_pending(sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE)
+            await service.prune_predictions(
+                sessions=app.state.sessions, keep_weeks=settings.prediction_retention_weeks
+            )
 
     return handle
 

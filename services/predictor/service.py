@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, true, union
+from sqlalchemy import delete, func, select, true, union
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
@@ -36,7 +36,7 @@ from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapsh
 from shared.spotify.client import SpotifyClient, SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
-from shared.weeks import current_week
+from shared.weeks import add_weeks, current_week
 
 from . import messages
 from .settings import PredictorSettings
@@ -304,6 +304,34 @@ async def predict_trending(
         await session.commit()
     log.info("event %s: %d predictions of %d songs, %d alerts", event_id, len(data), len(songs), len(alerts))
     return BatchPredictions(batch)
+
+
+PRUNE_BATCH = 20_000  # prediction rows deleted per transaction: short locks, bounded undo
+
+
+async def prune_predictions(*, sessions: async_sessionmaker[AsyncSession], keep_weeks: int) -> int:
+    """Delete the predictions of anchor weeks older than the newest `keep_weeks` weeks (0: keep all), a
+    batch per transaction so readers and the next week's writes never wait long. Returns rows deleted."""
+    if keep_weeks <= 0:
+        return 0
+    async with sessions() as session:
+        newest = (await session.exec(select(func.max(col(Prediction.week))))).scalar()  # type: ignore[call-overload]
+    if newest is None:
+        return 0
+    cutoff = add_weeks(newest, -(keep_weeks - 1))
+    deleted = 0
+    while True:
+        async with sessions() as session:
+            old = select(col(Prediction.id)).where(col(Prediction.week) < cutoff).limit(PRUNE_BATCH)
+            ids = list((await session.exec(old)).scalars().all())  # type: ignore[call-overload]
+            if not ids:
+                break
+            await session.exec(delete(Prediction).where(col(Prediction.id).in_(ids)))  # type: ignore[call-overload]
+            await session.commit()
+        deleted += len(ids)
+    if deleted:
+        log.info("retention: %d prediction(s) of weeks before %s deleted", deleted, cutoff)
+    return deleted
 
 
 async def handle_event(

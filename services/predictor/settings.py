@@ -49,6 +49,12 @@ class PredictorSettings(Settings):
     )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
+    prediction_retention_weeks: int = Field(
+        default=60,
+        ge=0,
+        description="anchor weeks of predictions kept (the newest ones; 0: all): a year of forecasts, so "
+        "each 52-week forecast can be checked when it comes due (docs/operations.md)",
+    )
     latest_message_max_predictions: int = Field(
         default=20_000,
         ge=0,
