@@ -269,8 +269,10 @@ async def predict_trending(
     settings: PredictorSettings,
     topics: Topics,
     event_id: str,
+    superseded: Sequence[str] = (),
 ) -> Sequence[TrackPrediction] | None:
     """Forecast this week's trending songs for the event `event_id`; None if it was handled already.
+    `superseded` events (older ones of the same kind) are marked handled in the same transaction.
 
     The caller publishes the staged messages (shared.outbox.flush_outbox) after this returns.
     """
@@ -278,6 +280,7 @@ async def predict_trending(
         if not await claim(session, event_id):
             log.info("event %s already handled; skipped", event_id)
             return None
+        await claim_superseded(session, superseded)
         week = await data_week(session)
         batch = (
             await forecast_trending(
@@ -340,6 +343,7 @@ async def handle_event(
     settings: PredictorSettings,
     topics: Topics,
     event_id: str,
+    superseded: Sequence[str] = (),
 ) -> Sequence[TrackPrediction] | None:
     """`predict_trending`, tried again when the database gives up on a lock (a deadlock or lock timeout
     between replicas writing the same week's predictions): the transaction was rolled back whole, claim
@@ -347,7 +351,7 @@ async def handle_event(
     for attempt in range(1, settings.event_attempts + 1):
         try:
             return await predict_trending(
-                sessions=sessions, settings=settings, topics=topics, event_id=event_id
+                sessions=sessions, settings=settings, topics=topics, event_id=event_id, superseded=superseded
             )
         except OperationalError as exc:
             if attempt == settings.event_attempts:
@@ -371,18 +375,27 @@ async def missed_events(*, session: AsyncSession, topic: str) -> list[str]:
 async def catch_up(
     *, sessions: async_sessionmaker[AsyncSession], settings: PredictorSettings, topics: Topics
 ) -> int:
-    """After downtime: handle the newest missed `db-updated` once and mark the older ones handled
-    (forecasts always start from the latest data, so replaying each would only repeat work)."""
-    async with sessions() as session:
-        missed = await missed_events(session=session, topic=topics.db_updated)
+    """After downtime: of each kind of event (`db-updated`, `model-updated`), handle the newest missed one
+    and mark the older ones handled in the same transaction (forecasts always start from the latest data
+    and the active models, so replaying each would only repeat the same work). Returns events caught up."""
+    caught = 0
+    for topic in (topics.db_updated, topics.model_updated):
+        async with sessions() as session:
+            missed = await missed_events(session=session, topic=topic)
         if not missed:
-            return 0
-        for event_id in missed[:-1]:
-            session.add(ProcessedEvent(consumer=CONSUMER, event_id=event_id))
-        await session.commit()
-    log.info("catching up: %d missed db-updated event(s)", len(missed))
-    await handle_event(sessions=sessions, settings=settings, topics=topics, event_id=missed[-1])
-    return len(missed)
+            continue
+        log.info("catching up: %d missed event(s) on %s, the newest handled", len(missed), topic)
+        await handle_event(
+            sessions=sessions, settings=settings, topics=topics, event_id=missed[-1], superseded=missed[:-1]
+        )
+        caught += len(missed)
+    return caught
+
+
+async def claim_superseded(session: AsyncSession, event_ids: Sequence[str]) -> None:
+    """Mark events handled without handling them (a newer one of their kind is being handled)."""
+    rows = [{"consumer": CONSUMER, "event_id": event_id, "processed_at": utcnow()} for event_id in event_ids]
+    await upsert(session=session, model=ProcessedEvent, rows=rows, keys=["consumer", "event_id"])
 
 
 # ---------------------------------------------------------------- on-demand forecasts (REST)
