@@ -219,10 +219,10 @@ def _ingest(
     bar, update = rich_progress()
 
     async def job() -> Any:
-        async with emulator_when_absent(settings):
+        async with emulator_when_absent(settings) as effective:
             with bar:
                 return await ingest_once(
-                    settings,
+                    effective,
                     kind=kind,
                     chart_paths=paths,
                     limit=None if kind == "init" else limit,
