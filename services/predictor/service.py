@@ -82,6 +82,25 @@ async def forecast(
     )
 
 
+async def forecast_at(
+    *, session: AsyncSession, settings: PredictorSettings, anchors: dict[str, dt.date]
+) -> list[TrackPrediction]:
+    """On-demand forecasts of songs each at its own anchor week: one load and scoring shared by all of
+    them (`shared.forecasting.forecast_tracks_at`), or with `rest_shared_scoring` off the plain way, one
+    `forecast` per week (the benchmark's baseline; the same answers)."""
+    if settings.rest_shared_scoring:
+        return await forecasting.forecast_tracks_at(
+            session=session, settings=forecast_settings(settings), anchors=anchors
+        )
+    by_week: dict[dt.date, list[str]] = {}
+    for track_id, week in anchors.items():
+        by_week.setdefault(week, []).append(track_id)
+    predictions: list[TrackPrediction] = []
+    for week, ids in by_week.items():
+        predictions += await forecast(session=session, settings=settings, week=week, track_ids=ids)
+    return predictions
+
+
 _stores: dict[tuple[str, bool], PanelStore] = {}
 
 

@@ -47,6 +47,11 @@ class PredictorSettings(Settings):
         description="Spotify requests on-demand forecasts may make per hour (per predictor process), the "
         "rest of the app's quota left to the weekly run",
     )
+    rest_shared_scoring: bool = Field(
+        default=True,
+        description="forecast the songs of a request that need an on-demand forecast with one load and one "
+        "scoring pass (off: one per anchor week, the plain way)",
+    )
     event_attempts: int = Field(default=3, ge=1, description="tries per event when the database conflicts")
     event_retry_seconds: float = Field(default=0.5, ge=0, description="pause before trying again, times n")
     prediction_retention_weeks: int = Field(

@@ -39,7 +39,7 @@ from .cache import RESIDENT_HITS, changed_songs, data_version, left_the_batch
 from .deps import Clients
 from .reader import with_retry_on_dropped_connection
 from .schemas import HistoryPoint, TrackForecast, TrackInfo
-from .service import UnknownTracks, ensure_tracks, forecast
+from .service import UnknownTracks, ensure_tracks, forecast_at
 from .settings import PredictorSettings
 
 
@@ -237,14 +237,11 @@ async def compute_on_demand(
     *, session: AsyncSession, settings: PredictorSettings, songs: Sequence[SongData]
 ) -> dict[str, list[TrackPrediction]]:
     """Forecasts computed now for songs without an up-to-date batch forecast, anchored at each song's
-    latest data week (songs are grouped by that week: one model call per group)."""
-    by_week: dict[dt.date, list[str]] = defaultdict(list)
-    for song in songs:
-        by_week[song.latest_week or current_week()].append(song.info.id)
+    latest data week (one load and one scoring pass for all of them: `service.forecast_at`)."""
+    anchors = {song.info.id: song.latest_week or current_week() for song in songs}
     result: dict[str, list[TrackPrediction]] = defaultdict(list)
-    for week, ids in by_week.items():
-        for prediction in await forecast(session=session, settings=settings, week=week, track_ids=ids):
-            result[prediction.track_id].append(prediction)
+    for prediction in await forecast_at(session=session, settings=settings, anchors=anchors):
+        result[prediction.track_id].append(prediction)
     return result
 
 

@@ -12,6 +12,7 @@ from shared.forecasting.service import (
     ScoredBatch,
     forecast_from_store,
     forecast_tracks,
+    forecast_tracks_at,
     score_from_store,
     train_and_register,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "TamperedArtifact",
     "forecast_from_store",
     "forecast_tracks",
+    "forecast_tracks_at",
     "format_eval_table",
     "run_eval",
     "score_from_store",

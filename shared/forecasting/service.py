@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -815,6 +815,42 @@ async def forecast_tracks(
     )
 
 
+async def forecast_tracks_at(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    anchors: Mapping[str, dt.date],
+    horizons: Sequence[int] = (26, 52),
+) -> list[TrackPrediction]:
+    """`forecast_tracks` of songs each at its own anchor week (`anchors`: song id -> week), as the same
+    songs' `forecast_tracks` week by week would give, with one load (the songs' rows up to the latest
+    anchor) and its derived indexes shared by every week: anchor features read only the rows up to their
+    week, so no week needs a panel of its own."""
+    from shared.weeks import week_of
+
+    by_week: dict[dt.date, list[str]] = {}
+    for track_id, week in anchors.items():
+        by_week.setdefault(week_of(week), []).append(track_id)
+    if not by_week:
+        return []
+    latest, ids = max(by_week), list(anchors)
+    versions = await active_versions(session)
+    names = await _names(session, ids)
+    panels = await _scoped_panels(session, latest, ids, names, settings.demo, also=list(by_week))
+    if panels is None:
+        panels = (
+            await load_chart_panel(session, max_week=latest, demo=settings.demo),
+            (await load_popularity_panel(session, max_week=latest, demo=settings.demo))[0],
+        )
+    predictions: list[TrackPrediction] = []
+    for week, songs in sorted(by_week.items()):
+        predictions += _predict(
+            *panels, anchor=week, ids=songs, versions=versions, names=names, settings=settings,
+            horizons=horizons,
+        )  # fmt: skip
+    return predictions
+
+
 async def _forecast(
     *,
     session: AsyncSession,
@@ -1001,6 +1037,7 @@ async def _scoped_panels(
     ids: Sequence[str],
     names: dict[str, tuple[str, str]],
     demo: bool,
+    also: Sequence[dt.date] = (),
 ) -> tuple[ChartPanel, PopularityPanel] | None:
     """Panels holding only what the songs' features at `anchor` read: their own rows, their artists'
     other songs' rows, and the floors of the charts they read; None when a full load is needed or cheaper.
@@ -1016,7 +1053,9 @@ async def _scoped_panels(
     rows = await _chart_rows(session, max_week=anchor, demo=demo, tracks=scope)
     # The floors these songs' features read: of the weeks they (or their artists' songs) charted, for
     # above_floor and its running best, and of the lagged weeks before the anchor.
-    weeks = {row[2] for row in rows} | {anchor - dt.timedelta(weeks=k) for k in CHART_LAGS}
+    # (`also`: earlier anchors the same panels will be cut at.)
+    lagged = {a - dt.timedelta(weeks=k) for a in (anchor, *also) for k in CHART_LAGS}
+    weeks = {row[2] for row in rows} | lagged
     chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, sorted(weeks), demo))
     popularity, _ = await _popularity_panel_of(session, max_week=anchor, demo=demo, tracks=scope)
     return chart_panel, popularity
