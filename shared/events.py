@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+EVENT_ID_MAX = 36  # a UUID's length, and the width of the columns that store event ids
 QOS = 1
 MAX_LOGGED_PAYLOAD = 200  # characters of a malformed payload worth logging
 
@@ -195,7 +196,10 @@ class Envelope(BaseModel, Generic[D]):
     )
     event_id: str = Field(
         default_factory=lambda: str(uuid.uuid4()),
-        description="unique per event; a redelivered message keeps it, so consumers drop duplicates by it",
+        min_length=1,
+        max_length=EVENT_ID_MAX,
+        description="unique per event (a UUID); a redelivered message keeps it, so consumers drop duplicates "
+        "by it",
     )
     occurred_at: dt.datetime = Field(
         default_factory=lambda: dt.datetime.now(dt.UTC), description="when the event happened (UTC)"

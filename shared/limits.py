@@ -10,10 +10,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_BODY_BYTES = 1024 * 1024  # a full POST /v1/forecasts batch is a few kilobytes
 
 
-class BodyTooLarge(Exception):
-    """The client sent more than the limit (raised inside `receive`, turned into a 413)."""
-
-
 class BodySizeLimit:
     """Pure ASGI middleware: 413 for a declared Content-Length over `max_bytes`, and for a streamed
     (chunked) body as soon as it grows past it."""
@@ -31,27 +27,32 @@ class BodySizeLimit:
             await self._refuse(send)
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Past the limit the 413 is sent here and the app is told the client left: raising instead
+            # would reach FastAPI's body parsing, which turns any error into a 400.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise BodyTooLarge
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def noting_send(message: Message) -> None:
             nonlocal started
+            if refused:  # the 413 was the answer; what the app says after it goes nowhere
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, noting_send)
-        except BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, limited_receive, noting_send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()

@@ -158,7 +158,7 @@ class LiveFeed:
             elif topic == self.topics.model_updated:
                 self._on_model(payload)
             elif topic.startswith(f"{self.topics.root}/status/"):
-                self._on_status(payload)
+                self._on_status(payload, live=not message.retain)
         except ValidationError as exc:
             self.malformed += 1
             log.warning(
@@ -216,9 +216,12 @@ class LiveFeed:
             )
         )
 
-    def _on_status(self, payload: bytes | str) -> None:
+    def _on_status(self, payload: bytes | str, *, live: bool = False) -> None:
+        """A status delivered live (not a retained copy) happened now: an `offline` last will carries the
+        time its service connected (the broker publishes the envelope it was given then)."""
         event = parse_known(payload, ServiceStatus)
-        self.services[event.data.service] = ServiceSeen(state=event.data.state, at=event.occurred_at)
+        at = utcnow() if live else event.occurred_at
+        self.services[event.data.service] = ServiceSeen(state=event.data.state, at=at)
 
 
 def predictions_message(rows: list[TrendingRow], *, event_id: str | None, week: dt.date | None) -> str:
