@@ -1,5 +1,6 @@
 """The smaller holes of issue 12, item 8: an oversized event id is a clean reject, a chunked oversized body
-a 413, and a last will received live is dated when it arrives (not when its service connected)."""
+a 413, a last will received live is dated when it arrives (not when its service connected), and a refused
+model shows at start-up."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import pytest
 
 from services.predictor.app import create_app as create_predictor
 from shared.config import Settings
+from shared.db import session_scope
 from shared.events import DbUpdated, ServiceStatus, envelope
 from shared.limits import MAX_BODY_BYTES
-from shared.models import ProcessedEvent, utcnow
+from shared.models import ModelVersion, ProcessedEvent, utcnow
 from shared.mqtt import make_client, publish_model, topics
 from shared.weeks import current_week
 from tests.dashboard_support import dashboard_settings, running_dashboard
 from tests.predictor_support import predictor_settings
 from tests.servers import serving
+from tests.test_security_artifacts import EVIL, tampered_artifact
 
 
 async def handled(sessions: Any, event_id: str, within: float = 20) -> None:
@@ -91,3 +94,24 @@ async def test_a_last_will_received_live_is_dated_on_arrival(settings: Settings)
                 await asyncio.sleep(0.05)
     seen = feed.services["ingestor"]
     assert seen.state == "offline" and abs((utcnow() - seen.at).total_seconds()) < 30
+
+
+async def test_a_refused_model_shows_at_start_up(settings: Settings, sessions: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Before any scoring: `/v1/models` says why the active model is refused and `/readyz` names it."""
+    config = predictor_settings(settings)
+    marker = tmp_path / "unpickled"
+    path, registered = tampered_artifact(config.models_dir, marker)
+    async with session_scope(sessions) as session:
+        session.add(ModelVersion(version=EVIL, signal="popularity", horizon_weeks=26, kind="gbm",
+                                 active=True, artifact_path=str(path), sha256=registered))  # fmt: skip
+    async with serving(create_predictor(config)) as url, httpx.AsyncClient(base_url=url) as http:
+        async with asyncio.timeout(20):
+            while True:  # the check runs in the background at start
+                listed = {m["version"]: m for m in (await http.get("/v1/models")).json()}
+                if listed[EVIL].get("refused"):
+                    break
+                await asyncio.sleep(0.1)
+        ready = (await http.get("/readyz")).json()
+    assert "does not match" in listed[EVIL]["refused"] and str(path) not in listed[EVIL]["refused"]
+    assert ready["models"] == f"refused: {EVIL}"
+    assert not marker.exists()  # checked, never unpickled

@@ -207,7 +207,8 @@ async def test_trending_models_status_and_probes_answer(api, settings, sessions)
     status = (await http.get("/v1/status")).json()
     assert status["versions"]["songpop"]
     assert (await http.get("/healthz")).json() == {"status": "ok"}
-    assert (await http.get("/readyz")).json() == {"status": "ready", "database": "ok", "broker": "ok"}
+    ready = {"status": "ready", "database": "ok", "broker": "ok", "models": "ok"}
+    assert (await http.get("/readyz")).json() == ready
     metrics = (await http.get("/metrics")).text
     assert 'route="/v1/trending"' in metrics and "songpop_http_request_duration_seconds_bucket" in metrics
 

@@ -246,17 +246,24 @@ async def trending(session: SessionDep) -> TrendingResponse:
     tags=[Tag.catalog],
     summary="Registered models with backtest metrics",
 )
-async def models(session: SessionDep) -> list[ModelOut]:
+async def models(request: Request, session: SessionDep) -> list[ModelOut]:
     rows = (await session.exec(select(ModelVersion).order_by(col(ModelVersion.id).desc()))).all()
+    refused: dict[str, str] = request.app.state.refused_models
     return [
         ModelOut(
             **row.model_dump(exclude={"id", "artifact_path", "sha256", "is_demo"}),
             demo=row.is_demo,
             method=(row.metrics or {}).get("serving", {}).get("method", "model"),
             skill=(row.metrics or {}).get("serving", {}).get("skill"),
+            refused=_without_path(refused[row.version]) if row.version in refused else None,
         )
         for row in rows
     ]
+
+
+def _without_path(reason: str) -> str:
+    """The registry's reason without the artifact's path (a server detail)."""
+    return reason.split(": ", 1)[-1]
 
 
 @router.get(
@@ -298,7 +305,7 @@ def _state(ok: bool) -> str:
     tags=[Tag.operations],
     responses={503: problem("the database or the broker is unreachable")},
 )
-async def readyz(sessions: SessionsDep, settings: SettingsDep) -> Readiness:
+async def readyz(request: Request, sessions: SessionsDep, settings: SettingsDep) -> Readiness:
     db_ok = await ping(sessions.kw["bind"])
     broker_ok = await broker_reachable(settings)
     if not (db_ok and broker_ok):
@@ -306,4 +313,6 @@ async def readyz(sessions: SessionsDep, settings: SettingsDep) -> Readiness:
             status_code=503,
             detail=f"database {_state(db_ok)}, broker {_state(broker_ok)}",
         )
-    return Readiness(status="ready", database="ok", broker="ok")
+    refused = sorted(request.app.state.refused_models)
+    models = "refused: " + ", ".join(refused) if refused else "ok"  # served on: persistence stands in
+    return Readiness(status="ready", database="ok", broker="ok", models=models)

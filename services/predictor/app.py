@@ -78,6 +78,7 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
         predictions = await service.handle_event(
             sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
         )
+        await check_models(app)  # a model-updated event brings a new active model
         if predictions is not None:
             app.state.cache.expire()  # this replica serves its new forecasts at once
             app.state.resident.wake.set()
@@ -148,6 +149,15 @@ async def keep_answers_resident(app: FastAPI) -> None:
             await asyncio.wait_for(resident.wake.wait(), wait)
 
 
+async def check_models(app: FastAPI) -> None:
+    """`app.state.refused_models`: the active models whose artifact is refused (`service.refused_models`)."""
+    try:
+        async with app.state.sessions() as session:
+            app.state.refused_models = await service.refused_models(session=session)
+    except Exception as exc:  # the database may be away at start: the next event checks again
+        log.warning("checking the active models failed (%s)", type(exc).__name__)
+
+
 async def announce_offline(app: FastAPI) -> None:
     """On a clean stop, say `offline` on the consumer's connection (see `shared.mqtt.announce_offline`)."""
     client = getattr(app.state, "mqtt", None)
@@ -189,12 +199,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.cache_warmed, app.state.cache_warmed_version = asyncio.Event(), None
         warmer = asyncio.create_task(keep_answers_resident(app)) if settings.rest_cache_warm else None
         catcher = asyncio.create_task(keep_catching_up(app))
+        checker = asyncio.create_task(check_models(app))  # at start, before any scoring needs them
         try:
             yield
         finally:
             gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
-            for task in (catcher, consumer, warmer):
+            for task in (catcher, consumer, warmer, checker):
                 if task is not None:
                     await stop(task)
     await reader.dispose()
@@ -292,6 +303,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.add_exception_handler(SpotifyPaused, spotify_unavailable)
     app.add_exception_handler(SpotifyError, spotify_unavailable)
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
+    app.state.refused_models = {}  # version: why its artifact is refused (check_models)
     app.state.resident = ResidentAnswers()
     app.state.resident.expose_metrics()
     app.state.api_keys = ApiKeys(app.state.settings.api_keys)

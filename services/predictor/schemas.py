@@ -190,6 +190,11 @@ class ModelOut(BaseModel):
     baselines: dict[str, Any] = Field(
         description="the same metrics of every other candidate: the learned model (learned) and the baselines"
     )
+    refused: str | None = Field(
+        None,
+        description="an active model whose artifact the predictor refuses (altered, missing): why; its "
+        "forecasts fall back to persistence, flagged cold_start",
+    )
 
 
 class StatusResponse(BaseModel):
@@ -220,12 +225,15 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"status": "ready", "database": "ok", "broker": "ok"}]}
+        json_schema_extra={
+            "examples": [{"status": "ready", "database": "ok", "broker": "ok", "models": "ok"}]
+        }
     )
 
     status: str
     database: str
     broker: str
+    models: str = Field("ok", description="ok, or the active models whose artifact is refused")
 
 
 class Problem(BaseModel):

@@ -30,6 +30,7 @@ from shared.events import (
     Topics,
     TrackPrediction,
 )
+from shared.forecasting.registry import ArtifactError, active_versions, load_version
 from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
@@ -415,6 +416,21 @@ async def claim_superseded(session: AsyncSession, event_ids: Sequence[str]) -> N
     """Mark events handled without handling them (a newer one of their kind is being handled)."""
     rows = [{"consumer": CONSUMER, "event_id": event_id, "processed_at": utcnow()} for event_id in event_ids]
     await upsert(session=session, model=ProcessedEvent, rows=rows, keys=["consumer", "event_id"])
+
+
+async def refused_models(*, session: AsyncSession) -> dict[str, str]:
+    """The active models whose artifact the registry refuses (altered, missing, unreadable), with why:
+    checked when the predictor starts and after each event, so a refusal shows at `/v1/models` and
+    `/readyz` before the first scoring needs the model. (A verified artifact stays loaded, in a cache.)"""
+    refused: dict[str, str] = {}
+    for model in (await active_versions(session)).values():
+        try:
+            await asyncio.to_thread(load_version, model)
+        except ArtifactError as exc:
+            refused[model.version] = str(exc)
+    for name, reason in refused.items():
+        log.error("active model %s refused: %s; its forecasts fall back to persistence", name, reason)
+    return refused
 
 
 # ---------------------------------------------------------------- on-demand forecasts (REST)
