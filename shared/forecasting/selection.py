@@ -83,7 +83,7 @@ class ServingRule:
         return out
 
     def card(self) -> dict[str, object]:
-        """What the model card, `GET /v1/models` and the forecasts say about the method."""
+        """What the model card and `GET /v1/models` say of the method, with every candidate's fold error."""
         return {
             "method": self.method,
             "toward": self.toward or None,
@@ -94,7 +94,7 @@ class ServingRule:
         }
 
 
-def _candidates(model: Forecast, baselines: dict[str, Forecast], best_naive: str) -> dict[str, ServingRule]:
+def _candidates(baselines: dict[str, Forecast], best_naive: str) -> dict[str, ServingRule]:
     rules = {"model": ServingRule()}
     rules.update({name: ServingRule(method=name, toward=name, weight=0.0) for name in baselines})
     for weight in SHRINK_WEIGHTS:
@@ -118,7 +118,7 @@ def select(
     best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
     scores: dict[str, float] = {}
     eligible: list[str] = []
-    rules = _candidates(model, baselines, best_naive)
+    rules = _candidates(baselines, best_naive)
     for name, rule in rules.items():
         anchor_errors = errors(rule.combine(model, baselines))
         scores[name] = _mean(anchor_errors)
