@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from shared.forecasting.features import (
+    cached_chart_features,
     chart_features,
     chart_targets,
     popularity_features,
@@ -126,10 +127,12 @@ def thinned_chart_set(panel: ChartPanel, horizon: int, regions: list[str]) -> Ch
     """The panel's anchors as someone who downloads a file a month sees them (features of the monthly
     history), with the outcomes the full panel knows: trained on, so that features of sparse or irregular
     histories mean to the models what they mean in production."""
-    thin = thin_charts(panel, "monthly")
+    if ("thinned", "monthly") not in panel.cache:  # both horizons read the same thinned history
+        panel.cache[("thinned", "monthly")] = thin_charts(panel, "monthly")
+    thin: ChartPanel = panel.cache[("thinned", "monthly")]
     if len(thin.entries) == len(panel.entries):
         return None  # the files are monthly already
-    features = chart_features(thin, regions).reindex(panel.entries.index)
+    features = cached_chart_features(thin, regions).reindex(panel.entries.index)
     data = chart_set(panel, horizon, regions, features=features)
     data.thinned = np.ones(len(data), bool)
     return data
