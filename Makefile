@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 SIZES ?= 10000,100000,1000000
 
-.PHONY: help install lock run test lint typecheck bench bench-ingest bench-db bench-scale bench-train bench-api bench-scoring bench-forecast bench-batch bench-e2e eval compose-check clean
+.PHONY: help install lock run test lint format typecheck bench bench-ingest bench-db bench-scale bench-train bench-api bench-scoring bench-forecast bench-batch bench-e2e eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,8 +35,14 @@ run: install  ## the whole stack in one process (SQLite, embedded broker, Spotif
 test: install  ## the test suite (real MariaDB/Mosquitto when reachable, embedded ones otherwise)
 	$(BIN)/pytest -q
 
-lint: install  ## ruff
-	$(BIN)/ruff check shared services tests benchmarks
+CODE := shared services tests benchmarks
+
+lint: install  ## ruff: lint rules and the format check (`make format` fixes the format)
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+format: install  ## ruff format
+	$(BIN)/ruff format $(CODE)
 
 typecheck: install  ## mypy
 	$(BIN)/mypy shared services

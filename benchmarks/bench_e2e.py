@@ -43,8 +43,15 @@ from tests.dashboard_support import (
 
 TARGET_SECONDS = 2.0
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 
 
@@ -147,7 +154,9 @@ async def browser_round(settings: Settings, page, event, n: int) -> float:  # ty
     publisher = asyncio.create_task(publish_like_the_predictor(settings, event))
     await page.wait_for_function(
         "([id, n]) => document.querySelectorAll(`#trending tbody tr[data-event='${id}']`).length === n",
-        arg=[event.event_id, n], polling="raf", timeout=30_000,
+        arg=[event.event_id, n],
+        polling="raf",
+        timeout=30_000,
     )
     elapsed = time.perf_counter() - start
     await publisher
@@ -155,8 +164,10 @@ async def browser_round(settings: Settings, page, event, n: int) -> float:  # ty
 
 
 def summary(label: str, values: list[float]) -> str:
-    return (f"  {label:<34} median {statistics.median(values) * 1000:8.1f} ms   "
-            f"max {max(values) * 1000:8.1f} ms   ({len(values)} rounds)")
+    return (
+        f"  {label:<34} median {statistics.median(values) * 1000:8.1f} ms   "
+        f"max {max(values) * 1000:8.1f} ms   ({len(values)} rounds)"
+    )
 
 
 async def bench(n_songs: int, rounds: int) -> int:
@@ -169,8 +180,9 @@ async def bench(n_songs: int, rounds: int) -> int:
         mqtt_url = await stack.enter_async_context(broker())
         settings = await prepared(db_url, mqtt_url, catalog)
         dashboard = await stack.enter_async_context(running_dashboard(settings))
-        print(f"bench-e2e: {n_songs} songs, {rounds} rounds; database {db_url.split(':')[0]}, "
-              f"broker {mqtt_url}")
+        print(
+            f"bench-e2e: {n_songs} songs, {rounds} rounds; database {db_url.split(':')[0]}, broker {mqtt_url}"
+        )
         for _ in range(rounds):
             event = prediction_event(catalog, shift=next(shifts))
             results["mqtt"].append(await mqtt_round(settings, event))
@@ -185,9 +197,12 @@ async def bench(n_songs: int, rounds: int) -> int:
 async def prepared(db_url: str, mqtt_url: str, catalog: list) -> DashboardSettings:  # type: ignore[type-arg]
     """Seed the songs and return dashboard settings that show all of them."""
     base = Settings(
-        database_url=db_url, mqtt_url=mqtt_url, var_dir=Path(tempfile.mkdtemp()),
+        database_url=db_url,
+        mqtt_url=mqtt_url,
+        var_dir=Path(tempfile.mkdtemp()),
         mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
-        mqtt_client_prefix=f"b{uuid.uuid4().hex[:6]}", _env_file=None,  # type: ignore[call-arg]
+        mqtt_client_prefix=f"b{uuid.uuid4().hex[:6]}",
+        _env_file=None,  # type: ignore[call-arg]
     )
     engine = make_engine(db_url)
     await seed(make_sessionmaker(engine), catalog, history_weeks=8)
@@ -205,8 +220,10 @@ def report(results: dict[str, list[float]], n_songs: int, skipped: str) -> int:
     print(summary("chromium page, all rows updated", results["browser"]))
     worst = max(results["browser"])
     verdict = "PASS" if worst < TARGET_SECONDS else "FAIL"
-    print(f"all {n_songs} rows updated on an open page in {worst:.3f} s at worst "
-          f"(target < {TARGET_SECONDS:.0f} s): {verdict}")
+    print(
+        f"all {n_songs} rows updated on an open page in {worst:.3f} s at worst "
+        f"(target < {TARGET_SECONDS:.0f} s): {verdict}"
+    )
     return 0 if worst < TARGET_SECONDS else 1
 
 

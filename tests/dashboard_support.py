@@ -73,40 +73,64 @@ async def seed(
     with_chart: bool = False,
 ) -> None:
     """Tracks, weekly popularity history up to `week`, and 26/52-week popularity predictions."""
-    tracks = [
-        {"id": s.track_id, "name": s.name, "artist_names": s.artists, "is_demo": s.demo} for s in items
-    ]
+    tracks = [{"id": s.track_id, "name": s.name, "artist_names": s.artists, "is_demo": s.demo} for s in items]
     snapshots = [
         {
-            "track_id": s.track_id, "week": add_weeks(week, -k), "popularity": past_popularity(s, i, k),
-            "trending": True, "is_demo": s.demo,
+            "track_id": s.track_id,
+            "week": add_weeks(week, -k),
+            "popularity": past_popularity(s, i, k),
+            "trending": True,
+            "is_demo": s.demo,
         }
         for i, s in enumerate(items)
         for k in range(history_weeks)
     ]
     predictions = [
         {
-            "track_id": s.track_id, "week": week, "signal": "popularity", "region": "", "horizon_weeks": h,
-            "current": s.current, "value": s.current - h / 13, "lower": s.current - 10 - h / 5,
-            "upper": s.current + 5, "model_version": MODEL,
+            "track_id": s.track_id,
+            "week": week,
+            "signal": "popularity",
+            "region": "",
+            "horizon_weeks": h,
+            "current": s.current,
+            "value": s.current - h / 13,
+            "lower": s.current - 10 - h / 5,
+            "upper": s.current + 5,
+            "model_version": MODEL,
         }
         for s in items
         for h in (26, 52)
     ]
     async with sessions() as session:
         await upsert(session=session, model=Track, rows=tracks, keys=["id"], update=["name"])
-        await upsert(session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"],
-                     update=["popularity"])
-        await upsert(session=session, model=Prediction, rows=predictions,
-                     keys=["track_id", "week", "signal", "region", "horizon_weeks"], update=["value"])
+        await upsert(
+            session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"], update=["popularity"]
+        )
+        await upsert(
+            session=session,
+            model=Prediction,
+            rows=predictions,
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+            update=["value"],
+        )
         if with_chart:
             chart = [
-                {"track_id": s.track_id, "week": week, "region": "global", "rank": i + 1,
-                 "streams": 1_000_000 - i * 1000}
+                {
+                    "track_id": s.track_id,
+                    "week": week,
+                    "region": "global",
+                    "rank": i + 1,
+                    "streams": 1_000_000 - i * 1000,
+                }
                 for i, s in enumerate(items)
             ]
-            await upsert(session=session, model=ChartEntry, rows=chart,
-                         keys=["track_id", "week", "region"], update=["rank"])
+            await upsert(
+                session=session,
+                model=ChartEntry,
+                rows=chart,
+                keys=["track_id", "week", "region"],
+                update=["rank"],
+            )
         await session.commit()
 
 
@@ -121,7 +145,10 @@ async def seed_streams(
     """Weekly chart positions and streams up to `week`, and 26/52-week streams predictions."""
     chart = [
         {
-            "track_id": s.track_id, "week": add_weeks(week, -k), "region": region, "rank": i + 1,
+            "track_id": s.track_id,
+            "week": add_weeks(week, -k),
+            "region": region,
+            "rank": i + 1,
             "streams": round((2_400_000 - i * 150_000) * (1 + 0.04 * k) * (1 + 0.05 * math.sin(k + i))),
         }
         for i, s in enumerate(items)
@@ -130,20 +157,36 @@ async def seed_streams(
     current = {row["track_id"]: row["streams"] for row in chart if row["week"] == week}
     predictions = [
         {
-            "track_id": s.track_id, "week": week, "signal": "streams", "region": region, "horizon_weeks": h,
-            "current": current[s.track_id], "value": current[s.track_id] * (0.7 if h == 26 else 0.45),
+            "track_id": s.track_id,
+            "week": week,
+            "signal": "streams",
+            "region": region,
+            "horizon_weeks": h,
+            "current": current[s.track_id],
+            "value": current[s.track_id] * (0.7 if h == 26 else 0.45),
             "lower": current[s.track_id] * (0.3 if h == 26 else 0.12),
             "upper": current[s.track_id] * (1.1 if h == 26 else 0.95),
-            "p_chart": 0.6 if h == 26 else 0.35, "model_version": "streams-test-1",
+            "p_chart": 0.6 if h == 26 else 0.35,
+            "model_version": "streams-test-1",
         }
         for s in items
         for h in (26, 52)
     ]
     async with sessions() as session:
-        await upsert(session=session, model=ChartEntry, rows=chart, keys=["track_id", "week", "region"],
-                     update=["rank", "streams"])
-        await upsert(session=session, model=Prediction, rows=predictions,
-                     keys=["track_id", "week", "signal", "region", "horizon_weeks"], update=["value"])
+        await upsert(
+            session=session,
+            model=ChartEntry,
+            rows=chart,
+            keys=["track_id", "week", "region"],
+            update=["rank", "streams"],
+        )
+        await upsert(
+            session=session,
+            model=Prediction,
+            rows=predictions,
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+            update=["value"],
+        )
         await session.commit()
 
 
@@ -151,13 +194,28 @@ def prediction_event(items: Sequence[Song], *, shift: float, week: dt.date = WEE
     """An Envelope[PredictionsLatest] whose 26-week forecast of each song is `current + shift`."""
     predictions = [
         TrackPrediction(
-            track_id=s.track_id, name=s.name, artists=s.artists, week=week, signal="popularity",
-            current=s.current, demo=s.demo,
+            track_id=s.track_id,
+            name=s.name,
+            artists=s.artists,
+            week=week,
+            signal="popularity",
+            current=s.current,
+            demo=s.demo,
             forecasts=[
-                Forecast(horizon_weeks=26, value=s.current + shift, lower=s.current + shift - 8,
-                         upper=s.current + shift + 6, model_version=MODEL),
-                Forecast(horizon_weeks=52, value=s.current + shift / 2, lower=s.current - 15,
-                         upper=s.current + 9, model_version=MODEL),
+                Forecast(
+                    horizon_weeks=26,
+                    value=s.current + shift,
+                    lower=s.current + shift - 8,
+                    upper=s.current + shift + 6,
+                    model_version=MODEL,
+                ),
+                Forecast(
+                    horizon_weeks=52,
+                    value=s.current + shift / 2,
+                    lower=s.current - 15,
+                    upper=s.current + 9,
+                    model_version=MODEL,
+                ),
             ],
         )
         for s in items
@@ -189,9 +247,9 @@ class RunningDashboard:
 
 
 @asynccontextmanager
-async def running_dashboard(settings: DashboardSettings, *, wait_mqtt: bool = True) -> AsyncIterator[
-    RunningDashboard
-]:
+async def running_dashboard(
+    settings: DashboardSettings, *, wait_mqtt: bool = True
+) -> AsyncIterator[RunningDashboard]:
     """The dashboard served by uvicorn in this event loop, lifespan entered, MQTT consumer connected."""
     srv = server(settings)
     task = asyncio.create_task(srv.serve())

@@ -165,8 +165,12 @@ class Collector:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.address.host, self.address.port, username=self.address.username,
-                    password=self.address.password, identifier=self.identifier, clean_session=False,
+                    self.address.host,
+                    self.address.port,
+                    username=self.address.username,
+                    password=self.address.password,
+                    identifier=self.identifier,
+                    clean_session=False,
                 ) as client:
                     for topic in self.filters:
                         await client.subscribe(topic, qos=1)
@@ -222,7 +226,9 @@ class Process:
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from services.cli import main; main()", *args],
             env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **env},
-            cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=workdir,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def stop(self) -> str:

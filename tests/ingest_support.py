@@ -95,7 +95,9 @@ def old_format(entries: Sequence[Entry]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["Position", "Track Name", "Artist", "Streams", "URL"])
     for e in entries:
-        writer.writerow([e.rank, e.name, e.artists[0], e.streams, f"https://open.spotify.com/track/{e.track_id}"])
+        writer.writerow(
+            [e.rank, e.name, e.artists[0], e.streams, f"https://open.spotify.com/track/{e.track_id}"]
+        )
     return buffer.getvalue()
 
 

@@ -190,7 +190,8 @@ def run_make_passwd(tmp_path: Path, env_text: str) -> subprocess.CompletedProces
     env_file.write_text(env_text)
     return subprocess.run(
         ["sh", str(ROOT / "mosquitto" / "make-passwd.sh"), str(tmp_path / "auth" / "passwd"), str(env_file)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -307,7 +308,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
 def test_compose_spec_check_refuses_a_broken_file() -> None:
     compose_spec = pytest.importorskip("compose_spec")
     text = interpolated((ROOT / "docker-compose.yml").read_text(), env_example())
-    for broken in (text.replace("condition: service_healthy", "condition: service_happy", 1),
-                   text.replace("restart: unless-stopped", "restart: sometimes", 1)):
+    for broken in (
+        text.replace("condition: service_healthy", "condition: service_happy", 1),
+        text.replace("restart: unless-stopped", "restart: sometimes", 1),
+    ):
         with pytest.raises(ValueError):
             compose_spec.PyCompose.from_json(json.dumps(yaml.safe_load(broken)))

@@ -91,9 +91,10 @@ async def test_only_changed_rows_are_sent_again(settings, dashboard) -> None:  #
         await next_of_type(ws, "hello")
         await publish_latest(settings, prediction_event(items, shift=1))
         assert len((await next_of_type(ws, "predictions"))["rows"]) == 4
-        changed = prediction_event(items[:1], shift=1).data.predictions + prediction_event(
-            items[1:], shift=2
-        ).data.predictions
+        changed = (
+            prediction_event(items[:1], shift=1).data.predictions
+            + prediction_event(items[1:], shift=2).data.predictions
+        )
         event = prediction_event(items, shift=2)
         event.data.predictions = changed
         await publish_latest(settings, event)
@@ -166,8 +167,9 @@ async def test_unknown_song_is_404(dashboard) -> None:  # type: ignore[no-untype
 
 
 async def test_a_new_model_is_announced_once(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
-    event = envelope("trainer", ModelUpdated(version="pop-26-v9", signal="popularity", horizon_weeks=26,
-                                             kind="gbm"))
+    event = envelope(
+        "trainer", ModelUpdated(version="pop-26-v9", signal="popularity", horizon_weeks=26, kind="gbm")
+    )
     async with connect(dashboard.ws_url) as ws:
         await next_of_type(ws, "hello")
         async with make_client(settings, "trainer-test", announce=False) as client:

@@ -34,12 +34,19 @@ async def test_track_page_carries_history_and_forecast(sessions, dashboard) -> N
 
 async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
     async with sessions() as session:
-        session.add(ModelVersion(
-            version="pop-26-v3", signal="popularity", horizon_weeks=26, kind="gbm", n_train=1234,
-            metrics={"mae": 4.2, "coverage80": 0.79, "folds": "3 rolling"},
-            baselines={"persistence": {"mae": 6.1, "coverage80": 0.7}, "naive": {"mae": 7.3}},
-            active=True, is_demo=True,
-        ))
+        session.add(
+            ModelVersion(
+                version="pop-26-v3",
+                signal="popularity",
+                horizon_weeks=26,
+                kind="gbm",
+                n_train=1234,
+                metrics={"mae": 4.2, "coverage80": 0.79, "folds": "3 rolling"},
+                baselines={"persistence": {"mae": 6.1, "coverage80": 0.7}, "naive": {"mae": 7.3}},
+                active=True,
+                is_demo=True,
+            )
+        )
         await session.commit()
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         html = (await http.get("/models")).text
@@ -51,19 +58,46 @@ async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -
 
 async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
     async with sessions() as session:
-        session.add(AppState(key="spotify", value={
-            "mode": "development", "lacks": ["popularity", "audio features"], "emulator": True,
-            "probed_at": "2026-11-23T12:00:00+00:00",
-        }))
-        session.add(AppState(key="trainer", value={
-            "next_run": "2026-11-30T11:00:00+00:00", "cron": "0 12 * * 1", "timezone": "Europe/Rome",
-        }))
-        session.add(AppState(key="ingestor", value={
-            "next_run": "2026-11-30T05:00:00+00:00", "last_run": "2026-11-26T10:15:00+00:00",
-            "caught_up": {"missed": "2026-11-23T05:00:00+00:00", "at": "2026-11-26T10:15:00+00:00"},
-        }))
-        session.add(IngestRun(kind="update", status="ok", week=WEEK, counts={"tracks": 200},
-                              started_at=dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)))
+        session.add(
+            AppState(
+                key="spotify",
+                value={
+                    "mode": "development",
+                    "lacks": ["popularity", "audio features"],
+                    "emulator": True,
+                    "probed_at": "2026-11-23T12:00:00+00:00",
+                },
+            )
+        )
+        session.add(
+            AppState(
+                key="trainer",
+                value={
+                    "next_run": "2026-11-30T11:00:00+00:00",
+                    "cron": "0 12 * * 1",
+                    "timezone": "Europe/Rome",
+                },
+            )
+        )
+        session.add(
+            AppState(
+                key="ingestor",
+                value={
+                    "next_run": "2026-11-30T05:00:00+00:00",
+                    "last_run": "2026-11-26T10:15:00+00:00",
+                    "caught_up": {"missed": "2026-11-23T05:00:00+00:00", "at": "2026-11-26T10:15:00+00:00"},
+                },
+            )
+        )
+        session.add(
+            IngestRun(
+                kind="update",
+                status="ok",
+                week=WEEK,
+                counts={"tracks": 200},
+                started_at=dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC),
+            )
+        )
         await session.commit()
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         html = (await http.get("/status")).text
@@ -94,10 +128,21 @@ async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashb
     items = [Song("x" * 22, "Low Pop High Chart", current=30.0), Song("y" * 22, "High Pop", current=95.0)]
     await seed(sessions, items, with_chart=True)  # chart ranks follow list order: x is #1
     streams = [
-        {"track_id": s.track_id, "week": WEEK, "signal": "streams", "region": "global", "horizon_weeks": h,
-         "current": 1_000_000 - i * 1000, "value": 1_250_000.0, "lower": 400_000.0, "upper": 2_100_000.0,
-         "p_chart": 0.42, "model_version": "streams-test"}
-        for i, s in enumerate(items) for h in (26, 52)
+        {
+            "track_id": s.track_id,
+            "week": WEEK,
+            "signal": "streams",
+            "region": "global",
+            "horizon_weeks": h,
+            "current": 1_000_000 - i * 1000,
+            "value": 1_250_000.0,
+            "lower": 400_000.0,
+            "upper": 2_100_000.0,
+            "p_chart": 0.42,
+            "model_version": "streams-test",
+        }
+        for i, s in enumerate(items)
+        for h in (26, 52)
     ]
     async with sessions() as session:
         session.add_all([Prediction(**row) for row in streams])
@@ -128,7 +173,13 @@ async def test_database_down_gives_a_clear_503(settings) -> None:  # type: ignor
 
 def test_value_formatting() -> None:
     assert [fmt_value(v, "streams") for v in (999, 1000, 35_512, 703_400, 1_234_567, 2e9, None)] == [
-        "999", "1K", "35.5K", "703K", "1.2M", "2B", "—",
+        "999",
+        "1K",
+        "35.5K",
+        "703K",
+        "1.2M",
+        "2B",
+        "—",
     ]
     assert [fmt_value(v, "popularity") for v in (-0.4, 61.6, 104.0)] == ["0", "62", "100"]
 

@@ -50,12 +50,26 @@ async def seed_operations(sessions) -> dict[str, Any]:  # type: ignore[no-untype
     now = utcnow()
     next_ingest, next_training = now + dt.timedelta(days=3), now + dt.timedelta(days=3, hours=6)
     async with session_scope(sessions) as session:
-        session.add(IngestRun(kind="update", status="ok", started_at=now - dt.timedelta(minutes=5),
-                              finished_at=now - dt.timedelta(minutes=1),
-                              counts={"snapshots": 321, "tracks": 123}))
+        session.add(
+            IngestRun(
+                kind="update",
+                status="ok",
+                started_at=now - dt.timedelta(minutes=5),
+                finished_at=now - dt.timedelta(minutes=1),
+                counts={"snapshots": 321, "tracks": 123},
+            )
+        )
         session.add(IngestRun(kind="update", status="failed", finished_at=now - dt.timedelta(days=7)))
-        session.add(ModelVersion(version="pop-26-t", signal="popularity", horizon_weeks=26, kind="gbm",
-                                 created_at=now - dt.timedelta(days=2), active=True))
+        session.add(
+            ModelVersion(
+                version="pop-26-t",
+                signal="popularity",
+                horizon_weeks=26,
+                kind="gbm",
+                created_at=now - dt.timedelta(days=2),
+                active=True,
+            )
+        )
         session.add(AppState(key="trainer", value={"next_run": next_training.isoformat()}))
         session.add(AppState(key="ingestor", value={"next_run": next_ingest.isoformat()}))
     return {"next_ingest": next_ingest, "next_training": next_training}
@@ -67,8 +81,9 @@ async def test_metrics_show_latency_mqtt_ingest_models_and_schedules(settings, s
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         await asyncio.wait_for(app.state.consuming.wait(), 20)
         assert (await http.get("/v1/trending")).status_code == 200
-        event = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=1,
-                                               snapshots=1))
+        event = envelope(
+            "ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=1, snapshots=1)
+        )
         async with make_client(settings, "ingestor-test", announce=False) as client:
             await publish_model(client, topics(settings).db_updated, event)
         async with asyncio.timeout(20):
@@ -138,8 +153,10 @@ async def test_ingestor_service_records_its_next_run(settings, sessions) -> None
 
 def test_json_logs_carry_extra_fields_and_mask_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(
-        spotify_client_id="client-abc", spotify_client_secret=SecretStr("hunter2-spotify"),
-        mqtt_url="mqtt://predictor:hunter2%2Fmqtt@broker:1883", database_url="mysql+asyncmy://u:hunter2db@h/db",
+        spotify_client_id="client-abc",
+        spotify_client_secret=SecretStr("hunter2-spotify"),
+        mqtt_url="mqtt://predictor:hunter2%2Fmqtt@broker:1883",
+        database_url="mysql+asyncmy://u:hunter2db@h/db",
         _env_file=None,  # type: ignore[call-arg]
     )
     monkeypatch.setenv("SONGPOP_LOG_FORMAT", "json")

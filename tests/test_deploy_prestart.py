@@ -38,8 +38,9 @@ async def alembic_version(url: str) -> str | None:
 async def test_prestart_waits_for_the_database_then_migrates(settings) -> None:  # type: ignore[no-untyped-def]
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
-        waiting = Settings(**{**settings.model_dump(), "database_url": proxy.url_for(settings.database_url)},
-                           _env_file=None)  # type: ignore[call-arg]
+        waiting = Settings(
+            **{**settings.model_dump(), "database_url": proxy.url_for(settings.database_url)}, _env_file=None
+        )  # type: ignore[call-arg]
         proxy.cut()  # the database container is still starting
         job = asyncio.create_task(prestart(waiting, within=30))
         await asyncio.sleep(1.5)
@@ -89,8 +90,15 @@ IMPORT_EVERYTHING = textwrap.dedent(
 
 def test_nothing_migrates_or_connects_at_import_or_app_creation(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", IMPORT_EVERYTHING], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT),
-             "SONGPOP_DATABASE_URL": "mysql+asyncmy://nobody:x@127.0.0.1:9/none"},
+        [sys.executable, "-c", IMPORT_EVERYTHING],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "SONGPOP_DATABASE_URL": "mysql+asyncmy://nobody:x@127.0.0.1:9/none",
+        },
     )
     assert result.stdout.strip() == "clean", result.stderr[-2000:]

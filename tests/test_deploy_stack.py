@@ -56,12 +56,21 @@ async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: 
 
             predictor_port, dashboard_port = free_port(), free_port()
             services = {
-                "predictor": Process(["serve", "predictor"], env("predictor", SONGPOP_PREDICTOR_PORT=str(
-                    predictor_port)), tmp_path, "predictor"),
-                "dashboard": Process(["serve", "dashboard"], env("dashboard", SONGPOP_DASHBOARD_PORT=str(
-                    dashboard_port)), tmp_path, "dashboard"),
-                "trainer": Process(["serve", "trainer"], env("trainer", SONGPOP_TRAIN_CRON="0 6 1 1 *"),
-                                   tmp_path, "trainer"),
+                "predictor": Process(
+                    ["serve", "predictor"],
+                    env("predictor", SONGPOP_PREDICTOR_PORT=str(predictor_port)),
+                    tmp_path,
+                    "predictor",
+                ),
+                "dashboard": Process(
+                    ["serve", "dashboard"],
+                    env("dashboard", SONGPOP_DASHBOARD_PORT=str(dashboard_port)),
+                    tmp_path,
+                    "dashboard",
+                ),
+                "trainer": Process(
+                    ["serve", "trainer"], env("trainer", SONGPOP_TRAIN_CRON="0 6 1 1 *"), tmp_path, "trainer"
+                ),
             }
             logs: dict[str, str] = {}
             topics = [f"{ROOT_TOPIC}/events/#", f"{ROOT_TOPIC}/predictions/latest"]
@@ -72,14 +81,16 @@ async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: 
                     await until_up(predictor_url)
                     await until_up(dashboard_url)
                     # The ingestor service finds this week's chart file in the watched folder.
-                    services["ingestor"] = Process(["serve", "ingestor"], env("ingestor"), tmp_path,
-                                                   "ingestor")
+                    services["ingestor"] = Process(
+                        ["serve", "ingestor"], env("ingestor"), tmp_path, "ingestor"
+                    )
                     db_updated = f"{ROOT_TOPIC}/events/db-updated"
                     latest = f"{ROOT_TOPIC}/predictions/latest"
                     await observer.wait_until(lambda: bool(observer.event_ids(db_updated)), 90)
                     await observer.wait_until(lambda: bool(observer.event_ids(latest)), 90)
 
                     async with httpx.AsyncClient(timeout=30) as http:
+
                         async def dashboard_has_rows() -> bool:
                             rows = (await http.get(f"{dashboard_url}/api/trending")).json()["rows"]
                             return len(rows) > 0
@@ -88,8 +99,10 @@ async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: 
                         trending = (await http.get(f"{predictor_url}/v1/trending")).json()
                         assert trending["count"] > 0
                         status_page = (await http.get(f"{dashboard_url}/status")).text
-                        ready = [(await http.get(f"{url}/readyz")).status_code
-                                 for url in (predictor_url, dashboard_url)]
+                        ready = [
+                            (await http.get(f"{url}/readyz")).status_code
+                            for url in (predictor_url, dashboard_url)
+                        ]
                         metrics = (await http.get(f"{predictor_url}/metrics")).text
 
                     # A training run (the CLI one-shot, as the trainer's user) announces model-updated.

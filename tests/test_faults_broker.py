@@ -96,8 +96,9 @@ async def wait_for(check, within: float = 90.0) -> None:  # type: ignore[no-unty
 async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, broker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     async with spotify_emulator(settings.charts_dir) as (_, spotify):
         ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
-        predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
-                              **spotify)
+        predictor = on_broker(
+            PredictorSettings, settings, broker, "predictor", predictor_port=free_port(), **spotify
+        )
         filters = [T.db_updated, T.predictions_latest]
         async with Collector(broker.url(OBSERVER), filters) as observer, running_predictor(predictor):
             crashes = []
@@ -121,8 +122,9 @@ async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, 
                 await observer.subscribed.wait()
             # The ingestor service (restarted by compose after the failed run) publishes what is pending.
             monkeypatch.setattr(ingestor_main, "OUTBOX_RETRY_SECONDS", 0.2)
-            idle = ingestor.model_copy(update={"charts_dir": settings.var_dir / "no-charts",
-                                               "ingest_cron": "0 6 1 1 *"})
+            idle = ingestor.model_copy(
+                update={"charts_dir": settings.var_dir / "no-charts", "ingest_cron": "0 6 1 1 *"}
+            )
             service = asyncio.create_task(ingestor_main.serve(idle))
             try:
                 await observer.wait_until(lambda: pending.event_id in observer.event_ids(T.db_updated))
@@ -141,8 +143,9 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
 ) -> None:
     async with spotify_emulator(settings.charts_dir) as (_, spotify):
         ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
-        predictor = on_broker(PredictorSettings, settings, broker, "predictor", predictor_port=free_port(),
-                              **spotify)
+        predictor = on_broker(
+            PredictorSettings, settings, broker, "predictor", predictor_port=free_port(), **spotify
+        )
         report = await ingest_once(ingestor, kind="update")  # songs to forecast; no predictor yet
         assert report.status == "ok"
 
@@ -163,8 +166,10 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
         filters = [T.predictions_latest]
         async with Collector(broker.url(OBSERVER), filters) as observer, running_predictor(predictor):
             burst = [
-                envelope("ingestor", DbUpdated(run_id=report.run_id, kind="update", week=WEEK, tracks=1,
-                                               snapshots=1))
+                envelope(
+                    "ingestor",
+                    DbUpdated(run_id=report.run_id, kind="update", week=WEEK, tracks=1, snapshots=1),
+                )
                 for _ in range(4)
             ]
             async with session_scope(sessions) as session:
@@ -193,8 +198,9 @@ async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # ty
     from services.trainer.settings import TrainerSettings
 
     trainer = on_broker(TrainerSettings, settings, broker, "trainer", train_cron="0 6 1 1 *")
-    event = envelope("trainer", ModelUpdated(version="pop-26-1", signal="popularity", horizon_weeks=26,
-                                             kind="gbm"))
+    event = envelope(
+        "trainer", ModelUpdated(version="pop-26-1", signal="popularity", horizon_weeks=26, kind="gbm")
+    )
     async with session_scope(sessions) as session:
         add_event(session, topic=T.model_updated, event=event, retain=True)
     broker.stop(kill=True)

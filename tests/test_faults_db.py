@@ -79,7 +79,10 @@ async def test_predictor_survives_the_database_going_away(settings, sessions) ->
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         predictor = with_values(
-            PredictorSettings, settings, predictor_port=free_port(), predictor_catch_up_seconds=0.5,
+            PredictorSettings,
+            settings,
+            predictor_port=free_port(),
+            predictor_catch_up_seconds=0.5,
             database_url=proxy.url_for(settings.database_url),
         )
         async with running_predictor(predictor) as (app, http):
@@ -95,8 +98,9 @@ async def test_predictor_survives_the_database_going_away(settings, sessions) ->
             assert "Traceback" not in down.text and proxy.upstream[0] not in down.text
 
             # An event arrives while the database is away: it must not be lost.
-            event = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=0,
-                                                   snapshots=0))
+            event = envelope(
+                "ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=0, snapshots=0)
+            )
             async with session_scope(sessions) as session:  # the ingestor's own, unbroken connection
                 add_event(session, topic=topics(settings).db_updated, event=event)
             await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
@@ -164,9 +168,19 @@ COMMIT_THEN_HANG = textwrap.dedent(
 def commit_and_get_killed(settings: Settings, role: str) -> None:
     """Run `role`'s commit in a process and SIGKILL it right after, before it can publish."""
     process = subprocess.Popen(
-        [sys.executable, "-c", COMMIT_THEN_HANG, role, settings.database_url, settings.mqtt_url,
-         settings.mqtt_topic_root],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            COMMIT_THEN_HANG,
+            role,
+            settings.database_url,
+            settings.mqtt_url,
+            settings.mqtt_topic_root,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

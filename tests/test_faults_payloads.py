@@ -43,12 +43,29 @@ def bad_payloads() -> dict[str, bytes]:
         "json-array": json.dumps([MARKER, 1, 2]).encode(),
         "foreign-json": json.dumps({"device": MARKER, "temperature": 21.5}).encode(),
         "envelope-without-data": json.dumps({"schema_version": 1, "producer": MARKER}).encode(),
-        "wrong-types": json.dumps({"schema_version": 1, "producer": MARKER,
-                                   "data": {"run_id": "x", "week": "soon", "version": 3}}).encode(),
-        "future-schema": json.dumps({"schema_version": 99, "producer": MARKER, "data": {
-            "run_id": 1, "kind": "update", "week": week, "tracks": 1, "snapshots": 1, "version": "v",
-            "signal": "popularity", "horizon_weeks": 26, "predictions": [], "count": 0, "service": "x",
-            "state": "online"}}).encode(),
+        "wrong-types": json.dumps(
+            {"schema_version": 1, "producer": MARKER, "data": {"run_id": "x", "week": "soon", "version": 3}}
+        ).encode(),
+        "future-schema": json.dumps(
+            {
+                "schema_version": 99,
+                "producer": MARKER,
+                "data": {
+                    "run_id": 1,
+                    "kind": "update",
+                    "week": week,
+                    "tracks": 1,
+                    "snapshots": 1,
+                    "version": "v",
+                    "signal": "popularity",
+                    "horizon_weeks": 26,
+                    "predictions": [],
+                    "count": 0,
+                    "service": "x",
+                    "state": "online",
+                },
+            }
+        ).encode(),
         "huge": json.dumps({"producer": MARKER, "data": HUGE}).encode(),
         "deeply-nested": (MARKER + "[" * 50_000 + "]" * 50_000).encode(),
     }
@@ -58,7 +75,7 @@ def assert_logged_briefly(caplog: pytest.LogCaptureFixture, expected_at_least: i
     """Each bad message was logged, with at most a short excerpt of its payload."""
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert text.count(MARKER) >= expected_at_least, text[-2000:]
-    assert HUGE[:MAX_LOGGED_PAYLOAD * 2] not in text
+    assert HUGE[: MAX_LOGGED_PAYLOAD * 2] not in text
     assert max(len(r.getMessage()) for r in caplog.records) < 4 * MAX_LOGGED_PAYLOAD + 500
 
 
@@ -91,8 +108,9 @@ async def test_predictor_skips_bad_payloads_on_every_topic_and_keeps_working(  #
         for topic in (t.db_updated, t.model_updated):
             await publish_raw(settings, topic, payloads)
         # Then a valid event: handled, so the consumer survived everything before it.
-        good = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=0,
-                                              snapshots=0))
+        good = envelope(
+            "ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=0, snapshots=0)
+        )
         async with make_client(settings, "ingestor-test", announce=False) as client:
             await publish_model(client, t.db_updated, good)
         async with asyncio.timeout(20):
@@ -115,8 +133,9 @@ async def test_model_updated_that_is_valid_is_still_handled(settings, sessions) 
     """The other subscribed topic, positively: a well-formed model-updated triggers a forecast pass."""
     t = topics(settings)
     async with running_predictor(settings):
-        event = envelope("trainer", ModelUpdated(version="v1", signal="popularity", horizon_weeks=26,
-                                                 kind="persistence"))
+        event = envelope(
+            "trainer", ModelUpdated(version="v1", signal="popularity", horizon_weeks=26, kind="persistence")
+        )
         async with make_client(settings, "trainer-test", announce=False) as client:
             await publish_model(client, t.model_updated, event)
         async with asyncio.timeout(20):

@@ -32,8 +32,9 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
     write(folder / "regional-it-daily-2024-08-29.csv", new_format(daily))
 
     async with emulator() as spotify:
-        report = await ingest_once(ingestor_settings(settings, spotify), kind="init", chart_paths=sorted(
-            folder.iterdir()))
+        report = await ingest_once(
+            ingestor_settings(settings, spotify), kind="init", chart_paths=sorted(folder.iterdir())
+        )
 
     assert report.status == "ok", report.errors
     assert report.counts["chart_files"] == 3 and report.counts["chart_weeks"] == 2

@@ -78,7 +78,12 @@ def cut_at(proxy: TcpProxy, statement: str, nth: int) -> Iterator[list[str]]:
     ids=["inside-the-second-chart-week", "while-publishing-the-snapshots"],
 )
 async def test_database_lost_mid_run_leaves_whole_batches_and_the_next_run_completes(
-    settings, sessions, mysql_proxy, tmp_path, statement, nth  # type: ignore[no-untyped-def]  # noqa: F811
+    settings,
+    sessions,
+    mysql_proxy,  # noqa: F811 - the fixture
+    tmp_path,
+    statement,
+    nth,  # type: ignore[no-untyped-def]
 ) -> None:
     folder = tmp_path / "charts"
     pairs = chart_folder(folder)
@@ -118,7 +123,9 @@ async def test_database_lost_mid_run_leaves_whole_batches_and_the_next_run_compl
 
 
 async def test_commit_without_broker_still_delivers_db_updated_after_a_restart(
-    settings, sessions, monkeypatch  # type: ignore[no-untyped-def]
+    settings,
+    sessions,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     monkeypatch.setattr(ingestor_main, "CHARTS_POLL_SECONDS", 0.2)
     monkeypatch.setattr(ingestor_main, "OUTBOX_RETRY_SECONDS", 0.2)

@@ -46,8 +46,12 @@ EVERY_TOPIC = {
 }
 MAY_PUBLISH = {
     "ingestor": {T.db_updated, T.status("ingestor")},
-    "predictor": {T.predictions_latest, T.prediction_for("4uLU6hMCjMI75M1A2tKUQC"), T.alert("moved"),
-                  T.status("predictor")},
+    "predictor": {
+        T.predictions_latest,
+        T.prediction_for("4uLU6hMCjMI75M1A2tKUQC"),
+        T.alert("moved"),
+        T.status("predictor"),
+    },
     "trainer": {T.model_updated, T.status("trainer")},
     "dashboard": set(),
     "healthcheck": set(),
@@ -56,8 +60,13 @@ MAY_READ = {
     "ingestor": set(),
     "predictor": {T.db_updated, T.model_updated},
     "trainer": set(),
-    "dashboard": {t for t in EVERY_TOPIC if t.startswith(("songpop/v1/events/", "songpop/v1/predictions/",
-                                                          "songpop/v1/status/", "songpop/v1/alerts/"))},
+    "dashboard": {
+        t
+        for t in EVERY_TOPIC
+        if t.startswith(
+            ("songpop/v1/events/", "songpop/v1/predictions/", "songpop/v1/status/", "songpop/v1/alerts/")
+        )
+    },
     "healthcheck": set(),
 }
 
@@ -70,9 +79,12 @@ def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def client(broker: PrivateBroker, user: str | None, password: str | None = None, **kw) -> aiomqtt.Client:  # type: ignore[no-untyped-def]
     return aiomqtt.Client(
-        "127.0.0.1", broker.port, username=user,
+        "127.0.0.1",
+        broker.port,
+        username=user,
         password=password if password is not None else broker.passwords.get(user or ""),
-        identifier=f"{user}-{uuid.uuid4().hex[:8]}", **kw,
+        identifier=f"{user}-{uuid.uuid4().hex[:8]}",
+        **kw,
     )
 
 
@@ -193,14 +205,18 @@ async def test_each_service_publishes_only_its_own_outbox_events(broker, setting
     service flushing the outbox must leave the others' events pending, not "publish" them into a
     silent ACL denial and mark them done."""
     as_user = {
-        user: Settings(**{**settings.model_dump(), "mqtt_url": broker.url(user), "mqtt_topic_root": T.root},
-                       _env_file=None)  # type: ignore[call-arg]
+        user: Settings(
+            **{**settings.model_dump(), "mqtt_url": broker.url(user), "mqtt_topic_root": T.root},
+            _env_file=None,
+        )  # type: ignore[call-arg]
         for user in ("ingestor", "trainer")
     }
-    db_event = envelope("ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=1,
-                                              snapshots=1))
-    model_event = envelope("trainer", ModelUpdated(version="v1", signal="popularity", horizon_weeks=26,
-                                                   kind="gbm"))
+    db_event = envelope(
+        "ingestor", DbUpdated(run_id=1, kind="update", week=current_week(), tracks=1, snapshots=1)
+    )
+    model_event = envelope(
+        "trainer", ModelUpdated(version="v1", signal="popularity", horizon_weeks=26, kind="gbm")
+    )
     async with session_scope(sessions) as session:
         add_event(session, topic=T.db_updated, event=db_event)
         add_event(session, topic=T.model_updated, event=model_event)

@@ -39,7 +39,10 @@ async def trending_when_ready(http: httpx.AsyncClient, within: float = 60) -> di
 
 @pytest.mark.parametrize("mode", ["development", "extended"])
 async def test_last_weeks_chart_ingested_this_week_answers_every_song_as_trending(
-    settings: Settings, engine, tmp_path, mode: str  # engine: empty tables, no earlier test's predictions
+    settings: Settings,
+    engine,
+    tmp_path,
+    mode: str,  # engine: empty tables, no earlier test's predictions
 ) -> None:  # type: ignore[no-untyped-def]
     """The enrichment of each new song writes a current-week snapshot (without popularity in Development
     Mode), later than the chart week the batch forecast is anchored at."""

@@ -57,8 +57,17 @@ async def test_predictor_refuses_a_tampered_artifact_and_keeps_serving(  # type:
         config = predictor_settings(settings, emulator_url)
         path, registered = tampered_artifact(config.models_dir, marker)
         async with session_scope(sessions) as session:
-            session.add(ModelVersion(version=EVIL, signal="popularity", horizon_weeks=26, kind="gbm",
-                                     active=True, artifact_path=str(path), sha256=registered))
+            session.add(
+                ModelVersion(
+                    version=EVIL,
+                    signal="popularity",
+                    horizon_weeks=26,
+                    kind="gbm",
+                    active=True,
+                    artifact_path=str(path),
+                    sha256=registered,
+                )
+            )
         app = create_app(config)
         async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
             await asyncio.wait_for(app.state.consuming.wait(), 20)

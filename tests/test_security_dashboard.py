@@ -34,7 +34,7 @@ async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
 def assert_inert(html: str) -> None:
     """No markup from the data survived as markup."""
     assert "<script>alert" not in html and "<img src=x" not in html
-    assert "onerror=\"alert" not in html
+    assert 'onerror="alert' not in html
 
 
 async def test_song_page_renders_markup_in_names_as_text(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
@@ -53,8 +53,12 @@ async def test_song_page_renders_markup_in_names_as_text(sessions, dashboard) ->
 
 async def test_service_names_from_mqtt_are_text_on_the_status_page(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
     async with make_client(settings, "evil", announce=False) as client:
-        await publish_model(client, topics(settings).status("evil"),
-                            envelope("evil", ServiceStatus(service=IMG, state="online")), retain=True)
+        await publish_model(
+            client,
+            topics(settings).status("evil"),
+            envelope("evil", ServiceStatus(service=IMG, state="online")),
+            retain=True,
+        )
         async with asyncio.timeout(10):
             while IMG not in dashboard.app.state.feed.services:  # noqa: ASYNC110 - no event to wait on
                 await asyncio.sleep(0.05)
@@ -68,8 +72,16 @@ async def test_service_names_from_mqtt_are_text_on_the_status_page(settings, das
 
 async def test_model_versions_are_text_on_the_models_page(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
     async with session_scope(sessions) as session:
-        session.add(ModelVersion(version=IMG[:60], signal="popularity", horizon_weeks=26, kind=SCRIPT[:60],
-                                 active=True, metrics={"mae": 3.0}))
+        session.add(
+            ModelVersion(
+                version=IMG[:60],
+                signal="popularity",
+                horizon_weeks=26,
+                kind=SCRIPT[:60],
+                active=True,
+                metrics={"mae": 3.0},
+            )
+        )
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         page = await http.get("/models")
     assert page.status_code == 200

@@ -23,7 +23,7 @@ from tests.servers import serving
 INJECTIONS = [
     "'; DROP TABLE track; --",
     "4uLU6hMCjMI75M1A2tKUQC' OR '1'='1",
-    "4uLU6hMCjMI75M1A2tKUQC\"; DELETE FROM snapshot; --",
+    '4uLU6hMCjMI75M1A2tKUQC"; DELETE FROM snapshot; --',
     "1 UNION SELECT password FROM mysql.user",
     "4uLU6hMCjMI75M1A2tKUQC%27%20OR%201=1",
     "../../../../etc/passwd",
@@ -85,8 +85,10 @@ async def test_oversized_body_is_refused_before_it_is_read(api) -> None:  # type
     # A client announcing 50 MB: refused on the headers alone, without waiting for (or storing) the body.
     url = httpx.URL(str(api.base_url))
     reader, writer = await asyncio.open_connection(url.host, url.port)
-    writer.write(b"POST /v1/forecasts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 50000000\r\n\r\n{")
+    writer.write(
+        b"POST /v1/forecasts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n{"
+    )
     await writer.drain()
     async with asyncio.timeout(10):
         status_line = await reader.readline()
@@ -148,15 +150,20 @@ def test_schemathesis_finds_no_server_error(settings, engine) -> None:  # type: 
 
                 @given(case=operation.as_strategy(generation_mode=mode))
                 @hypothesis_settings(
-                    max_examples=15, deadline=None, database=None, derandomize=True,
+                    max_examples=15,
+                    deadline=None,
+                    database=None,
+                    derandomize=True,
                     suppress_health_check=list(HealthCheck),
                 )
                 def call(case: Any) -> None:
                     response = case.call(base_url=url, timeout=20)
                     statuses.append(response.status_code)
                     if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                        f"{response.text[:200]}")
+                        failures.append(
+                            f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                            f"{response.text[:200]}"
+                        )
 
                 with contextlib.suppress(Unsatisfiable):  # nothing to make invalid (no parameters)
                     call()

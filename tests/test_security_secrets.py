@@ -89,8 +89,13 @@ async def test_no_secret_in_logs_responses_or_errors(  # type: ignore[no-untyped
 ) -> None:
     user, database = db_user
     mqtt_secret = broker.passwords["predictor"]
-    all_secrets = [SPOTIFY_SECRET, DB_PASSWORD, mqtt_secret, broker.passwords["dashboard"],
-                   broker.passwords["ingestor"]]
+    all_secrets = [
+        SPOTIFY_SECRET,
+        DB_PASSWORD,
+        mqtt_secret,
+        broker.passwords["dashboard"],
+        broker.passwords["ingestor"],
+    ]
     seen: list[str] = []
     logs: dict[str, str] = {}
     charts = tmp_path / "charts"
@@ -112,10 +117,14 @@ async def test_no_secret_in_logs_responses_or_errors(  # type: ignore[no-untyped
             "SONGPOP_SPOTIFY_ACCOUNTS_URL": spotify["spotify_accounts_url"],
         }
         predictor_port, dashboard_port = free_port(), free_port()
-        predictor_env = {"SONGPOP_MQTT_URL": broker.url("predictor"),
-                         "SONGPOP_PREDICTOR_PORT": str(predictor_port)}
-        dashboard_env = {"SONGPOP_MQTT_URL": broker.url("dashboard"),
-                         "SONGPOP_DASHBOARD_PORT": str(dashboard_port)}
+        predictor_env = {
+            "SONGPOP_MQTT_URL": broker.url("predictor"),
+            "SONGPOP_PREDICTOR_PORT": str(predictor_port),
+        }
+        dashboard_env = {
+            "SONGPOP_MQTT_URL": broker.url("dashboard"),
+            "SONGPOP_DASHBOARD_PORT": str(dashboard_port),
+        }
         predictor = Process(["serve", "predictor"], {**common, **predictor_env}, tmp_path, "predictor")
         dashboard = Process(["serve", "dashboard"], {**common, **dashboard_env}, tmp_path, "dashboard")
         try:
@@ -123,16 +132,36 @@ async def test_no_secret_in_logs_responses_or_errors(  # type: ignore[no-untyped
             await until_up(predictor_url)
             await until_up(dashboard_url)
 
-            ingest = Process(["ingest", "update"], {**common, "SONGPOP_MQTT_URL": broker.url("ingestor")},
-                             tmp_path, "ingest")
+            ingest = Process(
+                ["ingest", "update"],
+                {**common, "SONGPOP_MQTT_URL": broker.url("ingestor")},
+                tmp_path,
+                "ingest",
+            )
             logs["ingest"] = await asyncio.to_thread(ingest.wait, 120)
 
             track = emulator.state.emulator.catalog.track_ids[3]
-            predictor_paths = ["/healthz", "/readyz", "/v1/status", "/v1/trending", "/v1/models",
-                               f"/v1/tracks/{track}/forecast", "/v1/tracks/not-an-id!/forecast",
-                               "/openapi.json", "/metrics", "/no/such/page"]
-            dashboard_paths = ["/", "/status", "/models", "/api/trending", "/tracks/nope", "/readyz",
-                               "/no/such/page"]
+            predictor_paths = [
+                "/healthz",
+                "/readyz",
+                "/v1/status",
+                "/v1/trending",
+                "/v1/models",
+                f"/v1/tracks/{track}/forecast",
+                "/v1/tracks/not-an-id!/forecast",
+                "/openapi.json",
+                "/metrics",
+                "/no/such/page",
+            ]
+            dashboard_paths = [
+                "/",
+                "/status",
+                "/models",
+                "/api/trending",
+                "/tracks/nope",
+                "/readyz",
+                "/no/such/page",
+            ]
             posts = {"/v1/forecasts": b'{"track_ids": ["' + track.encode() + b'"]}'}
             seen += await exercise(predictor_url, predictor_paths, posts=posts)
             seen += await exercise(dashboard_url, dashboard_paths)

@@ -134,8 +134,13 @@ def create_app(settings: DashboardSettings | None = None) -> FastAPI:
         app.state.health = Health(settings, engine)
         consumer = asyncio.create_task(
             consume_forever(
-                settings, SERVICE_NAME, feed.subscriptions, feed.handle,
-                persistent=False, on_connect=feed.on_connect, announce=False,  # read-only MQTT user
+                settings,
+                SERVICE_NAME,
+                feed.subscriptions,
+                feed.handle,
+                persistent=False,
+                on_connect=feed.on_connect,
+                announce=False,  # read-only MQTT user
             ),
             name="dashboard-mqtt",
         )
@@ -186,8 +191,14 @@ def _add_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
         log.warning("database unavailable while serving %s: %s", request.url.path, type(exc).__name__)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": "database unavailable"}, status_code=503)
-        return _page(templates, request, "error.html", 503, title="Database unavailable",
-                     message="The database did not answer. This page will work again once it is back.")
+        return _page(
+            templates,
+            request,
+            "error.html",
+            503,
+            title="Database unavailable",
+            message="The database did not answer. This page will work again once it is back.",
+        )
 
     app.add_exception_handler(OperationalError, database_down)
     app.add_exception_handler(DBAPIError, database_down)
@@ -196,28 +207,47 @@ def _add_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
 def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def trending_page(
-        request: Request, session: SessionDep, settings: SettingsDep,
-        signal: SignalQuery = None, region: RegionQuery = None,
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
+        signal: SignalQuery = None,
+        region: RegionQuery = None,
     ) -> HTMLResponse:
         view = await service.trending(
-            session=session, signal=signal, region=region, default_region=settings.chart_region,
-            limit=settings.dashboard_trending_limit, trend_weeks=settings.dashboard_trend_weeks,
+            session=session,
+            signal=signal,
+            region=region,
+            default_region=settings.chart_region,
+            limit=settings.dashboard_trending_limit,
+            trend_weeks=settings.dashboard_trend_weeks,
         )
         return _page(templates, request, "index.html", view=view)
 
     @app.get("/tracks/{track_id}", response_class=HTMLResponse, include_in_schema=False)
     async def track_page(
-        request: Request, session: SessionDep, settings: SettingsDep,
+        request: Request,
+        session: SessionDep,
+        settings: SettingsDep,
         track_id: Annotated[str, PathParam(min_length=1, max_length=ID_LEN)],
-        signal: SignalQuery = None, region: RegionQuery = None,
+        signal: SignalQuery = None,
+        region: RegionQuery = None,
     ) -> HTMLResponse:
         detail = await service.track_detail(
-            session=session, track_id=track_id, signal=signal, region=region,
+            session=session,
+            track_id=track_id,
+            signal=signal,
+            region=region,
             default_region=settings.chart_region,
         )
         if detail is None:
-            return _page(templates, request, "error.html", 404, title="Song not found",
-                         message=f"No song with id {track_id} is known here yet.")
+            return _page(
+                templates,
+                request,
+                "error.html",
+                404,
+                title="Song not found",
+                message=f"No song with id {track_id} is known here yet.",
+            )
         return _page(templates, request, "track.html", detail=detail, chart=formatting.chart_data(detail))
 
     @app.get("/models", response_class=HTMLResponse, include_in_schema=False)
@@ -226,25 +256,40 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
         return _page(templates, request, "models.html", cards=cards)
 
     @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
-    async def status_page(request: Request, session: SessionDep, settings: SettingsDep, feed: FeedDep) -> (
-        HTMLResponse
-    ):
+    async def status_page(
+        request: Request, session: SessionDep, settings: SettingsDep, feed: FeedDep
+    ) -> HTMLResponse:
         view = await service.status_view(session=session)
         health = await request.app.state.health.check()
-        return _page(templates, request, "status.html", view=view, health=health, feed=feed,
-                     clients=len(request.app.state.hub), hub=request.app.state.hub,
-                     emulator=settings.uses_emulator)
+        return _page(
+            templates,
+            request,
+            "status.html",
+            view=view,
+            health=health,
+            feed=feed,
+            clients=len(request.app.state.hub),
+            hub=request.app.state.hub,
+            emulator=settings.uses_emulator,
+        )
 
 
 def _add_api(app: FastAPI) -> None:
     @app.get("/api/trending", response_model=service.TrendingView)
     async def trending_api(
-        session: SessionDep, settings: SettingsDep, signal: SignalQuery = None, region: RegionQuery = None,
+        session: SessionDep,
+        settings: SettingsDep,
+        signal: SignalQuery = None,
+        region: RegionQuery = None,
     ) -> service.TrendingView:
         """The trending table as JSON (what a page fetches to resync after reconnecting)."""
         return await service.trending(
-            session=session, signal=signal, region=region, default_region=settings.chart_region,
-            limit=settings.dashboard_trending_limit, trend_weeks=settings.dashboard_trend_weeks,
+            session=session,
+            signal=signal,
+            region=region,
+            default_region=settings.chart_region,
+            limit=settings.dashboard_trending_limit,
+            trend_weeks=settings.dashboard_trend_weeks,
         )
 
     @app.get("/healthz")
@@ -257,8 +302,9 @@ def _add_api(app: FastAPI) -> None:
         """Ready when the database and the broker both answer."""
         health = await request.app.state.health.check()
         ready = all(health.values())
-        return JSONResponse({"status": "ready" if ready else "unavailable", **health},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", **health}, status_code=200 if ready else 503
+        )
 
 
 def _add_websocket(app: FastAPI) -> None:

@@ -88,10 +88,15 @@ def chart_data(detail: TrackDetail) -> dict[str, Any]:
     forecasts = []
     if detail.week is not None:
         for horizon, cell in sorted(detail.forecasts.items()):
-            forecasts.append({
-                "h": horizon, "t": _epoch(add_weeks(detail.week, horizon)),
-                "value": cell.value, "lower": cell.lower, "upper": cell.upper,
-            })
+            forecasts.append(
+                {
+                    "h": horizon,
+                    "t": _epoch(add_weeks(detail.week, horizon)),
+                    "value": cell.value,
+                    "lower": cell.lower,
+                    "upper": cell.upper,
+                }
+            )
     return {
         "track_id": detail.track_id,
         "signal": detail.signal,
@@ -115,7 +120,11 @@ def headline_counts(counts: dict[str, Any]) -> list[tuple[str, Any]]:
 def register(env: Environment) -> None:
     """Install the filters and globals the templates use."""
     env.filters.update(
-        value=fmt_value, interval=fmt_interval, metric=fmt_metric, time=fmt_time, sparkline=sparkline,
+        value=fmt_value,
+        interval=fmt_interval,
+        metric=fmt_metric,
+        time=fmt_time,
+        sparkline=sparkline,
         headline_counts=headline_counts,
     )
     env.globals.update(signal_label=signal_label)

@@ -49,23 +49,55 @@ async def seed_system(sessions) -> None:  # type: ignore[no-untyped-def]
     """Models, access state and runs for the model and status pages."""
     async with sessions() as session:
         for horizon, mae in ((26, 6.8), (52, 9.1)):
-            session.add(ModelVersion(
-                version=f"popularity-{horizon}w-20261123", signal="popularity", horizon_weeks=horizon,
-                kind="gbm", n_train=18_400, train_start=dt.date(2024, 1, 1), train_end=dt.date(2026, 5, 25),
-                metrics={"mae": mae, "coverage80": 0.81, "n_test": 2300},
-                baselines={"persistence": {"mae": mae + 2.1, "coverage80": 0.64}, "naive": {"mae": mae + 4}},
-                active=True, is_demo=True,
-            ))
-        session.add(AppState(key="spotify", value={
-            "mode": "development", "lacks": ["track popularity", "artist followers"], "emulator": True,
-            "probed_at": "2026-11-23T09:00:00+00:00",
-        }))
-        session.add(AppState(key="trainer", value={
-            "next_run": "2026-11-30T11:00:00+00:00", "last_run": "2026-11-23T11:00:05+00:00",
-            "cron": "0 12 * * 1", "timezone": "Europe/Rome",
-        }))
-        session.add(IngestRun(kind="update", status="ok", week=WEEK, access_mode="development",
-                              counts={"tracks": 12, "snapshots": 12}))
+            session.add(
+                ModelVersion(
+                    version=f"popularity-{horizon}w-20261123",
+                    signal="popularity",
+                    horizon_weeks=horizon,
+                    kind="gbm",
+                    n_train=18_400,
+                    train_start=dt.date(2024, 1, 1),
+                    train_end=dt.date(2026, 5, 25),
+                    metrics={"mae": mae, "coverage80": 0.81, "n_test": 2300},
+                    baselines={
+                        "persistence": {"mae": mae + 2.1, "coverage80": 0.64},
+                        "naive": {"mae": mae + 4},
+                    },
+                    active=True,
+                    is_demo=True,
+                )
+            )
+        session.add(
+            AppState(
+                key="spotify",
+                value={
+                    "mode": "development",
+                    "lacks": ["track popularity", "artist followers"],
+                    "emulator": True,
+                    "probed_at": "2026-11-23T09:00:00+00:00",
+                },
+            )
+        )
+        session.add(
+            AppState(
+                key="trainer",
+                value={
+                    "next_run": "2026-11-30T11:00:00+00:00",
+                    "last_run": "2026-11-23T11:00:05+00:00",
+                    "cron": "0 12 * * 1",
+                    "timezone": "Europe/Rome",
+                },
+            )
+        )
+        session.add(
+            IngestRun(
+                kind="update",
+                status="ok",
+                week=WEEK,
+                access_mode="development",
+                counts={"tracks": 12, "snapshots": 12},
+            )
+        )
         await session.commit()
 
 
@@ -141,7 +173,8 @@ async def test_page_reconnects_by_itself(browser, dashboard, settings) -> None: 
     selector = f'tr[data-track-id="{items[0].track_id}"] td[data-col="f26"] .v'
     await page.wait_for_function(
         "([sel, text]) => document.querySelector(sel)?.textContent === text",
-        arg=[selector, f"{items[0].current - 6:.0f}"], timeout=WAIT_MS,
+        arg=[selector, f"{items[0].current - 6:.0f}"],
+        timeout=WAIT_MS,
     )
     assert hub.dropped_total == 1
 
@@ -170,7 +203,8 @@ async def test_track_page_draws_its_chart(browser, dashboard, settings, screensh
     await publish_latest(settings, prediction_event([song], shift=9.0))
     await page.wait_for_function(
         "text => document.querySelector('.card[data-horizon=\"26\"] .fc-value').textContent === text",
-        arg=f"{song.current + 9:.0f}", timeout=WAIT_MS,
+        arg=f"{song.current + 9:.0f}",
+        timeout=WAIT_MS,
     )
     hostile = await open_page(browser, f"{dashboard.url}/tracks/{'s' * 22}", PHONE, problems)
     await hostile.wait_for_selector("#chart canvas", timeout=WAIT_MS)
@@ -208,11 +242,13 @@ async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessi
     await seed(sessions, [*still, newcomer], week=next_week)  # the predictor stores, then publishes
     await publish_latest(settings, prediction_event([*still, newcomer], shift=1.0, week=next_week))
     await page.wait_for_function(
-        "text => document.getElementById('week').textContent === text", arg=next_week.isoformat(),
+        "text => document.getElementById('week').textContent === text",
+        arg=next_week.isoformat(),
         timeout=WAIT_MS,
     )
-    await page.wait_for_function("() => document.querySelectorAll('#trending tbody tr').length === 4",
-                                 timeout=WAIT_MS)
+    await page.wait_for_function(
+        "() => document.querySelectorAll('#trending tbody tr').length === 4", timeout=WAIT_MS
+    )
     shown = await page.eval_on_selector_all("#trending tbody tr", "rows => rows.map(r => r.dataset.trackId)")
     assert set(shown) == {s.track_id for s in [*still, newcomer]}
     assert problems == []

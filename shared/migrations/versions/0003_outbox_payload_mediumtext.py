@@ -19,11 +19,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "mysql":  # SQLite's TEXT has no such limit
-        op.alter_column("outbox", "payload", existing_type=sa.Text(), type_=mysql.MEDIUMTEXT(),
-                        existing_nullable=False)
+        op.alter_column(
+            "outbox", "payload", existing_type=sa.Text(), type_=mysql.MEDIUMTEXT(), existing_nullable=False
+        )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "mysql":
-        op.alter_column("outbox", "payload", existing_type=mysql.MEDIUMTEXT(), type_=sa.Text(),
-                        existing_nullable=False)
+        op.alter_column(
+            "outbox", "payload", existing_type=mysql.MEDIUMTEXT(), type_=sa.Text(), existing_nullable=False
+        )
