@@ -84,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         broker = {"mqtt_url": "mqtt://127.0.0.1:1883"} if reachable(1883) else {}  # else: embedded, absent
         base = PredictorSettings(
             database_url=url, var_dir=models.parent, rest_cache_entries=0, rest_cache_warm=False,
-            rest_fetch_per_client_per_minute=0, mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
+            mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
             **broker, _env_file=None,  # type: ignore[call-arg]
         )  # fmt: skip
         shared, shared_answers = await post_batches(base, batches)
