@@ -103,12 +103,19 @@ def _install() -> bool:
     return True
 
 
-INSTALLED = _install()
+_installed: list[bool] = []  # whether the reader is installed, once asked (no import-time patching)
+
+
+def installed() -> bool:
+    """Install the reader on first use; True when asyncmy has it."""
+    if not _installed:
+        _installed.append(_install())
+    return _installed[0]
 
 
 def local_infile_connect_args(url: str) -> dict[str, Any]:
     """The connect arguments that let the MySQL driver answer LOCAL loads (none if it cannot)."""
-    return {"local_infile": True} if INSTALLED and url.startswith("mysql+asyncmy") else {}
+    return {"local_infile": True} if url.startswith("mysql+asyncmy") and installed() else {}
 
 
 @contextlib.contextmanager
@@ -219,7 +226,7 @@ def column_defaults(table: Table, present: Sequence[str]) -> dict[str, Any]:
 
 async def accepts_local_loads(connection: AsyncConnection) -> bool:
     """True when the fast path can run on this connection's server (asked once per server)."""
-    if not (ENABLED and INSTALLED) or connection.dialect.driver != "asyncmy":
+    if not ENABLED or connection.dialect.driver != "asyncmy" or not installed():
         return False
     server = connection.engine.url.render_as_string(hide_password=True)
     if server not in _local_infile:
