@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.predictor.service import PREDICTION_UPDATE
 from shared import bulkload, db
 from shared.catalog import SNAPSHOT_MERGE
 from shared.db import (
@@ -32,16 +33,6 @@ from tests.conftest import Infra
 WEEK = dt.date(2026, 11, 2)
 STAMP = dt.datetime(2026, 11, 3, 8, 30, 15, 250_000, tzinfo=dt.UTC)
 PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
-PREDICTION_UPDATE = [
-    "current",
-    "value",
-    "lower",
-    "upper",
-    "p_chart",
-    "model_version",
-    "cold_start",
-    "created_at",
-]
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])

@@ -204,6 +204,20 @@ def _add_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
     app.add_exception_handler(DBAPIError, database_down)
 
 
+async def _trending(
+    session: AsyncSession, settings: DashboardSettings, signal: str | None, region: str | None
+) -> service.TrendingView:
+    """The trending table, as the page and its JSON resync both show it."""
+    return await service.trending(
+        session=session,
+        signal=signal,
+        region=region,
+        default_region=settings.chart_region,
+        limit=settings.dashboard_trending_limit,
+        trend_weeks=settings.dashboard_trend_weeks,
+    )
+
+
 def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def trending_page(
@@ -213,14 +227,7 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
         signal: SignalQuery = None,
         region: RegionQuery = None,
     ) -> HTMLResponse:
-        view = await service.trending(
-            session=session,
-            signal=signal,
-            region=region,
-            default_region=settings.chart_region,
-            limit=settings.dashboard_trending_limit,
-            trend_weeks=settings.dashboard_trend_weeks,
-        )
+        view = await _trending(session, settings, signal, region)
         return _page(templates, request, "index.html", view=view)
 
     @app.get("/tracks/{track_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -283,14 +290,7 @@ def _add_api(app: FastAPI) -> None:
         region: RegionQuery = None,
     ) -> service.TrendingView:
         """The trending table as JSON (what a page fetches to resync after reconnecting)."""
-        return await service.trending(
-            session=session,
-            signal=signal,
-            region=region,
-            default_region=settings.chart_region,
-            limit=settings.dashboard_trending_limit,
-            trend_weeks=settings.dashboard_trend_weeks,
-        )
+        return await _trending(session, settings, signal, region)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
