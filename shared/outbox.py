@@ -87,6 +87,7 @@ async def publish_in_order(client: aiomqtt.Client, messages: Sequence[tuple[str,
     messages wait for 100,000 round trips). Each publish hands its message to the client before it
     waits, and tasks start in the order they are created, so the messages leave in order. Raises the
     first failure, after cancelling the rest."""
+    started: list[asyncio.Task[None]] = []
     waiting: set[asyncio.Task[None]] = set()
     try:
         for topic, payload, retain in messages:
@@ -94,12 +95,16 @@ async def publish_in_order(client: aiomqtt.Client, messages: Sequence[tuple[str,
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()
-            waiting.add(asyncio.create_task(client.publish(topic, payload, qos=QOS, retain=retain)))
+            task = asyncio.create_task(client.publish(topic, payload, qos=QOS, retain=retain))
+            started.append(task)
+            waiting.add(task)
         if waiting:
             await asyncio.gather(*waiting)
     finally:
         for task in waiting:
             task.cancel()
+        # Collect every outcome, so that the other publishes a lost broker failed are not left unretrieved.
+        await asyncio.gather(*started, return_exceptions=True)
 
 
 def wire_payload(row: Outbox) -> bytes:
