@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets
 from shared.forecasting.metrics import censored_errors
 from shared.forecasting.models import (
-    ChartBaselines,
-    PopularityBaselines,
     PopularityForecaster,
     StreamsForecaster,
     song_holdout,

@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 
 from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set, popularity_set, with_thinned
 from shared.forecasting.features import chart_features, popularity_features, regions_of
 from shared.forecasting.models import (
-    ChartBaselines,
-    PopularityBaselines,
     PopularityForecaster,
     StreamsForecaster,
 )

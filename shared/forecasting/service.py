@@ -26,6 +26,7 @@ from shared.charts import iter_chart_paths
 from shared.config import Settings
 from shared.events import Forecast, TrackPrediction
 from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import chart_set, popularity_set, with_thinned
 from shared.forecasting.features import (
     CHART_LAGS,
@@ -37,8 +38,6 @@ from shared.forecasting.features import (
 from shared.forecasting.inference import compile_forecaster
 from shared.forecasting.models import (
     BoostParams,
-    ChartBaselines,
-    PopularityBaselines,
     PopularityForecaster,
     StreamsForecaster,
 )

@@ -1,0 +1,117 @@
+"""The baselines every forecaster must beat, scored on the same anchors with the same metrics and fitted only
+on the training anchors: persistence, the naive answer (the chart floor; popularity drift), drift and the
+original system's static regression. Serving blends or serves them when the backtest says so."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import Ridge
+
+from shared.forecasting.dataset import ChartSet, PopularitySet
+
+
+@dataclass
+class ResidualBand:
+    """An 80% interval from the 10% and 90% quantiles of a baseline's training residuals."""
+
+    low: float = 0.0
+    high: float = 0.0
+
+    @classmethod
+    def of(cls, residuals: np.ndarray) -> ResidualBand:
+        if len(residuals) == 0:
+            return cls()
+        return cls(float(np.quantile(residuals, 0.1)), float(np.quantile(residuals, 0.9)))
+
+
+@dataclass
+class ChartBaselines:
+    """Persistence (today's level), the floor (today's chart floor), drift (level plus mean change) and the
+    original system's approach (one static linear regression, fitted at 26 weeks, reused at every horizon)."""
+
+    drift: float = 0.0
+    bands: dict[str, ResidualBand] = field(default_factory=dict)
+    original: Ridge | None = None
+
+    ORIGINAL_FEATURES = ("level", "log_rank", "log_floor")
+
+    def points(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        level, floor = X["level"].to_numpy(float), X["log_floor"].to_numpy(float)
+        points = {"persistence": level, "naive": floor, "drift": level + self.drift}
+        if self.original is not None:
+            inputs = X[list(self.ORIGINAL_FEATURES)].to_numpy(float)
+            known = np.isfinite(inputs).all(axis=1)  # a song without streams has no level to regress on
+            points["original"] = np.full(len(X), np.nan)
+            if known.any():
+                points["original"][known] = self.original.predict(inputs[known])
+        return points
+
+    def fit(self, data: ChartSet, original_data: ChartSet | None = None) -> ChartBaselines:
+        target = data.censored_target
+        self.drift = float(np.median(target - data.level)) if len(data) else 0.0
+        source = original_data if original_data is not None else data
+        if len(source):
+            self.original = Ridge(alpha=1.0).fit(
+                source.X[list(self.ORIGINAL_FEATURES)].to_numpy(float), source.censored_target
+            )
+        for name, point in self.points(data.X).items():
+            self.bands[name] = ResidualBand.of(target - point)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for name, point in self.points(X).items():
+            band = self.bands.get(name, ResidualBand())
+            out[name] = {"value": point, "lower": point + band.low, "upper": point + band.high}
+        return out
+
+
+ORIGINAL_POPULARITY_FEATURES = ("duration_ms", "explicit", "album_type", "total_tracks", "age_days")
+
+
+@dataclass
+class PopularityBaselines:
+    """Persistence, persistence plus the mean drift, and the original static regression (duration, album
+    type, track count, explicitness, age) fitted once and reused at every horizon."""
+
+    drift: float = 0.0
+    bands: dict[str, ResidualBand] = field(default_factory=dict)
+    original: Ridge | None = None
+    original_fill: np.ndarray | None = None
+
+    def _static(self, X: pd.DataFrame) -> np.ndarray:
+        values = X[list(ORIGINAL_POPULARITY_FEATURES)].to_numpy(float)
+        fill = self.original_fill if self.original_fill is not None else np.zeros(values.shape[1])
+        return np.where(np.isnan(values), fill, values)
+
+    def points(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        current = X["popularity"].to_numpy(float)
+        points = {"persistence": current, "naive": np.clip(current + self.drift, 0, 100)}
+        if self.original is not None:
+            points["original"] = np.clip(self.original.predict(self._static(X)), 0, 100)
+        return points
+
+    def fit(self, data: PopularitySet, original_data: PopularitySet | None = None) -> PopularityBaselines:
+        self.drift = float(np.mean(data.future - data.current)) if len(data) else 0.0
+        source = original_data if original_data is not None else data
+        if len(source):
+            raw = source.X[list(ORIGINAL_POPULARITY_FEATURES)].to_numpy(float)
+            self.original_fill = np.nan_to_num(np.nanmean(raw, axis=0))
+            self.original = Ridge(alpha=1.0).fit(self._static(source.X), source.future)
+        for name, point in self.points(data.X).items():
+            self.bands[name] = ResidualBand.of(data.future - point)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+        out = {}
+        for name, point in self.points(X).items():
+            band = self.bands.get(name, ResidualBand())
+            out[name] = {
+                "value": point,
+                "lower": np.clip(point + band.low, 0, 100),
+                "upper": np.clip(point + band.high, 0, 100),
+            }
+        return out
