@@ -97,10 +97,10 @@ def thin_charts(panel: ChartPanel, spacing: str) -> ChartPanel:
     month = pd.Series([week_date(int(w)).strftime("%Y-%m") for w in weeks], index=charts.index)
     first = charts.assign(month=month).groupby(["region", "month"], sort=False)["week"].transform("min")
     kept = charts[charts["week"] == first]
-    keys = set(zip(kept["region"], kept["week"], strict=True))
     entries = panel.entries
-    in_kept = [(r, w) in keys for r, w in zip(entries["region"], entries["week"], strict=True)]
-    return ChartPanel(entries[np.array(in_kept, bool)], kept.reset_index(drop=True))
+    chart_of = pd.MultiIndex.from_frame(entries[["region", "week"]])
+    in_kept = chart_of.isin(pd.MultiIndex.from_frame(kept[["region", "week"]]))
+    return ChartPanel(entries[in_kept], kept.reset_index(drop=True))
 
 
 def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
