@@ -31,7 +31,8 @@ import httpx
 
 from services.emulator.catalog import Catalog
 from shared.config import Settings
-from shared.spotify.client import BATCH_SIZES, EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, SpotifyClient
+from shared.spotify.auth import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
+from shared.spotify.client import BATCH_SIZES, SpotifyClient
 from shared.weeks import current_week
 
 TARGET_REQUEST_RATIO = 1.05

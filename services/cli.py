@@ -111,7 +111,7 @@ def run_job(
     """
     from shared.db import DatabaseUnavailable
     from shared.outbox import BrokerUnavailable
-    from shared.spotify.client import SpotifyError
+    from shared.spotify.errors import SpotifyError
 
     unpublished: BrokerUnavailable | None = None
     try:

@@ -21,7 +21,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.db import MergeRule, _merged, session_scope, upsert
 from shared.models import Album, Artist, Snapshot, SnapshotStage, Track, TrackArtist, utcnow
 from shared.spotify import models as sp
-from shared.spotify.client import SpotifyClient, SpotifyPaused
+from shared.spotify.client import SpotifyClient
+from shared.spotify.errors import SpotifyPaused
 
 # Several sources write the same (song, week): a chart says it trended, the API gives its popularity.
 # Neither may erase the other: known popularity is kept, and "trended" once means trended that week.

@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 
 from services.emulator import DEMO_PLAYLIST_ID, TRENDING_PLAYLIST_ID, EmulatorConfig, FaultPlan, create_app
-from shared.spotify.client import SpotifyError, SpotifyNotFound, SpotifyPaused
+from shared.spotify.errors import SpotifyError, SpotifyNotFound, SpotifyPaused
 from shared.spotify.models import AccessMode
 from shared.spotify.testing import emulator_client, emulator_settings
 
@@ -454,17 +454,17 @@ async def test_an_unrecoverable_error_surfaces_as_spotify_error_not_a_group() ->
     [("7", 7.0), ("0.25", 0.25), ("soon", None), ("-3", None), (None, None)],
 )
 def test_retry_after_values(header: str | None, expected: float | None) -> None:
-    from shared.spotify.client import _retry_after_seconds
+    from shared.spotify.ratelimit import retry_after_seconds
 
     headers = {"Retry-After": header} if header is not None else {}
-    assert _retry_after_seconds(httpx.Response(429, headers=headers)) == expected
+    assert retry_after_seconds(httpx.Response(429, headers=headers)) == expected
 
 
 def test_retry_after_as_an_http_date() -> None:
     import email.utils
 
-    from shared.spotify.client import _retry_after_seconds
+    from shared.spotify.ratelimit import retry_after_seconds
 
     later = email.utils.format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2), usegmt=True)
-    seconds = _retry_after_seconds(httpx.Response(429, headers={"Retry-After": later}))
+    seconds = retry_after_seconds(httpx.Response(429, headers={"Retry-After": later}))
     assert seconds is not None and 7100 < seconds <= 7200

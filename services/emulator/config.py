@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from shared.spotify.client import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
+from shared.spotify.auth import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
 from shared.weeks import current_week, week_of
 
 DEMO_CLIENT_ID = EMULATOR_CLIENT_ID  # fixed demo credentials the client sends when none are configured

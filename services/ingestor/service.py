@@ -61,7 +61,8 @@ from shared.models import (
 )
 from shared.outbox import add_event
 from shared.spotify import models as sp
-from shared.spotify.client import SpotifyClient, SpotifyPaused
+from shared.spotify.client import SpotifyClient
+from shared.spotify.errors import SpotifyPaused
 from shared.unknown_tracks import recently_unknown, remember_unknown
 from shared.weeks import add_weeks, current_week
 

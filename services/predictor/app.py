@@ -27,7 +27,8 @@ from shared.mqtt import announce_offline as mqtt_offline
 from shared.mqtt import consume_forever, topics
 from shared.outbox import publish_pending, republish_retained
 from shared.spotify.budget import HourlyBudget
-from shared.spotify.client import SpotifyClient, SpotifyError, SpotifyPaused
+from shared.spotify.client import SpotifyClient
+from shared.spotify.errors import SpotifyError, SpotifyPaused
 
 from . import service, tracks
 from .api import ResidentFastPath, forecast_route, router

@@ -34,7 +34,8 @@ from shared.forecasting.registry import ArtifactError, active_versions, load_ver
 from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
-from shared.spotify.client import SpotifyClient, SpotifyPaused
+from shared.spotify.client import SpotifyClient
+from shared.spotify.errors import SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
 from shared.weeks import add_weeks, current_week
