@@ -10,18 +10,67 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import aiomqtt
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared.config import Settings
-from shared.events import QOS, ServiceStatus, Topics, envelope
+from shared.events import QOS, SCHEMA_VERSION, Envelope, ServiceStatus, Topics, envelope, parse, preview
+from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[aiomqtt.Message], Awaitable[None]]
+D = TypeVar("D", bound=BaseModel)
+EventHandler = Callable[[Envelope[D], aiomqtt.Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route(Generic[D]):
+    topic_filter: str
+    model: type[D]
+    handler: EventHandler[D]
+
+
+class TopicRouter:
+    """Topic filter -> (event model, handler), the one place where a consumer's messages are parsed, their
+    schema version checked and rejects counted (`songpop_mqtt_rejected_total`). A handler receives a
+    validated envelope of its route's model; malformed or foreign-version messages never reach it."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.rejected = 0
+        self._routes: list[Route[Any]] = []
+
+    def on(self, topic_filter: str, model: type[D], handler: EventHandler[D]) -> None:
+        """Send messages on `topic_filter` (MQTT wildcards allowed) to `handler` as `Envelope[model]`."""
+        self._routes.append(Route(topic_filter, model, handler))
+
+    async def __call__(self, message: aiomqtt.Message) -> None:
+        route = next((r for r in self._routes if message.topic.matches(r.topic_filter)), None)
+        if route is None:
+            return
+        topic = str(message.topic)
+        MQTT_RECEIVED.labels(self.service, topic.rsplit("/", 1)[-1]).inc()
+        payload = message.payload if isinstance(message.payload, bytes | str) else b""
+        if not payload:  # an emptied retained topic (its state was cleared): nothing to handle
+            return
+        try:
+            event = parse(payload, route.model)
+        except ValidationError as exc:
+            self._reject(topic, f"{exc.error_count()} validation errors", payload)
+            return
+        if event.schema_version != SCHEMA_VERSION:
+            self._reject(topic, f"schema version {event.schema_version} not understood", payload)
+            return
+        await route.handler(event, message)
+
+    def _reject(self, topic: str, why: str, payload: bytes | str) -> None:
+        self.rejected += 1
+        MQTT_REJECTED.labels(self.service).inc()
+        log.warning("%s: skipped a message on %s (%s): %s", self.service, topic, why, preview(payload))
 
 
 @dataclass(frozen=True)

@@ -12,43 +12,25 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiomqtt
-from pydantic import BaseModel, ValidationError
 
 from shared.events import (
-    SCHEMA_VERSION,
     Envelope,
     ModelUpdated,
     PredictionsLatest,
     ServiceStatus,
     Topics,
-    parse,
-    preview,
 )
 from shared.models import utcnow
+from shared.mqtt import TopicRouter
 
 from .service import TrendingRow, row_from_message
 
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 1013  # "try again later": the page reconnects and resyncs
-
-
-D = TypeVar("D", bound=BaseModel)
-
-
-class UnknownSchemaVersion(ValueError):
-    """A well-formed envelope of a schema version this dashboard does not understand."""
-
-
-def parse_known(payload: bytes | str, model: type[D]) -> Envelope[D]:
-    """`parse`, refusing envelopes of another schema version (a newer producer's, or a foreign one)."""
-    event = parse(payload, model)
-    if event.schema_version != SCHEMA_VERSION:
-        raise UnknownSchemaVersion(event.schema_version)
-    return event
 
 
 @dataclass(eq=False)
@@ -132,11 +114,11 @@ class LiveFeed:
         self.last_received_at: dt.datetime | None = None
         self.connected_at: dt.datetime | None = None
         self.connected = asyncio.Event()  # set once subscribed: updates published from now on arrive
-        self.malformed = 0
         self._sent: dict[tuple[str, str, str], str] = {}  # rows of the last message, to send only changes
         self._held: tuple[dt.date, int | None] | None = None  # week and version of the predictions held
         self.stale_ignored = 0
         self._models_seen: set[str] = set()  # model events already announced (retained ones come back)
+        self.handle = self._router()  # consume_forever's message handler
 
     @property
     def subscriptions(self) -> list[str]:
@@ -146,33 +128,20 @@ class LiveFeed:
         self.connected_at = utcnow()
         self.connected.set()
 
-    async def handle(self, message: aiomqtt.Message) -> None:
-        """Route one MQTT message; malformed payloads are logged and skipped."""
-        topic = str(message.topic)
-        payload = message.payload if isinstance(message.payload, bytes | str) else b""
-        if not payload:  # an emptied retained topic (its latest state was cleared): nothing to show
-            return
-        try:
-            if topic == self.topics.predictions_latest:
-                self._on_predictions(payload)
-            elif topic == self.topics.model_updated:
-                self._on_model(payload)
-            elif topic.startswith(f"{self.topics.root}/status/"):
-                self._on_status(payload, live=not message.retain)
-        except ValidationError as exc:
-            self.malformed += 1
-            log.warning(
-                "skipped a malformed message on %s (%d errors): %s",
-                topic,
-                exc.error_count(),
-                preview(payload),
-            )
-        except UnknownSchemaVersion as exc:
-            self.malformed += 1
-            log.warning("skipped a message on %s with schema version %s: %s", topic, exc, preview(payload))
+    @property
+    def malformed(self) -> int:
+        """Messages skipped as malformed or of a schema version this dashboard does not understand."""
+        return self.handle.rejected
 
-    def _on_predictions(self, payload: bytes | str) -> None:
-        event = parse_known(payload, PredictionsLatest)
+    def _router(self) -> TopicRouter:
+        """The feed's topics and what each becomes; parsing, version checks and rejects are the router's."""
+        router = TopicRouter("dashboard")
+        router.on(self.topics.predictions_latest, PredictionsLatest, self._on_predictions)
+        router.on(self.topics.model_updated, ModelUpdated, self._on_model)
+        router.on(f"{self.topics.root}/status/+", ServiceStatus, self._on_status)
+        return router
+
+    async def _on_predictions(self, event: Envelope[PredictionsLatest], message: aiomqtt.Message) -> None:
         if self._older_than_held(event):
             return
         self._held = (event.data.week, event.version)
@@ -200,8 +169,7 @@ class LiveFeed:
             )  # fmt: skip
         return older
 
-    def _on_model(self, payload: bytes | str) -> None:
-        event = parse_known(payload, ModelUpdated)
+    async def _on_model(self, event: Envelope[ModelUpdated], message: aiomqtt.Message) -> None:
         if event.event_id in self._models_seen:
             return
         self._models_seen.add(event.event_id)
@@ -216,11 +184,10 @@ class LiveFeed:
             )
         )
 
-    def _on_status(self, payload: bytes | str, *, live: bool = False) -> None:
+    async def _on_status(self, event: Envelope[ServiceStatus], message: aiomqtt.Message) -> None:
         """A status delivered live (not a retained copy) happened now: an `offline` last will carries the
         time its service connected (the broker publishes the envelope it was given then)."""
-        event = parse_known(payload, ServiceStatus)
-        at = utcnow() if live else event.occurred_at
+        at = event.occurred_at if message.retain else utcnow()
         self.services[event.data.service] = ServiceSeen(state=event.data.state, at=at)
 
 

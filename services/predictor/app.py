@@ -16,15 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from shared.db import make_engine, make_sessionmaker
-from shared.events import SCHEMA_VERSION, DbUpdated, ModelUpdated, Topics, parse, preview
+from shared.events import DbUpdated, Envelope, ModelUpdated, Topics
 from shared.limits import BodySizeLimit
-from shared.metrics import MQTT_RECEIVED, MQTT_REJECTED, instrument
+from shared.metrics import instrument
+from shared.mqtt import TopicRouter, consume_forever, topics
 from shared.mqtt import announce_offline as mqtt_offline
-from shared.mqtt import consume_forever, topics
 from shared.outbox import publish_pending, republish_retained
 from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient
@@ -51,31 +50,12 @@ def subscriptions(settings: PredictorSettings, t: Topics) -> list[str]:
     return plain
 
 
-def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
+def make_router(app: FastAPI) -> TopicRouter:
+    """db-updated and model-updated events both mean "forecast what is new"; the router has validated them."""
     settings: PredictorSettings = app.state.settings
     t = topics(settings)
 
-    async def handle(message: aiomqtt.Message) -> None:
-        topic = str(message.topic)
-        MQTT_RECEIVED.labels(SERVICE, topic.rsplit("/", 1)[-1]).inc()
-        model = DbUpdated if topic == t.db_updated else ModelUpdated if topic == t.model_updated else None
-        if model is None:
-            return
-        try:
-            event = parse(message.payload, model)  # type: ignore[arg-type]
-        except ValidationError as exc:
-            MQTT_REJECTED.labels(SERVICE).inc()
-            log.warning(
-                "malformed message on %s skipped (%d errors): %s",
-                topic,
-                exc.error_count(),
-                preview(message.payload),
-            )  # type: ignore[arg-type]
-            return
-        if event.schema_version != SCHEMA_VERSION:
-            MQTT_REJECTED.labels(SERVICE).inc()
-            log.warning("%s: schema version %s not understood; skipped", topic, event.schema_version)
-            return
+    async def on_event(event: Envelope[DbUpdated] | Envelope[ModelUpdated], message: aiomqtt.Message) -> None:
         predictions = await service.handle_event(
             sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
         )
@@ -88,7 +68,10 @@ def make_handler(app: FastAPI):  # type: ignore[no-untyped-def]
                 sessions=app.state.sessions, keep_weeks=settings.prediction_retention_weeks
             )
 
-    return handle
+    router = TopicRouter(SERVICE)
+    router.on(t.db_updated, DbUpdated, on_event)
+    router.on(t.model_updated, ModelUpdated, on_event)
+    return router
 
 
 async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
@@ -189,7 +172,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 settings,
                 SERVICE,
                 subscriptions(settings, topics(settings)),
-                make_handler(app),
+                make_router(app),
                 on_connect=lambda client: on_connect(app, client),
             )
         )
