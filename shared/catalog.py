@@ -12,10 +12,11 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import MergeRule, _merged, session_scope, upsert
@@ -114,7 +115,7 @@ async def known_ids(session: AsyncSession, column: Any, ids: Sequence[str]) -> s
     found: set[str] = set()
     for start in range(0, len(ids), 1000):
         part = ids[start : start + 1000]
-        found.update((await session.exec(select(column).where(column.in_(part)))).scalars().all())  # type: ignore[call-overload]
+        found.update((await session.exec(select(column).where(column.in_(part)))).all())
     return found
 
 
@@ -268,14 +269,14 @@ async def publish_staged_snapshots(*, session: AsyncSession) -> int:
     Rows staged by earlier runs that died are published too: their batches were committed and are valid.
     Returns the number of rows moved.
     """
-    query = select(func.count(), func.max(SnapshotStage.id))  # type: ignore[arg-type]
-    count, last_id = (await session.exec(query)).one()  # type: ignore[call-overload]
+    query = select(func.count(), func.max(col(SnapshotStage.id)))
+    count, last_id = (await session.exec(query)).one()
     if not count:
         return 0
     columns = ["track_id", "week", "popularity", "popularity_source", "trending", "is_demo", "updated_at"]
     stage = SnapshotStage.__table__  # type: ignore[attr-defined]
     target = Snapshot.__table__  # type: ignore[attr-defined]
-    source = select(*(stage.c[c] for c in columns)).where(stage.c.id <= last_id)
+    source = stage.select().with_only_columns(*(stage.c[c] for c in columns)).where(stage.c.id <= last_id)
     stmt: Any
     if (await session.connection()).dialect.name == "mysql":
         stmt = mysql_insert(target).from_select(columns, source)
@@ -288,7 +289,6 @@ async def publish_staged_snapshots(*, session: AsyncSession) -> int:
             index_elements=["track_id", "week"],
             set_={c: _merged(r, target.c[c], stmt.excluded[c]) for c, r in SNAPSHOT_MERGE.items()},
         )
-    await session.exec(stmt)  # type: ignore[call-overload]
-    published = delete(SnapshotStage).where(SnapshotStage.id <= last_id)  # type: ignore[arg-type, operator]
-    await session.exec(published)  # type: ignore[call-overload]
+    await session.exec(stmt)
+    await session.exec(delete(SnapshotStage).where(col(SnapshotStage.id) <= last_id))
     return int(count)

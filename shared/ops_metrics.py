@@ -12,9 +12,9 @@ import logging
 import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.models import AppState, IngestRun, ModelVersion, Outbox
@@ -86,21 +86,23 @@ async def refresh(sessions: async_sessionmaker[AsyncSession], *, now: dt.datetim
             MODEL_AGE: await _model_ages(session, now),
             JOB_NEXT_RUN: await _next_runs(session),
         }
-        pending = (await session.exec(select(func.count()).where(Outbox.published_at.is_(None)))).one()  # type: ignore[call-overload, union-attr]
+        pending = (await session.exec(select(func.count()).where(col(Outbox.published_at).is_(None)))).one()
     for gauge, series in values.items():
         gauge.clear()
         for labels, value in series.items():
             (gauge.labels(*labels) if labels else gauge).set(value)
-    OUTBOX_PENDING.set(pending[0])
+    OUTBOX_PENDING.set(pending)
 
 
 async def _ingest(session: AsyncSession) -> Values:
-    by_status = (await session.exec(select(IngestRun.status, func.count()).group_by(IngestRun.status))).all()  # type: ignore[call-overload]
+    by_status = (
+        await session.exec(select(IngestRun.status, func.count()).group_by(col(IngestRun.status)))
+    ).all()
     finished = col(IngestRun.finished_at)
     last_query = select(IngestRun).where(finished.is_not(None)).order_by(finished.desc()).limit(1)
-    last = (await session.exec(last_query)).scalars().first()  # type: ignore[call-overload]
+    last = (await session.exec(last_query)).first()
     ok_query = select(func.max(finished)).where(col(IngestRun.status) == "ok")
-    ok = (await session.exec(ok_query)).one()[0]  # type: ignore[call-overload]
+    ok = (await session.exec(ok_query)).one()
     counts: dict[tuple[str, ...], float] = {
         (entity,): float(n)
         for entity, n in (last.counts if last else {}).items()
@@ -114,12 +116,12 @@ async def _ingest(session: AsyncSession) -> Values:
 
 
 async def _model_ages(session: AsyncSession, now: dt.datetime) -> dict[tuple[str, ...], float]:
-    active = (await session.exec(select(ModelVersion).where(ModelVersion.active.is_(True)))).scalars().all()  # type: ignore[call-overload, attr-defined]
+    active = (await session.exec(select(ModelVersion).where(col(ModelVersion.active).is_(True)))).all()
     return {(m.signal, str(m.horizon_weeks)): (now - _aware(m.created_at)).total_seconds() for m in active}
 
 
 async def _next_runs(session: AsyncSession) -> dict[tuple[str, ...], float]:
-    rows = (await session.exec(select(AppState).where(AppState.key.in_(SCHEDULED_JOBS)))).scalars().all()  # type: ignore[call-overload, attr-defined]
+    rows = (await session.exec(select(AppState).where(col(AppState.key).in_(SCHEDULED_JOBS)))).all()
     return {
         (row.key,): _aware(dt.datetime.fromisoformat(row.value["next_run"])).timestamp()
         for row in rows

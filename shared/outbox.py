@@ -10,9 +10,9 @@ from typing import TypeVar
 
 import aiomqtt
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings, redact_url
@@ -61,18 +61,18 @@ async def publish_pending(
     published = 0
     while True:
         async with sessions() as session:
-            query = select(Outbox).where(Outbox.published_at.is_(None))  # type: ignore[union-attr]
+            query = select(Outbox).where(col(Outbox.published_at).is_(None))
             if producer is not None:
                 query = query.where(col(Outbox.producer) == producer)
-            query = query.order_by(Outbox.id).limit(OUTBOX_BATCH)  # type: ignore[arg-type]
-            rows = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+            query = query.order_by(col(Outbox.id)).limit(OUTBOX_BATCH)
+            rows = (await session.exec(query)).all()
         if not rows:
             return published
         await publish_in_order(client, [(row.topic, wire_payload(row), row.retain) for row in rows])
         async with sessions() as session:
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Outbox)
-                .where(Outbox.id.in_([row.id for row in rows]))  # type: ignore[union-attr]
+                .where(col(Outbox.id).in_([row.id for row in rows]))
                 .values(published_at=utcnow(), attempts=Outbox.attempts + 1)
             )
             await session.commit()
@@ -123,12 +123,12 @@ async def republish_retained(
     restored an older save of them. Same payloads and versions: consumers holding them see duplicates."""
     async with sessions() as session:
         latest = (
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 select(func.max(col(Outbox.id))).where(
                     col(Outbox.topic) == topic, col(Outbox.published_at).is_not(None)
                 )
             )
-        ).scalar()
+        ).one()
         if latest is None:
             return 0
         batch = select(Outbox).where(
@@ -139,7 +139,7 @@ async def republish_retained(
         )
         rows = [
             row
-            for row in (await session.exec(batch.order_by(col(Outbox.id)))).scalars().all()  # type: ignore[call-overload]
+            for row in (await session.exec(batch.order_by(col(Outbox.id)))).all()
             if row.id == latest or row.topic != topic
         ]
     await publish_in_order(client, [(row.topic, wire_payload(row), True) for row in rows])
@@ -165,7 +165,7 @@ async def pending_events(*, sessions: async_sessionmaker[AsyncSession], producer
         query = select(func.count()).where(
             col(Outbox.published_at).is_(None), col(Outbox.producer) == producer
         )
-        return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+        return (await session.exec(query)).one()
 
 
 async def publish_after_run(
