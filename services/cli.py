@@ -176,7 +176,7 @@ def print_run(report: Any) -> None:
     console.print(f"run {report.run_id} ({report.kind}, week {report.week}): [{colour}]{report.status}[/]")
     if report.access_mode:
         console.print(f"  Spotify access mode: {report.access_mode}")
-    for key, value in sorted(report.counts.items()):
+    for key, value in sorted(report.counts.as_dict().items()):
         console.print(f"  {key:>28}: {value}")
     if report.errors:
         console.print(f"  {len(report.errors)} problem(s), first ones:")

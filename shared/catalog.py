@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -49,6 +50,16 @@ TRACK_UPDATE = [
     "release_date",
     "updated_at",
 ]
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """How many rows of each kind a write stored."""
+
+    tracks: int = 0
+    albums: int = 0
+    artists: int = 0
+    snapshots: int = 0
 
 
 def artist_rows(artists: Iterable[sp.Artist]) -> list[dict[str, Any]]:
@@ -147,11 +158,11 @@ async def write_tracks(
     trending: set[str],
     demo: bool,
     staged: bool = False,
-) -> dict[str, int]:
+) -> StoredRows:
     """Store tracks, the albums and artists not stored yet (immutable metadata is fetched once), and
     this week's snapshot of each track (into `snapshot_stage` when `staged`, published when the run ends)."""
     if not tracks:
-        return {}
+        return StoredRows()
     albums: dict[str, sp.Album] = {}
     artists: dict[str, sp.Artist] = {}
     if spotify is not None:
@@ -189,12 +200,7 @@ async def write_tracks(
             update=["position"],
         )
         await upsert_snapshots(session=session, rows=snapshots, staged=staged)
-    return {
-        "tracks": len(tracks),
-        "albums": len(albums),
-        "artists": len(artists),
-        "snapshots": len(snapshots),
-    }
+    return StoredRows(tracks=len(tracks), albums=len(albums), artists=len(artists), snapshots=len(snapshots))
 
 
 async def fetch_missing_dimensions(
@@ -241,19 +247,19 @@ def artists_from_tracks(tracks: Iterable[sp.Track], ids: Iterable[str] | None = 
 
 async def write_dimensions(
     *, sessions: async_sessionmaker[AsyncSession], objects: Iterable[object]
-) -> dict[str, int]:
+) -> StoredRows:
     """Store the albums and artists among `objects` (what a paused fetch got), so none is asked again."""
     objects = list(objects)
     albums = [o for o in objects if isinstance(o, sp.Album)]
     artists = [o for o in objects if isinstance(o, sp.Artist)]
     if not albums and not artists:
-        return {}
+        return StoredRows()
     async with session_scope(sessions) as session:
         await upsert(
             session=session, model=Artist, rows=artist_rows(artists), keys=["id"], update=ARTIST_UPDATE
         )
         await upsert(session=session, model=Album, rows=album_rows(albums), keys=["id"], update=ALBUM_UPDATE)
-    return {"albums": len(albums), "artists": len(artists)}
+    return StoredRows(albums=len(albums), artists=len(artists))
 
 
 async def upsert_snapshots(*, session: AsyncSession, rows: Sequence[dict[str, Any]], staged: bool) -> int:

@@ -37,7 +37,7 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
         )
 
     assert report.status == "ok", report.errors
-    assert report.counts["chart_files"] == 3 and report.counts["chart_weeks"] == 2
+    assert report.counts.chart_files == 3 and report.counts.chart_weeks == 2
     expected = sorted(
         [(e.track_id, JAN_6_2020, "it", e.rank, e.streams) for e in old]
         + [(e.track_id, AUG_26_2024, "global", e.rank, e.streams) for e in weekly]
@@ -89,7 +89,7 @@ async def test_corrupted_files_give_clear_errors_and_lose_nothing_else(settings,
         assert "regional-de-weekly-2024-01-04.csv:16:" in errors
         assert "es_2023-12-29--2024-01-05.csv:5: not a number: 'lots'" in errors
         assert "gb_2023-12-29--2024-01-05.csv:8: duplicate row" in errors
-        assert report.counts["chart_files_failed"] == 1 and report.counts["chart_rows_rejected"] == 3
+        assert report.counts.chart_files_failed == 1 and report.counts.chart_rows_rejected == 3
         expected = sorted(
             (e.track_id, region, e.rank, e.streams) for region, entries in kept.items() for e in entries
         )
@@ -102,7 +102,7 @@ async def test_corrupted_files_give_clear_errors_and_lose_nothing_else(settings,
         fixed = chart_entries(20, seed=14)
         write(folder / "regional-fr-weekly-2024-01-04.csv", new_format(fixed))
         again = await ingest_once(ingestor, kind="init", chart_paths=sorted(folder.iterdir()))
-    assert again.counts["chart_files"] == 1 and again.counts["chart_files_skipped_known"] == 4
+    assert again.counts.chart_files == 1 and again.counts.chart_files_skipped_known == 4
     assert await count(sessions, ChartEntry, ChartEntry.region == "fr") == 20
 
 
@@ -126,9 +126,9 @@ async def test_reingesting_a_folder_changes_nothing(settings, sessions, tmp_path
         second = await ingest_once(ingestor, kind="init", chart_paths=sorted(folder.iterdir()))
         after = {model: await rows(sessions, model, *columns) for model, columns in tables.items()}
 
-    assert first.counts["chart_entries"] == 240 and len(before[ChartEntry]) == 240
-    assert second.status == "ok" and second.counts["chart_files_skipped_known"] == 6
-    assert "chart_entries" not in second.counts and "snapshots" not in second.counts
+    assert first.counts.chart_entries == 240 and len(before[ChartEntry]) == 240
+    assert second.status == "ok" and second.counts.chart_files_skipped_known == 6
+    assert second.counts.chart_entries == 0 and second.counts.snapshots == 0
     assert after == before
     assert await count(sessions, Outbox) == 1  # a run that wrote nothing announces nothing
 
@@ -158,12 +158,12 @@ async def test_watched_folder_new_files_once_in_date_order(settings, sessions, t
         os.utime(touched, (1_750_000_000, 1_750_000_000))
         assert watcher.changed() == [touched]
         again = await ingest_once(ingestor, kind="update", chart_paths=[touched])
-        assert again.counts["chart_files_skipped_known"] == 1 and "chart_files" not in again.counts
+        assert again.counts.chart_files_skipped_known == 1 and again.counts.chart_files == 0
 
         new = write(folder / "regional-global-weekly-2024-03-14.csv", new_format(chart_entries(30, seed=9)))
         assert watcher.changed() == []  # just written: it may still be downloading
         os.utime(new, (1_750_000_100, 1_750_000_100))
         assert watcher.changed() == [new]
         last = await ingest_once(ingestor, kind="update", chart_paths=[new])
-    assert last.counts["chart_files"] == 1
+    assert last.counts.chart_files == 1
     assert await count(sessions, ChartEntry) == 120

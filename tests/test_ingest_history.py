@@ -58,7 +58,7 @@ async def test_daily_history_becomes_weekly_snapshots_idempotently(settings, ses
 
     assert report.status == "ok" and report.kind == "history" and report.week == NEXT_MON
     assert any("broken.csv:1: header needs a date and a popularity column" in e for e in report.errors)
-    assert report.counts["history_files"] == 3 and report.counts["history_files_failed"] == 1
+    assert report.counts.history_files == 3 and report.counts.history_files_failed == 1
     song, quiet = song_key("Ça va, ça vient", ["Zoé", "Max"]), song_key("Quiet one", ["Solo"])
     assert song.startswith("h_") and len(song) <= 64
     expected = [
@@ -109,8 +109,8 @@ async def test_real_popularity_history_imports(settings, sessions) -> None:  # t
     assert report.status == "ok", report.errors[:5]
     snapshots = await all_rows(sessions, Snapshot)
     weeks = {s.week for s in snapshots}
-    assert len(weeks) == report.counts["weeks"] >= 70 and all(w.weekday() == 0 for w in weeks)
-    assert len(snapshots) == report.counts["snapshots"]
+    assert len(weeks) == report.counts.weeks >= 70 and all(w.weekday() == 0 for w in weeks)
+    assert len(snapshots) == report.counts.snapshots
     known = [s.popularity for s in snapshots if s.popularity is not None]
     assert len(known) > 0.9 * len(snapshots) and all(0 <= p <= 100 for p in known)
     assert all(s.track_id.startswith("h_") for s in snapshots)

@@ -33,7 +33,7 @@ async def test_charts_survive_an_unreachable_spotify_and_are_enriched_next_run(s
                 sessions=sessions, spotify=client, settings=online, topics=topics(online)
             )
         assert second.status == "ok", second.errors
-        assert second.counts.get("chart_files_skipped_known") == 1  # the chart was not read twice
+        assert second.counts.chart_files_skipped_known == 1  # the chart was not read twice
         enriched = await count(sessions, Track, col(Track.album_id).is_not(None))
         assert enriched == 200
         assert await count(sessions, IngestRun) == 2

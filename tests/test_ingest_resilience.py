@@ -111,7 +111,7 @@ async def test_database_lost_mid_run_leaves_whole_batches_and_the_next_run_compl
         report = await ingest_once(ingestor, kind="init", chart_paths=paths)
 
     assert report.status == "ok", report.errors
-    assert report.counts.get("chart_files_skipped_known", 0) == weeks_written * 2
+    assert report.counts.chart_files_skipped_known == weeks_written * 2
     assert len(await rows(sessions, ChartEntry, "week", "region")) == len(WEEKS) * 2 * SONGS_PER_CHART
     assert set(await rows(sessions, Snapshot, "track_id", "week")) == pairs
     assert await count(sessions, SnapshotStage) == 0

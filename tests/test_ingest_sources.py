@@ -77,6 +77,6 @@ async def test_run_records_and_a_paused_week_published_only_when_complete(settin
     (event_row,) = await all_rows(sessions, Outbox)
     event = parse(event_row.payload, DbUpdated)
     assert event.data.run_id == done.run_id and event.data.week == WEEK
-    assert event.data.snapshots == len(snapshots) == done.counts["snapshots_published"]
+    assert event.data.snapshots == len(snapshots) == done.counts.snapshots_published
     (last,) = [r for r in await all_rows(sessions, IngestRun) if r.id == done.run_id]
-    assert last.counts == done.counts and last.resume_point is None
+    assert last.counts == done.counts.as_dict() and last.resume_point is None

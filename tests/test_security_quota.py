@@ -126,9 +126,9 @@ async def test_the_weekly_run_does_not_ask_again_for_ids_spotify_does_not_know(
                       new_format(chart_entries(40, seed=5)))  # fmt: skip
         ingestor = ingestor_settings(settings, spotify)
         first = await ingest_once(ingestor, kind="init", chart_paths=[chart])
-        unknown = first.counts.get("tracks_unknown_to_spotify", 0)
+        unknown = first.counts.tracks_unknown_to_spotify
         assert unknown >= 40  # the chart's made-up ids (and any the settings follow)
         before = spotify.state.counters.api_requests
         second = await ingest_once(ingestor, kind="update")
-        assert second.counts.get("tracks_skipped_unknown") == unknown
+        assert second.counts.tracks_skipped_unknown == unknown
         assert spotify.state.counters.api_requests - before <= 2  # the access-mode probe, no track

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.emulator import EmulatorConfig, FaultPlan, create_app
-from services.ingestor.service import RunReport, run_ingest
+from services.ingestor.report import RunReport
+from services.ingestor.service import run_ingest
 from services.ingestor.settings import IngestorSettings
 from shared.config import Settings
 from shared.events import Topics
@@ -103,8 +104,8 @@ async def test_a_paused_run_resumes_without_refetching(
         run = await session.get(IngestRun, first.run_id)
     assert run is not None and run.status == "paused" and run.resume_after is not None
 
-    assert first.counts["spotify_rate_limited"] >= 1  # the run reports what Spotify did
-    assert first.counts["spotify_requests"] > 0
+    assert first.counts.spotify["rate_limited"] >= 1  # the run reports what Spotify did
+    assert first.counts.spotify["requests"] > 0
 
     app.state.emulator.clear_faults()  # the Retry-After has passed
     second = await ingest(app, sessions, config)

@@ -30,7 +30,8 @@ from shared.history import HistoryFile, HistoryFormatError, HistoryRow, iter_his
 from shared.models import Track, utcnow
 from shared.weeks import current_week, week_of
 
-from .service import Progress, RunReport, fail_run, finish_run, record_progress, start_run
+from .report import Progress, RunReport
+from .runs import fail_run, finish_run, record_progress, start_run
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +133,13 @@ def read_history_files(
             history = read_history(path)
         except HistoryFormatError as exc:
             report.errors.append(str(exc))
-            report.add("history_files_failed", 1)
+            report.counts.history_files_failed += 1
             log.error("history file skipped: %s", exc)
             continue
         report.errors.extend(str(problem) for problem in history.problems)
-        report.add("history_rows_rejected", len(history.problems))
-        report.add("history_files", 1)
-        report.add("history_rows", len(history.rows))
+        report.counts.history_rows_rejected += len(history.problems)
+        report.counts.history_files += 1
+        report.counts.history_rows += len(history.rows)
         files.append(history)
     if progress:
         progress("history files", len(paths), len(paths))
@@ -162,13 +163,13 @@ async def write_batches(
             batch = songs[start : start + HISTORY_BATCH]
             async with session_scope(sessions) as session:
                 await upsert(session=session, model=Track, rows=batch, keys=["id"], update=merge)
-                report.add("tracks", len(batch))
+                report.counts.tracks += len(batch)
                 await record_progress(session=session, report=report)
     for start in range(0, len(snapshots), HISTORY_BATCH):
         part = snapshots[start : start + HISTORY_BATCH]
         async with session_scope(sessions) as session:
             await upsert_snapshots(session=session, rows=part, staged=True)
-            report.add("snapshots", len(part))
+            report.counts.snapshots += len(part)
             await record_progress(session=session, report=report)
         if progress:
             progress("history weeks", start + len(part), len(snapshots))
@@ -201,8 +202,8 @@ async def import_history(
         return report
     try:
         snapshots = history_snapshot_rows(weeks, aggregate=aggregate)
-        report.add("weeks", len({week for _, week in weeks}))
-        report.add("history_songs", len({song for song, _ in weeks}))
+        report.counts.weeks += len({week for _, week in weeks})
+        report.counts.history_songs += len({song for song, _ in weeks})
         await write_batches(
             sessions=sessions,
             report=report,
@@ -215,5 +216,5 @@ async def import_history(
         raise
     report.status = "ok"
     await finish_run(sessions=sessions, report=report, topics=topics, demo=False)
-    log.info("history run %s done: %s", report.run_id, report.counts)
+    log.info("history run %s done: %s", report.run_id, report.counts.as_dict())
     return report

@@ -31,7 +31,8 @@ from shared.schedule import ScheduleState, run_on_schedule
 from shared.spotify.client import SpotifyClient
 
 from .history import import_history
-from .service import Progress, RunReport, run_ingest
+from .report import Progress, RunReport
+from .service import run_ingest
 from .settings import IngestorSettings
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ class SpotifyStats(Problems):
         """The whole-number counters (requests, retries, 429s, odd records...), by name."""
         return {k: v for k, v in asdict(self).items() if isinstance(v, int) and not isinstance(v, bool)}
 
-    def counts_since(self, before: dict[str, int], prefix: str = "spotify_") -> dict[str, int]:
+    def counts_since(self, before: dict[str, int]) -> dict[str, int]:
         """What the counters grew by since `before` (a long-lived client serves many runs), non-zero only."""
         now = self.counts()
-        return {prefix + k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
+        return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0)}
