@@ -1,5 +1,5 @@
-"""The batch scoring's columns (`ScoredBatch`): the predictor's rows built straight from them are exactly the
-rows built from the prediction objects, and those objects are the full load's answers."""
+"""The batch scoring's columns (`ScoredBatch`): the predictor's rows built straight from them read back
+(through the read model) as the prediction objects, and those objects are the full load's answers."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.predictor.service import prediction_rows
 from shared.config import Settings
 from shared.forecasting import PanelStore, ScoredBatch, score_from_store, service, train_and_register
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry
+from shared.predictions import predictions_from_rows
 from shared.weeks import week_of
 from tests.test_forecasting_scoped import store
 
@@ -25,9 +25,20 @@ pytestmark = pytest.mark.usefixtures("quick_models")
 STAMP = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-def object_rows(batch: ScoredBatch) -> list[dict[str, Any]]:
-    """The rows the predictor stored before the columns: from the `TrackPrediction` objects."""
-    return [{**row, "created_at": STAMP} for row in prediction_rows(batch.predictions())]
+def read_back(batch: ScoredBatch) -> list[dict[str, Any]]:
+    """The batch's stored rows as the read model reads them back (`predictions_from_rows`)."""
+    ordered = sorted(
+        batch.rows(STAMP), key=lambda r: (r["track_id"], r["signal"], r["region"], r["horizon_weeks"])
+    )
+    return [p.model_dump() for p in predictions_from_rows(ordered)]
+
+
+def as_stored(batch: ScoredBatch) -> list[dict[str, Any]]:
+    """The batch's `TrackPrediction` objects without what the rows leave to other tables (the song's
+    name, artists and demo flag, its chart rank)."""
+    blank = {"name": "", "artists": "", "demo": False, "rank": None}
+    found = [{**p.model_dump(), **blank} for p in batch.predictions()]
+    return sorted(found, key=lambda p: (p["track_id"], p["signal"], p["region"]))
 
 
 async def scored(
@@ -51,7 +62,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
     async with sessions() as session:  # no model yet: persistence everywhere
         await panels.refresh(session)
         batch, full = await scored(session, settings, panels, week)
-        assert batch.rows(STAMP) == object_rows(batch)
+        assert read_back(batch) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
         assert {r["model_version"] for r in batch.rows(STAMP)} == {service.PERSISTENCE}
 
@@ -72,7 +83,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         await panels.refresh(session)
         batch, full = await scored(session, settings, panels, week)
         rows = batch.rows(STAMP)
-        assert rows == object_rows(batch)
+        assert read_back(batch) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
         assert len(batch) == len(full)
         assert {r["model_version"] == service.PERSISTENCE for r in rows} == {True, False}

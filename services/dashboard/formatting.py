@@ -103,7 +103,7 @@ def chart_data(detail: TrackDetail) -> dict[str, Any]:
         "region": detail.region,
         "anchor": _epoch(detail.week) if detail.week else None,
         "current": detail.current,
-        "history": [[_epoch(p.week), p.value] for p in detail.history],
+        "history": [[_epoch(week), value] for week, value in detail.history],
         "forecasts": forecasts,
     }
 

@@ -8,7 +8,6 @@ page has one way to draw a row.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,8 +16,9 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from shared import predictions
 from shared.events import Forecast, TrackPrediction
-from shared.models import AppState, ChartEntry, IngestRun, ModelVersion, Prediction, Snapshot, Track
+from shared.models import AppState, ChartEntry, IngestRun, ModelVersion, Prediction, Track
 from shared.weeks import add_weeks
 
 HORIZONS = (26, 52)
@@ -87,11 +87,6 @@ class TrendingView(BaseModel):
         return bool(self.rows) and all(row.cold_start for row in self.rows)
 
 
-class HistoryPoint(BaseModel):
-    week: dt.date
-    value: float
-
-
 class TrackDetail(BaseModel):
     """One song: its history and forecasts for one signal."""
 
@@ -105,7 +100,9 @@ class TrackDetail(BaseModel):
     choices: list[SignalChoice] = Field(default_factory=list)
     week: dt.date | None = None
     current: float | None = None
-    history: list[HistoryPoint] = Field(default_factory=list)
+    history: list[tuple[dt.date, float]] = Field(
+        default_factory=list, description="(week, value) of the signal, oldest first"
+    )
     forecasts: dict[int, ForecastCell] = Field(default_factory=dict)
 
 
@@ -209,8 +206,8 @@ def _pick(
 
 
 async def latest_prediction_week(*, session: AsyncSession) -> dt.date | None:
-    """The most recent anchor week any prediction was made for."""
-    return (await session.exec(select(func.max(Prediction.week)))).one()
+    """The most recent anchor week any prediction was made for (`shared.predictions.latest_batch_week`)."""
+    return await predictions.latest_batch_week(session)
 
 
 async def signal_choices(
@@ -240,31 +237,12 @@ async def trending(
     choices = await signal_choices(session=session, week=week)
     choice = _pick(choices, signal, region, default_region)
     assert choice is not None  # a week with predictions has at least one choice
-    query = (
-        select(Prediction, Track)
-        .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
-        .where(
-            Prediction.week == week,
-            Prediction.signal == choice.signal,
-            Prediction.region == choice.region,
-            col(Prediction.horizon_weeks).in_(HORIZONS),
-        )
+    found = await predictions.stored_predictions(
+        session, week=week, signal=choice.signal, region=choice.region, horizons=HORIZONS
     )
-    rows: dict[str, TrendingRow] = {}
-    for prediction, track in (await session.exec(query)).all():
-        row = rows.get(prediction.track_id)
-        if row is None:
-            row = rows[prediction.track_id] = TrendingRow(
-                track_id=prediction.track_id,
-                name=track.name if track else prediction.track_id,
-                artists=track.artist_names if track else "",
-                current=prediction.current,
-                signal=prediction.signal,
-                region=prediction.region,
-                week=week,
-                demo=bool(track and track.is_demo),
-            )
-        setattr(row, f"f{prediction.horizon_weeks}", cell(prediction))
+    rows = {p.track_id: row_from_message(p) for p in found}
+    for row in rows.values():
+        row.name = row.name or row.track_id
     chart_region = choice.region or default_region
     ranks = await _chart_ranks(session=session, week=week, region=chart_region, track_ids=list(rows))
     ordered, rank_source = _rank(rows.values(), ranks)
@@ -327,44 +305,11 @@ async def _trends(
     if not track_ids:
         return {}
     start = add_weeks(end, -(weeks - 1))
-    points = await _history_points(
-        session=session, signal=signal, region=region, track_ids=track_ids, start=start, end=end
-    )
-    trends: dict[str, list[float]] = defaultdict(list)
-    for track_id, _week, value in points:
-        trends[track_id].append(value)
-    return trends
-
-
-async def _history_points(
-    *,
-    session: AsyncSession,
-    signal: str,
-    region: str,
-    track_ids: Sequence[str],
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-) -> list[tuple[str, dt.date, float]]:
-    """(track, week, value) of the signal's history, ordered by week."""
-    query: Any
-    if signal == "streams":
-        query = select(col(ChartEntry.track_id), col(ChartEntry.week), col(ChartEntry.streams)).where(
-            ChartEntry.region == region,
-            col(ChartEntry.track_id).in_(track_ids),
-            col(ChartEntry.streams).is_not(None),
-        )
-        week_col = ChartEntry.week
-    else:
-        query = select(col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity)).where(
-            col(Snapshot.track_id).in_(track_ids), col(Snapshot.popularity).is_not(None)
-        )
-        week_col = Snapshot.week
-    if start is not None:
-        query = query.where(week_col >= start)
-    if end is not None:
-        query = query.where(week_col <= end)
-    rows = (await session.exec(query.order_by(week_col))).all()
-    return [(track_id, week, float(value)) for track_id, week, value in rows]
+    histories = await predictions.song_histories(session, track_ids, start=start, end=end)
+    return {
+        track_id: [value for _, value in predictions.series(points, signal, region)]
+        for track_id, points in histories.items()
+    }
 
 
 # ---------------------------------------------------------------- one song
@@ -400,22 +345,15 @@ async def track_detail(
         choice = SignalChoice(signal=signal or "popularity", region=region or "")
     detail.signal, detail.region = choice.signal, choice.region
     if latest is not None:
-        predictions = (
-            await session.exec(
-                select(Prediction).where(
-                    Prediction.track_id == track_id,
-                    Prediction.week == latest,
-                    Prediction.signal == choice.signal,
-                    Prediction.region == choice.region,
-                )
-            )
-        ).all()
-        detail.forecasts = {p.horizon_weeks: cell(p) for p in predictions}
-        detail.current = next((p.current for p in predictions if p.current is not None), None)
-    points = await _history_points(
-        session=session, signal=choice.signal, region=choice.region or default_region, track_ids=[track_id]
-    )
-    detail.history = [HistoryPoint(week=week, value=value) for _, week, value in points]
+        found = await predictions.stored_predictions(
+            session, week=latest, signal=choice.signal, region=choice.region, track_ids=[track_id]
+        )
+        if found:
+            detail.forecasts = {f.horizon_weeks: cell(f) for f in found[0].forecasts}
+            detail.current = found[0].current
+    histories = await predictions.song_histories(session, [track_id])
+    chart_region = choice.region or default_region
+    detail.history = predictions.series(histories.get(track_id, []), choice.signal, chart_region)
     return detail
 
 

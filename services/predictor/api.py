@@ -14,12 +14,13 @@ from sqlmodel import col, select
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared import predictions
 from shared.db import ping
 from shared.ids import TRACK_REFERENCE_PATTERN, InvalidTrackId, normalise_track_id
 from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
 
-from . import service, tracks
+from . import tracks
 from .cache import RESIDENT_HITS, ResidentAnswers
 from .deps import Clients, ClientsDep, SessionDep, SessionsDep, SettingsDep
 from .guard import ApiKeys, caller
@@ -231,11 +232,11 @@ async def batch_forecast(request: Request, body: ForecastBatchRequest, clients: 
     summary="This week's trending songs with forecasts",
 )
 async def trending(session: SessionDep) -> TrendingResponse:
-    latest = await service.latest_predictions(session=session)
-    if latest is None:
+    week = await predictions.latest_batch_week(session)
+    if week is None:
         return TrendingResponse(week=None, count=0, demo=False, predictions=[])
-    demo = any(p.demo for p in latest.predictions)
-    return TrendingResponse(week=latest.week, count=latest.count, demo=demo, predictions=latest.predictions)
+    found = await predictions.stored_predictions(session, week=week)
+    return TrendingResponse(week=week, count=len(found), demo=any(p.demo for p in found), predictions=found)
 
 
 @router.get(

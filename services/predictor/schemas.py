@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import TrackPrediction
 from shared.ids import TRACK_REFERENCE_PATTERN
+from shared.predictions import HistoryPoint
 
 EXAMPLE_ID = "4uLU6hMCjMI75M1A2tKUQC"
 EXAMPLE_PREDICTION: dict[str, Any] = {
@@ -39,17 +40,6 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
     ],
     "demo": False,
 }
-
-
-class HistoryPoint(BaseModel):
-    """One week of a song's data: its popularity index and, when it charted, its rank and streams."""
-
-    week: dt.date = Field(description="Monday of the ISO week")
-    popularity: int | None = Field(default=None, description="Spotify popularity index 0-100")
-    trending: bool = False
-    region: str | None = Field(default=None, description="chart region of rank and streams")
-    rank: int | None = None
-    streams: int | None = None
 
 
 class TrackInfo(BaseModel):

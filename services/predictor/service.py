@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, true, union
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col
@@ -24,16 +24,15 @@ from shared import forecasting
 from shared.catalog import write_tracks
 from shared.db import upsert
 from shared.events import (
-    Forecast,
     ForecastAlert,
-    PredictionsLatest,
     Topics,
     TrackPrediction,
 )
 from shared.forecasting.registry import ArtifactError, active_versions, load_version
 from shared.forecasting.service import ScoredBatch
 from shared.forecasting.store import PanelStore
-from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track, utcnow
+from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
+from shared.predictions import latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
@@ -136,31 +135,6 @@ async def forecast_trending(
         )
 
 
-def prediction_rows(predictions: Sequence[TrackPrediction]) -> list[dict[str, Any]]:
-    """The stored rows of `predictions` (the batch scoring builds the same rows from its columns:
-    `ScoredBatch.rows`)."""
-    now = utcnow()
-    return [
-        {
-            "track_id": p.track_id,
-            "week": p.week,
-            "signal": p.signal,
-            "region": p.region,
-            "horizon_weeks": f.horizon_weeks,
-            "current": p.current,
-            "value": f.value,
-            "lower": f.lower,
-            "upper": f.upper,
-            "p_chart": f.p_chart,
-            "model_version": f.model_version,
-            "cold_start": f.cold_start,
-            "created_at": now,
-        }
-        for p in predictions
-        for f in p.forecasts
-    ]
-
-
 async def previous_values(
     *, session: AsyncSession, week: dt.date, track_ids: Sequence[str], horizon: int = 26
 ) -> dict[tuple[str, str], float]:
@@ -252,25 +226,6 @@ class BatchPredictions(Sequence[TrackPrediction]):
         return self._objects[index]
 
 
-async def data_week(session: AsyncSession) -> dt.date | None:
-    """The most recent week with trending songs (a trending snapshot or a chart entry)."""
-    snapshot_week = (
-        await session.exec(select(func.max(Snapshot.week)).where(Snapshot.trending == true()))  # type: ignore[call-overload, arg-type]
-    ).scalar()
-    chart_week = (await session.exec(select(func.max(ChartEntry.week)))).scalar()  # type: ignore[call-overload]
-    weeks = [w for w in (snapshot_week, chart_week) if w is not None]
-    return max(weeks) if weeks else None
-
-
-async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
-    """The songs that trended in `week`: on a chart or flagged trending in their snapshot."""
-    query = union(
-        select(col(Snapshot.track_id)).where(col(Snapshot.week) == week, col(Snapshot.trending) == true()),
-        select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week),
-    )
-    return sorted((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
-
-
 async def claim(session: AsyncSession, event_id: str) -> bool:
     """Record that this consumer handles `event_id`; False if it was handled (or claimed) already."""
     if await session.get(ProcessedEvent, (CONSUMER, event_id)) is not None:
@@ -302,7 +257,7 @@ async def predict_trending(
             log.info("event %s already handled; skipped", event_id)
             return None
         await claim_superseded(session, superseded)
-        week = await data_week(session)
+        week = await latest_data_week(session)
         batch = (
             await forecast_trending(
                 session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
@@ -480,45 +435,3 @@ async def _store_fetched(
             sessions=sessions, spotify=spotify, tracks=tracks, week=current_week(), trending=set(), demo=demo
         )
         log.info("fetched and stored %d song(s) asked for on demand", len(tracks))
-
-
-async def latest_predictions(*, session: AsyncSession) -> PredictionsLatest | None:
-    """The stored predictions of the most recent anchor week, grouped per song and signal."""
-    week = (await session.exec(select(func.max(Prediction.week)))).scalar()  # type: ignore[call-overload]
-    if week is None:
-        return None
-    rows = (
-        await session.exec(  # type: ignore[call-overload]
-            select(Prediction, Track)
-            .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
-            .where(col(Prediction.week) == week)
-        )
-    ).all()
-    grouped: dict[tuple[str, str, str], TrackPrediction] = {}
-    for pred, track in rows:
-        key = (pred.track_id, pred.signal, pred.region)
-        if key not in grouped:
-            grouped[key] = TrackPrediction(
-                track_id=pred.track_id,
-                name=track.name if track else "",
-                artists=track.artist_names if track else "",
-                week=week,
-                signal=pred.signal,
-                region=pred.region,
-                current=pred.current,
-                forecasts=[],
-                demo=bool(track and track.is_demo),
-            )
-        grouped[key].forecasts.append(
-            Forecast(
-                horizon_weeks=pred.horizon_weeks,
-                value=pred.value,
-                lower=pred.lower,
-                upper=pred.upper,
-                p_chart=pred.p_chart,
-                model_version=pred.model_version,
-                cold_start=pred.cold_start,
-            )
-        )
-    predictions = sorted(grouped.values(), key=lambda p: (p.track_id, p.signal))
-    return PredictionsLatest(week=week, count=len(predictions), predictions=predictions)

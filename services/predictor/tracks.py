@@ -12,33 +12,42 @@ import datetime as dt
 import gzip
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     Integer,
+    Select,
     bindparam,
     func,
     literal,
+    null,
     select,
+    type_coerce,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.events import Forecast, TrackPrediction
+from shared.events import TrackPrediction
 from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.predictions import (
+    PREDICTION_FIELDS,
+    HistoryPoint,
+    merge_history,
+    predictions_from_rows,
+)
 from shared.unknown_tracks import recently_unknown
 from shared.weeks import current_week
 
 from .cache import RESIDENT_HITS, changed_songs, data_version, left_the_batch
 from .deps import Clients
 from .reader import with_retry_on_dropped_connection
-from .schemas import HistoryPoint, TrackForecast, TrackInfo
+from .schemas import TrackForecast, TrackInfo
 from .service import UnknownTracks, ensure_tracks, forecast_at
 from .settings import PredictorSettings
 
@@ -67,15 +76,37 @@ class SongData:
 
 GZIP_LEVEL = 5  # ~5x smaller JSON for ~30 us per answer built
 SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
-# A union's columns take the first select's types: the SONG rows' empty updated_at must have the snapshot
-# column's type, so that `data_refreshed_at` reads back as UTC (serialised with its `Z`).
-UPDATED_AT_TYPE = Snapshot.__table__.c.updated_at.type  # type: ignore[attr-defined]
 
 
 # Right after a bulk write the table's statistics can say "nearly empty" until InnoDB recounts them, and
 # MariaDB then scanned the whole prediction table once per song (12 s for 500 songs at 10,000 songs):
 # the lookups by song go through the unique (track_id, week, ...) index whatever the statistics say.
 UNIQUE_KEY_ONLY = "FORCE INDEX (uq_prediction_key)"
+
+_P, _S, _C, _T = (SQLModel.metadata.tables[t].c for t in ("prediction", "snapshot", "chart_entry", "track"))
+# Every column of `SONG_ROWS` by name, with its type: each kind of row fills its own and leaves the others
+# NULL (typed as the column, so that a union's values read back as dates and UTC datetimes: a union's
+# columns take the first select's types). `week` and `region` are the row's own (prediction, snapshot or
+# chart entry).
+ROW_COLUMNS: dict[str, Any] = {
+    "kind": Integer(), "track_id": _P.track_id.type, "name": _T.name.type, "artists": _T.artist_names.type,
+    "album_id": _T.album_id.type, "release_date": _T.release_date.type, "demo": _T.is_demo.type,
+    "batch_week": _P.week.type, "week": _P.week.type, "region": _P.region.type,
+    **{name: _P[name].type for name in PREDICTION_FIELDS if name not in ("track_id", "week", "region")},
+    "popularity": _S.popularity.type, "trending": _S.trending.type, "updated_at": _S.updated_at.type,
+    "rank": _C.rank.type, "streams": _C.streams.type,
+}  # fmt: skip
+
+
+def _part(kind: int, columns: dict[str, Any]) -> Select[Any]:
+    """One kind of `SONG_ROWS`: every column of `ROW_COLUMNS` by name, NULL where this kind has none."""
+    values = {"kind": literal(kind, Integer), **columns}
+    return select(
+        *(
+            values[name].label(name) if name in values else type_coerce(null(), type_).label(name)
+            for name, type_ in ROW_COLUMNS.items()
+        )
+    )
 
 
 def _latest_batch_week() -> Any:
@@ -84,28 +115,25 @@ def _latest_batch_week() -> Any:
 
 
 def _song_rows() -> tuple[Any, Any, Any]:
-    """Everything a forecast response needs, as three selects over the song ids with one column layout:
+    """Everything a forecast response needs, as three selects over the song ids, rows of `ROW_COLUMNS`:
 
     - kind SONG: the song and its batch predictions of its latest anchor week, one row per signal,
-      region and horizon (one row of NULL predictions when it has none). The latest week is a correlated
-      subquery, answered by the unique (track_id, week, ...) index per song (forced: `UNIQUE_KEY_ONLY`),
-      a plan the optimizer cannot get wrong. (A GROUP BY derived table was ~20% faster for a bulk read of
-      500 songs with fresh table statistics, but right after a bulk write MariaDB sorted whole derived
-      tables for minutes per statement, issue 14.)
-    - kind SNAPSHOT: week, popularity (column 9), trending (16), updated_at (17);
-    - kind CHART: week, region (8), rank (9), streams (10).
-
-    Column 19 of the SONG rows is the week of the latest batch (served by the index on the week).
+      region and horizon (one row of NULL predictions when it has none), with the latest batch's week
+      (served by the index on the week). The song's latest week is a correlated subquery, answered by
+      the unique (track_id, week, ...) index per song (forced: `UNIQUE_KEY_ONLY`), a plan the optimizer
+      cannot get wrong. (A GROUP BY derived table was ~20% faster for a bulk read of 500 songs with fresh
+      table statistics, but right after a bulk write MariaDB sorted whole derived tables for minutes per
+      statement, issue 14.)
+    - kind SNAPSHOT: week, popularity, trending, updated_at;
+    - kind CHART: week, region, rank, streams.
     """
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
     ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
-    songs = select(
-        col(Track.id).label("track_id"), col(Track.name), col(Track.artist_names), col(Track.album_id),
-        col(Track.release_date), col(Track.is_demo), p.c.week, p.c.signal, p.c.region,
-        p.c.horizon_weeks.label("number"), p.c.current, p.c.value, p.c.lower, p.c.upper, p.c.p_chart,
-        p.c.model_version, p.c.cold_start.label("flag"), literal(None, UPDATED_AT_TYPE).label("updated_at"),
-        literal(SONG, Integer).label("kind"), _latest_batch_week().label("batch_week"),
-    ).where(col(Track.id).in_(ids))  # fmt: skip
+    songs = _part(SONG, {
+        "track_id": col(Track.id), "name": col(Track.name), "artists": col(Track.artist_names),
+        "album_id": col(Track.album_id), "release_date": col(Track.release_date), "demo": col(Track.is_demo),
+        "batch_week": _latest_batch_week(), **{name: p.c[name] for name in PREDICTION_FIELDS[1:]},
+    }).where(col(Track.id).in_(ids))  # fmt: skip
     latest_week = (
         select(func.max(q.c.week))
         .where(q.c.track_id == col(Track.id))
@@ -115,98 +143,29 @@ def _song_rows() -> tuple[Any, Any, Any]:
     songs = songs.outerjoin(p, (p.c.track_id == col(Track.id)) & (p.c.week == latest_week)).with_hint(
         p, UNIQUE_KEY_ONLY, "mysql"
     )
-    blank = [literal(None)] * 5
-    snapshots = select(
-        col(Snapshot.track_id), *blank, col(Snapshot.week), literal(None), literal(None),
-        col(Snapshot.popularity), *blank, literal(None), col(Snapshot.trending), col(Snapshot.updated_at),
-        literal(SNAPSHOT, Integer), literal(None),
-    ).where(col(Snapshot.track_id).in_(ids))  # fmt: skip
-    charts = select(
-        col(ChartEntry.track_id), *blank, col(ChartEntry.week), literal(None), col(ChartEntry.region),
-        col(ChartEntry.rank), col(ChartEntry.streams), *blank[:4], literal(None), literal(None),
-        literal(None), literal(CHART, Integer), literal(None),
-    ).where(col(ChartEntry.track_id).in_(ids))  # fmt: skip
+    snapshots = _part(SNAPSHOT, {
+        "track_id": col(Snapshot.track_id), "week": col(Snapshot.week),
+        "popularity": col(Snapshot.popularity), "trending": col(Snapshot.trending),
+        "updated_at": col(Snapshot.updated_at),
+    }).where(col(Snapshot.track_id).in_(ids))  # fmt: skip
+    charts = _part(CHART, {
+        "track_id": col(ChartEntry.track_id), "week": col(ChartEntry.week), "region": col(ChartEntry.region),
+        "rank": col(ChartEntry.rank), "streams": col(ChartEntry.streams),
+    }).where(col(ChartEntry.track_id).in_(ids))  # fmt: skip
     return songs, snapshots, charts
 
 
 # Built once: constructing the statements costs more than running them.
 # A request's read is ONE statement: a round trip is what it costs most.
-SONG_ROWS = union_all(*_song_rows()).order_by("kind", "track_id", "signal", "region", "number")
+SONG_ROWS = union_all(*_song_rows()).order_by("kind", "track_id", "signal", "region", "horizon_weeks")
 # A bulk read (resident answers) runs the parts one by one: for a thousand songs MariaDB answers them in
 # about half the union's time (no sort of the whole result; measured on the bench-api database).
 _BULK_SONGS, _BULK_SNAPSHOTS, _BULK_CHARTS = _song_rows()
 BULK_SONG_ROWS = (
-    _BULK_SONGS.order_by("track_id", "signal", "region", "number"),
+    _BULK_SONGS.order_by("track_id", "signal", "region", "horizon_weeks"),
     _BULK_SNAPSHOTS,
     _BULK_CHARTS,
 )
-
-
-def _song(row: Any) -> SongData:
-    info = TrackInfo(
-        id=row[0], name=row[1], artists=row[2], album_id=row[3], release_date=row[4], demo=bool(row[5])
-    )
-    return SongData(info=info, batch_week=row[19])
-
-
-def _add_prediction(song: SongData, row: Any) -> None:
-    """Add one stored prediction row (one horizon) to the song's per-signal predictions."""
-    (week, signal, region, horizon, current, value, lower, upper, p_chart, version, cold) = row[6:17]
-    if not song.stored or (song.stored[-1].signal, song.stored[-1].region) != (signal, region):
-        song.stored.append(
-            TrackPrediction(
-                track_id=song.info.id,
-                name=song.info.name,
-                artists=song.info.artists,
-                week=week,
-                signal=signal,
-                region=region,
-                current=current,
-                forecasts=[],
-                demo=song.info.demo,
-            )  # fmt: skip
-        )
-    song.stored[-1].forecasts.append(
-        Forecast(
-            horizon_weeks=horizon,
-            value=value,
-            lower=lower,
-            upper=upper,
-            p_chart=p_chart,
-            model_version=version,
-            cold_start=bool(cold),
-        )  # fmt: skip
-    )
-
-
-def _add_history(songs: dict[str, SongData], rows: Sequence[Any]) -> None:
-    """Merge snapshot and chart rows into one list per song: a charted week's point carries both its
-    popularity and its rank and streams (one point per region)."""
-    points: dict[str, dict[tuple[dt.date, str | None], dict[str, Any]]] = defaultdict(dict)
-    for row in rows:  # snapshots come before chart entries (ordered by kind)
-        track_id, week, kind = row[0], row[6], row[18]
-        if kind == SNAPSHOT:
-            points[track_id][(week, None)] = {"week": week, "popularity": row[9], "trending": bool(row[16])}
-            song, updated_at = songs[track_id], row[17]
-            if updated_at is not None and (song.refreshed_at is None or updated_at > song.refreshed_at):
-                song.refreshed_at = updated_at
-        elif kind == CHART:
-            song_points = points[track_id]
-            base = song_points.pop((week, None), None) or {"week": week, "popularity": None, "trending": True}
-            streams = None if row[10] is None else int(row[10])
-            song_points[(week, row[8])] = {**base, "region": row[8], "rank": row[9], "streams": streams}
-    for track_id, song_points in points.items():
-        ordered = sorted(song_points.values(), key=lambda p: (p["week"], p.get("region") or ""))
-        songs[track_id].history = [HistoryPoint(**p) for p in ordered]
-        songs[track_id].latest_week = max((p["week"] for p in ordered if _forecastable(p)), default=None)
-
-
-def _forecastable(point: dict[str, Any]) -> bool:
-    """Whether a forecast uses this week's point. A snapshot without popularity (Development Mode's
-    enrichment of a song, written at the current week) changes no forecast: counting it would make the
-    batch forecast of the chart week look out of date, and the on-demand one at a week without data
-    would be empty."""
-    return point["popularity"] is not None or "rank" in point
 
 
 async def load_songs(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
@@ -217,32 +176,51 @@ async def load_songs(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[s
 async def _load_songs(reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
     async with reader.connect() as connection:
         rows = (await connection.execute(SONG_ROWS, {"ids": list(track_ids)})).all()
-    return _songs_from_rows(rows)
+        return await _songs_from_rows(connection, rows)
 
 
 async def load_songs_in_bulk(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dict[str, SongData]:
     """`load_songs` for a thousand songs or so: the same rows, read part by part."""
 
-    async def read() -> list[Any]:
+    async def read() -> dict[str, SongData]:
         rows: list[Any] = []
         async with reader.connect() as connection:
             for part in BULK_SONG_ROWS:
                 rows += (await connection.execute(part, {"ids": list(track_ids)})).all()
-        return rows
+            return await _songs_from_rows(connection, rows)
 
-    return _songs_from_rows(await with_retry_on_dropped_connection(read))
+    return await with_retry_on_dropped_connection(read)
 
 
-def _songs_from_rows(rows: Sequence[Any]) -> dict[str, SongData]:
-    """The songs of `SONG_ROWS`-shaped rows: the SONG rows first, in order, then the others."""
+def _song(row: Mapping[str, Any]) -> SongData:
+    info = TrackInfo(
+        id=row["track_id"], name=row["name"], artists=row["artists"], album_id=row["album_id"],
+        release_date=row["release_date"], demo=bool(row["demo"]),
+    )  # fmt: skip
+    return SongData(info=info, batch_week=row["batch_week"])
+
+
+async def _songs_from_rows(connection: AsyncConnection, rows: Sequence[Any]) -> dict[str, SongData]:
+    """The songs of `SONG_ROWS` rows (the SONG rows first, in order, then the others)."""
     songs: dict[str, SongData] = {}
-    for row in rows:
-        if row[18] != SONG:
-            break
-        song = songs.get(row[0]) or songs.setdefault(row[0], _song(row))
-        if row[6] is not None:
-            _add_prediction(song, row)
-    _add_history(songs, [row for row in rows if row[18] != SONG and row[0] in songs])
+    stored: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    snapshots: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    charts: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in (r._mapping for r in rows):
+        track_id, kind = row["track_id"], row["kind"]
+        if kind == SONG:
+            if track_id not in songs:
+                songs[track_id] = _song(row)
+            if row["week"] is not None:
+                stored[track_id].append(row)
+        elif track_id in songs:
+            (snapshots if kind == SNAPSHOT else charts)[track_id].append(row)
+    for track_id, song in songs.items():
+        song.stored = predictions_from_rows(stored[track_id])
+        song.history = merge_history(snapshots[track_id], charts[track_id])
+        song.latest_week = max((p.week for p in song.history if p.forecastable), default=None)
+        stamps = [row["updated_at"] for row in snapshots[track_id] if row["updated_at"] is not None]
+        song.refreshed_at = max(stamps, default=None)
     return songs
 
 

@@ -1,0 +1,234 @@
+"""The read model of predictions: one definition of each question the services ask about them.
+
+- `latest_data_week` / `trending_ids`: the week the batch scores and the songs it scores;
+- `latest_batch_week`: the anchor week of the newest stored predictions (what `/v1/trending` and the
+  dashboard show);
+- `predictions_from_rows` / `stored_predictions`: stored prediction rows as `TrackPrediction` objects (the
+  rows themselves are written by `ScoredBatch.rows`, the batch's only writer);
+- `HistoryPoint` / `merge_history` / `song_histories`: a song's weekly data;
+
+The predictor (batch and REST answers) and the dashboard both read through this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select, true, union
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.events import Forecast, TrackPrediction
+from shared.models import ChartEntry, Prediction, Snapshot, Track
+
+# ---------------------------------------------------------------- weeks and songs
+
+
+async def latest_data_week(session: AsyncSession) -> dt.date | None:
+    """The most recent week with trending songs (a trending snapshot or a chart entry): a snapshot of a
+    song fetched on demand is not trending, and must not move the batch to a week where nothing trends."""
+    trending = select(func.max(col(Snapshot.week))).where(col(Snapshot.trending) == true())
+    snapshot_week = (await session.execute(trending)).scalar()
+    chart_week = (await session.execute(select(func.max(col(ChartEntry.week))))).scalar()
+    weeks = [w for w in (snapshot_week, chart_week) if w is not None]
+    return max(weeks) if weeks else None
+
+
+async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
+    """The songs that trended in `week` (on a chart, or flagged trending in their snapshot), sorted: the
+    same order whatever order the charts and the enrichment arrived in."""
+    query = union(
+        select(col(Snapshot.track_id)).where(col(Snapshot.week) == week, col(Snapshot.trending) == true()),
+        select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week),
+    )
+    return sorted((await session.execute(query)).scalars().all())
+
+
+async def latest_batch_week(session: AsyncSession) -> dt.date | None:
+    """The anchor week of the newest stored predictions (the latest batch's week)."""
+    return (await session.execute(select(func.max(col(Prediction.week))))).scalar()
+
+
+# ---------------------------------------------------------------- stored rows as TrackPrediction
+
+# The columns of a stored prediction row, read by name (`predictions_from_rows` also reads the song's
+# name, artists and demo flag when the read joins them).
+PREDICTION_FIELDS = (
+    "track_id", "week", "signal", "region", "horizon_weeks", "current", "value", "lower", "upper",
+    "p_chart", "model_version", "cold_start",
+)  # fmt: skip
+
+
+def predictions_from_rows(rows: Iterable[Mapping[Any, Any]]) -> list[TrackPrediction]:
+    """Stored prediction rows (one per song, signal, region and horizon, ordered by song, signal, region
+    and horizon) as one `TrackPrediction` per song, signal and region,"""
+    out: list[TrackPrediction] = []
+    last: tuple[str, str, str] | None = None
+    for row in rows:
+        key = (row["track_id"], row["signal"], row["region"])
+        if key != last:
+            last = key
+            out.append(
+                TrackPrediction(
+                    track_id=row["track_id"],
+                    name=row.get("name") or "",
+                    artists=row.get("artists") or "",
+                    week=row["week"],
+                    signal=row["signal"],
+                    region=row["region"],
+                    current=row["current"],
+                    forecasts=[],
+                    demo=bool(row.get("demo")),
+                )
+            )
+        out[-1].forecasts.append(
+            Forecast(
+                horizon_weeks=row["horizon_weeks"],
+                value=row["value"],
+                lower=row["lower"],
+                upper=row["upper"],
+                p_chart=row["p_chart"],
+                model_version=row["model_version"],
+                cold_start=bool(row["cold_start"]),
+            )
+        )
+    return out
+
+
+async def stored_predictions(
+    session: AsyncSession,
+    *,
+    week: dt.date,
+    signal: str | None = None,
+    region: str | None = None,
+    horizons: Sequence[int] | None = None,
+    track_ids: Sequence[str] | None = None,
+) -> list[TrackPrediction]:
+    """The stored predictions of anchor week `week` (optionally of one signal, region, some horizons or
+    songs), with their songs' names, sorted by song, signal and region."""
+    query = (
+        select(
+            *(col(getattr(Prediction, name)) for name in PREDICTION_FIELDS),
+            col(Track.name),
+            col(Track.artist_names).label("artists"),
+            col(Track.is_demo).label("demo"),
+        )
+        .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
+        .where(col(Prediction.week) == week)
+        .order_by(col(Prediction.track_id), col(Prediction.signal), col(Prediction.region))
+        .order_by(col(Prediction.horizon_weeks))
+    )
+    if signal is not None:
+        query = query.where(col(Prediction.signal) == signal)
+    if region is not None:
+        query = query.where(col(Prediction.region) == region)
+    if horizons is not None:
+        query = query.where(col(Prediction.horizon_weeks).in_(list(horizons)))
+    if track_ids is not None:
+        query = query.where(col(Prediction.track_id).in_(list(track_ids)))
+    return predictions_from_rows((await session.execute(query)).mappings())
+
+
+# ---------------------------------------------------------------- history
+
+
+class HistoryPoint(BaseModel):
+    """One week of a song's data: its popularity index and, when it charted, its rank and streams."""
+
+    week: dt.date = Field(description="Monday of the ISO week")
+    popularity: int | None = Field(default=None, description="Spotify popularity index 0-100")
+    trending: bool = False
+    region: str | None = Field(default=None, description="chart region of rank and streams")
+    rank: int | None = None
+    streams: int | None = None
+
+    @property
+    def forecastable(self) -> bool:
+        """Whether a forecast uses this week's point. A snapshot without popularity (Development Mode's
+        enrichment of a song, written at the current week) changes no forecast."""
+        return self.popularity is not None or self.rank is not None
+
+    def value(self, signal: str) -> float | None:
+        """The point's value of `signal` (popularity index, or chart streams of its region)."""
+        value = self.popularity if signal == "popularity" else self.streams
+        return None if value is None else float(value)
+
+
+def merge_history(
+    snapshots: Iterable[Mapping[str, Any]], charts: Iterable[Mapping[str, Any]]
+) -> list[HistoryPoint]:
+    """One song's snapshot rows (week, popularity, trending) and chart rows (week, region, rank, streams)
+    as one list, oldest first: a charted week's point carries both its popularity and its rank and streams
+    (one point per region; a chart entry without a snapshot is a trending week of unknown popularity)."""
+    points: dict[tuple[dt.date, str | None], dict[str, Any]] = {}
+    for s in snapshots:
+        points[(s["week"], None)] = {
+            "week": s["week"],
+            "popularity": s["popularity"],
+            "trending": bool(s["trending"]),
+        }
+    for c in charts:
+        base = points.pop((c["week"], None), None) or {
+            "week": c["week"],
+            "popularity": None,
+            "trending": True,
+        }
+        streams = None if c["streams"] is None else int(c["streams"])
+        points[(c["week"], c["region"])] = {
+            **base,
+            "region": c["region"],
+            "rank": c["rank"],
+            "streams": streams,
+        }
+    ordered = sorted(points.values(), key=lambda p: (p["week"], p.get("region") or ""))
+    return [HistoryPoint(**p) for p in ordered]
+
+
+async def song_histories(
+    session: AsyncSession,
+    track_ids: Sequence[str],
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+) -> dict[str, list[HistoryPoint]]:
+    """Each song's `merge_history` between `start` and `end` (inclusive; None: unbounded)."""
+    if not track_ids:
+        return {}
+    snapshots = select(
+        col(Snapshot.track_id), col(Snapshot.week), col(Snapshot.popularity), col(Snapshot.trending)
+    ).where(col(Snapshot.track_id).in_(list(track_ids)))
+    charts = select(
+        col(ChartEntry.track_id), col(ChartEntry.week), col(ChartEntry.region), col(ChartEntry.rank),
+        col(ChartEntry.streams),
+    ).where(col(ChartEntry.track_id).in_(list(track_ids)))  # fmt: skip
+    if start is not None:
+        snapshots, charts = (
+            snapshots.where(col(Snapshot.week) >= start),
+            charts.where(col(ChartEntry.week) >= start),
+        )
+    if end is not None:
+        snapshots, charts = (
+            snapshots.where(col(Snapshot.week) <= end),
+            charts.where(col(ChartEntry.week) <= end),
+        )
+    by_song: dict[str, tuple[list[Any], list[Any]]] = defaultdict(lambda: ([], []))
+    for row in (await session.execute(snapshots)).mappings():
+        by_song[row["track_id"]][0].append(row)
+    for row in (await session.execute(charts)).mappings():
+        by_song[row["track_id"]][1].append(row)
+    return {track_id: merge_history(s, c) for track_id, (s, c) in by_song.items()}
+
+
+def series(points: Iterable[HistoryPoint], signal: str, region: str) -> list[tuple[dt.date, float]]:
+    """(week, value) of one signal from a song's history, oldest first: streams of the chart `region`, or
+    the popularity index (one value per week, whatever regions the week charted in)."""
+    values: dict[dt.date, float] = {}
+    for point in points:
+        value = point.value(signal)
+        if value is not None and (signal == "popularity" or point.region == region):
+            values.setdefault(point.week, value)
+    return sorted(values.items())
