@@ -26,12 +26,14 @@ from shared.events import (
     Envelope,
     Forecast,
     ForecastAlert,
+    IngestKind,
     ModelUpdated,
     PredictionsLatest,
     ServiceStatus,
     Topics,
     TrackPrediction,
 )
+from shared.signals import Signal
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "asyncapi.yaml"
 ROOT = Topics().root
@@ -47,7 +49,7 @@ _PREDICTION = TrackPrediction(
     name="Song",
     artists="Artist",
     week=EXAMPLE_WEEK,
-    signal="popularity",
+    signal=Signal.POPULARITY,
     rank=12,
     current=71,
     forecasts=[
@@ -60,7 +62,7 @@ _STREAMS = TrackPrediction(
     name="Song",
     artists="Artist",
     week=EXAMPLE_WEEK,
-    signal="streams",
+    signal=Signal.STREAMS,
     region="global",
     rank=12,
     current=9_412_000,
@@ -82,12 +84,12 @@ _OFFLINE = ServiceStatus(service="predictor", state="offline")
 EXAMPLES: tuple[tuple[str, str, str, BaseModel], ...] = (
     (
         "dbUpdated", "weeklyUpdate", "The weekly update wrote 200 trending songs",
-        DbUpdated(run_id=42, kind="update", week=EXAMPLE_WEEK, tracks=200, snapshots=200, chart_entries=200,
-                  access_mode="extended"),
+        DbUpdated(run_id=42, kind=IngestKind.UPDATE, week=EXAMPLE_WEEK, tracks=200, snapshots=200,
+                  chart_entries=200, access_mode="extended"),
     ),
     (
         "modelUpdated", "newPopularityModel", "A retrained 26-week popularity model is active",
-        ModelUpdated(version="popularity-26w-3", signal="popularity", horizon_weeks=26, kind="gbm",
+        ModelUpdated(version="popularity-26w-3", signal=Signal.POPULARITY, horizon_weeks=26, kind="gbm",
                      metrics={"mae": 6.1, "coverage80": 0.81},
                      baselines={"persistence": {"mae": 8.4}, "naive": {"mae": 9.7}}),
     ),
@@ -101,12 +103,12 @@ EXAMPLES: tuple[tuple[str, str, str, BaseModel], ...] = (
     ("serviceStatus", "offline", "The predictor's last will", _OFFLINE),
     (
         "forecastAlert", "threshold", "A 26-week forecast crossed the threshold of 60",
-        ForecastAlert(track_id=EXAMPLE_TRACK, name="Song", signal="popularity", horizon_weeks=26,
+        ForecastAlert(track_id=EXAMPLE_TRACK, name="Song", signal=Signal.POPULARITY, horizon_weeks=26,
                       reason="threshold", value=64.2, previous=57.5, threshold=60),
     ),
     (
         "forecastAlert", "moved", "A 26-week forecast moved by 12.4 since last week",
-        ForecastAlert(track_id=EXAMPLE_TRACK, name="Song", signal="popularity", horizon_weeks=26,
+        ForecastAlert(track_id=EXAMPLE_TRACK, name="Song", signal=Signal.POPULARITY, horizon_weeks=26,
                       reason="moved", value=64.2, previous=51.8),
     ),
 )  # fmt: skip

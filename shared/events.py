@@ -9,9 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.signals import Signal
 
 SCHEMA_VERSION = 1
 EVENT_ID_MAX = 36  # a UUID's length, and the width of the columns that store event ids
@@ -52,11 +55,20 @@ class Topics:
         return f"{self.root}/alerts/{kind}"
 
 
+class IngestKind(StrEnum):
+    """What an ingest run did: first fill from chart files, weekly update, imported history, demo history."""
+
+    INIT = "init"
+    UPDATE = "update"
+    HISTORY = "history"
+    DEMO = "demo"
+
+
 class DbUpdated(BaseModel):
     """An ingest run committed new snapshots."""
 
     run_id: int
-    kind: str = Field(description="init, update, history or demo")
+    kind: IngestKind
     week: dt.date = Field(description="Monday of the ISO week the run wrote")
     tracks: int = Field(ge=0, description="tracks written")
     snapshots: int = Field(ge=0, description="snapshot rows written")
@@ -69,7 +81,7 @@ class ModelUpdated(BaseModel):
     """A new model version became active."""
 
     version: str
-    signal: Literal["popularity", "streams"]
+    signal: Signal
     horizon_weeks: int
     kind: str
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -97,7 +109,7 @@ class TrackPrediction(BaseModel):
     name: str = ""
     artists: str = ""
     week: dt.date
-    signal: Literal["popularity", "streams"]
+    signal: Signal
     region: str = ""
     rank: int | None = None
     current: float | None = None

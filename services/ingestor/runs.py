@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import publish_staged_snapshots
 from shared.db import session_scope, upsert
-from shared.events import DbUpdated, Topics, envelope
+from shared.events import DbUpdated, IngestKind, Topics, envelope
 from shared.models import AppState, IngestRun, utcnow
 from shared.outbox import add_event
 from shared.spotify import models as sp
@@ -123,7 +123,7 @@ async def finish_run(
                 PRODUCER,
                 DbUpdated(
                     run_id=report.run_id,
-                    kind=report.kind,
+                    kind=IngestKind(report.kind),
                     week=report.week,
                     tracks=counts.tracks,
                     snapshots=counts.snapshots_published,
