@@ -24,11 +24,12 @@ from sqlalchemy import text
 
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
-from shared.forecasting import service
+from shared.forecasting import scoring, training
 from shared.forecasting.models import BoostParams
 from shared.forecasting.panel import chart_panel_from_files, week_date
 from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts
 from shared.models import ChartEntry, Track
+from tests.forecast_reference import forecast_full_load
 
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 
@@ -67,7 +68,7 @@ async def fill(url: str, args: argparse.Namespace) -> int:
     return len(entries)
 
 
-def quick(signal: str, original: Any = service.default_config) -> dict[str, Any]:
+def quick(signal: str, original: Any = training.default_config) -> dict[str, Any]:
     """Fewer boosting rounds: the model's quality does not change what serving loads."""
     config = original(signal)
     config["params"] = BoostParams(max_iter=30, min_samples_leaf=40).as_dict()
@@ -76,9 +77,8 @@ def quick(signal: str, original: Any = service.default_config) -> dict[str, Any]
 
 async def timed(session: Any, settings: Settings, ids: list[str] | None, scoped: bool) -> tuple[float, Any]:
     start = time.perf_counter()
-    out = await service._forecast(
-        session=session, settings=settings, week=None, track_ids=ids, horizons=(26, 52), scoped=scoped
-    )
+    forecast = scoring.forecast_tracks if scoped else forecast_full_load
+    out = await forecast(session=session, settings=settings, track_ids=ids, horizons=(26, 52))
     return time.perf_counter() - start, [p.model_dump() for p in out]
 
 
@@ -89,8 +89,8 @@ async def measure(url: str, repeat: int) -> dict[str, dict[str, float]]:
     sessions = make_sessionmaker(engine)
     results: dict[str, dict[str, float]] = {}
     try:
-        service.default_config = quick  # type: ignore[assignment]
-        activated = await service.train_and_register(
+        training.default_config = quick  # type: ignore[assignment]
+        activated = await training.train_and_register(
             sessions=sessions, settings=settings, signals=("streams",)
         )
         print(f"active models: {[v.version for v in activated]}")

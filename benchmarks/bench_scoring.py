@@ -40,15 +40,17 @@ import pandas as pd
 from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.events import TrackPrediction
-from shared.forecasting import service
+from shared.forecasting import scoring, training
 from shared.forecasting.dataset import chart_set, popularity_set
 from shared.forecasting.features import regions_of
 from shared.forecasting.models import PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import chart_panel_from_rows, popularity_panel_from_rows
 from shared.forecasting.registry import ForecastBundle, activate, save_artifact
+from shared.forecasting.store import PanelStore
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, utcnow
 from shared.weeks import add_weeks, current_week, week_of
+from tests.forecast_reference import forecast_full_load
 
 TARGET_SCORING_S = 1.0
 HORIZONS = (26, 52)
@@ -94,9 +96,9 @@ def fit_models() -> list[ForecastBundle]:
     bundles = []
     for horizon in HORIZONS:
         streams = StreamsForecaster(horizon=horizon, regions=regions).fit(chart_set(charts, horizon, regions))
-        bundles.append(ForecastBundle("streams", horizon, streams, service.default_config("streams")))
+        bundles.append(ForecastBundle("streams", horizon, streams, training.default_config("streams")))
         pop = PopularityForecaster(horizon=horizon * 7).fit(popularity_set(popularity, horizon * 7))
-        bundles.append(ForecastBundle("popularity", horizon, pop, service.default_config("popularity")))
+        bundles.append(ForecastBundle("popularity", horizon, pop, training.default_config("popularity")))
     return bundles
 
 
@@ -174,13 +176,13 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
     settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
-    store = service.PanelStore()
+    store = PanelStore()
     out: dict[str, Any] = {"songs": len(ids)}
 
     async def full_load(week: dt.date) -> list[TrackPrediction]:
         async with sessions() as session:
-            return await service._forecast(
-                session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS, scoped=False
+            return await forecast_full_load(
+                session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
             )
 
     async def refresh(week: dt.date) -> dict[str, Any]:
@@ -191,7 +193,7 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
                 "chart_weeks": len(report.chart_weeks), "snapshot_weeks": len(report.snapshot_weeks),
                 "song_buckets": report.song_buckets, "full": report.full}  # fmt: skip
 
-    async def score(week: dt.date) -> tuple[dict[str, Any], service.ScoredBatch]:
+    async def score(week: dt.date) -> tuple[dict[str, Any], scoring.ScoredBatch]:
         runs = []
         for _ in range(repeat):
             batch, run = await score_once(week)
@@ -199,17 +201,17 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
         median = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
         return {**median, "runs": [r["seconds"] for r in runs], **built(batch)}, batch
 
-    async def score_once(week: dt.date) -> tuple[service.ScoredBatch, dict[str, float]]:
+    async def score_once(week: dt.date) -> tuple[scoring.ScoredBatch, dict[str, float]]:
         timings: dict[str, float] = {}
         async with sessions() as session:
             seconds, batch = await timed(
-                lambda: service.score_from_store(
+                lambda: scoring.score_from_store(
                     session=session, settings=settings, store=store, week=week, track_ids=ids, timings=timings
                 )
             )
         return batch, {"seconds": seconds, **timings, "answers": seconds - sum(timings.values())}
 
-    def built(batch: service.ScoredBatch) -> dict[str, float]:
+    def built(batch: scoring.ScoredBatch) -> dict[str, float]:
         """Seconds the predictor spends after scoring: its rows from the columns, the message objects."""
         gc.collect()
         start = time.perf_counter()
@@ -223,7 +225,7 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
     try:
         week = current_week()
         async with sessions() as session:  # artifacts loaded and verified once, before any timing
-            await service.forecast_tracks(session=session, settings=settings, week=week, track_ids=ids[:5])
+            await scoring.forecast_tracks(session=session, settings=settings, week=week, track_ids=ids[:5])
         out["baseline_seconds"], baseline = await timed(lambda: full_load(week))
         out["cold"] = await refresh(week)
         out["scoring"], batch = await score(week)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
 
-from shared.forecasting import service
+from shared.forecasting import training
 from shared.forecasting.features import chart_features, regions_of
 from shared.forecasting.panel import ChartPanel, PopularityPanel, _chart_panel, _popularity_panel
 from shared.forecasting.synthetic import synthetic_charts
@@ -88,10 +88,10 @@ def timed(work: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def train_streams(panel: ChartPanel) -> list[Any]:
-    config = service.default_config("streams")
+    config = training.default_config("streams")
     fitted = []
     for horizon in HORIZONS:
-        work = service._streams_work(panel, horizon, config, False, None)
+        work = training._streams_work(panel, horizon, config, False, None)
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
         fitted.append((candidate.backtest["model"], fit_all()))
@@ -99,10 +99,10 @@ def train_streams(panel: ChartPanel) -> list[Any]:
 
 
 def train_popularity(panel: PopularityPanel) -> list[Any]:
-    config = service.default_config("popularity")
+    config = training.default_config("popularity")
     fitted = []
     for horizon in HORIZONS:
-        work = service._popularity_work(panel, horizon, config, False, None)
+        work = training._popularity_work(panel, horizon, config, False, None)
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
         fitted.append((candidate.backtest["model"], fit_all()))

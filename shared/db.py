@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Table, case, func, text, true
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -215,3 +215,13 @@ def metadata() -> Any:
     import shared.models  # noqa: F401
 
     return SQLModel.metadata
+
+
+T = TypeVar("T")
+IN_LIST_SIZE = 1000  # values per IN (...) list: short statements, and the planner keeps using the index
+
+
+def in_chunks(values: Sequence[T], size: int = IN_LIST_SIZE) -> Iterator[list[T]]:
+    """`values` in slices of at most `size`, one IN list each."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])

@@ -146,14 +146,14 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture
 def quick_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer boosting rounds, for tests of the registry and of loading paths rather than of accuracy."""
-    from shared.forecasting import service
+    from shared.forecasting import training
     from shared.forecasting.models import BoostParams
 
-    original = service.default_config
+    original = training.default_config
 
     def quick(signal: str) -> dict[str, object]:
         config = original(signal)
         config["params"] = BoostParams(max_iter=25, min_samples_leaf=20).as_dict()
         return config
 
-    monkeypatch.setattr(service, "default_config", quick)
+    monkeypatch.setattr(training, "default_config", quick)

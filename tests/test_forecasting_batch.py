@@ -13,11 +13,13 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
-from shared.forecasting import PanelStore, ScoredBatch, score_from_store, service, train_and_register
+from shared.forecasting import PanelStore, ScoredBatch, score_from_store, train_and_register
+from shared.forecasting.baselines import PERSISTENCE
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry
 from shared.predictions import predictions_from_rows
 from shared.weeks import week_of
+from tests.forecast_reference import forecast_full_load
 from tests.test_forecasting_scoped import store
 
 pytestmark = pytest.mark.usefixtures("quick_models")
@@ -46,8 +48,8 @@ async def scored(
 ) -> tuple[ScoredBatch, list[dict[str, Any]]]:
     """The store's batch (26 and 52 weeks) and the full load's answers of the same songs."""
     batch = await score_from_store(session=session, settings=settings, store=panels, week=week)
-    full = await service._forecast(
-        session=session, settings=settings, week=week, track_ids=batch.ids, horizons=(26, 52), scoped=False
+    full = await forecast_full_load(
+        session=session, settings=settings, week=week, track_ids=batch.ids, horizons=(26, 52)
     )
     return batch, [p.model_dump() for p in full]
 
@@ -64,7 +66,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         batch, full = await scored(session, settings, panels, week)
         assert read_back(batch) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
-        assert {r["model_version"] for r in batch.rows(STAMP)} == {service.PERSISTENCE}
+        assert {r["model_version"] for r in batch.rows(STAMP)} == {PERSISTENCE}
 
     # 26 weeks from a model, 52 by persistence; a song without this week's streams has no persistence
     activated = await train_and_register(sessions=sessions, settings=settings, horizons=(26,))
@@ -86,7 +88,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         assert read_back(batch) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
         assert len(batch) == len(full)
-        assert {r["model_version"] == service.PERSISTENCE for r in rows} == {True, False}
+        assert {r["model_version"] == PERSISTENCE for r in rows} == {True, False}
         streams_of_silent = {
             r["horizon_weeks"] for r in rows if r["track_id"] == silent and r["signal"] == "streams"
         }

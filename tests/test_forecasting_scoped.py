@@ -16,11 +16,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.config import Settings
 from shared.db import upsert
 from shared.events import TrackPrediction
-from shared.forecasting import forecast_tracks, service, train_and_register
+from shared.forecasting import forecast_tracks, queries, train_and_register
 from shared.forecasting.panel import week_index
 from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts
 from shared.models import Album, ChartEntry, Snapshot, Track
 from shared.weeks import week_of
+from tests.forecast_reference import forecast_full_load
 
 HORIZONS = (26,)
 
@@ -98,8 +99,8 @@ async def both_ways(
     scoped = await forecast_tracks(
         session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
     )
-    full = await service._forecast(
-        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS, scoped=False
+    full = await forecast_full_load(
+        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
     )
     return dumped(scoped), dumped(full)
 
@@ -145,8 +146,8 @@ async def test_scoped_panels_hold_the_songs_and_their_artists_songs_only(
     song = now["track"].iloc[0]
     artist = now["artist"].iloc[0]
     async with sessions() as session:
-        names = await service._names(session, [song])
-        panels = await service._scoped_panels(session, week_of(last), [song], names, demo=False)
+        names = await queries.song_names(session, [song])
+        panels = await queries.scoped_panels(session, week_of(last), [song], names, demo=False)
         total = (await session.execute(select(func.count()).select_from(ChartEntry))).scalar_one()
     assert panels is not None
     chart, popularity = panels

@@ -15,10 +15,11 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
-from shared.forecasting import PanelStore, forecast_from_store, service, train_and_register
+from shared.forecasting import PanelStore, forecast_from_store, train_and_register
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, Snapshot, Track
 from shared.weeks import add_weeks, week_of
+from tests.forecast_reference import forecast_full_load
 from tests.test_forecasting_scoped import store
 
 pytestmark = pytest.mark.usefixtures("quick_models")
@@ -34,9 +35,7 @@ async def both(
     resident = await forecast_from_store(
         session=session, settings=settings, store=panels, week=week, horizons=HORIZONS
     )
-    full = await service._forecast(
-        session=session, settings=settings, week=week, track_ids=None, horizons=HORIZONS, scoped=False
-    )
+    full = await forecast_full_load(session=session, settings=settings, week=week, horizons=HORIZONS)
     return [p.model_dump() for p in resident], [p.model_dump() for p in full]
 
 

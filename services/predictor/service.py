@@ -29,7 +29,7 @@ from shared.events import (
     TrackPrediction,
 )
 from shared.forecasting.registry import ArtifactError, active_versions, load_version
-from shared.forecasting.service import ScoredBatch
+from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
 from shared.predictions import latest_data_week, trending_ids

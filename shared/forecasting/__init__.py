@@ -8,15 +8,15 @@ Entry points: `train_and_register` (trainer), `forecast_tracks`, and `forecast_f
 from shared.forecasting.evaluation import format_eval_table, run_eval
 from shared.forecasting.panel import NotEnoughData
 from shared.forecasting.registry import ArtifactError, TamperedArtifact
-from shared.forecasting.service import (
+from shared.forecasting.scoring import (
     ScoredBatch,
     forecast_from_store,
     forecast_tracks,
     forecast_tracks_at,
     score_from_store,
-    train_and_register,
 )
 from shared.forecasting.store import PanelStore
+from shared.forecasting.training import train_and_register
 
 __all__ = [
     "ArtifactError",

@@ -1,0 +1,486 @@
+"""Scoring: forecasts of songs with the active models, as columns (`ScoredBatch`) or `TrackPrediction`s.
+
+Entry points: `score_from_store` (the predictor's batch, from a resident `PanelStore`) and `forecast_tracks`
+/ `forecast_tracks_at` (on-demand answers, from only the rows the songs' features read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from shared.config import Settings
+from shared.events import Forecast, TrackPrediction
+from shared.forecasting.baselines import PERSISTENCE
+from shared.forecasting.features import anchor_chart_features, anchor_popularity_features
+from shared.forecasting.inference import compile_forecaster
+from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
+from shared.forecasting.queries import (
+    latest_week,
+    load_chart_panel,
+    load_popularity_panel,
+    scoped_panels,
+    song_names,
+    trending_ids,
+)
+from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
+from shared.forecasting.store import PanelStore
+from shared.models import ModelVersion
+from shared.weeks import week_of
+
+log = logging.getLogger(__name__)
+
+
+def _load_active(
+    versions: dict[tuple[str, int], ModelVersion], signal: str, horizon: int
+) -> tuple[ModelVersion, ForecastBundle] | None:
+    version = versions.get((signal, horizon))
+    if version is None:
+        return None
+    try:
+        bundle = load_version(version)  # verified against its sha256 at every call (cached by hash)
+    except ArtifactError as exc:
+        log.error(
+            "model %s refused: %s; falling back to a flagged persistence forecast", version.version, exc
+        )
+        return None
+    return version, _compiled_bundle(bundle)
+
+
+_compiled: dict[int, tuple[ForecastBundle, ForecastBundle]] = {}
+
+
+def _compiled_bundle(bundle: ForecastBundle) -> ForecastBundle:
+    """The bundle with its forecaster's trees compiled (`inference.py`: the same forecasts, several times
+    faster on a batch), once per loaded artifact."""
+    key = id(bundle)
+    if key not in _compiled or _compiled[key][0] is not bundle:
+        fast = dataclasses.replace(bundle, forecaster=compile_forecaster(bundle.forecaster))
+        _compiled[key] = (bundle, fast)
+    return _compiled[key][1]
+
+
+_FORECAST_FIELDS = frozenset(Forecast.model_fields)
+_PREDICTION_FIELDS = frozenset(TrackPrediction.model_fields)
+
+
+def _trusted(model: type[Any], fields: frozenset[str], values: dict[str, Any]) -> Any:
+    """A pydantic object from values built here (already of the right types), without validation: batch
+    scoring makes hundreds of thousands of them."""
+    obj = object.__new__(model)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+@dataclass
+class HorizonColumns:
+    """One horizon's forecasts of a block's songs, one entry per song; `value` is None where nothing can be
+    said (no usable model and no current value)."""
+
+    horizon: int
+    value: list[float | None]
+    lower: list[float | None]
+    upper: list[float | None]
+    p_chart: list[float | None]
+    model_version: str
+    cold_start: bool
+    complete: bool  # every song has a forecast (a model answered)
+
+
+@dataclass
+class SignalBlock:
+    """One signal's scored songs as columns (the songs in the order the panels gave them)."""
+
+    signal: str
+    week: dt.date
+    tracks: list[str]
+    current: list[float | None]
+    regions: list[str]
+    ranks: list[int | None]
+    horizons: list[HorizonColumns]
+
+    def kept(self) -> list[int]:
+        """The rows with at least one forecast (the others make no prediction)."""
+        if not self.horizons:
+            return []
+        if any(h.complete for h in self.horizons):
+            return list(range(len(self.tracks)))
+        return [i for i in range(len(self.tracks)) if any(h.value[i] is not None for h in self.horizons)]
+
+
+@dataclass
+class ScoredBatch:
+    """A batch scoring's result as columns: the predictor's rows are built straight from them, and
+    `TrackPrediction` objects only when asked for (building hundreds of thousands costs seconds)."""
+
+    ids: list[str]
+    blocks: list[SignalBlock]
+    names: dict[str, tuple[str, str]]
+    demo: bool
+
+    @functools.cached_property
+    def positions(self) -> list[tuple[SignalBlock, int]]:
+        """(block, row) of every prediction, in the order of `ids`, then by signal (as `_predict` sorts)."""
+        order = {track: i for i, track in enumerate(self.ids)}
+        signals = sorted({b.signal for b in self.blocks})
+        found: list[tuple[SignalBlock, int]] = []
+        song_keys, signal_keys = [], []
+        for block in self.blocks:
+            kept = block.kept()
+            found += [(block, i) for i in kept]
+            song_keys.append(np.fromiter((order.get(block.tracks[i], 0) for i in kept), np.int64, len(kept)))
+            signal_keys.append(np.full(len(kept), signals.index(block.signal), np.int64))
+        if not found:
+            return []
+        ranked = np.lexsort((np.concatenate(signal_keys), np.concatenate(song_keys)))  # stable, like sort
+        return [found[i] for i in ranked.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def predictions(self) -> list[TrackPrediction]:
+        """The `TrackPrediction` objects (what `forecast_tracks` returns)."""
+        unnamed = ("", "")
+        out = []
+        for block, i in self.positions:
+            track = block.tracks[i]
+            name, artists = self.names.get(track, unnamed)
+            forecasts = [
+                _trusted(Forecast, _FORECAST_FIELDS, {
+                    "horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
+                    "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start,
+                })
+                for h in block.horizons
+                if h.value[i] is not None
+            ]  # fmt: skip
+            out.append(
+                _trusted(TrackPrediction, _PREDICTION_FIELDS, {
+                    "track_id": track, "name": name, "artists": artists, "week": block.week,
+                    "signal": block.signal, "region": block.regions[i], "rank": block.ranks[i],
+                    "current": block.current[i], "forecasts": forecasts, "demo": self.demo,
+                })
+            )  # fmt: skip
+        return out
+
+    def message_data(self) -> list[dict[str, Any]]:
+        """`predictions()` as JSON-ready dicts (what `model_dump(mode="json")` gives each), built from the
+        columns: the predictor's messages carry these, without a pydantic object per song."""
+        unnamed = ("", "")
+        out = []
+        for block, i in self.positions:
+            track = block.tracks[i]
+            name, artists = self.names.get(track, unnamed)
+            forecasts = [
+                {"horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
+                 "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start}
+                for h in block.horizons
+                if h.value[i] is not None
+            ]  # fmt: skip
+            out.append({
+                "track_id": track, "name": name, "artists": artists, "week": block.week.isoformat(),
+                "signal": block.signal, "region": block.regions[i], "rank": block.ranks[i],
+                "current": block.current[i], "forecasts": forecasts, "demo": self.demo,
+            })  # fmt: skip
+        return out
+
+    def rows(self, created_at: dt.datetime) -> list[dict[str, Any]]:
+        """The stored rows (`Prediction`), one per song, signal and horizon, without building objects: the
+        same rows, in the same order, as the predictor's `prediction_rows` of `predictions()`."""
+        return [
+            {
+                "track_id": block.tracks[i], "week": block.week, "signal": block.signal,
+                "region": block.regions[i], "horizon_weeks": h.horizon, "current": block.current[i],
+                "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i], "p_chart": h.p_chart[i],
+                "model_version": h.model_version, "cold_start": h.cold_start, "created_at": created_at,
+            }
+            for block, i in self.positions
+            for h in block.horizons
+            if h.value[i] is not None
+        ]  # fmt: skip
+
+
+def _horizon_columns(
+    horizon: int,
+    pred: dict[str, np.ndarray] | None,
+    current: list[float | None],
+    version: tuple[str, bool],
+    *,
+    to_level: Any = None,
+) -> HorizonColumns:
+    """One horizon's forecasts as columns; plain lists, no per-row pandas."""
+    name, cold = version
+    n = len(current)
+    if pred is None:  # no usable model: persistence, flagged
+        nothing: list[float | None] = [None] * n
+        return HorizonColumns(horizon, list(current), nothing, nothing, nothing, name, True, False)
+    convert = to_level or (lambda a: a)
+    value, lower, upper = (convert(pred[k]).tolist() for k in ("value", "lower", "upper"))
+    p_chart = pred["p_chart"].tolist() if "p_chart" in pred else [None] * n
+    return HorizonColumns(horizon, value, lower, upper, p_chart, name, cold, True)
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, part: str) -> Iterator[None]:
+    """Add the seconds spent in the block to `timings[part]` (when timings are asked for)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + time.perf_counter() - start
+
+
+def _streams_predictions(
+    panel: ChartPanel,
+    week: int,
+    track_ids: set[str],
+    models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
+    preferred_region: str,
+    names: dict[str, tuple[str, str]],
+    timings: dict[str, float] | None = None,
+) -> SignalBlock | None:
+    entries = panel.entries
+    now = entries[(entries["week"] == week) & entries["track"].isin(track_ids)]
+    if now.empty:
+        return None
+    # one region per song: the preferred one when the song charts there, else its best-ranked chart
+    now = now.assign(pref=(now["region"] != preferred_region).astype(int)).sort_values(
+        ["track", "pref", "rank"]
+    )
+    chosen = now.drop_duplicates("track")
+    streams = chosen["streams"].to_numpy(float)
+    current = [None if np.isnan(s) else s for s in streams.tolist()]
+    columns = []
+    features: dict[tuple[str, ...], pd.DataFrame] = {}  # per model region list (the same for most)
+    for horizon, loaded in models.items():
+        pred, version = None, (PERSISTENCE, True)
+        if loaded is not None:
+            row, bundle = loaded
+            regions = tuple(bundle.forecaster.regions)
+            with _timed(timings, "features"):
+                if regions not in features:
+                    features[regions] = anchor_chart_features(panel, list(regions), chosen.index)
+            with _timed(timings, "inference"):
+                pred = bundle.forecaster.predict(features[regions])
+            version = (row.version, bundle.cold_start)
+        columns.append(_horizon_columns(horizon, pred, current, version, to_level=np.exp))
+    for track, name in zip(chosen["track"], chosen["name"], strict=True):
+        names.setdefault(track, (str(name or ""), ""))
+    return SignalBlock(
+        "streams", week_date(week), chosen["track"].tolist(), current, chosen["region"].tolist(),
+        chosen["rank"].astype(int).tolist(), columns,
+    )  # fmt: skip
+
+
+def _popularity_predictions(
+    panel: PopularityPanel,
+    day: int,
+    track_ids: set[str],
+    models: dict[int, tuple[ModelVersion, ForecastBundle] | None],
+    timings: dict[str, float] | None = None,
+) -> SignalBlock | None:
+    obs = panel.obs
+    now = obs[(obs["day"] == day) & obs["song"].isin(track_ids) & obs["popularity"].notna()]
+    if now.empty:
+        return None
+    current: list[float | None] = now["popularity"].astype(float).tolist()
+    features = None
+    columns = []
+    for horizon, loaded in models.items():
+        pred, version = None, (PERSISTENCE, True)
+        if loaded is not None:
+            row, bundle = loaded
+            with _timed(timings, "features"):
+                if features is None:
+                    features = anchor_popularity_features(panel, now.index)
+            with _timed(timings, "inference"):
+                pred = bundle.forecaster.predict(features)
+            version = (row.version, bundle.cold_start)
+        columns.append(_horizon_columns(horizon, pred, current, version))
+    n = len(current)
+    return SignalBlock(
+        "popularity", day_date(day), now["song"].tolist(), current, [""] * n, [None] * n, columns
+    )
+
+
+async def forecast_tracks(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+) -> list[TrackPrediction]:
+    """Forecasts (streams and popularity, 26 and 52 weeks) of songs from their data in `week`.
+
+    `track_ids` None means the trending songs of that week (default: the latest week with data). Songs
+    without data that week are left out. With no usable active model, a persistence forecast flagged
+    `cold_start` (model_version "persistence") stands in, never a silent constant. Only the rows the
+    songs' features read are loaded (see `queries.scoped_panels`).
+    """
+    anchor = week or await latest_week(session)
+    if anchor is None:
+        return []
+    anchor = week_of(anchor)
+    ids = list(track_ids) if track_ids is not None else await trending_ids(session, anchor)
+    if not ids:
+        return []
+    versions = await active_versions(session)
+    names = await song_names(session, ids)
+    panels = await scoped_panels(session, anchor, ids, names, settings.demo)
+    if panels is None:
+        panels = (
+            await load_chart_panel(session, max_week=anchor, demo=settings.demo),
+            (await load_popularity_panel(session, max_week=anchor, demo=settings.demo))[0],
+        )
+    return predict(
+        *panels, anchor=anchor, ids=ids, versions=versions, names=names, settings=settings, horizons=horizons
+    )
+
+
+async def forecast_tracks_at(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    anchors: Mapping[str, dt.date],
+    horizons: Sequence[int] = (26, 52),
+) -> list[TrackPrediction]:
+    """`forecast_tracks` of songs each at its own anchor week (`anchors`: song id -> week), as the same
+    songs' `forecast_tracks` week by week would give, with one load (the songs' rows up to the latest
+    anchor) and its derived indexes shared by every week: anchor features read only the rows up to their
+    week, so no week needs a panel of its own."""
+    by_week: dict[dt.date, list[str]] = {}
+    for track_id, week in anchors.items():
+        by_week.setdefault(week_of(week), []).append(track_id)
+    if not by_week:
+        return []
+    latest, ids = max(by_week), list(anchors)
+    versions = await active_versions(session)
+    names = await song_names(session, ids)
+    panels = await scoped_panels(session, latest, ids, names, settings.demo, also=list(by_week))
+    if panels is None:
+        panels = (
+            await load_chart_panel(session, max_week=latest, demo=settings.demo),
+            (await load_popularity_panel(session, max_week=latest, demo=settings.demo))[0],
+        )
+    predictions: list[TrackPrediction] = []
+    for week, songs in sorted(by_week.items()):
+        predictions += predict(
+            *panels, anchor=week, ids=songs, versions=versions, names=names, settings=settings,
+            horizons=horizons,
+        )  # fmt: skip
+    return predictions
+
+
+async def forecast_from_store(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    store: PanelStore,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+    timings: dict[str, float] | None = None,
+) -> list[TrackPrediction]:
+    """`forecast_tracks` from a resident `PanelStore` (refreshed by the caller) instead of the database's
+    rows: the same answers, with only the active models and the trending songs read from the database.
+    `timings`, when given, receives the seconds spent in features and in model inference."""
+    batch = await score_from_store(
+        session=session, settings=settings, store=store, week=week, track_ids=track_ids, horizons=horizons,
+        timings=timings,
+    )  # fmt: skip
+    return batch.predictions()
+
+
+async def score_from_store(
+    *,
+    session: AsyncSession,
+    settings: Settings,
+    store: PanelStore,
+    week: dt.date | None = None,
+    track_ids: Sequence[str] | None = None,
+    horizons: Sequence[int] = (26, 52),
+    timings: dict[str, float] | None = None,
+) -> ScoredBatch:
+    """`forecast_from_store` as columns (`ScoredBatch`): the batch scoring, objects built only if asked."""
+    empty = ScoredBatch([], [], {}, settings.demo)
+    anchor = week or await latest_week(session)
+    if anchor is None:
+        return empty
+    anchor = week_of(anchor)
+    ids = list(track_ids) if track_ids is not None else await trending_ids(session, anchor)
+    if not ids:
+        return empty
+    versions = await active_versions(session)
+    with _timed(timings, "panels"):  # built once per refresh: free on a warm store
+        chart_panel, popularity = await asyncio.to_thread(store.panels, anchor)
+    return await asyncio.to_thread(
+        functools.partial(
+            _score, chart_panel, popularity, anchor=anchor, ids=ids, versions=versions,
+            names=store.names(ids), settings=settings, horizons=horizons, timings=timings,
+        )
+    )  # fmt: skip
+
+
+def predict(
+    chart_panel: ChartPanel,
+    popularity: PopularityPanel,
+    *,
+    anchor: dt.date,
+    ids: list[str],
+    versions: dict[tuple[str, int], ModelVersion],
+    names: dict[str, tuple[str, str]],
+    settings: Settings,
+    horizons: Sequence[int],
+) -> list[TrackPrediction]:
+    """The forecasts of songs `ids` at `anchor` from panels (`_score`) as objects."""
+    return _score(
+        chart_panel, popularity, anchor=anchor, ids=ids, versions=versions, names=names, settings=settings,
+        horizons=horizons,
+    ).predictions()  # fmt: skip
+
+
+def _score(
+    chart_panel: ChartPanel,
+    popularity: PopularityPanel,
+    *,
+    anchor: dt.date,
+    ids: list[str],
+    versions: dict[tuple[str, int], ModelVersion],
+    names: dict[str, tuple[str, str]],
+    settings: Settings,
+    horizons: Sequence[int],
+    timings: dict[str, float] | None = None,
+) -> ScoredBatch:
+    """Both signals' forecasts of the songs `ids` at `anchor` from panels holding (at least) what their
+    features read, with the active models (persistence, flagged, where none is usable)."""
+    wanted = set(ids)
+    stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
+    popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
+    blocks = []
+    if len(chart_panel.entries):
+        blocks.append(
+            _streams_predictions(
+                chart_panel, week_index(anchor), wanted, stream_models, settings.chart_region, names, timings
+            )
+        )
+    if len(popularity.obs):
+        blocks.append(
+            _popularity_predictions(popularity, day_index(anchor), wanted, popularity_models, timings)
+        )
+    return ScoredBatch(ids, [b for b in blocks if b is not None], names, settings.demo)
