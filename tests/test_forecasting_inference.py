@@ -4,16 +4,25 @@ predict."""
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from shared.forecasting import inference
 from shared.forecasting.dataset import popularity_set
 from shared.forecasting.features import POPULARITY_FEATURES
-from shared.forecasting.inference import CompiledTrees, compilable, compile_forecaster, compiled
+from shared.forecasting.inference import (
+    CompiledTrees,
+    compilable,
+    compile_forecaster,
+    compiled,
+    probe_rows,
+)
 from shared.forecasting.models import BoostParams, PopularityForecaster
 from shared.forecasting.panel import popularity_panel_from_files
 from shared.forecasting.synthetic import synthetic_popularity, write_popularity_files
@@ -133,3 +142,54 @@ def test_a_model_whose_private_arrays_changed_keeps_its_own_predict() -> None:
     model = HistGradientBoostingRegressor(max_iter=3).fit(X, X[:, 0])
     model._predictors = [[object()]]  # what a future release might hold there
     assert compiled(model) is model
+
+
+def test_compiled_trees_that_disagree_with_scikit_learn_are_not_served(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: pytest.TempPathFactory
+) -> None:
+    """A release whose private arrays change meaning without raising (here: every tree's first threshold
+    read 0.5 too high) is caught when the trees are built: the model's own predict serves, with a warning."""
+    lists = synthetic_popularity(lists=2, days=240, size=30, seed=3)
+    panel = popularity_panel_from_files(write_popularity_files(lists, tmp_path))  # type: ignore[arg-type]
+    data = popularity_set(panel, 28)
+    forecaster = PopularityForecaster(horizon=28, params=BoostParams(max_iter=40, min_samples_leaf=20)).fit(
+        data
+    )
+    X = data.X[POPULARITY_FEATURES]
+    model = next(iter(forecaster.models.values()))
+    assert isinstance(compiled(model), CompiledTrees)  # sound trees pass the check
+
+    sound_compile = inference._compile
+
+    def misread(tree: np.ndarray, depth: int) -> Any:
+        compiled_tree = sound_compile(tree, depth)
+        if compiled_tree.splits:
+            feature, threshold, missing_left, bit = compiled_tree.splits[0]
+            compiled_tree.splits[0] = (feature, threshold + 0.5, missing_left, bit)
+        return compiled_tree
+
+    monkeypatch.setattr(inference, "_compile", misread)
+    assert not np.array_equal(CompiledTrees(model).predict(X), model.predict(X))  # the misreading matters
+    inference._warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger=inference.__name__):
+        assert compiled(model) is model
+        fast = compile_forecaster(forecaster)
+    assert not any(isinstance(m, CompiledTrees) for m in fast.models.values())
+    warnings = [r for r in caplog.records if "disagree" in r.getMessage()]
+    assert len(warnings) == 1  # once, not once per model
+    expected, got = forecaster.predict(X), fast.predict(X)
+    for key in expected:
+        assert np.array_equal(expected[key], got[key]), key
+
+
+def test_probe_rows_put_every_threshold_both_ways() -> None:
+    cuts = [np.array([-1.0, 0.5, 2.0]), np.array([]), np.array([3.0])]
+    rows = probe_rows(cuts)
+    assert len(rows) >= inference.PROBE_ROWS
+    assert np.array_equal(rows, probe_rows(cuts), equal_nan=True)  # deterministic
+    for feature, thresholds in enumerate(cuts):
+        column = rows[:, feature]
+        assert np.isnan(column).any()
+        for threshold in thresholds:
+            assert (column == threshold).any() and (column < threshold).any() and (column > threshold).any()
+    assert np.isinf(rows[:, 0]).any() and not np.isinf(rows[:, 1]).any()

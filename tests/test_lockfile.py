@@ -51,6 +51,8 @@ def test_scikit_learn_is_held_below_its_next_minor() -> None:
     locked = pins("requirements.lock")["scikit-learn"]
     major, minor = (int(p) for p in locked.split(".")[:2])
     assert upper[0].version == f"{major}.{minor + 1}"
+    lower = [s for s in sklearn.specifier if s.operator == ">="]
+    assert [s.version for s in lower] == [f"{major}.{minor}"], "only the locked minor is tested"
 
 
 def test_installs_come_from_the_lock_files() -> None:

@@ -8,12 +8,14 @@ split decisions, all trees are evaluated at once on chunks of rows (one gather a
 split), and the leaf values are added in the trees' order onto the same baseline, in float64: the predictions
 are scikit-learn's, bit for bit (`tests/test_forecasting_inference.py`). Models it cannot reproduce exactly
 (categorical splits, deeper trees, a non-identity link, several trees per iteration) keep scikit-learn's
-predict.
+predict, and so does any model whose compiled trees, once built, disagree with its own predict on probe rows
+over every threshold (`_agrees`): reading scikit-learn's private arrays is checked against its public API.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -176,13 +178,8 @@ def compilable(model: Any) -> bool:
 
 
 def compiled(model: Any) -> Any:
-    """`CompiledTrees` of the model when it reproduces it exactly, else the model itself. This reads
-    scikit-learn's private tree arrays: a release that renames them gets its own predict, not an error."""
-    try:
-        return CompiledTrees(model) if compilable(model) else model
-    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
-        log.warning("trees not compiled (%s: %s); scikit-learn's predict serves", type(exc).__name__, exc)
-        return model
+    """`CompiledTrees` of the model when it reproduces it exactly (checked on a sample), else the model."""
+    return _compiled_together([model])[0]
 
 
 def compile_forecaster(forecaster: Any) -> Any:
@@ -198,8 +195,9 @@ def compile_forecaster(forecaster: Any) -> Any:
 
 
 def _compiled_together(models: list[Any]) -> list[Any]:
-    """`compiled` models, those of the same columns sharing one binner."""
-    fast = [compiled(model) for model in models]
+    """The models compiled where possible, those of the same columns sharing one binner, each checked
+    against its own predict (`_agrees`): any difference and the model serves itself."""
+    fast = [_built(model) for model in models]
     groups: dict[tuple[tuple[str, ...], int], list[CompiledTrees]] = {}
     for model in fast:
         if isinstance(model, CompiledTrees):
@@ -208,4 +206,64 @@ def _compiled_together(models: list[Any]) -> list[Any]:
         binner = _Binner(_thresholds(group, len(group[0].binner.cuts)))
         for model in group:
             model.share(binner)
-    return fast
+    return [
+        model if not isinstance(model, CompiledTrees) or _agrees(model) else model.model for model in fast
+    ]
+
+
+def _built(model: Any) -> Any:
+    """`CompiledTrees` of a model it can represent, else the model. This reads scikit-learn's private tree
+    arrays: a release that renames them gets its own predict, not an error."""
+    try:
+        return CompiledTrees(model) if compilable(model) else model
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        _warn_once(f"trees not compiled ({type(exc).__name__}: {exc}); scikit-learn's predict serves")
+        return model
+
+
+def _agrees(fast: CompiledTrees) -> bool:
+    """Whether the compiled trees predict exactly what the model predicts on `probe_rows`: a release whose
+    private arrays change meaning without changing shape is caught here, not in the forecasts."""
+    rows = probe_rows(fast.binner.cuts)
+    X: Any = pd.DataFrame(rows, columns=fast.features) if fast.features else rows
+    try:
+        same = np.array_equal(fast.predict(X), fast.model.predict(X), equal_nan=True)
+    except (TypeError, ValueError, IndexError) as exc:
+        same = False
+        log.debug("compiled trees failed on the probe rows: %s", exc)
+    if not same:
+        _warn_once("compiled trees disagree with scikit-learn's predict; scikit-learn's predict serves")
+    return same
+
+
+PROBE_ROWS = 512  # at least: enough that every threshold, and the values around it, appear in each column
+
+
+def probe_rows(cuts: list[np.ndarray], seed: int = 0) -> np.ndarray:
+    """Rows that put every split of the trees both ways: per feature, each of its thresholds, the midpoints
+    between them, values beyond both ends, NaN and both infinities, shuffled (deterministically) so the
+    rows reach many paths down each tree."""
+    rng = np.random.default_rng(seed)
+    values = [_probe_values(column) for column in cuts]
+    n = max(PROBE_ROWS, *map(len, values))
+    rows = np.empty((n, len(cuts)))
+    for feature, column in enumerate(values):
+        rows[:, feature] = rng.permutation(np.resize(column, n))
+    return rows
+
+
+def _probe_values(thresholds: np.ndarray) -> np.ndarray:
+    """A feature's values on, between and beyond its thresholds (0 when no split reads it), and the
+    missing and infinite values."""
+    if not len(thresholds):
+        return np.array([0.0, np.nan])
+    span = max(1.0, float(thresholds[-1] - thresholds[0]))
+    between = (thresholds[:-1] + thresholds[1:]) / 2
+    ends = [thresholds[0] - span, thresholds[-1] + span, np.nan, np.inf, -np.inf]
+    return np.concatenate([thresholds, between, ends])
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Log `message` as a warning the first time only (every artifact loaded would repeat it)."""
+    log.warning(message)
