@@ -38,6 +38,7 @@ from shared.forecasting.queries import (
 from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
 from shared.forecasting.store import PanelStore
 from shared.models import ModelVersion
+from shared.signals import Signal
 from shared.weeks import week_of
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class ScoredBatch:
             out.append(
                 _trusted(TrackPrediction, _PREDICTION_FIELDS, {
                     "track_id": track, "name": name, "artists": artists, "week": block.week,
-                    "signal": block.signal, "region": block.regions[i], "rank": block.ranks[i],
+                    "signal": Signal(block.signal), "region": block.regions[i], "rank": block.ranks[i],
                     "current": block.current[i], "forecasts": forecasts, "demo": self.demo,
                 })
             )  # fmt: skip
