@@ -213,12 +213,16 @@ async def test_songs_not_resident_yet_are_answered_from_the_database(api, settin
     assert never_scored["source"] == "on_demand" and never_scored["track"]["id"] == unscored
 
 
-async def test_a_resident_answer_is_the_database_built_one(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_resident_answer_is_the_plain_paths_database_built_one(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+    """The fast path (resident answers before routing) is an optimisation: the plain design, without it and
+    without answers in memory, gives the same bytes and headers."""
     http, app = api
     ids = await seed_songs(sessions, n=3, charted=2)
     await store_batch_predictions(sessions, ids, charted=2)
     async with running_emulator() as (_, emulator_url):
-        config = predictor_settings(settings, emulator_url, rest_cache_entries=0, rest_cache_warm=False)
+        config = predictor_settings(
+            settings, emulator_url, rest_cache_entries=0, rest_cache_warm=False, predictor_fastpath=False
+        )
         async with serving(create_app(config)) as url, httpx.AsyncClient(base_url=url) as database_only:
             await announce_new_data(settings, sessions, published=True)
             await resident_up_to_date(app)

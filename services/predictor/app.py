@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,8 +28,8 @@ from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyError, SpotifyPaused
 
-from . import service, tracks
-from .api import ResidentFastPath, forecast_route, router
+from . import fastpath, service, tracks
+from .api import forecast_route, router
 from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
 from .guard import ApiKeys, ClientAllowance
@@ -156,7 +155,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sessions = make_sessionmaker(engine)
     app.state.consuming = asyncio.Event()  # set once subscribed and caught up
     app.state.republished_on = None  # the connection the latest retained state was republished on
-    reader = make_reader(settings.effective_database_url)
+    fast = settings.predictor_fastpath
+    reader = (fastpath.make_fast_reader if fast else make_reader)(settings.effective_database_url)
     app.state.cache = ResponseCache(
         reader, max_entries=settings.rest_cache_entries, check_seconds=settings.rest_cache_check_seconds
     )
@@ -176,18 +176,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 on_connect=lambda client: on_connect(app, client),
             )
         )
-        # Everything loaded so far (modules, models, clients) lives as long as the process: keep it out of
-        # the collector's full passes, which otherwise stall every request for 100-250 ms now and then.
-        gc.collect()
-        gc.freeze()
         app.state.cache_warmed, app.state.cache_warmed_version = asyncio.Event(), None
         warmer = asyncio.create_task(keep_answers_resident(app)) if settings.rest_cache_warm else None
         catcher = asyncio.create_task(keep_catching_up(app))
         checker = asyncio.create_task(check_models(app))  # at start, before any scoring needs them
         try:
-            yield
+            with fastpath.frozen_heap() if fast else contextlib.nullcontext():
+                yield
         finally:
-            gc.unfreeze()  # what was frozen can be collected again once this app is gone
             await announce_offline(app)
             for task in (catcher, consumer, warmer, checker):
                 if task is not None:
@@ -291,8 +287,12 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.state.resident = ResidentAnswers()
     app.state.resident.expose_metrics()
     app.state.api_keys = ApiKeys(app.state.settings.api_keys)
-    app.add_middleware(
-        ResidentFastPath, resident=app.state.resident, route=forecast_route(), keys=app.state.api_keys
-    )
+    if app.state.settings.predictor_fastpath:
+        app.add_middleware(
+            fastpath.ResidentFastPath,
+            resident=app.state.resident,
+            route=forecast_route(),
+            keys=app.state.api_keys,
+        )
     instrument(app, SERVICE)  # outermost: times every request, the fast path's too
     return app

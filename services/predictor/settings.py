@@ -27,6 +27,11 @@ class PredictorSettings(Settings):
     rest_cache_check_seconds: float = Field(
         default=1.0, ge=0, description="how often answers in memory are checked for new data (docs/rest.md)"
     )
+    predictor_fastpath: bool = Field(
+        default=True,
+        description="answer resident songs before routing, tune the REST reads' engine, freeze the heap "
+        "(services/predictor/fastpath; off: the plain FastAPI path, same answers)",
+    )
     rest_cache_warm: bool = Field(
         default=True,
         description="keep every batch-scored song's answer resident in memory, rebuilt when its data changes",
