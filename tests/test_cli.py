@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import app, spread_paths
+from services.cli import app
+from services.cli.evaluate import spread_paths
 
 COMMANDS = [
     ["ingest", "init"], ["ingest", "update"], ["ingest", "history"], ["train"], ["predict"], ["serve"],

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from services.cli import EXIT_FAILED, app
+from services.cli import app
+from services.cli.jobs import EXIT_FAILED
 from tests.test_ingest_cli import environment
 
 SONGPOP = Path(sys.executable).parent / "songpop"

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from services.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_PAUSED, EXIT_UNREACHABLE, app
+from services.cli import app
+from services.cli.jobs import EXIT_CONFIG, EXIT_FAILED, EXIT_PAUSED, EXIT_UNREACHABLE
 from services.ingestor import main as ingestor_main
 from shared.charts import iter_chart_paths, read_chart
 from shared.models import ChartEntry, ChartFile, IngestRun, Snapshot

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli import EXIT_CONFIG, app
+from services.cli import app
+from services.cli.jobs import EXIT_CONFIG
 from shared.models import AppState
 from shared.schedule import ScheduleState, missed_run, previous_run, run_on_schedule
 

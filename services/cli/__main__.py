@@ -1,0 +1,5 @@
+"""`python -m services.cli`: the same as the `songpop` script."""
+
+from services.cli import main
+
+main()
