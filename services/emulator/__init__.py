@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from services.emulator.app import DEMO_PLAYLIST_ID, TRENDING_PLAYLIST_ID, create_app
+from services.emulator.app import create_app
 from services.emulator.catalog import Catalog, ChartRow
 from services.emulator.config import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, EmulatorConfig
+from services.emulator.lookups import DEMO_PLAYLIST_ID, TRENDING_PLAYLIST_ID
 from services.emulator.state import EmulatorState, FaultPlan
 from shared.weeks import current_week
 
