@@ -11,14 +11,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.config import Settings
 from shared.events import TrackPrediction
 from shared.forecasting.queries import (
-    latest_week,
     load_chart_panel,
     load_popularity_panel,
     song_names,
-    trending_ids,
 )
 from shared.forecasting.registry import active_versions
 from shared.forecasting.scoring import predict
+from shared.predictions import latest_data_week, trending_ids
 from shared.weeks import week_of
 
 
@@ -32,7 +31,7 @@ async def forecast_full_load(
 ) -> list[TrackPrediction]:
     """`forecast_tracks`' answers from full panels (every row up to the week): what scoping and the resident
     store must reproduce exactly."""
-    anchor = week or await latest_week(session)
+    anchor = week or await latest_data_week(session)
     if anchor is None:
         return []
     anchor = week_of(anchor)

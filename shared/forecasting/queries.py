@@ -1,5 +1,6 @@
 """The SQL of forecasting: panels loaded through the ORM (every row, or only the rows some songs' features
-read), the latest week, the trending songs and the songs' names.
+read) and the songs' names. (The latest week and the trending songs are the read model's:
+`shared.predictions`.)
 
 The predictor's batch scoring reads its panels from a resident `PanelStore` (`store.py`) instead; the
 panels built here and there are the same (`tests/test_forecasting_store.py`).
@@ -117,35 +118,6 @@ async def _popularity_panel_of(
         ),
     )
     return panel, imported
-
-
-async def latest_week(session: AsyncSession) -> dt.date | None:
-    """The latest week with a chart entry or a snapshot (None on an empty database)."""
-    chart = (await session.execute(select(func.max(ChartEntry.week)))).scalar()
-    snap = (await session.execute(select(func.max(Snapshot.week)))).scalar()
-    weeks = [w for w in (chart, snap) if w is not None]
-    return max(weeks) if weeks else None
-
-
-async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
-    """The songs charted or trending in `week`, charted first, each once (first-seen order)."""
-    charted = (
-        (await session.execute(select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week)))
-        .scalars()
-        .all()
-    )
-    trending = (
-        (
-            await session.execute(
-                select(col(Snapshot.track_id)).where(
-                    col(Snapshot.week) == week, col(Snapshot.trending).is_(True)
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return list(dict.fromkeys([*charted, *trending]))
 
 
 SCOPED_MAX_SONGS = 2000  # beyond this many songs one scan of the tables beats the per-song queries

@@ -28,16 +28,15 @@ from shared.forecasting.features import anchor_chart_features, anchor_popularity
 from shared.forecasting.inference import compile_forecaster
 from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
 from shared.forecasting.queries import (
-    latest_week,
     load_chart_panel,
     load_popularity_panel,
     scoped_panels,
     song_names,
-    trending_ids,
 )
 from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
 from shared.forecasting.store import PanelStore
 from shared.models import ModelVersion
+from shared.predictions import latest_data_week, trending_ids
 from shared.signals import Signal
 from shared.weeks import week_of
 
@@ -334,7 +333,7 @@ async def forecast_tracks(
     `cold_start` (model_version "persistence") stands in, never a silent constant. Only the rows the
     songs' features read are loaded (see `queries.scoped_panels`).
     """
-    anchor = week or await latest_week(session)
+    anchor = week or await latest_data_week(session)
     if anchor is None:
         return []
     anchor = week_of(anchor)
@@ -420,7 +419,7 @@ async def score_from_store(
 ) -> ScoredBatch:
     """`forecast_from_store` as columns (`ScoredBatch`): the batch scoring, objects built only if asked."""
     empty = ScoredBatch([], [], {}, settings.demo)
-    anchor = week or await latest_week(session)
+    anchor = week or await latest_data_week(session)
     if anchor is None:
         return empty
     anchor = week_of(anchor)
