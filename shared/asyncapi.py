@@ -53,8 +53,24 @@ _PREDICTION = TrackPrediction(
     rank=12,
     current=71,
     forecasts=[
-        Forecast(horizon_weeks=26, value=64.2, lower=55.0, upper=71.8, model_version="popularity-26w-3"),
-        Forecast(horizon_weeks=52, value=58.9, lower=45.1, upper=69.0, model_version="popularity-52w-3"),
+        Forecast(
+            horizon_weeks=26,
+            value=64.2,
+            lower=55.0,
+            upper=71.8,
+            model_version="popularity-26w-3",
+            method="model",
+            skill=0.12,
+        ),
+        Forecast(
+            horizon_weeks=52,
+            value=58.9,
+            lower=45.1,
+            upper=69.0,
+            model_version="popularity-52w-3",
+            method="persistence",
+            skill=0.0,
+        ),
     ],
 )
 _STREAMS = TrackPrediction(
@@ -74,6 +90,8 @@ _STREAMS = TrackPrediction(
             upper=5_300_000,
             p_chart=0.41,
             model_version="streams-26w-3",
+            method="shrunk 0.5 toward naive",
+            skill=0.16,
         ),
     ],
 )

@@ -20,6 +20,7 @@ SCHEMA_VERSION = 1
 EVENT_ID_MAX = 36  # a UUID's length, and the width of the columns that store event ids
 QOS = 1
 MAX_LOGGED_PAYLOAD = 200  # characters of a malformed payload worth logging
+PERSISTENCE = "persistence"  # the model_version of a forecast made without a usable model (cold_start)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,17 @@ class Forecast(BaseModel):
     p_chart: float | None = Field(default=None, description="streams: probability still charting")
     model_version: str
     cold_start: bool = False
+    method: str | None = Field(
+        default=None,
+        description="what serves this forecast, chosen on its model version's latest backtest folds: model, "
+        "shrunk <weight> toward <baseline>, or a baseline (naive: the chart floor or drift, persistence, "
+        "original); persistence where no model is usable (model_version persistence)",
+    )
+    skill: float | None = Field(
+        default=None,
+        description="skill of that method against the best naive answer on those folds: 1 - error / naive "
+        "error (negative: it loses; null: not measured)",
+    )
 
 
 class TrackPrediction(BaseModel):

@@ -6,6 +6,8 @@
 - `predictions_from_rows` / `stored_predictions`: stored prediction rows as `TrackPrediction` objects (the
   rows themselves are written by `ScoredBatch.rows`, the batch's only writer);
 - `HistoryPoint` / `merge_history` / `song_histories`: a song's weekly data;
+- `Serving` / `serving_of` / `serving_by_version`: which method serves a model version, and its skill
+  against the best naive answer (issue 11), stamped on every forecast answer.
 
 The predictor (batch and REST answers) and the dashboard both read through this module.
 """
@@ -15,15 +17,17 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select, true, union
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.events import Forecast, TrackPrediction
-from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.events import PERSISTENCE, Forecast, TrackPrediction
+from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
 
 # ---------------------------------------------------------------- weeks and songs
 
@@ -53,6 +57,47 @@ async def latest_batch_week(session: AsyncSession) -> dt.date | None:
     return (await session.execute(select(func.max(col(Prediction.week))))).scalar()
 
 
+# ---------------------------------------------------------------- serving method and skill
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Which method serves a model version's forecasts, and its skill against the best naive answer on the
+    backtest folds (1 - error / naive error; negative when it loses, None when not measured)."""
+
+    method: str
+    skill: float | None = None
+
+
+def serving_of(model_version: str, metrics: Mapping[str, Any] | None) -> Serving:
+    """A model version's serving method, from the `serving` part of its registry metrics (what
+    `GET /v1/models` shows); a shrunk forecast says how much and toward what, e.g. "shrunk 0.5 toward
+    naive". Forecasts made without a usable model are served by persistence."""
+    if model_version == PERSISTENCE:
+        return Serving(PERSISTENCE)
+    serving = (metrics or {}).get("serving") or {}
+    method = str(serving.get("method") or "model")
+    if method == "shrunk" and serving.get("toward"):
+        method = f"shrunk {float(serving.get('weight') or 0):g} toward {serving['toward']}"
+    skill = serving.get("skill")
+    return Serving(method, None if skill is None else float(skill))
+
+
+async def serving_by_version(
+    connection: AsyncConnection | AsyncSession, versions: Iterable[str]
+) -> dict[str, Serving]:
+    """`serving_of` each of the model `versions`, read from the registry (names it lacks: "model", skill
+    unknown)."""
+    wanted = set(versions)
+    query = select(col(ModelVersion.version), col(ModelVersion.metrics)).where(
+        col(ModelVersion.version).in_(sorted(wanted - {PERSISTENCE}))
+    )
+    found = {
+        version: serving_of(version, metrics) for version, metrics in (await connection.execute(query)).all()
+    }
+    return {version: found.get(version) or serving_of(version, None) for version in wanted}
+
+
 # ---------------------------------------------------------------- stored rows as TrackPrediction
 
 # The columns of a stored prediction row, read by name (`predictions_from_rows` also reads the song's
@@ -63,7 +108,9 @@ PREDICTION_FIELDS = (
 )  # fmt: skip
 
 
-def predictions_from_rows(rows: Iterable[Mapping[Any, Any]]) -> list[TrackPrediction]:
+def predictions_from_rows(
+    rows: Iterable[Mapping[Any, Any]], serving: Mapping[str, Serving]
+) -> list[TrackPrediction]:
     """Stored prediction rows (one per song, signal, region and horizon, ordered by song, signal, region
     and horizon) as one `TrackPrediction` per song, signal and region,"""
     out: list[TrackPrediction] = []
@@ -85,6 +132,7 @@ def predictions_from_rows(rows: Iterable[Mapping[Any, Any]]) -> list[TrackPredic
                     demo=bool(row.get("demo")),
                 )
             )
+        served = serving.get(row["model_version"]) or serving_of(row["model_version"], None)
         out[-1].forecasts.append(
             Forecast(
                 horizon_weeks=row["horizon_weeks"],
@@ -94,6 +142,8 @@ def predictions_from_rows(rows: Iterable[Mapping[Any, Any]]) -> list[TrackPredic
                 p_chart=row["p_chart"],
                 model_version=row["model_version"],
                 cold_start=bool(row["cold_start"]),
+                method=served.method,
+                skill=served.skill,
             )
         )
     return out
@@ -130,7 +180,9 @@ async def stored_predictions(
         query = query.where(col(Prediction.horizon_weeks).in_(list(horizons)))
     if track_ids is not None:
         query = query.where(col(Prediction.track_id).in_(list(track_ids)))
-    return predictions_from_rows((await session.execute(query)).mappings())
+    rows = (await session.execute(query)).mappings().all()
+    serving = await serving_by_version(session, {row["model_version"] for row in rows})
+    return predictions_from_rows(rows, serving)
 
 
 # ---------------------------------------------------------------- history

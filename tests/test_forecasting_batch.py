@@ -13,11 +13,11 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
+from shared.events import PERSISTENCE
 from shared.forecasting import PanelStore, ScoredBatch, score_from_store, train_and_register
-from shared.forecasting.baselines import PERSISTENCE
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry
-from shared.predictions import predictions_from_rows
+from shared.predictions import Serving, predictions_from_rows, serving_of
 from shared.weeks import week_of
 from tests.forecast_reference import forecast_full_load
 from tests.test_forecasting_scoped import store
@@ -27,12 +27,13 @@ pytestmark = pytest.mark.usefixtures("quick_models")
 STAMP = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-def read_back(batch: ScoredBatch) -> list[dict[str, Any]]:
-    """The batch's stored rows as the read model reads them back (`predictions_from_rows`)."""
+def read_back(batch: ScoredBatch, serving: dict[str, Serving] | None = None) -> list[dict[str, Any]]:
+    """The batch's stored rows as the read model reads them back (`predictions_from_rows`), with the
+    serving methods of the model versions (`serving`; persistence needs none)."""
     ordered = sorted(
         batch.rows(STAMP), key=lambda r: (r["track_id"], r["signal"], r["region"], r["horizon_weeks"])
     )
-    return [p.model_dump() for p in predictions_from_rows(ordered)]
+    return [p.model_dump() for p in predictions_from_rows(ordered, serving or {})]
 
 
 def as_stored(batch: ScoredBatch) -> list[dict[str, Any]]:
@@ -85,7 +86,8 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         await panels.refresh(session)
         batch, full = await scored(session, settings, panels, week)
         rows = batch.rows(STAMP)
-        assert read_back(batch) == as_stored(batch)
+        serving = {v.version: serving_of(v.version, v.metrics) for v in activated}
+        assert read_back(batch, serving) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
         assert len(batch) == len(full)
         assert {r["model_version"] == PERSISTENCE for r in rows} == {True, False}
@@ -93,3 +95,13 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
             r["horizon_weeks"] for r in rows if r["track_id"] == silent and r["signal"] == "streams"
         }
         assert streams_of_silent == {26}
+        # every forecast the messages carry says what serves it: its model version's method and skill
+        said = {
+            (f["model_version"], f["method"], f["skill"])
+            for p in batch.message_data()
+            for f in p["forecasts"]
+        }
+        assert said == {
+            (name, s.method, s.skill)
+            for name, s in {**serving, PERSISTENCE: serving_of(PERSISTENCE, None)}.items()
+        }

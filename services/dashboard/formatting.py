@@ -37,6 +37,16 @@ def fmt_interval(cell: ForecastCell | None, signal: str | None = None) -> str:
     return f"{fmt_value(cell.lower, signal)}–{fmt_value(cell.upper, signal)}"
 
 
+def fmt_serving(cell: ForecastCell | None) -> str:
+    """Which method serves a forecast and its skill against the best naive answer, in words (as
+    static/trending.js writes it for live rows)."""
+    if cell is None or not cell.method:
+        return ""
+    if cell.skill is None:
+        return f"served by {cell.method}"
+    return f"served by {cell.method}, skill {cell.skill:+.2f} against the best naive answer"
+
+
 def fmt_metric(value: float | None) -> str:
     if value is None:
         return "—"
@@ -122,6 +132,7 @@ def register(env: Environment) -> None:
     env.filters.update(
         value=fmt_value,
         interval=fmt_interval,
+        serving=fmt_serving,
         metric=fmt_metric,
         time=fmt_time,
         sparkline=sparkline,

@@ -39,6 +39,8 @@ class ForecastCell(BaseModel):
     p_chart: float | None = None
     model_version: str = ""
     cold_start: bool = False
+    method: str | None = None  # what serves the forecast, and its skill against the best naive answer
+    skill: float | None = None
 
 
 class TrendingRow(BaseModel):
@@ -161,8 +163,8 @@ class StatusView(BaseModel):
 # ---------------------------------------------------------------- conversions
 
 
-def cell(forecast: Prediction | Forecast) -> ForecastCell:
-    """A table cell from a stored prediction row or a published forecast (same field names)."""
+def cell(forecast: Forecast) -> ForecastCell:
+    """A table cell from a forecast (read from the database or published)."""
     return ForecastCell.model_validate(forecast, from_attributes=True)
 
 

@@ -28,6 +28,8 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
             "upper": 71.8,
             "model_version": "popularity-26w-1",
             "cold_start": False,
+            "method": "model",
+            "skill": 0.12,
         },
         {
             "horizon_weeks": 52,
@@ -36,6 +38,8 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
             "upper": 69.0,
             "model_version": "popularity-52w-1",
             "cold_start": False,
+            "method": "shrunk 0.5 toward drift",
+            "skill": 0.04,
         },
     ],
     "demo": False,

@@ -40,6 +40,7 @@ from shared.predictions import (
     HistoryPoint,
     merge_history,
     predictions_from_rows,
+    serving_by_version,
 )
 from shared.unknown_tracks import recently_unknown
 from shared.weeks import current_week
@@ -201,7 +202,8 @@ def _song(row: Mapping[str, Any]) -> SongData:
 
 
 async def _songs_from_rows(connection: AsyncConnection, rows: Sequence[Any]) -> dict[str, SongData]:
-    """The songs of `SONG_ROWS` rows (the SONG rows first, in order, then the others)."""
+    """The songs of `SONG_ROWS` rows (the SONG rows first, in order, then the others), their stored
+    forecasts stamped with the method that serves them (read on the same connection)."""
     songs: dict[str, SongData] = {}
     stored: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     snapshots: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -215,8 +217,10 @@ async def _songs_from_rows(connection: AsyncConnection, rows: Sequence[Any]) -> 
                 stored[track_id].append(row)
         elif track_id in songs:
             (snapshots if kind == SNAPSHOT else charts)[track_id].append(row)
+    versions = {row["model_version"] for song_rows in stored.values() for row in song_rows}
+    serving = await serving_by_version(connection, versions) if versions else {}
     for track_id, song in songs.items():
-        song.stored = predictions_from_rows(stored[track_id])
+        song.stored = predictions_from_rows(stored[track_id], serving)
         song.history = merge_history(snapshots[track_id], charts[track_id])
         song.latest_week = max((p.week for p in song.history if p.forecastable), default=None)
         stamps = [row["updated_at"] for row in snapshots[track_id] if row["updated_at"] is not None]

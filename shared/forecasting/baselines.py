@@ -12,8 +12,6 @@ from sklearn.linear_model import Ridge
 
 from shared.forecasting.dataset import ChartSet, PopularitySet
 
-PERSISTENCE = "persistence"  # the baseline every model must beat, and the flagged stand-in without a model
-
 
 @dataclass
 class ResidualBand:

@@ -22,8 +22,7 @@ import pandas as pd
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
-from shared.events import Forecast, TrackPrediction
-from shared.forecasting.baselines import PERSISTENCE
+from shared.events import PERSISTENCE, Forecast, TrackPrediction
 from shared.forecasting.features import anchor_chart_features, anchor_popularity_features
 from shared.forecasting.inference import compile_forecaster
 from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
@@ -36,7 +35,7 @@ from shared.forecasting.queries import (
 from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
 from shared.forecasting.store import PanelStore
 from shared.models import ModelVersion
-from shared.predictions import latest_data_week, trending_ids
+from shared.predictions import Serving, latest_data_week, serving_of, trending_ids
 from shared.signals import Signal
 from shared.weeks import week_of
 
@@ -100,13 +99,14 @@ class HorizonColumns:
     model_version: str
     cold_start: bool
     complete: bool  # every song has a forecast (a model answered)
+    serving: Serving  # the method that serves the model version, and its skill
 
 
 @dataclass
 class SignalBlock:
     """One signal's scored songs as columns (the songs in the order the panels gave them)."""
 
-    signal: str
+    signal: Signal
     week: dt.date
     tracks: list[str]
     current: list[float | None]
@@ -164,6 +164,7 @@ class ScoredBatch:
                 _trusted(Forecast, _FORECAST_FIELDS, {
                     "horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
                     "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start,
+                    "method": h.serving.method, "skill": h.serving.skill,
                 })
                 for h in block.horizons
                 if h.value[i] is not None
@@ -187,7 +188,8 @@ class ScoredBatch:
             name, artists = self.names.get(track, unnamed)
             forecasts = [
                 {"horizon_weeks": h.horizon, "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i],
-                 "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start}
+                 "p_chart": h.p_chart[i], "model_version": h.model_version, "cold_start": h.cold_start,
+                 "method": h.serving.method, "skill": h.serving.skill}
                 for h in block.horizons
                 if h.value[i] is not None
             ]  # fmt: skip
@@ -200,7 +202,8 @@ class ScoredBatch:
 
     def rows(self, created_at: dt.datetime) -> list[dict[str, Any]]:
         """The stored rows (`Prediction`), one per song, signal and horizon, without building objects: the
-        same rows, in the same order, as the predictor's `prediction_rows` of `predictions()`."""
+        rows `shared.predictions.predictions_from_rows` reads back as `predictions()` (the song's name,
+        rank and serving method live elsewhere: the song and the model version)."""
         return [
             {
                 "track_id": block.tracks[i], "week": block.week, "signal": block.signal,
@@ -218,20 +221,25 @@ def _horizon_columns(
     horizon: int,
     pred: dict[str, np.ndarray] | None,
     current: list[float | None],
-    version: tuple[str, bool],
+    version: ModelVersion | None,
+    cold: bool,
     *,
     to_level: Any = None,
 ) -> HorizonColumns:
-    """One horizon's forecasts as columns; plain lists, no per-row pandas."""
-    name, cold = version
+    """One horizon's forecasts as columns; plain lists, no per-row pandas. `version` None (no usable
+    model): persistence, flagged cold start."""
     n = len(current)
-    if pred is None:  # no usable model: persistence, flagged
+    if pred is None or version is None:
         nothing: list[float | None] = [None] * n
-        return HorizonColumns(horizon, list(current), nothing, nothing, nothing, name, True, False)
+        persistence = serving_of(PERSISTENCE, None)
+        return HorizonColumns(
+            horizon, list(current), nothing, nothing, nothing, PERSISTENCE, True, False, persistence
+        )
     convert = to_level or (lambda a: a)
     value, lower, upper = (convert(pred[k]).tolist() for k in ("value", "lower", "upper"))
     p_chart = pred["p_chart"].tolist() if "p_chart" in pred else [None] * n
-    return HorizonColumns(horizon, value, lower, upper, p_chart, name, cold, True)
+    serving = serving_of(version.version, version.metrics)
+    return HorizonColumns(horizon, value, lower, upper, p_chart, version.version, cold, True, serving)
 
 
 @contextmanager
@@ -268,21 +276,21 @@ def _streams_predictions(
     columns = []
     features: dict[tuple[str, ...], pd.DataFrame] = {}  # per model region list (the same for most)
     for horizon, loaded in models.items():
-        pred, version = None, (PERSISTENCE, True)
+        pred, version, cold = None, None, True
         if loaded is not None:
-            row, bundle = loaded
+            version, bundle = loaded
             regions = tuple(bundle.forecaster.regions)
             with _timed(timings, "features"):
                 if regions not in features:
                     features[regions] = anchor_chart_features(panel, list(regions), chosen.index)
             with _timed(timings, "inference"):
                 pred = bundle.forecaster.predict(features[regions])
-            version = (row.version, bundle.cold_start)
-        columns.append(_horizon_columns(horizon, pred, current, version, to_level=np.exp))
+            cold = bundle.cold_start
+        columns.append(_horizon_columns(horizon, pred, current, version, cold, to_level=np.exp))
     for track, name in zip(chosen["track"], chosen["name"], strict=True):
         names.setdefault(track, (str(name or ""), ""))
     return SignalBlock(
-        "streams", week_date(week), chosen["track"].tolist(), current, chosen["region"].tolist(),
+        Signal.STREAMS, week_date(week), chosen["track"].tolist(), current, chosen["region"].tolist(),
         chosen["rank"].astype(int).tolist(), columns,
     )  # fmt: skip
 
@@ -302,19 +310,19 @@ def _popularity_predictions(
     features = None
     columns = []
     for horizon, loaded in models.items():
-        pred, version = None, (PERSISTENCE, True)
+        pred, version, cold = None, None, True
         if loaded is not None:
-            row, bundle = loaded
+            version, bundle = loaded
             with _timed(timings, "features"):
                 if features is None:
                     features = anchor_popularity_features(panel, now.index)
             with _timed(timings, "inference"):
                 pred = bundle.forecaster.predict(features)
-            version = (row.version, bundle.cold_start)
-        columns.append(_horizon_columns(horizon, pred, current, version))
+            cold = bundle.cold_start
+        columns.append(_horizon_columns(horizon, pred, current, version, cold))
     n = len(current)
     return SignalBlock(
-        "popularity", day_date(day), now["song"].tolist(), current, [""] * n, [None] * n, columns
+        Signal.POPULARITY, day_date(day), now["song"].tolist(), current, [""] * n, [None] * n, columns
     )
 
 

@@ -18,8 +18,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import iter_chart_paths
 from shared.config import Settings
+from shared.events import PERSISTENCE
 from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
-from shared.forecasting.baselines import PERSISTENCE, ChartBaselines, PopularityBaselines
+from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import chart_set, popularity_set, with_thinned
 from shared.forecasting.features import cached_chart_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster

@@ -50,8 +50,17 @@
     }
   }
 
+  /* As formatting.fmt_serving writes it on the page. */
+  function serving(fc) {
+    if (!fc || !fc.method) return "";
+    if (fc.skill === null || fc.skill === undefined) return "served by " + fc.method;
+    const skill = (fc.skill >= 0 ? "+" : "") + fc.skill.toFixed(2);
+    return "served by " + fc.method + ", skill " + skill + " against the best naive answer";
+  }
+
   function fillForecast(td, fc, signal) {
     td.dataset.v = fc ? fc.value : "";
+    td.title = serving(fc);
     td.querySelector(".v").textContent = fc ? songpop.fmtValue(fc.value, signal) : "\u2014";
     td.querySelector(".iv").textContent = songpop.fmtInterval(fc, signal);
     let pc = td.querySelector(".pc");
