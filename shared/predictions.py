@@ -52,9 +52,15 @@ async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
     return sorted((await session.execute(query)).scalars().all())
 
 
-async def latest_batch_week(session: AsyncSession) -> dt.date | None:
-    """The anchor week of the newest stored predictions (the latest batch's week)."""
-    return (await session.execute(select(func.max(col(Prediction.week))))).scalar()
+# The anchor week of the newest stored predictions (the latest batch's week), as SQL: the REST read embeds
+# it as a subquery.
+LATEST_BATCH_WEEK = select(func.max(col(Prediction.week)))
+
+
+async def latest_batch_week(connection: AsyncConnection | AsyncSession) -> dt.date | None:
+    """The anchor week of the newest stored predictions (the latest batch's week; what `/v1/trending` and
+    the dashboard show)."""
+    return (await connection.execute(LATEST_BATCH_WEEK)).scalar()
 
 
 # ---------------------------------------------------------------- serving method and skill

@@ -207,11 +207,6 @@ def _pick(
     return min(choices, key=score)
 
 
-async def latest_prediction_week(*, session: AsyncSession) -> dt.date | None:
-    """The most recent anchor week any prediction was made for (`shared.predictions.latest_batch_week`)."""
-    return await predictions.latest_batch_week(session)
-
-
 async def signal_choices(
     *, session: AsyncSession, week: dt.date, track_id: str | None = None
 ) -> list[SignalChoice]:
@@ -233,7 +228,7 @@ async def trending(
     trend_weeks: int = 26,
 ) -> TrendingView:
     """The latest week's predicted songs for one signal, ranked, with a short trend of each."""
-    week = await latest_prediction_week(session=session)
+    week = await predictions.latest_batch_week(session)
     if week is None:
         return TrendingView(week=None, signal=None)
     choices = await signal_choices(session=session, week=week)
@@ -474,6 +469,6 @@ async def status_view(*, session: AsyncSession) -> StatusView:
         ],
         tracks=int(tracks),
         demo_tracks=int(demo_tracks),
-        latest_prediction_week=await latest_prediction_week(session=session),
+        latest_prediction_week=await predictions.latest_batch_week(session),
         active_models=sorted(active),
     )

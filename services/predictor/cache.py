@@ -30,6 +30,7 @@ from sqlmodel import col
 
 from shared.metrics import REST_CACHE
 from shared.models import ChartEntry, Outbox, Prediction, Snapshot, SnapshotStage, Track, utcnow
+from shared.predictions import latest_batch_week
 
 from .reader import with_retry_on_dropped_connection
 
@@ -193,7 +194,7 @@ async def left_the_batch(
 
     async def read() -> tuple[set[str], dt.date | None]:
         async with reader.connect() as connection:
-            week = await _scalar(connection, select(func.max(col(Prediction.week))))
+            week = await latest_batch_week(connection)
             if previous_week is None or week == previous_week:
                 return set(), week
             query = select(col(Prediction.track_id)).where(col(Prediction.week) == previous_week).distinct()

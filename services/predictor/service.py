@@ -32,7 +32,7 @@ from shared.forecasting.registry import ArtifactError, active_versions, load_ver
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
-from shared.predictions import latest_data_week, trending_ids
+from shared.predictions import latest_batch_week, latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
@@ -294,7 +294,7 @@ async def prune_predictions(*, sessions: async_sessionmaker[AsyncSession], keep_
     if keep_weeks <= 0:
         return 0
     async with sessions() as session:
-        newest = (await session.exec(select(func.max(col(Prediction.week))))).scalar()  # type: ignore[call-overload]
+        newest = await latest_batch_week(session)
     if newest is None:
         return 0
     cutoff = add_weeks(newest, -(keep_weeks - 1))

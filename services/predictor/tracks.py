@@ -36,6 +36,7 @@ from shared.events import TrackPrediction
 from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
 from shared.predictions import (
+    LATEST_BATCH_WEEK,
     PREDICTION_FIELDS,
     HistoryPoint,
     merge_history,
@@ -110,11 +111,6 @@ def _part(kind: int, columns: dict[str, Any]) -> Select[Any]:
     )
 
 
-def _latest_batch_week() -> Any:
-    latest = Prediction.__table__.alias("latest")  # type: ignore[attr-defined]
-    return select(func.max(latest.c.week)).scalar_subquery()
-
-
 def _song_rows() -> tuple[Any, Any, Any]:
     """Everything a forecast response needs, as three selects over the song ids, rows of `ROW_COLUMNS`:
 
@@ -133,7 +129,8 @@ def _song_rows() -> tuple[Any, Any, Any]:
     songs = _part(SONG, {
         "track_id": col(Track.id), "name": col(Track.name), "artists": col(Track.artist_names),
         "album_id": col(Track.album_id), "release_date": col(Track.release_date), "demo": col(Track.is_demo),
-        "batch_week": _latest_batch_week(), **{name: p.c[name] for name in PREDICTION_FIELDS[1:]},
+        "batch_week": LATEST_BATCH_WEEK.scalar_subquery(),
+        **{name: p.c[name] for name in PREDICTION_FIELDS[1:]},
     }).where(col(Track.id).in_(ids))  # fmt: skip
     latest_week = (
         select(func.max(q.c.week))
