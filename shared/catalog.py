@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import MergeRule, _merged, session_scope, upsert
+from shared.db import MergeRule, _merged, in_chunks, session_scope, upsert
 from shared.models import Album, Artist, Snapshot, SnapshotStage, Track, TrackArtist, utcnow
 from shared.spotify import models as sp
 from shared.spotify.client import SpotifyClient
@@ -124,8 +124,7 @@ def track_artist_rows(tracks: Iterable[sp.Track]) -> list[dict[str, Any]]:
 async def known_ids(session: AsyncSession, column: Any, ids: Sequence[str]) -> set[str]:
     """Which of `ids` are already stored in `column` (chunked IN queries)."""
     found: set[str] = set()
-    for start in range(0, len(ids), 1000):
-        part = ids[start : start + 1000]
+    for part in in_chunks(ids):
         found.update((await session.exec(select(column).where(column.in_(part)))).all())
     return found
 

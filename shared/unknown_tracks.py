@@ -9,10 +9,8 @@ from collections.abc import Iterable, Sequence
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from shared.db import upsert
+from shared.db import in_chunks, upsert
 from shared.models import UnknownTrack, utcnow
-
-CHUNK = 1000  # ids per IN list
 
 
 async def remember_unknown(session: AsyncSession, track_ids: Iterable[str]) -> int:
@@ -29,9 +27,9 @@ async def recently_unknown(session: AsyncSession, track_ids: Sequence[str], *, r
     since = utcnow() - dt.timedelta(days=retry_days)
     found: set[str] = set()
     ids = list(dict.fromkeys(track_ids))
-    for start in range(0, len(ids), CHUNK):
+    for part in in_chunks(ids):
         query = select(col(UnknownTrack.track_id)).where(
-            col(UnknownTrack.track_id).in_(ids[start : start + CHUNK]), col(UnknownTrack.checked_at) >= since
+            col(UnknownTrack.track_id).in_(part), col(UnknownTrack.checked_at) >= since
         )
         found.update((await session.exec(query)).all())
     return found

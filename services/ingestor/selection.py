@@ -13,6 +13,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import TRACK_ID_RE, Chart
+from shared.db import in_chunks
 from shared.ids import SPOTIFY_ID_LENGTH
 from shared.models import Album, Snapshot, SnapshotStage, Track
 from shared.spotify import models as sp
@@ -63,8 +64,7 @@ async def fetched_this_week(*, session: AsyncSession, week: dt.date, ids: Sequen
     """Songs with a popularity from the API for `week` already (staged by a paused run, or published)."""
     found: set[str] = set()
     for model in (SnapshotStage, Snapshot):
-        for start in range(0, len(ids), 1000):
-            part = list(ids[start : start + 1000])
+        for part in in_chunks(ids):
             query = select(col(model.track_id)).where(
                 model.week == week,  # type: ignore[arg-type]
                 model.popularity_source == "api",  # type: ignore[arg-type]
@@ -87,8 +87,7 @@ async def never_enriched(*, session: AsyncSession) -> set[str]:
 async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:
     """Tracks whose metadata came from the API already (their album is stored too)."""
     found: set[str] = set()
-    for start in range(0, len(ids), 1000):
-        part = list(ids[start : start + 1000])
+    for part in in_chunks(ids):
         with_album = select(col(Track.id)).join(Album, col(Album.id) == col(Track.album_id))
         query = with_album.where(col(Track.id).in_(part))
         found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]

@@ -51,12 +51,6 @@ class ChartSet:
         """Log streams at t+H, or the floor at t+H for a song that fell off the chart."""
         return np.where(self.charted, self.future_level, self.future_floor)
 
-    @property
-    def future_excess(self) -> np.ndarray:
-        """How far above its chart's floor the song is at t+H (0 when it fell off the chart)."""
-        excess = np.maximum(0.0, np.nan_to_num(self.future_level) - self.future_floor)
-        return np.where(self.charted, excess, 0.0)
-
     def take(self, mask: np.ndarray) -> ChartSet:
         return ChartSet(
             self.X[mask].reset_index(drop=True),

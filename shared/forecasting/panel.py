@@ -46,6 +46,7 @@ def day_index(day: dt.date) -> int:
 
 
 def day_date(index: int) -> dt.date:
+    """The date of day `index` (days since 1970: `day_index` inverted)."""
     return EPOCH_DAY + dt.timedelta(days=int(index))
 
 
@@ -61,10 +62,6 @@ class ChartPanel:
     entries: pd.DataFrame  # track, region, week, rank, streams, log_streams, artist, name
     charts: pd.DataFrame  # region, week, log_floor
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # derived frames
-
-    @property
-    def n_weeks(self) -> int:
-        return int(self.charts["week"].nunique()) if len(self.charts) else 0
 
     def weeks(self) -> np.ndarray:
         return np.sort(self.charts["week"].unique())

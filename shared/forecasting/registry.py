@@ -45,14 +45,6 @@ class ForecastBundle:
     cold_start: bool = False
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_artifact(bundle: ForecastBundle, models_dir: Path, version: str) -> tuple[Path, str]:
     """Write the bundle to `<models_dir>/<version>.joblib`; returns its path and sha256."""
     models_dir.mkdir(parents=True, exist_ok=True)
