@@ -3,7 +3,7 @@
 One run:
   1. fills a throwaway MariaDB database (SQLite when MariaDB is unreachable) with 100,000 songs and
      `--weeks` weekly snapshots each, plus a weekly top-200 chart, straight through `shared.db.upsert`;
-  2. batch-scores all 100,000 songs with `shared.forecasting.forecast_tracks` (target < 1 s) and stores the
+  2. batch-scores all 100,000 songs with `shared.forecasting.score_from_store` (target < 1 s) and stores the
      predictions as the predictor does after `db-updated`;
   3. starts the predictor (uvicorn, one process) and, beside it, a bare FastAPI app (same uvicorn settings,
      one endpoint returning a constant) as the baseline, and waits until the predictor has built the

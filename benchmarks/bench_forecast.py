@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import shutil
 import statistics
@@ -75,10 +76,15 @@ def quick(signal: str, original: Any = training.default_config) -> dict[str, Any
     return config
 
 
-async def timed(session: Any, settings: Settings, ids: list[str] | None, scoped: bool) -> tuple[float, Any]:
+async def timed(
+    session: Any, settings: Settings, week: dt.date, ids: list[str], scoped: bool
+) -> tuple[float, Any]:
     start = time.perf_counter()
-    forecast = scoring.forecast_tracks if scoped else forecast_full_load
-    out = await forecast(session=session, settings=settings, track_ids=ids, horizons=(26, 52))
+    if scoped:
+        anchors = dict.fromkeys(ids, week)
+        out = await scoring.forecast_tracks(session=session, settings=settings, anchors=anchors)
+    else:
+        out = await forecast_full_load(session=session, settings=settings, week=week, track_ids=ids)
     return time.perf_counter() - start, [p.model_dump() for p in out]
 
 
@@ -107,12 +113,12 @@ async def measure(url: str, repeat: int) -> dict[str, dict[str, float]]:
                 .all()
             )
             ids = list(dict.fromkeys(charted))
-            for label, chosen in (("one song", ids[:1]), ("ten songs", ids[:10]), ("trending", None)):
+            for label, chosen in (("one song", ids[:1]), ("ten songs", ids[:10]), ("trending", ids)):
                 times: dict[bool, list[float]] = {True: [], False: []}
                 answers: dict[bool, Any] = {}
                 for _ in range(repeat):
                     for scoped in (False, True):
-                        seconds, answers[scoped] = await timed(session, settings, chosen, scoped)
+                        seconds, answers[scoped] = await timed(session, settings, week, chosen, scoped)
                         times[scoped].append(seconds)
                 assert answers[True], f"{label}: nothing forecast, the figures would mean nothing"
                 assert answers[True] == answers[False], f"{label}: scoped and full forecasts differ"

@@ -7,7 +7,8 @@ One run:
   2. fits and activates real models (the production configuration, 200 boosting rounds) for both signals
      and both horizons, on synthetic chart and popularity histories (the benchmark's own data has too few
      weeks to learn a 26-week horizon), so scoring includes model inference;
-  3. baseline: `forecast_tracks`' full-load path for every song (reads every row, features of every row);
+  3. baseline: the full-load reference (`tests/forecast_reference.py`) for every song (reads every row,
+     features of every row);
   4. the resident store: cold load (first read from the database), scoring on the warm store (features of
      the anchor week + inference + the columnar result, `ScoredBatch`: the < 1 s target), one new week
      written to the database, its incremental refresh, scoring again, then, timed apart, what the predictor
@@ -225,7 +226,9 @@ async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart
     try:
         week = current_week()
         async with sessions() as session:  # artifacts loaded and verified once, before any timing
-            await scoring.forecast_tracks(session=session, settings=settings, week=week, track_ids=ids[:5])
+            await scoring.forecast_tracks(
+                session=session, settings=settings, anchors=dict.fromkeys(ids[:5], week)
+            )
         out["baseline_seconds"], baseline = await timed(lambda: full_load(week))
         out["cold"] = await refresh(week)
         out["scoring"], batch = await score(week)

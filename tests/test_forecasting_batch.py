@@ -19,7 +19,7 @@ from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry
 from shared.predictions import Serving, predictions_from_rows, serving_of
 from shared.weeks import week_of
-from tests.forecast_reference import forecast_full_load
+from tests.forecast_reference import batch_songs, forecast_full_load
 from tests.test_forecasting_scoped import store
 
 pytestmark = pytest.mark.usefixtures("quick_models")
@@ -48,7 +48,8 @@ async def scored(
     session: AsyncSession, settings: Settings, panels: PanelStore, week: dt.date
 ) -> tuple[ScoredBatch, list[dict[str, Any]]]:
     """The store's batch (26 and 52 weeks) and the full load's answers of the same songs."""
-    batch = await score_from_store(session=session, settings=settings, store=panels, week=week)
+    week, ids = await batch_songs(session, week)
+    batch = await score_from_store(session=session, settings=settings, store=panels, week=week, track_ids=ids)
     full = await forecast_full_load(
         session=session, settings=settings, week=week, track_ids=batch.ids, horizons=(26, 52)
     )

@@ -21,7 +21,7 @@ from shared.forecasting.panel import week_index
 from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts
 from shared.models import Album, ChartEntry, Snapshot, Track
 from shared.weeks import week_of
-from tests.forecast_reference import forecast_full_load
+from tests.forecast_reference import batch_songs, forecast_full_load
 
 HORIZONS = (26,)
 
@@ -96,11 +96,13 @@ def dumped(predictions: list[TrackPrediction]) -> list[dict[str, Any]]:
 async def both_ways(
     session: AsyncSession, settings: Settings, ids: list[str] | None, week: dt.date | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    week, trending = await batch_songs(session, week)
+    songs = list(dict.fromkeys(trending if ids is None else ids))
     scoped = await forecast_tracks(
-        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
+        session=session, settings=settings, anchors=dict.fromkeys(songs, week), horizons=HORIZONS
     )
     full = await forecast_full_load(
-        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
+        session=session, settings=settings, week=week, track_ids=songs, horizons=HORIZONS
     )
     return dumped(scoped), dumped(full)
 

@@ -15,11 +15,11 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
-from shared.forecasting import PanelStore, forecast_from_store, train_and_register
+from shared.forecasting import PanelStore, score_from_store, train_and_register
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, Snapshot, Track
 from shared.weeks import add_weeks, week_of
-from tests.forecast_reference import forecast_full_load
+from tests.forecast_reference import batch_songs, forecast_full_load
 from tests.test_forecasting_scoped import store
 
 pytestmark = pytest.mark.usefixtures("quick_models")
@@ -32,10 +32,14 @@ async def both(
     session: AsyncSession, settings: Settings, panels: PanelStore, week: dt.date | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Forecasts of the week's trending songs from the store and from the full load."""
-    resident = await forecast_from_store(
-        session=session, settings=settings, store=panels, week=week, horizons=HORIZONS
+    week, ids = await batch_songs(session, week)
+    batch = await score_from_store(
+        session=session, settings=settings, store=panels, week=week, track_ids=ids, horizons=HORIZONS
     )
-    full = await forecast_full_load(session=session, settings=settings, week=week, horizons=HORIZONS)
+    resident = batch.predictions()
+    full = await forecast_full_load(
+        session=session, settings=settings, week=week, track_ids=ids, horizons=HORIZONS
+    )
     return [p.model_dump() for p in resident], [p.model_dump() for p in full]
 
 
@@ -122,6 +126,7 @@ async def test_store_follows_emptied_tables(
     panels = PanelStore()
     async with sessions() as session:
         await panels.refresh(session)
+        week, ids = await batch_songs(session)
         assert len(panels.panels()[0].entries) > 0
         for table in (ChartEntry, Snapshot, Track):
             await session.execute(delete(table))
@@ -130,4 +135,7 @@ async def test_store_follows_emptied_tables(
         await panels.refresh(session)
         chart, popularity = panels.panels()
         assert len(chart.entries) == 0 and len(popularity.obs) == 0
-        assert await forecast_from_store(session=session, settings=settings, store=panels) == []
+        emptied = await score_from_store(
+            session=session, settings=settings, store=panels, week=week, track_ids=ids
+        )
+        assert ids and len(emptied) == 0 and emptied.predictions() == []

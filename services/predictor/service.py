@@ -74,31 +74,23 @@ def forecast_settings(settings: PredictorSettings) -> PredictorSettings:
     return settings
 
 
-async def forecast(
-    *, session: AsyncSession, settings: PredictorSettings, week: dt.date, track_ids: Sequence[str]
-) -> list[TrackPrediction]:
-    """`shared.forecasting.forecast_tracks` with `forecast_settings` (on-demand forecasts of a few songs)."""
-    return await forecasting.forecast_tracks(
-        session=session, settings=forecast_settings(settings), week=week, track_ids=list(track_ids)
-    )
-
-
 async def forecast_at(
     *, session: AsyncSession, settings: PredictorSettings, anchors: dict[str, dt.date]
 ) -> list[TrackPrediction]:
-    """On-demand forecasts of songs each at its own anchor week: one load and scoring shared by all of
-    them (`shared.forecasting.forecast_tracks_at`), or with `rest_shared_scoring` off the plain way, one
-    `forecast` per week (the benchmark's baseline; the same answers)."""
+    """On-demand forecasts of songs each at its own anchor week (`shared.forecasting.forecast_tracks` with
+    `forecast_settings`): one load and scoring shared by all of them, or with `rest_shared_scoring` off one
+    call per week (the benchmark's baseline; the same answers)."""
+    settings = forecast_settings(settings)
     if settings.rest_shared_scoring:
-        return await forecasting.forecast_tracks_at(
-            session=session, settings=forecast_settings(settings), anchors=anchors
-        )
+        return await forecasting.forecast_tracks(session=session, settings=settings, anchors=anchors)
     by_week: dict[dt.date, list[str]] = {}
     for track_id, week in anchors.items():
         by_week.setdefault(week, []).append(track_id)
     predictions: list[TrackPrediction] = []
     for week, ids in by_week.items():
-        predictions += await forecast(session=session, settings=settings, week=week, track_ids=ids)
+        predictions += await forecasting.forecast_tracks(
+            session=session, settings=settings, anchors=dict.fromkeys(ids, week)
+        )
     return predictions
 
 

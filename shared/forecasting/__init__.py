@@ -1,20 +1,13 @@
 """Forecasting: dataset builder, features, models, backtests, registry and the services' entry points.
 
-Entry points: `train_and_register` (trainer), `forecast_tracks`, and `forecast_from_store` or
-`score_from_store` (its columns) with a resident `PanelStore` (predictor), `run_eval` and `format_eval_table`
-(`songpop eval`).
+Entry points: `train_and_register` (trainer), `score_from_store` (the predictor's batch, from a resident
+`PanelStore`), `forecast_tracks` (on-demand answers), `run_eval` and `format_eval_table` (`songpop eval`).
 """
 
 from shared.forecasting.evaluation import format_eval_table, run_eval
 from shared.forecasting.panel import NotEnoughData
 from shared.forecasting.registry import ArtifactError, TamperedArtifact
-from shared.forecasting.scoring import (
-    ScoredBatch,
-    forecast_from_store,
-    forecast_tracks,
-    forecast_tracks_at,
-    score_from_store,
-)
+from shared.forecasting.scoring import ScoredBatch, forecast_tracks, score_from_store
 from shared.forecasting.store import PanelStore
 from shared.forecasting.training import train_and_register
 
@@ -24,9 +17,7 @@ __all__ = [
     "PanelStore",
     "ScoredBatch",
     "TamperedArtifact",
-    "forecast_from_store",
     "forecast_tracks",
-    "forecast_tracks_at",
     "format_eval_table",
     "run_eval",
     "score_from_store",

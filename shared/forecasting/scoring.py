@@ -1,7 +1,7 @@
 """Scoring: forecasts of songs with the active models, as columns (`ScoredBatch`) or `TrackPrediction`s.
 
-Entry points: `score_from_store` (the predictor's batch, from a resident `PanelStore`) and `forecast_tracks`
-/ `forecast_tracks_at` (on-demand answers, from only the rows the songs' features read).
+Two entry points: `score_from_store` (the predictor's batch, from a resident `PanelStore`) and
+`forecast_tracks` (on-demand answers, from only the rows the songs' features read).
 """
 
 from __future__ import annotations
@@ -26,16 +26,11 @@ from shared.events import PERSISTENCE, Forecast, TrackPrediction
 from shared.forecasting.features import anchor_chart_features, anchor_popularity_features
 from shared.forecasting.inference import compile_forecaster
 from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
-from shared.forecasting.queries import (
-    load_chart_panel,
-    load_popularity_panel,
-    scoped_panels,
-    song_names,
-)
+from shared.forecasting.queries import load_chart_panel, load_popularity_panel, scoped_panels, song_names
 from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
 from shared.forecasting.store import PanelStore
 from shared.models import ModelVersion
-from shared.predictions import Serving, latest_data_week, serving_of, trending_ids
+from shared.predictions import Serving, serving_of
 from shared.signals import Signal
 from shared.weeks import week_of
 
@@ -330,48 +325,18 @@ async def forecast_tracks(
     *,
     session: AsyncSession,
     settings: Settings,
-    week: dt.date | None = None,
-    track_ids: Sequence[str] | None = None,
-    horizons: Sequence[int] = (26, 52),
-) -> list[TrackPrediction]:
-    """Forecasts (streams and popularity, 26 and 52 weeks) of songs from their data in `week`.
-
-    `track_ids` None means the trending songs of that week (default: the latest week with data). Songs
-    without data that week are left out. With no usable active model, a persistence forecast flagged
-    `cold_start` (model_version "persistence") stands in, never a silent constant. Only the rows the
-    songs' features read are loaded (see `queries.scoped_panels`).
-    """
-    anchor = week or await latest_data_week(session)
-    if anchor is None:
-        return []
-    anchor = week_of(anchor)
-    ids = list(track_ids) if track_ids is not None else await trending_ids(session, anchor)
-    if not ids:
-        return []
-    versions = await active_versions(session)
-    names = await song_names(session, ids)
-    panels = await scoped_panels(session, anchor, ids, names, settings.demo)
-    if panels is None:
-        panels = (
-            await load_chart_panel(session, max_week=anchor, demo=settings.demo),
-            (await load_popularity_panel(session, max_week=anchor, demo=settings.demo))[0],
-        )
-    return predict(
-        *panels, anchor=anchor, ids=ids, versions=versions, names=names, settings=settings, horizons=horizons
-    )
-
-
-async def forecast_tracks_at(
-    *,
-    session: AsyncSession,
-    settings: Settings,
     anchors: Mapping[str, dt.date],
     horizons: Sequence[int] = (26, 52),
 ) -> list[TrackPrediction]:
-    """`forecast_tracks` of songs each at its own anchor week (`anchors`: song id -> week), as the same
-    songs' `forecast_tracks` week by week would give, with one load (the songs' rows up to the latest
-    anchor) and its derived indexes shared by every week: anchor features read only the rows up to their
-    week, so no week needs a panel of its own."""
+    """On-demand forecasts (streams and popularity, 26 and 52 weeks) of songs, each from its data in its
+    own anchor week (`anchors`: song id -> week); songs without data that week are left out. With no
+    usable active model, a persistence forecast flagged `cold_start` (model_version "persistence") stands
+    in, never a silent constant.
+
+    One load serves every week: only the rows the songs' features read, up to the latest anchor
+    (`queries.scoped_panels`; every row when that is cheaper), and anchor features read only the rows up
+    to their own week, so no week needs a panel of its own.
+    """
     by_week: dict[dt.date, list[str]] = {}
     for track_id, week in anchors.items():
         by_week.setdefault(week_of(week), []).append(track_id)
@@ -395,45 +360,24 @@ async def forecast_tracks_at(
     return predictions
 
 
-async def forecast_from_store(
-    *,
-    session: AsyncSession,
-    settings: Settings,
-    store: PanelStore,
-    week: dt.date | None = None,
-    track_ids: Sequence[str] | None = None,
-    horizons: Sequence[int] = (26, 52),
-    timings: dict[str, float] | None = None,
-) -> list[TrackPrediction]:
-    """`forecast_tracks` from a resident `PanelStore` (refreshed by the caller) instead of the database's
-    rows: the same answers, with only the active models and the trending songs read from the database.
-    `timings`, when given, receives the seconds spent in features and in model inference."""
-    batch = await score_from_store(
-        session=session, settings=settings, store=store, week=week, track_ids=track_ids, horizons=horizons,
-        timings=timings,
-    )  # fmt: skip
-    return batch.predictions()
-
-
 async def score_from_store(
     *,
     session: AsyncSession,
     settings: Settings,
     store: PanelStore,
-    week: dt.date | None = None,
-    track_ids: Sequence[str] | None = None,
+    week: dt.date,
+    track_ids: Sequence[str],
     horizons: Sequence[int] = (26, 52),
     timings: dict[str, float] | None = None,
 ) -> ScoredBatch:
-    """`forecast_from_store` as columns (`ScoredBatch`): the batch scoring, objects built only if asked."""
-    empty = ScoredBatch([], [], {}, settings.demo)
-    anchor = week or await latest_data_week(session)
-    if anchor is None:
-        return empty
-    anchor = week_of(anchor)
-    ids = list(track_ids) if track_ids is not None else await trending_ids(session, anchor)
+    """The predictor's batch: forecasts of the songs `track_ids` from their data in `week`, read from a
+    resident `PanelStore` (refreshed by the caller; only the active models come from the database), as
+    columns (`ScoredBatch`: `TrackPrediction` objects only if asked for). The same answers as
+    `forecast_tracks` of the same songs at that week. `timings`, when given, receives the seconds spent
+    building panels, in features and in model inference."""
+    anchor, ids = week_of(week), list(track_ids)
     if not ids:
-        return empty
+        return ScoredBatch([], [], {}, settings.demo)
     versions = await active_versions(session)
     with _timed(timings, "panels"):  # built once per refresh: free on a warm store
         chart_panel, popularity = await asyncio.to_thread(store.panels, anchor)
