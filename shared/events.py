@@ -41,11 +41,6 @@ class Topics:
     def predictions_latest(self) -> str:
         return f"{self.root}/predictions/latest"
 
-    @property
-    def predictions_tracks(self) -> str:
-        """Wildcard filter for every per-song prediction topic."""
-        return f"{self.root}/predictions/tracks/+"
-
     def prediction_for(self, track_id: str) -> str:
         return f"{self.root}/predictions/tracks/{track_id}"
 

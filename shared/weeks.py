@@ -20,8 +20,3 @@ def current_week() -> dt.date:
 def add_weeks(week: dt.date, n: int) -> dt.date:
     """The Monday `n` weeks after (or before, if negative) `week`."""
     return week + dt.timedelta(weeks=n)
-
-
-def weeks_between(start: dt.date, end: dt.date) -> int:
-    """Whole weeks from the week of `start` to the week of `end`."""
-    return (week_of(end) - week_of(start)).days // 7
