@@ -20,7 +20,7 @@ from shared.models import ChartEntry
 from shared.predictions import Serving, predictions_from_rows, serving_of
 from shared.weeks import week_of
 from tests.forecast_reference import batch_songs, forecast_full_load
-from tests.test_forecasting_scoped import store
+from tests.forecasting_support import store_charts
 
 pytestmark = pytest.mark.usefixtures("quick_models")
 
@@ -60,7 +60,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
-    await store(sessions, frame)
+    await store_charts(sessions, frame)
     week = week_of(frame["week"].max())
     panels = PanelStore()
     async with sessions() as session:  # no model yet: persistence everywhere

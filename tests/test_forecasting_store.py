@@ -20,7 +20,7 @@ from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, Snapshot, Track
 from shared.weeks import add_weeks, week_of
 from tests.forecast_reference import batch_songs, forecast_full_load
-from tests.test_forecasting_scoped import store
+from tests.forecasting_support import store_charts
 
 pytestmark = pytest.mark.usefixtures("quick_models")
 
@@ -51,7 +51,7 @@ async def test_store_forecasts_equal_the_full_load_and_see_every_change(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
     frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
-    await store(sessions, frame)
+    await store_charts(sessions, frame)
     activated = await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)
     assert {v.signal for v in activated} == {"streams", "popularity"}
     panels = PanelStore()
@@ -107,7 +107,7 @@ async def test_store_forecasts_equal_the_full_load_and_see_every_change(
     newcomer = "0000000000000newcomer0"
     rows = now.assign(week=pd.Timestamp(new_week).date(), streams=now["streams"] + 7)
     rows = pd.concat([rows, rows.head(1).assign(track=newcomer, rank=999)])
-    await store(sessions, rows)
+    await store_charts(sessions, rows)
     async with sessions() as session:
         added = await panels.refresh(session)
         if session.bind.dialect.name == "mysql":  # type: ignore[union-attr]
@@ -122,7 +122,7 @@ async def test_store_forecasts_equal_the_full_load_and_see_every_change(
 async def test_store_follows_emptied_tables(
     sessions: async_sessionmaker[AsyncSession], settings: Settings
 ) -> None:
-    await store(sessions, synthetic_charts(regions=2, weeks=8, size=20, seed=5))
+    await store_charts(sessions, synthetic_charts(regions=2, weeks=8, size=20, seed=5))
     panels = PanelStore()
     async with sessions() as session:
         await panels.refresh(session)

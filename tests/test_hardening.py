@@ -24,8 +24,8 @@ from shared.mqtt import make_client, publish_model, topics
 from shared.weeks import current_week
 from tests.dashboard_support import dashboard_settings, running_dashboard
 from tests.predictor_support import predictor_settings
+from tests.security_support import EVIL, tampered_artifact
 from tests.servers import serving
-from tests.test_security_artifacts import EVIL, tampered_artifact
 
 
 async def handled(sessions: Any, event_id: str, within: float = 20) -> None:

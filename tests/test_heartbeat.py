@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from services.cli import app
 from services.cli.jobs import EXIT_FAILED
-from tests.test_ingest_cli import environment
+from tests.cli_support import environment
 
 SONGPOP = Path(sys.executable).parent / "songpop"
 BEAT = 0.3  # seconds: stale after three missed beats

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -15,8 +14,8 @@ from services.cli.jobs import EXIT_CONFIG, EXIT_FAILED, EXIT_PAUSED, EXIT_UNREAC
 from services.ingestor import main as ingestor_main
 from shared.charts import iter_chart_paths, read_chart
 from shared.models import ChartEntry, ChartFile, IngestRun, Snapshot
+from tests.cli_support import environment
 from tests.ingest_support import (
-    Emulator,
     all_rows,
     chart_entries,
     count,
@@ -32,23 +31,6 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REGIONS = ("br", "de", "es", "fr", "gb", "global", "in", "it", "us")
 CHART_FOLDERS = [f"charts-weekly-2017-2020/{r}" for r in REGIONS] + ["charts-it-daily-monthly-2020-2021"]
 LIMIT = 2
-
-
-def environment(settings: Any, spotify: Emulator | None = None, **overrides: str) -> dict[str, str]:
-    """SONGPOP_* variables pointing the command at this test's database, broker and emulator."""
-    env = {
-        "SONGPOP_DATABASE_URL": settings.database_url,
-        "SONGPOP_MQTT_URL": settings.mqtt_url,
-        "SONGPOP_MQTT_TOPIC_ROOT": settings.mqtt_topic_root,
-        "SONGPOP_MQTT_CLIENT_PREFIX": settings.mqtt_client_prefix,
-        "SONGPOP_VAR_DIR": str(settings.var_dir),
-        "SONGPOP_CHARTS_DIR": str(settings.charts_dir),
-        "SONGPOP_LOG_LEVEL": "WARNING",
-    }
-    if spotify is not None:
-        env.update(SONGPOP_SPOTIFY_API_URL=f"{spotify.url}/v1", SONGPOP_SPOTIFY_ACCOUNTS_URL=spotify.url)
-    env.update({f"SONGPOP_{key.upper()}": value for key, value in overrides.items()})
-    return env
 
 
 async def songpop(args: list[str], env: dict[str, str]) -> Result:

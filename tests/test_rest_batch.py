@@ -17,8 +17,8 @@ from shared.config import Settings
 from shared.forecasting import forecast_tracks, train_and_register
 from shared.forecasting.synthetic import synthetic_charts
 from shared.weeks import week_of
+from tests.forecasting_support import store_charts
 from tests.predictor_support import predictor_settings
-from tests.test_forecasting_scoped import store
 
 pytestmark = pytest.mark.usefixtures("quick_models")
 HORIZONS = (26,)
@@ -28,7 +28,7 @@ async def test_songs_at_many_anchor_weeks_forecast_as_week_by_week(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, engine
 ) -> None:  # type: ignore[no-untyped-def]
     frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
-    await store(sessions, frame)
+    await store_charts(sessions, frame)
     assert await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)
     last_week = frame.groupby("track")["week"].max().map(week_of)  # each song's latest data week
     weeks = sorted(last_week.unique())[-8:]

@@ -7,11 +7,7 @@ tested with the forecasting package.)"""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import pickle
-import uuid
-from pathlib import Path
 
 import httpx
 from sqlalchemy import select
@@ -22,29 +18,8 @@ from shared.events import DbUpdated, envelope
 from shared.models import ModelVersion, Prediction, ProcessedEvent
 from shared.mqtt import make_client, publish_model, topics
 from tests.predictor_support import WEEK, predictor_settings, running_emulator, seed_songs
+from tests.security_support import EVIL, tampered_artifact
 from tests.servers import serving
-
-EVIL = "popularity-26w-tampered"
-
-
-class _RunsCodeWhenUnpickled:
-    """Unpickling this calls Path.touch(marker): proof that a file was loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (Path.touch, (self.marker,))
-
-
-def tampered_artifact(models_dir: Path, marker: Path) -> tuple[Path, str]:
-    """An artifact file whose registered sha256 is that of the genuine bytes, while the file now holds
-    a code-running pickle."""
-    models_dir.mkdir(parents=True, exist_ok=True)
-    path = models_dir / f"{EVIL}.joblib"
-    genuine = b"the bytes the trainer wrote " + uuid.uuid4().bytes
-    path.write_bytes(pickle.dumps(_RunsCodeWhenUnpickled(marker)))
-    return path, hashlib.sha256(genuine).hexdigest()
 
 
 async def test_predictor_refuses_a_tampered_artifact_and_keeps_serving(  # type: ignore[no-untyped-def]

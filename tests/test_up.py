@@ -4,7 +4,6 @@ and stops cleanly on Ctrl+C."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -15,37 +14,7 @@ import pytest
 from shared.config import Settings
 from shared.events import Envelope, PredictionsLatest, parse
 from shared.mqtt import make_client, topics
-from tests.servers import free_port
-
-STARTUP_SECONDS = 240
-
-
-def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    emulator = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGPOP_")}
-    env.update(
-        SONGPOP_VAR_DIR=str(tmp_path / "var"),
-        SONGPOP_CHARTS_DIR=str(tmp_path / "charts"),
-        SONGPOP_MQTT_EMBEDDED_PORT=str(free_port()),
-        SONGPOP_DASHBOARD_PORT=str(free_port()),
-        SONGPOP_PREDICTOR_PORT=str(free_port()),
-        SONGPOP_SPOTIFY_API_URL=f"http://127.0.0.1:{emulator}/v1",
-        SONGPOP_SPOTIFY_ACCOUNTS_URL=f"http://127.0.0.1:{emulator}",
-        **extra,
-    )
-    return env
-
-
-async def wait_for_line(process: asyncio.subprocess.Process, marker: str, lines: list[str]) -> None:
-    assert process.stderr is not None
-    async with asyncio.timeout(STARTUP_SECONDS):
-        while True:
-            raw = await process.stderr.readline()
-            if not raw:
-                raise AssertionError("songpop up exited early:\n" + "".join(lines[-40:]))
-            lines.append(raw.decode(errors="replace"))
-            if marker in lines[-1]:
-                return
+from tests.cli_support import up_env, wait_for_line
 
 
 async def latest_predictions(settings: Settings) -> Envelope[PredictionsLatest]:

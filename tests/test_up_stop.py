@@ -15,7 +15,7 @@ import pytest
 from services.stack import EXIT_FORCED
 from shared.config import Settings
 from shared.mqtt import make_client, topics
-from tests.test_up import up_env, wait_for_line
+from tests.cli_support import up_env, wait_for_line
 
 STOP_SECONDS = 15
 CYCLES = [signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM]
