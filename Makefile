@@ -45,7 +45,7 @@ format: install  ## ruff format
 	$(BIN)/ruff format $(CODE)
 
 typecheck: install  ## mypy
-	$(BIN)/mypy shared services
+	$(BIN)/mypy  # shared, services and tests (pyproject.toml: strict; tests without required annotations)
 
 CHARTS := $(DATA)/charts-weekly-2017-2020
 LATER := $(DATA)/charts-weekly-2021-2024

@@ -114,7 +114,7 @@ def client_id(settings: Settings, service: str, *, unique: bool = False) -> str:
 
 
 def status_payload(service: str, state: str) -> bytes:
-    return envelope(service, ServiceStatus(service=service, state=state)).model_dump_json().encode()  # type: ignore[arg-type]
+    return envelope(service, ServiceStatus(service=service, state=state)).model_dump_json().encode()
 
 
 def make_client(

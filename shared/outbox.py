@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiomqtt
-from pydantic import BaseModel
 from sqlalchemy import func, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -32,8 +31,8 @@ def add_event(
     session: AsyncSession,
     *,
     topic: str,
-    event: Envelope[BaseModel],
-    retain: bool = False,  # type: ignore[type-var]
+    event: Envelope[Any],
+    retain: bool = False,
 ) -> Outbox:
     """Stage `event` for publishing; it becomes visible only if the surrounding transaction commits."""
     row = Outbox(

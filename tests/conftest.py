@@ -123,7 +123,7 @@ def settings(infra: Infra, topic_root: str, tmp_path: Path) -> Settings:
         mqtt_reconnect_seconds=0.2,
         var_dir=tmp_path / "var",
         charts_dir=tmp_path / "charts",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

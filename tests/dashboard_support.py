@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -53,7 +54,7 @@ def free_port() -> int:
 def dashboard_settings(settings: Settings, **overrides: object) -> DashboardSettings:
     """Dashboard settings on the test's database, broker and topic root, on a free port."""
     values = {**settings.model_dump(), "dashboard_port": free_port(), **overrides}
-    return DashboardSettings(**values, _env_file=None)  # type: ignore[call-arg]
+    return DashboardSettings(**values, _env_file=None)
 
 
 def past_popularity(song: Song, index: int, weeks_ago: int) -> int:
@@ -114,7 +115,7 @@ async def seed(
             update=["value"],
         )
         if with_chart:
-            chart = [
+            chart: list[dict[str, Any]] = [
                 {
                     "track_id": s.track_id,
                     "week": week,
@@ -143,7 +144,7 @@ async def seed_streams(
     region: str = "global",
 ) -> None:
     """Weekly chart positions and streams up to `week`, and 26/52-week streams predictions."""
-    chart = [
+    chart: list[dict[str, Any]] = [
         {
             "track_id": s.track_id,
             "week": add_weeks(week, -k),
@@ -154,7 +155,7 @@ async def seed_streams(
         for i, s in enumerate(items)
         for k in range(history_weeks)
     ]
-    current = {row["track_id"]: row["streams"] for row in chart if row["week"] == week}
+    current: dict[str, float] = {row["track_id"]: row["streams"] for row in chart if row["week"] == week}
     predictions = [
         {
             "track_id": s.track_id,
@@ -190,7 +191,7 @@ async def seed_streams(
         await session.commit()
 
 
-def prediction_event(items: Sequence[Song], *, shift: float, week: dt.date = WEEK):  # type: ignore[no-untyped-def]
+def prediction_event(items: Sequence[Song], *, shift: float, week: dt.date = WEEK):
     """An Envelope[PredictionsLatest] whose 26-week forecast of each song is `current + shift`."""
     predictions = [
         TrackPrediction(
@@ -224,7 +225,7 @@ def prediction_event(items: Sequence[Song], *, shift: float, week: dt.date = WEE
     return envelope("predictor", latest)
 
 
-async def publish_latest(settings: Settings, event) -> None:  # type: ignore[no-untyped-def]
+async def publish_latest(settings: Settings, event) -> None:
     """Publish a predictions event as the predictor does (QoS 1, retained)."""
     async with make_client(settings, "predictor-test", announce=False) as client:
         await publish_model(client, topics(settings).predictions_latest, event, retain=True)

@@ -46,7 +46,7 @@ class Emulator:
 @contextlib.asynccontextmanager
 async def emulator(mode: str = "development", *, week: dt.date = WEEK) -> AsyncIterator[Emulator]:
     """The Spotify emulator (2,000 songs) served on a free port."""
-    app = create_emulator(EmulatorConfig(mode=mode, n_tracks=2000, start_week=week))  # type: ignore[arg-type]
+    app = create_emulator(EmulatorConfig(mode=mode, n_tracks=2000, start_week=week))
     async with serving(app) as url:
         yield Emulator(url, app)
 
@@ -57,7 +57,7 @@ def ingestor_settings(settings: Settings, spotify: Emulator | None = None, **ext
     if spotify is not None:
         values.update(spotify_api_url=f"{spotify.url}/v1", spotify_accounts_url=spotify.url)
     values.update(extra)
-    return IngestorSettings(**values, _env_file=None)  # type: ignore[call-arg]
+    return IngestorSettings(**values, _env_file=None)
 
 
 def track_id(rng: random.Random) -> str:

@@ -94,7 +94,7 @@ async def store_batch_predictions(
     """Predictions as a batch run with trained models stores them: popularity for every song, streams
     for the first `charted` (round values: MariaDB reads FLOAT back to 6 significant digits). Returns
     (horizon, value, lower, upper, model version) per (song, signal)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n, track_id in enumerate(ids):
         signals = [("popularity", "", 60.0 + n)]
         signals += [("streams", "global", 4e6 + n * 10_000)] if n < charted else []
@@ -123,7 +123,7 @@ async def store_batch_predictions(
 def db_updated(run_id: int = 1, week: dt.date = WEEK, tracks: int = 12) -> Envelope[DbUpdated]:
     """A `db-updated` event as the ingestor publishes it."""
     data = DbUpdated(run_id=run_id, kind="update", week=week, tracks=tracks, snapshots=tracks)
-    return envelope("ingestor", data)  # type: ignore[return-value]
+    return envelope("ingestor", data)
 
 
 def predictor_settings(settings: Settings, emulator_url: str = "", **extra: Any) -> PredictorSettings:
@@ -135,7 +135,7 @@ def predictor_settings(settings: Settings, emulator_url: str = "", **extra: Any)
     )
     return PredictorSettings(
         **{**settings.model_dump(), **(spotify if emulator_url else {}), **extra},
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

@@ -62,7 +62,7 @@ class TcpProxy:
         """Abort every open connection (both sides) and refuse new ones until restore()."""
         self.is_open = False
         for transport in list(self._transports):
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]  # every transport here is a socket transport
         self._transports.clear()
 
     def drop(self) -> None:
@@ -95,11 +95,11 @@ class TcpProxy:
         self._transports.update((writer.transport, up_writer.transport))
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         try:
             await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             self._transports.difference_update((writer.transport, up_writer.transport))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -122,7 +122,7 @@ class TcpProxy:
 
 
 @pytest.fixture
-async def mysql_proxy(infra) -> AsyncIterator[TcpProxy]:  # type: ignore[no-untyped-def]
+async def mysql_proxy(infra) -> AsyncIterator[TcpProxy]:
     """A proxy in front of this test session's MariaDB (skipped on the embedded SQLite database)."""
     if not infra.database_url.startswith("mysql"):
         pytest.skip("needs MariaDB: the embedded SQLite database has no connection to cut")

@@ -72,7 +72,7 @@ async def _apply(
     """Empty the table, write `batches` (one transaction each) with `write`, return its rows without ids."""
     table = model.__table__  # type: ignore[attr-defined]
     async with sessions() as session:
-        await session.exec(table.delete())  # type: ignore[call-overload]
+        await session.exec(table.delete())
         await session.commit()
     for batch in batches:
         async with sessions() as session:
@@ -120,7 +120,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulkload, "LOAD_CHUNK", 400)
 
 
-async def test_snapshot_merge_rules_match(backend, small_chunks) -> None:  # type: ignore[no-untyped-def]
+async def test_snapshot_merge_rules_match(backend, small_chunks) -> None:
     first, second = _snapshots(1000, shift=0), _snapshots(1000, shift=1)  # 700 shared keys, 300 new
     rows = await _same_both_ways(
         backend, Snapshot, [first, second], keys=["track_id", "week"], update=SNAPSHOT_MERGE
@@ -135,7 +135,7 @@ async def test_snapshot_merge_rules_match(backend, small_chunks) -> None:  # typ
     ) or (song[6].replace(tzinfo=None) == (STAMP + dt.timedelta(seconds=1)).replace(tzinfo=None))
 
 
-async def test_prediction_replace_matches(backend, small_chunks) -> None:  # type: ignore[no-untyped-def]
+async def test_prediction_replace_matches(backend, small_chunks) -> None:
     def predictions(version: str, scale: float) -> list[dict[str, Any]]:
         return [
             {
@@ -159,7 +159,7 @@ async def test_prediction_replace_matches(backend, small_chunks) -> None:  # typ
     assert len(rows) == 1200 and {r[10] for r in rows} == {"v2"}
 
 
-async def test_insert_only_keeps_existing_and_fills_defaults(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_insert_only_keeps_existing_and_fills_defaults(backend) -> None:
     def chart(rank_shift: int) -> list[dict[str, Any]]:
         # no `source` nor `is_demo`: the columns' defaults apply
         return [
@@ -176,7 +176,7 @@ async def test_insert_only_keeps_existing_and_fills_defaults(backend) -> None:  
     assert {(r[5], bool(r[6])) for r in rows} == {("chart", False)}
 
 
-async def test_duplicate_keys_in_one_write(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicate_keys_in_one_write(backend) -> None:
     once = _snapshots(600, shift=0)
     again = [{**row, "popularity": None, "trending": True, "updated_at": STAMP} for row in once[:200]]
     rows = await _same_both_ways(
@@ -185,7 +185,7 @@ async def test_duplicate_keys_in_one_write(backend) -> None:  # type: ignore[no-
     assert len(rows) == 600
 
 
-async def test_large_writes_take_the_bulk_path(backend, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_large_writes_take_the_bulk_path(backend, monkeypatch) -> None:
     calls: list[int] = []
     original = db.bulk_upsert
 
@@ -205,7 +205,7 @@ async def test_large_writes_take_the_bulk_path(backend, monkeypatch) -> None:  #
     assert calls == [bulkload.MIN_ROWS]
 
 
-async def test_bad_values_fail_the_bulk_write_on_mariadb(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_values_fail_the_bulk_write_on_mariadb(backend) -> None:
     async with backend() as session:
         if (await session.connection()).dialect.name != "mysql":
             pytest.skip("SQLite does not check lengths")
@@ -217,7 +217,7 @@ async def test_bad_values_fail_the_bulk_write_on_mariadb(backend) -> None:  # ty
             )
 
 
-async def test_the_server_gets_no_other_file(backend) -> None:  # type: ignore[no-untyped-def]
+async def test_the_server_gets_no_other_file(backend) -> None:
     """A server asking for a file the client did not register (here: by our own statement) gets nothing."""
     async with backend() as session:
         connection = await session.connection()
@@ -228,4 +228,4 @@ async def test_the_server_gets_no_other_file(backend) -> None:  # type: ignore[n
                 "LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE chart_file (sha256)"
             )
     async with backend() as session:
-        assert (await session.exec(text("SELECT COUNT(*) FROM chart_file"))).scalar() == 0  # type: ignore[call-overload]
+        assert (await session.exec(text("SELECT COUNT(*) FROM chart_file"))).scalar() == 0

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SONGPOP_SERVICES = {"ingestor", "predictor", "trainer", "dashboard"}
 
 
-def compose() -> dict:  # type: ignore[type-arg]
+def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
@@ -94,7 +94,7 @@ def acl_users() -> set[str]:
     return {line.split()[1] for line in lines if line.startswith("user ")}
 
 
-def mounts(service: dict) -> dict[str, str]:  # type: ignore[type-arg]
+def mounts(service: dict) -> dict[str, str]:
     """Container path -> source (volume name or host path), without the :ro suffix."""
     result = {}
     for volume in service.get("volumes", []):

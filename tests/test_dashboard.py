@@ -29,32 +29,32 @@ SCRIPT_NAME = "<script>alert(1)</script>"
 WAIT = 10.0
 
 
-async def next_of_type(ws, kind: str) -> dict:  # type: ignore[no-untyped-def]
+async def next_of_type(ws, kind: str) -> dict:
     """The next websocket message of `kind` (within WAIT seconds)."""
     async with asyncio.timeout(WAIT):
         while True:
             message = json.loads(await ws.recv())
             if message["type"] == kind:
-                return message  # type: ignore[no-any-return]
+                return message
 
 
-async def next_of_type_any(ws) -> dict:  # type: ignore[no-untyped-def]
+async def next_of_type_any(ws) -> dict:
     """The next websocket message other than hello."""
     async with asyncio.timeout(WAIT):
         while True:
             message = json.loads(await ws.recv())
             if message["type"] != "hello":
-                return message  # type: ignore[no-any-return]
+                return message
 
 
 @pytest.fixture
-async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
+async def dashboard(settings, sessions):
     async with running_dashboard(dashboard_settings(settings)) as running:
         yield running
     await clear_retained(settings)
 
 
-async def test_trending_page_shows_rows_from_the_database(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_trending_page_shows_rows_from_the_database(sessions, dashboard) -> None:
     await seed(sessions, songs(3) + [Song("d" * 22, "Demo Song", demo=True, current=99.0)])
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         page = await http.get("/")
@@ -68,7 +68,7 @@ async def test_trending_page_shows_rows_from_the_database(sessions, dashboard) -
     assert len(api["rows"][0]["trend"]) == 12
 
 
-async def test_published_predictions_reach_every_open_page(settings, sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_published_predictions_reach_every_open_page(settings, sessions, dashboard) -> None:
     items = songs(5)
     await seed(sessions, items)
     event = prediction_event(items, shift=7.5)
@@ -85,7 +85,7 @@ async def test_published_predictions_reach_every_open_page(settings, sessions, d
     assert dashboard.app.state.feed.last_event_id == event.event_id
 
 
-async def test_only_changed_rows_are_sent_again(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_only_changed_rows_are_sent_again(settings, dashboard) -> None:
     items = songs(4)
     async with connect(dashboard.ws_url) as ws:
         await next_of_type(ws, "hello")
@@ -102,7 +102,7 @@ async def test_only_changed_rows_are_sent_again(settings, dashboard) -> None:  #
     assert sorted(r["track_id"] for r in rows) == sorted(s.track_id for s in items[1:])
 
 
-async def test_malformed_payload_is_skipped(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_malformed_payload_is_skipped(settings, dashboard) -> None:
     async with connect(dashboard.ws_url) as ws:
         await next_of_type(ws, "hello")
         async with make_client(settings, "bad-actor", announce=False) as client:
@@ -114,7 +114,7 @@ async def test_malformed_payload_is_skipped(settings, dashboard) -> None:  # typ
     assert dashboard.app.state.feed.malformed == 1
 
 
-async def test_song_names_are_escaped(settings, sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_song_names_are_escaped(settings, sessions, dashboard) -> None:
     evil = Song("e" * 22, SCRIPT_NAME, artists='"><img src=x onerror=alert(2)>')
     await seed(sessions, [evil])
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
@@ -126,7 +126,7 @@ async def test_song_names_are_escaped(settings, sessions, dashboard) -> None:  #
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
-async def test_a_client_that_falls_behind_is_dropped(dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_a_client_that_falls_behind_is_dropped(dashboard) -> None:
     hub: Hub = dashboard.app.state.hub
     async with connect(dashboard.ws_url) as slow:
         await next_of_type(slow, "hello")
@@ -153,20 +153,20 @@ async def test_hub_queues_stay_bounded() -> None:
     assert hub.dropped_total == 1 and len(hub) == 1
 
 
-async def test_health_probes(dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_health_probes(dashboard) -> None:
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
         ready = await http.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "database": True, "broker": True}
 
 
-async def test_unknown_song_is_404(dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_song_is_404(dashboard) -> None:
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         response = await http.get("/tracks/nosuchsong")
     assert response.status_code == 404 and "Song not found" in response.text
 
 
-async def test_a_new_model_is_announced_once(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_a_new_model_is_announced_once(settings, dashboard) -> None:
     event = envelope(
         "trainer", ModelUpdated(version="pop-26-v9", signal="popularity", horizon_weeks=26, kind="gbm")
     )
@@ -181,7 +181,7 @@ async def test_a_new_model_is_announced_once(settings, dashboard) -> None:  # ty
     assert kinds == ["model", "predictions"]
 
 
-async def test_open_pages_are_capped(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_open_pages_are_capped(settings) -> None:
     async with running_dashboard(dashboard_settings(settings, dashboard_ws_max_clients=2)) as running:
         async with connect(running.ws_url) as first, connect(running.ws_url) as second:
             await next_of_type(first, "hello")

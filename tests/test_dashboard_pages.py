@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import httpx
 import pytest
@@ -15,12 +16,12 @@ from tests.dashboard_support import WEEK, Song, dashboard_settings, running_dash
 
 
 @pytest.fixture
-async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
+async def dashboard(settings, sessions):
     async with running_dashboard(dashboard_settings(settings), wait_mqtt=False) as running:
         yield running
 
 
-async def test_track_page_carries_history_and_forecast(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_track_page_carries_history_and_forecast(sessions, dashboard) -> None:
     song = Song("t" * 22, "Long Road", "The Walkers", current=60.0)
     await seed(sessions, [song], history_weeks=20)
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
@@ -32,7 +33,7 @@ async def test_track_page_carries_history_and_forecast(sessions, dashboard) -> N
     assert page.text.count('"h": 26') + page.text.count('"h":26') == 1
 
 
-async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -> None:
     async with sessions() as session:
         session.add(
             ModelVersion(
@@ -56,7 +57,7 @@ async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -
     assert "demo" in html
 
 
-async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_status_page_shows_access_mode_runs_and_health(sessions, dashboard) -> None:
     async with sessions() as session:
         session.add(
             AppState(
@@ -124,10 +125,10 @@ def test_comparison_and_verdicts() -> None:
     assert verdict("mystery", 1.0, [2.0]) == ""
 
 
-async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashboard) -> None:
     items = [Song("x" * 22, "Low Pop High Chart", current=30.0), Song("y" * 22, "High Pop", current=95.0)]
     await seed(sessions, items, with_chart=True)  # chart ranks follow list order: x is #1
-    streams = [
+    streams: list[dict[str, Any]] = [
         {
             "track_id": s.track_id,
             "week": WEEK,
@@ -162,7 +163,7 @@ async def test_streams_view_ranks_by_chart_and_formats_compactly(sessions, dashb
     assert bad.status_code == 422
 
 
-async def test_database_down_gives_a_clear_503(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_database_down_gives_a_clear_503(settings) -> None:
     down = dashboard_settings(settings, database_url="mysql+asyncmy://root@127.0.0.1:1/nothing_here")
     async with running_dashboard(down) as running, httpx.AsyncClient(base_url=running.url) as http:
         page, api, ready = await http.get("/"), await http.get("/api/trending"), await http.get("/readyz")
@@ -184,12 +185,12 @@ def test_value_formatting() -> None:
     assert [fmt_value(v, "popularity") for v in (-0.4, 61.6, 104.0)] == ["0", "62", "100"]
 
 
-async def test_all_cold_start_forecasts_get_one_banner(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_all_cold_start_forecasts_get_one_banner(sessions, dashboard) -> None:
     await seed(sessions, [Song("c" * 22, "Cold One"), Song("k" * 22, "Cold Two")])
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         warm = (await http.get("/")).text
         async with sessions() as session:
-            await session.exec(update(Prediction).values(cold_start=True))  # type: ignore[call-overload]
+            await session.exec(update(Prediction).values(cold_start=True))
             await session.commit()
         cold = (await http.get("/")).text
     assert "Cold-start forecasts" not in warm and "Cold-start forecasts" in cold

@@ -46,7 +46,7 @@ def sample(metrics: str, name: str, **labels: str) -> float | None:
     return None
 
 
-async def seed_operations(sessions) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def seed_operations(sessions) -> dict[str, Any]:
     now = utcnow()
     next_ingest, next_training = now + dt.timedelta(days=3), now + dt.timedelta(days=3, hours=6)
     async with session_scope(sessions) as session:
@@ -75,7 +75,7 @@ async def seed_operations(sessions) -> dict[str, Any]:  # type: ignore[no-untype
     return {"next_ingest": next_ingest, "next_training": next_training}
 
 
-async def test_metrics_show_latency_mqtt_ingest_models_and_schedules(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_metrics_show_latency_mqtt_ingest_models_and_schedules(settings, sessions) -> None:
     expected = await seed_operations(sessions)
     app = create_app(predictor_settings(settings))
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
@@ -124,14 +124,14 @@ async def test_metrics_show_latency_mqtt_ingest_models_and_schedules(settings, s
 
 
 def test_topic_kinds_are_few() -> None:
-    t = topics(Settings(_env_file=None))  # type: ignore[call-arg]
+    t = topics(Settings(_env_file=None))
     assert topic_kind(t.prediction_for("4uLU6hMCjMI75M1A2tKUQC")) == "predictions/tracks"
     assert topic_kind(t.db_updated) == "events/db-updated"
     assert topic_kind(t.alert("moved")) == "alerts/moved"
     assert topic_kind("elsewhere/x") == "other"
 
 
-async def test_ingestor_service_records_its_next_run(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_ingestor_service_records_its_next_run(settings, sessions) -> None:
     ingestor = IngestorSettings(**{**settings.model_dump(), "ingest_cron": "0 6 1 1 *"}, _env_file=None)
     service = asyncio.create_task(serve_ingestor(ingestor))
     try:
@@ -157,7 +157,7 @@ def test_json_logs_carry_extra_fields_and_mask_secrets(monkeypatch: pytest.Monke
         spotify_client_secret=SecretStr("hunter2-spotify"),
         mqtt_url="mqtt://predictor:hunter2%2Fmqtt@broker:1883",
         database_url="mysql+asyncmy://u:hunter2db@h/db",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     monkeypatch.setenv("SONGPOP_LOG_FORMAT", "json")
     stream = io.StringIO()
@@ -175,7 +175,8 @@ def test_json_logs_carry_extra_fields_and_mask_secrets(monkeypatch: pytest.Monke
         except RuntimeError:
             log.exception("database failed")
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["level"] for line in lines] == ["INFO", "WARNING", "WARNING", "ERROR"]
     assert lines[0]["run_id"] == 7 and lines[0]["week"] == "2026-11-23"

@@ -35,12 +35,12 @@ async def alembic_version(url: str) -> str | None:
         await engine.dispose()
 
 
-async def test_prestart_waits_for_the_database_then_migrates(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_prestart_waits_for_the_database_then_migrates(settings) -> None:
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         waiting = Settings(
             **{**settings.model_dump(), "database_url": proxy.url_for(settings.database_url)}, _env_file=None
-        )  # type: ignore[call-arg]
+        )
         proxy.cut()  # the database container is still starting
         job = asyncio.create_task(prestart(waiting, within=30))
         await asyncio.sleep(1.5)
@@ -50,11 +50,11 @@ async def test_prestart_waits_for_the_database_then_migrates(settings) -> None: 
     assert await alembic_version(settings.database_url)
 
 
-async def test_prestart_gives_up_with_a_clear_message(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_prestart_gives_up_with_a_clear_message(settings) -> None:
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         url = proxy.url_for(settings.database_url).replace("root@", "root:pw-that-stays-secret@")
-        never = Settings(**{**settings.model_dump(), "database_url": url}, _env_file=None)  # type: ignore[call-arg]
+        never = Settings(**{**settings.model_dump(), "database_url": url}, _env_file=None)
         proxy.cut()
         with pytest.raises(DatabaseUnavailable) as failure:
             await prestart(never, within=1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from shared.models import Outbox, ProcessedEvent
 from tests.faults_support import OBSERVER, Collector, PrivateBroker, Process, spotify_emulator, until_up
@@ -25,13 +26,13 @@ pytestmark = pytest.mark.skipif(
 ROOT_TOPIC = "songpop/v1"
 
 
-async def eventually(check, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+async def eventually(check, within: float = 60.0) -> None:
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - polls other processes' effects
             await asyncio.sleep(0.2)
 
 
-async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: Path) -> None:
     charts = tmp_path / "charts"
     with PrivateBroker(tmp_path / "mosquitto") as broker:
         async with spotify_emulator(charts) as (_, spotify):
@@ -110,8 +111,8 @@ async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: 
                     logs["train"] = await asyncio.to_thread(train.wait, 110)
                     model_updated = f"{ROOT_TOPIC}/events/model-updated"
                     async with sessions() as session:
-                        query = select(Outbox.event_id).where(Outbox.topic == model_updated)
-                        models = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+                        query = select(col(Outbox.event_id)).where(col(Outbox.topic) == model_updated)
+                        models = (await session.exec(query)).scalars().all()
                     await observer.wait_until(lambda: set(models) <= set(observer.event_ids(model_updated)))
             finally:
                 for name, process in services.items():
@@ -122,7 +123,7 @@ async def test_compose_like_stack_runs_end_to_end(settings, sessions, tmp_path: 
     assert "songpop_mqtt_received_total" in metrics
     assert train.process.returncode == 0, logs["train"][-2000:]
     async with sessions() as session:
-        handled = (await session.exec(select(func.count()).select_from(ProcessedEvent))).one()[0]  # type: ignore[call-overload]
+        handled = (await session.exec(select(func.count()).select_from(ProcessedEvent))).one()[0]
     assert handled >= 1
     for name, output in logs.items():
         assert "Traceback" not in output, f"{name}:\n{output[-3000:]}"

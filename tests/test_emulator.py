@@ -33,7 +33,7 @@ def catalog() -> Catalog:
 
 
 def make_app(mode: str = "development", **config: Any) -> Any:
-    return create_app(EmulatorConfig(mode=mode, n_tracks=2_000, seed=5, start_week=WEEK, **config))  # type: ignore[arg-type]
+    return create_app(EmulatorConfig(mode=mode, n_tracks=2_000, seed=5, start_week=WEEK, **config))
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 import services.ingestor.main as ingestor_main
 import services.predictor.app as predictor_app
@@ -24,7 +25,7 @@ from shared.config import Settings
 from shared.db import session_scope
 from shared.events import DbUpdated, ModelUpdated, Topics, envelope
 from shared.models import IngestRun, Outbox, ProcessedEvent
-from shared.outbox import BrokerUnavailable, add_event, flush_outbox
+from shared.outbox import BrokerUnavailable, add_event, flush_outbox, publish_pending
 from shared.weeks import current_week
 from tests.faults_support import OBSERVER, Collector, PrivateBroker, spotify_emulator
 from tests.servers import free_port, serving
@@ -50,7 +51,7 @@ def on_broker(cls: type[Any], settings: Settings, broker: PrivateBroker, user: s
 
 
 @pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+def broker(tmp_path: Path):
     with PrivateBroker(tmp_path / "mosquitto") as running:
         yield running
 
@@ -64,21 +65,21 @@ async def running_predictor(settings: PredictorSettings) -> AsyncIterator[Any]:
         yield app
 
 
-async def outbox_rows(sessions, topic: str | None = None) -> list[Outbox]:  # type: ignore[no-untyped-def]
+async def outbox_rows(sessions, topic: str | None = None) -> list[Outbox]:
     async with sessions() as session:
-        query = select(Outbox).order_by(Outbox.id)
+        query = select(Outbox).order_by(col(Outbox.id))
         if topic:
-            query = query.where(Outbox.topic == topic)
-        return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+            query = query.where(col(Outbox.topic) == topic)
+        return list((await session.exec(query)).scalars().all())
 
 
-async def handled_by_predictor(sessions) -> set[str]:  # type: ignore[no-untyped-def]
+async def handled_by_predictor(sessions) -> set[str]:
     async with sessions() as session:
-        query = select(ProcessedEvent.event_id).where(ProcessedEvent.consumer == "predictor")
-        return set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+        query = select(col(ProcessedEvent.event_id)).where(col(ProcessedEvent.consumer) == "predictor")
+        return set((await session.exec(query)).scalars().all())
 
 
-async def everything_delivered(sessions, observer: Collector) -> bool:  # type: ignore[no-untyped-def]
+async def everything_delivered(sessions, observer: Collector) -> bool:
     """Every outbox row is marked published and every staged prediction reached the observer."""
     rows = await outbox_rows(sessions)
     staged = {r.event_id for r in rows if r.topic == T.predictions_latest}
@@ -87,13 +88,13 @@ async def everything_delivered(sessions, observer: Collector) -> bool:  # type: 
     )
 
 
-async def wait_for(check, within: float = 90.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(check, within: float = 90.0) -> None:
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.1)
 
 
-async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, broker, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, broker, monkeypatch) -> None:
     async with spotify_emulator(settings.charts_dir) as (_, spotify):
         ingestor = on_broker(IngestorSettings, settings, broker, "ingestor", **spotify)
         predictor = on_broker(
@@ -101,7 +102,7 @@ async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, 
         )
         filters = [T.db_updated, T.predictions_latest]
         async with Collector(broker.url(OBSERVER), filters) as observer, running_predictor(predictor):
-            crashes = []
+            crashes: list[str] = []
 
             def crash_broker(phase: str, done: int, total: int) -> None:
                 if not crashes:
@@ -112,7 +113,7 @@ async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, 
                 await ingest_once(ingestor, kind="update", progress=crash_broker)
             assert crashes, "the ingest never reported progress"
             async with sessions() as session:
-                run = (await session.exec(select(IngestRun))).scalars().one()  # type: ignore[call-overload]
+                run = (await session.exec(select(IngestRun))).scalars().one()
             assert run.status == "ok"  # the data is committed although the broker is gone
             (pending,) = await outbox_rows(sessions, T.db_updated)
             assert pending.published_at is None
@@ -138,7 +139,7 @@ async def test_broker_crash_during_an_ingest_loses_no_event(settings, sessions, 
     assert observer.connections >= 2
 
 
-async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # type: ignore[no-untyped-def]
+async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(
     settings, sessions, broker, monkeypatch
 ) -> None:
     async with spotify_emulator(settings.charts_dir) as (_, spotify):
@@ -149,7 +150,7 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
         report = await ingest_once(ingestor, kind="update")  # songs to forecast; no predictor yet
         assert report.status == "ok"
 
-        real_publish = predictor_app.publish_pending
+        real_publish = publish_pending
         calls: list[int] = []
         armed = asyncio.Event()  # set once the burst is on its way
 
@@ -185,11 +186,11 @@ async def test_broker_restart_during_a_prediction_burst_loses_no_prediction(  # 
     assert observer.connections >= 2
 
 
-async def _handled_all(sessions, expected: set[str]) -> bool:  # type: ignore[no-untyped-def]
+async def _handled_all(sessions, expected: set[str]) -> bool:
     return expected <= await handled_by_predictor(sessions)
 
 
-async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # type: ignore[no-untyped-def]
+async def test_trainer_service_publishes_a_model_update_the_broker_missed(
     settings, sessions, broker, monkeypatch
 ) -> None:
     """A training run committed its model while the broker was down: the trainer service publishes the
@@ -219,7 +220,7 @@ async def test_trainer_service_publishes_a_model_update_the_broker_missed(  # ty
                 await service
 
 
-async def _all_published(sessions) -> bool:  # type: ignore[no-untyped-def]
+async def _all_published(sessions) -> bool:
     return all(row.published_at for row in await outbox_rows(sessions))
 
 

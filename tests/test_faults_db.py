@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from services.predictor.app import create_app as create_predictor
 from services.predictor.settings import PredictorSettings
@@ -64,18 +65,18 @@ async def running_predictor(settings: PredictorSettings) -> AsyncIterator[tuple[
         yield app, http
 
 
-async def handled(sessions, event_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def handled(sessions, event_id: str) -> bool:
     async with sessions() as session:
         return await session.get(ProcessedEvent, ("predictor", event_id)) is not None
 
 
-async def eventually(check, within: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def eventually(check, within: float = 30.0) -> None:
     async with asyncio.timeout(within):
         while not await check():  # noqa: ASYNC110 - polls the database
             await asyncio.sleep(0.1)
 
 
-async def test_predictor_survives_the_database_going_away(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_predictor_survives_the_database_going_away(settings, sessions) -> None:
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         predictor = with_values(
@@ -117,7 +118,7 @@ async def _ready(http: httpx.AsyncClient) -> bool:
     return (await http.get("/readyz")).status_code == 200
 
 
-async def test_trainer_fails_cleanly_without_database_and_trains_when_it_is_back(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_trainer_fails_cleanly_without_database_and_trains_when_it_is_back(settings, sessions) -> None:
     needs_mysql(settings)
     async with TcpProxy("127.0.0.1", 3306) as proxy:
         url = proxy.url_for(settings.database_url).replace("root@", "root:s3cret-pw@")
@@ -193,13 +194,13 @@ def commit_and_get_killed(settings: Settings, role: str) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-async def pending(sessions, topic: str) -> list[Outbox]:  # type: ignore[no-untyped-def]
+async def pending(sessions, topic: str) -> list[Outbox]:
     async with sessions() as session:
-        query = select(Outbox).where(Outbox.topic == topic, Outbox.published_at.is_(None))  # type: ignore[union-attr]
-        return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+        query = select(Outbox).where(col(Outbox.topic) == topic, col(Outbox.published_at).is_(None))
+        return list((await session.exec(query)).scalars().all())
 
 
-async def test_ingestor_killed_between_commit_and_publish_delivers_after_restart(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_ingestor_killed_between_commit_and_publish_delivers_after_restart(settings, sessions) -> None:
     t = topics(settings)
     commit_and_get_killed(settings, "ingestor")
     (row,) = await pending(sessions, t.db_updated)
@@ -211,13 +212,13 @@ async def test_ingestor_killed_between_commit_and_publish_delivers_after_restart
         async with asyncio.timeout(10):
             message = await anext(aiter(observer.messages))
         await observer.publish(t.db_updated, b"", qos=1, retain=True)  # clear the retained copy
-    delivered = parse(message.payload, DbUpdated)  # type: ignore[arg-type]
+    delivered = parse(message.payload, DbUpdated)
     assert delivered.event_id == row.event_id and delivered.data.run_id == 7
     assert await pending(sessions, t.db_updated) == []
     assert await flush_outbox(settings=settings, sessions=sessions, service="ingestor") == 0  # once only
 
 
-async def test_predictor_killed_between_commit_and_publish_delivers_after_restart(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_predictor_killed_between_commit_and_publish_delivers_after_restart(settings, sessions) -> None:
     t = topics(settings)
     commit_and_get_killed(settings, "predictor")
     (row,) = await pending(sessions, t.predictions_latest)
@@ -229,5 +230,5 @@ async def test_predictor_killed_between_commit_and_publish_delivers_after_restar
             async with asyncio.timeout(20):
                 message = await anext(aiter(observer.messages))
         await observer.publish(t.predictions_latest, b"", qos=1, retain=True)
-    assert parse(message.payload, PredictionsLatest).event_id == row.event_id  # type: ignore[arg-type]
+    assert parse(message.payload, PredictionsLatest).event_id == row.event_id
     assert await pending(sessions, t.predictions_latest) == []

@@ -97,7 +97,7 @@ async def running_predictor(settings: Any) -> AsyncIterator[tuple[Any, httpx.Asy
         yield app, http
 
 
-async def test_predictor_skips_bad_payloads_on_every_topic_and_keeps_working(  # type: ignore[no-untyped-def]
+async def test_predictor_skips_bad_payloads_on_every_topic_and_keeps_working(
     settings, sessions, caplog
 ) -> None:
     t = topics(settings)
@@ -121,7 +121,7 @@ async def test_predictor_skips_bad_payloads_on_every_topic_and_keeps_working(  #
                 await asyncio.sleep(0.1)
         assert (await http.get("/healthz")).status_code == 200
     async with sessions() as session:  # none of the bad ones was taken for an event
-        handled = (await session.exec(ProcessedEvent.__table__.select())).all()  # type: ignore[attr-defined, call-overload]
+        handled = (await session.exec(ProcessedEvent.__table__.select())).all()  # type: ignore[attr-defined]
     assert [row.event_id for row in handled] == [good.event_id]
     assert rejected("predictor") - before >= 2 * (len(payloads) - 1)
     assert_logged_briefly(caplog, expected_at_least=2 * (len(payloads) - 1))
@@ -129,7 +129,7 @@ async def test_predictor_skips_bad_payloads_on_every_topic_and_keeps_working(  #
         await client.publish(t.db_updated, b"", qos=1, retain=True)
 
 
-async def test_model_updated_that_is_valid_is_still_handled(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_model_updated_that_is_valid_is_still_handled(settings, sessions) -> None:
     """The other subscribed topic, positively: a well-formed model-updated triggers a forecast pass."""
     t = topics(settings)
     async with running_predictor(settings):
@@ -146,7 +146,7 @@ async def test_model_updated_that_is_valid_is_still_handled(settings, sessions) 
                 await asyncio.sleep(0.1)
 
 
-async def test_dashboard_skips_bad_payloads_on_every_topic_and_keeps_working(settings, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_dashboard_skips_bad_payloads_on_every_topic_and_keeps_working(settings, caplog) -> None:
     t = topics(settings)
     caplog.set_level(logging.WARNING)
     payloads = bad_payloads()

@@ -42,7 +42,7 @@ async def stage_and_publish(settings: Settings, sessions: Any, broker: PrivateBr
         event = prediction_event(songs(5), shift=week.toordinal() % 50, week=week)  # values differ by week
         add_event(session, topic=T.predictions_latest, event=event, retain=True)
         await session.commit()
-    publisher = Settings(**on_broker(settings, broker, "predictor"), _env_file=None)  # type: ignore[call-arg]
+    publisher = Settings(**on_broker(settings, broker, "predictor"), _env_file=None)
     await flush_outbox(settings=publisher, sessions=sessions, service="predictor")
 
 
@@ -68,7 +68,7 @@ async def test_a_page_keeps_the_newer_week_when_the_broker_restores_an_older_one
         await stage_and_publish(settings, sessions, broker, OLD_WEEK)
         broker.stop()  # a clean stop saves the older week
         broker.start()
-        dashboard = dashboard_settings(Settings(**on_broker(settings, broker, "dashboard"), _env_file=None))  # type: ignore[call-arg]
+        dashboard = dashboard_settings(Settings(**on_broker(settings, broker, "dashboard"), _env_file=None))
         async with running_dashboard(dashboard) as running:
             pushed: list[str] = []
             connected = asyncio.Event()
@@ -91,7 +91,7 @@ async def test_a_page_keeps_the_newer_week_when_the_broker_restores_an_older_one
             assert feed.stale_ignored == 1
 
             # The predictor republishes its latest state when it connects: the broker holds the newer week.
-            predictor = PredictorSettings(**on_broker(settings, broker, "predictor"), _env_file=None,  # type: ignore[call-arg]
+            predictor = PredictorSettings(**on_broker(settings, broker, "predictor"), _env_file=None,
                                           predictor_port=free_port(), rest_cache_warm=False)  # fmt: skip
             app = create_predictor(predictor)
             async with serving(app, port=predictor.predictor_port):

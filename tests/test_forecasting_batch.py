@@ -75,7 +75,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
     assert {v.signal for v in activated} == {"streams", "popularity"}
     async with sessions() as session:
         silent = (
-            (await session.execute(select(ChartEntry.track_id).where(col(ChartEntry.week) == week)))
+            (await session.execute(select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week)))
             .scalars()
             .first()
         )

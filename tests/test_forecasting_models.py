@@ -75,7 +75,7 @@ class ConstantChange:
 def test_popularity_intervals_are_calibrated_per_level_group() -> None:
     held_out, test = popularity_set(6000, seed=1), popularity_set(6000, seed=2)
     model = PopularityForecaster(horizon=182, features=["popularity"])
-    model.models = {0.1: ConstantChange(-2.0), 0.5: ConstantChange(0.0), 0.9: ConstantChange(2.0)}  # type: ignore[dict-item]
+    model.models = {0.1: ConstantChange(-2.0), 0.5: ConstantChange(0.0), 0.9: ConstantChange(2.0)}
     model._calibrate(held_out)
     assert len(model.level_conformal) == LEVEL_GROUPS
     pred = model.predict(test.X)

@@ -19,11 +19,11 @@ def _forecast(value: np.ndarray, spread: float = 1.0) -> dict[str, np.ndarray]:
     return {"value": value, "lower": value - spread, "upper": value + spread}
 
 
-def _errors_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
+def _errors_of(actual: np.ndarray):
     return lambda pred: np.abs(pred["value"] - actual)
 
 
-def _misses_of(actual: np.ndarray):  # type: ignore[no-untyped-def]
+def _misses_of(actual: np.ndarray):
     return lambda pred: np.maximum(pred["lower"] - actual, actual - pred["upper"])
 
 
@@ -103,7 +103,7 @@ def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
         assert 0.75 <= inside[terciles == group].mean() <= 0.85, group
 
 
-def _panel(weeks: dict[str, list[int]], chart_weeks: list[int]):  # type: ignore[no-untyped-def]
+def _panel(weeks: dict[str, list[int]], chart_weeks: list[int]):
     """A region's charts in `chart_weeks` (a filler song on each) and songs on the charts of their weeks."""
     start = week_index(dt.date(2021, 1, 4))
     rows = [("filler", "it", week_date(start + w), 2, 1000, "x", "f") for w in chart_weeks]

@@ -79,12 +79,14 @@ async def test_store_forecasts_equal_the_full_load_and_see_every_change(
             .values(popularity=3, updated_at=LONG_AGO)
         )
         await session.execute(
-            update(ChartEntry).where(col(ChartEntry.week) == old_week).values(streams=ChartEntry.streams * 2)
+            update(ChartEntry)
+            .where(col(ChartEntry.week) == old_week)
+            .values(streams=col(ChartEntry.streams) * 2)
         )
         # a song joins another artist's group; a chart entry disappears
         await session.execute(update(Track).where(col(Track.id) == other).values(artist_names="Someone Else"))
         gone = (
-            (await session.execute(select(ChartEntry.id).where(col(ChartEntry.week) == last)))
+            (await session.execute(select(col(ChartEntry.id)).where(col(ChartEntry.week) == last)))
             .scalars()
             .first()
         )

@@ -96,7 +96,7 @@ async def test_a_last_will_received_live_is_dated_on_arrival(settings: Settings)
     assert seen.state == "offline" and abs((utcnow() - seen.at).total_seconds()) < 30
 
 
-async def test_a_refused_model_shows_at_start_up(settings: Settings, sessions: Any, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_refused_model_shows_at_start_up(settings: Settings, sessions: Any, tmp_path) -> None:
     """Before any scoring: `/v1/models` says why the active model is refused and `/readyz` names it."""
     config = predictor_settings(settings)
     marker = tmp_path / "unpickled"

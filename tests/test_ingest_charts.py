@@ -24,7 +24,7 @@ AUG_26_2024 = dt.date(2024, 8, 26)
 JAN_1_2024 = dt.date(2024, 1, 1)
 
 
-async def test_both_formats_load_with_week_region_rank_and_streams(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_both_formats_load_with_week_region_rank_and_streams(settings, sessions, tmp_path) -> None:
     old, weekly, daily = chart_entries(30, seed=1), chart_entries(25, seed=2), chart_entries(20, seed=3)
     folder = tmp_path / "charts"
     write(folder / "it_2020-01-03--2020-01-10.csv", old_format(old))
@@ -53,14 +53,14 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
     assert all(s[2] and s[3] is None for s in snapshots)
     assert await count(sessions, SnapshotStage) == 0  # all published by the finished run
     # the files are real data although Spotify is emulated here
-    assert await count(sessions, ChartEntry, ChartEntry.is_demo) == 0  # type: ignore[arg-type]
-    assert await count(sessions, Snapshot, Snapshot.is_demo) == 0  # type: ignore[arg-type]
-    assert await count(sessions, Track, Track.is_demo) == 0  # type: ignore[arg-type]
+    assert await count(sessions, ChartEntry, ChartEntry.is_demo) == 0
+    assert await count(sessions, Snapshot, Snapshot.is_demo) == 0
+    assert await count(sessions, Track, Track.is_demo) == 0
     (event,) = await rows(sessions, Outbox, "topic")
     assert event[0].endswith("/events/db-updated")
 
 
-def corrupt_folder(folder: Path) -> dict[str, list]:  # type: ignore[type-arg]
+def corrupt_folder(folder: Path) -> dict[str, list]:
     """One good file and four damaged ones, all of the week of 2024-01-01."""
     good, cut, bad_streams, doubled = (chart_entries(20, seed=s) for s in (10, 11, 12, 13))
     write(folder / "regional-global-weekly-2024-01-04.csv", new_format(good))
@@ -76,7 +76,7 @@ def corrupt_folder(folder: Path) -> dict[str, list]:  # type: ignore[type-arg]
     return {"global": good, "de": cut[:14], "es": bad_streams[:2] + bad_streams[3:], "gb": doubled}
 
 
-async def test_corrupted_files_give_clear_errors_and_lose_nothing_else(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_corrupted_files_give_clear_errors_and_lose_nothing_else(settings, sessions, tmp_path) -> None:
     folder = tmp_path / "charts"
     kept = corrupt_folder(folder)
     async with emulator() as spotify:
@@ -106,7 +106,7 @@ async def test_corrupted_files_give_clear_errors_and_lose_nothing_else(settings,
     assert await count(sessions, ChartEntry, ChartEntry.region == "fr") == 20
 
 
-async def test_reingesting_a_folder_changes_nothing(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_reingesting_a_folder_changes_nothing(settings, sessions, tmp_path) -> None:
     folder = tmp_path / "charts"
     for week in range(3):
         day = dt.date(2024, 1, 4) + dt.timedelta(weeks=week)
@@ -133,7 +133,7 @@ async def test_reingesting_a_folder_changes_nothing(settings, sessions, tmp_path
     assert await count(sessions, Outbox) == 1  # a run that wrote nothing announces nothing
 
 
-async def test_watched_folder_new_files_once_in_date_order(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_watched_folder_new_files_once_in_date_order(settings, sessions, tmp_path) -> None:
     folder = tmp_path / "charts"
     days = [dt.date(2024, 3, 7), dt.date(2024, 2, 22), dt.date(2024, 2, 29)]  # created out of order
     for i, day in enumerate(days):
@@ -150,7 +150,7 @@ async def test_watched_folder_new_files_once_in_date_order(settings, sessions, t
         async with sessions() as session:
             from sqlalchemy import select
 
-            weeks = (await session.exec(select(ChartEntry.week).order_by(ChartEntry.id))).scalars().all()  # type: ignore[call-overload, arg-type]
+            weeks = (await session.exec(select(ChartEntry.week).order_by(ChartEntry.id))).scalars().all()  # type: ignore[call-overload]
         assert weeks == sorted(weeks) and len(set(weeks)) == 3  # written oldest week first
 
         # the same content saved again is noticed by the watcher but not ingested twice

@@ -45,7 +45,7 @@ def said(result: Result) -> str:
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("folder", CHART_FOLDERS)
-async def test_every_real_chart_folder_loads_with_init(settings, sessions, folder) -> None:  # type: ignore[no-untyped-def]
+async def test_every_real_chart_folder_loads_with_init(settings, sessions, folder) -> None:
     path = DATA / folder
     if not path.exists():
         pytest.skip(f"{path} is absent")
@@ -64,7 +64,7 @@ async def test_every_real_chart_folder_loads_with_init(settings, sessions, folde
     assert await count(sessions, Snapshot) == len({(w[0], w[1]) for w in wanted})
 
 
-async def test_update_prints_its_summary_and_history_command_imports(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_update_prints_its_summary_and_history_command_imports(settings, sessions, tmp_path) -> None:
     history = write(tmp_path / "h.csv", "date,song,artist,popularity\n2024-05-06,A song,Someone,40\n"
                     "2024-05-09,A song,Someone,43\n")  # fmt: skip
     async with emulator() as spotify:
@@ -79,7 +79,7 @@ async def test_update_prints_its_summary_and_history_command_imports(settings, s
     assert [r.kind for r in await all_rows(sessions, IngestRun)] == ["update", "history"]
 
 
-async def test_unreachable_database_exits_3_with_a_clear_message(settings, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_unreachable_database_exits_3_with_a_clear_message(settings, monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(ingestor_main, "DATABASE_WAIT_SECONDS", 0.5)
     write(tmp_path / "regional-global-weekly-2024-01-04.csv", "rank,uri,artist_names,track_name,streams\n")
     nowhere = f"mysql+asyncmy://songpop:s3cret@127.0.0.1:{free_port()}/songpop"
@@ -92,7 +92,7 @@ async def test_unreachable_database_exits_3_with_a_clear_message(settings, monke
     assert history.exit_code == EXIT_UNREACHABLE and "is unreachable" in said(history)
 
 
-async def test_unreachable_broker_exits_3_after_committing(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_unreachable_broker_exits_3_after_committing(settings, sessions) -> None:
     async with emulator() as spotify:
         emulator_chart(settings.charts_dir, spotify, spotify.state.week)
         env = environment(settings, spotify, mqtt_url=f"mqtt://127.0.0.1:{free_port()}")
@@ -103,7 +103,7 @@ async def test_unreachable_broker_exits_3_after_committing(settings, sessions) -
     assert await count(sessions, ChartEntry) == 200  # the data is committed all the same
 
 
-async def test_a_paused_run_has_its_own_exit_code_after_its_summary(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_paused_run_has_its_own_exit_code_after_its_summary(settings, sessions) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     env = environment(settings, spotify_api_url=f"{closed}/v1", spotify_accounts_url=closed)
     async with emulator() as spotify:
@@ -129,7 +129,7 @@ async def test_a_paused_run_has_its_own_exit_code_after_its_summary(settings, se
     ids=["database-url", "mqtt-url", "track-ids-setting", "track-id-option", "charts-folder", "empty-folder",
          "history-file", "aggregate"],
 )  # fmt: skip
-async def test_wrong_configuration_exits_2_before_touching_anything(  # type: ignore[no-untyped-def]
+async def test_wrong_configuration_exits_2_before_touching_anything(
     settings, sessions, tmp_path, args, overrides, message
 ) -> None:
     args = [a.replace("{empty}", str(tmp_path)) for a in args]
@@ -139,14 +139,14 @@ async def test_wrong_configuration_exits_2_before_touching_anything(  # type: ig
     assert await count(sessions, IngestRun) == 0
 
 
-async def test_train_shows_its_progress_per_model(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_train_shows_its_progress_per_model(settings, sessions) -> None:
     result = await songpop(["train"], environment(settings))  # an empty database: nothing to learn
     assert result.exit_code == 0, result.output
     assert "models" in said(result) and "4/4" in said(result)
     assert "no model became active" in said(result)
 
 
-async def test_a_wrong_spotify_secret_says_which_settings_to_check(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_wrong_spotify_secret_says_which_settings_to_check(settings, sessions) -> None:
     async with emulator() as spotify:
         env = environment(settings, spotify, spotify_client_id="my-app", spotify_client_secret="wrong")
         result = await songpop(["ingest", "update"], env)
@@ -156,7 +156,7 @@ async def test_a_wrong_spotify_secret_says_which_settings_to_check(settings, ses
     assert "Traceback" not in result.output and "wrong" not in said(result)
 
 
-async def test_region_option_names_charts_whose_file_name_has_none(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_region_option_names_charts_whose_file_name_has_none(settings, sessions, tmp_path) -> None:
     folder = tmp_path / "downloads"
     write(folder / "weekly-chart-2024-01-11.csv", new_format(chart_entries(20, seed=3)))
     args = ["ingest", "init", "--charts", str(folder), "--limit", "1"]

@@ -50,7 +50,7 @@ def history_folder(folder: Path) -> None:
     write(folder / "broken.csv", "when,name,score\n2024-01-01,x,3\n")
 
 
-async def test_daily_history_becomes_weekly_snapshots_idempotently(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_daily_history_becomes_weekly_snapshots_idempotently(settings, sessions, tmp_path) -> None:
     folder = tmp_path / "history"
     history_folder(folder)
     ingestor = ingestor_settings(settings)
@@ -91,7 +91,7 @@ async def test_daily_history_becomes_weekly_snapshots_idempotently(settings, ses
     assert [r.status for r in await all_rows(sessions, IngestRun)] == ["ok", "ok", "ok"]
 
 
-async def test_unreadable_history_fails_the_run_clearly(settings, sessions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_unreadable_history_fails_the_run_clearly(settings, sessions, tmp_path) -> None:
     broken = write(tmp_path / "only.csv", "when,name,score\n2024-01-01,x,3\n")
     report = await import_history_once(ingestor_settings(settings), [broken])
     assert report.status == "failed"
@@ -101,7 +101,7 @@ async def test_unreadable_history_fails_the_run_clearly(settings, sessions, tmp_
 
 
 @pytest.mark.real_data
-async def test_real_popularity_history_imports(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_real_popularity_history_imports(settings, sessions) -> None:
     if not DATA.exists():
         pytest.skip(f"{DATA} is absent")
     italy = DATA / "spotify-streaming-top-50-italy.csv"

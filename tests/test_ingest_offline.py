@@ -14,7 +14,7 @@ from tests.ingest_support import WEEK, count, emulator, emulator_chart, ingestor
 from tests.servers import free_port
 
 
-async def test_charts_survive_an_unreachable_spotify_and_are_enriched_next_run(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_charts_survive_an_unreachable_spotify_and_are_enriched_next_run(settings, sessions) -> None:
     async with emulator("development") as spotify:
         emulator_chart(settings.charts_dir, spotify, WEEK)
         closed = f"http://127.0.0.1:{free_port()}"

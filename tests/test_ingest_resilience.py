@@ -59,7 +59,7 @@ def cut_at(proxy: TcpProxy, statement: str, nth: int) -> Iterator[list[str]]:
     is sent: the transaction it belongs to is open, so the cut lands in the middle of a batch."""
     seen: list[str] = []
 
-    def before(conn, cursor, sql: str, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    def before(conn, cursor, sql: str, params, context, executemany) -> None:
         if conn.engine.url.port == proxy.port and sql.lstrip().startswith(statement):
             seen.append(sql)
             if len(seen) == nth:
@@ -83,7 +83,7 @@ async def test_database_lost_mid_run_leaves_whole_batches_and_the_next_run_compl
     mysql_proxy,  # noqa: F811 - the fixture
     tmp_path,
     statement,
-    nth,  # type: ignore[no-untyped-def]
+    nth,
 ) -> None:
     folder = tmp_path / "charts"
     pairs = chart_folder(folder)
@@ -125,7 +125,7 @@ async def test_database_lost_mid_run_leaves_whole_batches_and_the_next_run_compl
 async def test_commit_without_broker_still_delivers_db_updated_after_a_restart(
     settings,
     sessions,
-    monkeypatch,  # type: ignore[no-untyped-def]
+    monkeypatch,
 ) -> None:
     monkeypatch.setattr(ingestor_main, "CHARTS_POLL_SECONDS", 0.2)
     monkeypatch.setattr(ingestor_main, "OUTBOX_RETRY_SECONDS", 0.2)
@@ -159,14 +159,14 @@ async def test_commit_without_broker_still_delivers_db_updated_after_a_restart(
     assert await count(sessions, ChartFile) == 2
 
 
-async def all_published(sessions, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def all_published(sessions, within: float = 20.0) -> None:
     """Wait until every outbox row is marked published (the broker acknowledged it)."""
     async with asyncio.timeout(within):
         while not all(row.published_at for row in await all_rows(sessions, Outbox)):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
 
-async def next_event(client, within: float = 20.0):  # type: ignore[no-untyped-def]
+async def next_event(client, within: float = 20.0):
     """The next db-updated envelope the client receives."""
     async with asyncio.timeout(within):
         async for message in client.messages:

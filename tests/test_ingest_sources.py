@@ -10,7 +10,7 @@ from shared.models import Album, IngestRun, Outbox, Snapshot, SnapshotStage, Tra
 from tests.ingest_support import WEEK, all_rows, count, emulator, emulator_chart, ingestor_settings, rows
 
 
-async def test_explicit_track_ids_are_stored_and_snapshotted(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_explicit_track_ids_are_stored_and_snapshotted(settings, sessions) -> None:
     async with emulator("development") as spotify:
         known = spotify.state.catalog.trending_track_ids(WEEK)
         from_settings, from_command = known[:3], known[3:5]
@@ -28,7 +28,7 @@ async def test_explicit_track_ids_are_stored_and_snapshotted(settings, sessions)
     assert snapshots == [(i, WEEK, True, None, None) for i in wanted]
 
 
-async def test_trending_playlist_read_with_extended_quota_only(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_trending_playlist_read_with_extended_quota_only(settings, sessions) -> None:
     async with emulator("development") as spotify:
         ingestor = ingestor_settings(settings, spotify, spotify_trending_playlist_id=TRENDING_PLAYLIST_ID)
         development = await ingest_once(ingestor, kind="update")
@@ -46,7 +46,7 @@ async def test_trending_playlist_read_with_extended_quota_only(settings, session
     assert {s.popularity_source for s in snapshots} == {"api"}
 
 
-async def test_run_records_and_a_paused_week_published_only_when_complete(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_run_records_and_a_paused_week_published_only_when_complete(settings, sessions) -> None:
     async with emulator("extended") as spotify:
         ingestor = ingestor_settings(settings, spotify, spotify_concurrency=2)
         emulator_chart(ingestor.charts_dir, spotify, WEEK)

@@ -20,7 +20,7 @@ from tests.ingest_support import count, rows
 WEEK = dt.date(2024, 1, 1)
 
 
-def snapshot(track_id: str, popularity: int | None, trending: bool, source: str | None = None) -> dict:  # type: ignore[type-arg]
+def snapshot(track_id: str, popularity: int | None, trending: bool, source: str | None = None) -> dict:
     return {
         "track_id": track_id,
         "week": WEEK,
@@ -33,7 +33,7 @@ def snapshot(track_id: str, popularity: int | None, trending: bool, source: str 
 
 
 @pytest.fixture(params=["session-database", "sqlite"])
-async def any_sessions(request, sessions, tmp_path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:  # type: ignore[no-untyped-def]
+async def any_sessions(request, sessions, tmp_path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """This session's database (MariaDB here), and a fresh embedded SQLite one."""
     if request.param == "session-database":
         yield sessions
@@ -45,7 +45,7 @@ async def any_sessions(request, sessions, tmp_path) -> AsyncIterator[async_sessi
     await engine.dispose()
 
 
-async def test_staged_rows_publish_at_once_with_the_merge_rules(any_sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_staged_rows_publish_at_once_with_the_merge_rules(any_sessions) -> None:
     async with session_scope(any_sessions) as session:
         await upsert_snapshots(session=session, rows=[snapshot("a", 50, False, "api")], staged=False)
         staged = [snapshot("a", None, True), snapshot("b", 7, True, "history"), snapshot("c", None, False)]
@@ -66,12 +66,12 @@ async def test_staged_rows_publish_at_once_with_the_merge_rules(any_sessions) ->
         assert await publish_staged_snapshots(session=session) == 0  # nothing twice
 
 
-async def test_bulk_upsert_sends_chunks_never_row_by_row(sessions, engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_bulk_upsert_sends_chunks_never_row_by_row(sessions, engine, monkeypatch) -> None:
     """The plain path (the bulk path's fallback, tests/test_bulk_writes.py) sends chunks of rows."""
     monkeypatch.setattr(bulkload, "ENABLED", False)
     statements: list[tuple[str, bool, int]] = []
 
-    def seen(conn, cursor, sql, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    def seen(conn, cursor, sql, params, context, executemany) -> None:
         if sql.lstrip().startswith("INSERT INTO snapshot_stage"):
             statements.append((sql, executemany, len(params) if executemany else 1))
 

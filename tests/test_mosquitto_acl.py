@@ -72,12 +72,12 @@ MAY_READ = {
 
 
 @pytest.fixture
-def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
+def broker(tmp_path: Path):
     with PrivateBroker(tmp_path / "mosquitto") as running:
         yield running
 
 
-def client(broker: PrivateBroker, user: str | None, password: str | None = None, **kw) -> aiomqtt.Client:  # type: ignore[no-untyped-def]
+def client(broker: PrivateBroker, user: str | None, password: str | None = None, **kw) -> aiomqtt.Client:
     return aiomqtt.Client(
         "127.0.0.1",
         broker.port,
@@ -123,7 +123,7 @@ async def read_by(broker: PrivateBroker, user: str, topics: Iterable[str]) -> se
 
 
 @pytest.mark.parametrize("password", [None, "", "wrong-password"])
-async def test_clients_without_valid_credentials_are_refused(broker, password) -> None:  # type: ignore[no-untyped-def]
+async def test_clients_without_valid_credentials_are_refused(broker, password) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with client(broker, None if password is None else "predictor", password):
             pass
@@ -131,23 +131,23 @@ async def test_clients_without_valid_credentials_are_refused(broker, password) -
         pass
 
 
-async def test_anonymous_client_named_like_a_service_is_refused(broker) -> None:  # type: ignore[no-untyped-def]
+async def test_anonymous_client_named_like_a_service_is_refused(broker) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="songpop-predictor-host"):
             pass
 
 
 @pytest.mark.parametrize("user", sorted(MAY_PUBLISH))
-async def test_each_user_publishes_only_its_own_topics(broker, user) -> None:  # type: ignore[no-untyped-def]
+async def test_each_user_publishes_only_its_own_topics(broker, user) -> None:
     assert await published_through(broker, user, sorted(EVERY_TOPIC)) == MAY_PUBLISH[user]
 
 
 @pytest.mark.parametrize("user", sorted(MAY_READ))
-async def test_each_user_reads_only_what_it_needs(broker, user) -> None:  # type: ignore[no-untyped-def]
+async def test_each_user_reads_only_what_it_needs(broker, user) -> None:
     assert await read_by(broker, user, sorted(EVERY_TOPIC)) == MAY_READ[user]
 
 
-async def test_predictor_replicas_split_events_on_the_shared_subscription(broker) -> None:  # type: ignore[no-untyped-def]
+async def test_predictor_replicas_split_events_on_the_shared_subscription(broker) -> None:
     share = "$share/songpop-predictors/" + T.db_updated
     async with client(broker, "predictor") as one, client(broker, "predictor") as two:
         await one.subscribe(share, qos=1)
@@ -163,20 +163,20 @@ async def test_predictor_replicas_split_events_on_the_shared_subscription(broker
     assert got_one and got_two
 
 
-async def test_dashboard_reads_live_updates_and_publishes_nothing(  # type: ignore[no-untyped-def]
+async def test_dashboard_reads_live_updates_and_publishes_nothing(
     broker, settings, sessions, monkeypatch
 ) -> None:
     """The running dashboard, connected as its read-only user: live updates arrive; it never publishes
     and sets no last will (which the ACL would silently drop)."""
-    made: dict[int, dict] = {}  # type: ignore[type-arg]
+    made: dict[int, dict] = {}
     published: list[str] = []
     real_init, real_publish = aiomqtt.Client.__init__, aiomqtt.Client.publish
 
-    def spy_init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy_init(self, *args, **kwargs):
         made[id(self)] = kwargs
         real_init(self, *args, **kwargs)
 
-    async def spy_publish(self, topic, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def spy_publish(self, topic, *args, **kwargs):
         if made.get(id(self), {}).get("username") == "dashboard":
             published.append(str(topic))
         return await real_publish(self, topic, *args, **kwargs)
@@ -200,7 +200,7 @@ async def test_dashboard_reads_live_updates_and_publishes_nothing(  # type: igno
     assert published == []
 
 
-async def test_each_service_publishes_only_its_own_outbox_events(broker, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_each_service_publishes_only_its_own_outbox_events(broker, settings, sessions) -> None:
     """The outbox is shared by every service, but the ACL lets each publish only its own topics: a
     service flushing the outbox must leave the others' events pending, not "publish" them into a
     silent ACL denial and mark them done."""
@@ -208,7 +208,7 @@ async def test_each_service_publishes_only_its_own_outbox_events(broker, setting
         user: Settings(
             **{**settings.model_dump(), "mqtt_url": broker.url(user), "mqtt_topic_root": T.root},
             _env_file=None,
-        )  # type: ignore[call-arg]
+        )
         for user in ("ingestor", "trainer")
     }
     db_event = envelope(
@@ -225,12 +225,12 @@ async def test_each_service_publishes_only_its_own_outbox_events(broker, setting
         assert await flush_outbox(settings=as_user["ingestor"], sessions=sessions, service="ingestor") == 1
         assert await flush_outbox(settings=as_user["trainer"], sessions=sessions, service="trainer") == 1
         await settle(observer)
-        received = {json.loads(m.payload)["event_id"] for m in await drain(observer)}  # type: ignore[arg-type]
+        received = {json.loads(m.payload)["event_id"] for m in await drain(observer)}
     assert received == {db_event.event_id, model_event.event_id}
 
 
 @pytest.mark.skipif(not shutil.which("mosquitto_sub"), reason="needs mosquitto_sub")
-def test_compose_healthcheck_command_works_against_the_project_config(broker) -> None:  # type: ignore[no-untyped-def]
+def test_compose_healthcheck_command_works_against_the_project_config(broker) -> None:
     """The broker healthcheck in docker-compose.yml, run as written (host and port adapted)."""
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["mosquitto"]
     command = spec["healthcheck"]["test"][1].replace("$$", "$")

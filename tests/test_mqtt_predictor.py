@@ -11,6 +11,7 @@ from typing import Any
 import aiomqtt
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from services.predictor.app import create_app
 from services.predictor.service import alerts_for, predict_trending
@@ -19,6 +20,7 @@ from shared.events import CHANNELS, ForecastAlert, PredictionsLatest, Topics, pa
 from shared.models import Outbox, Prediction, ProcessedEvent
 from shared.mqtt import make_client, publish_model, topics
 from shared.outbox import add_event, flush_outbox
+from shared.signals import Signal
 from shared.weeks import add_weeks
 from tests.predictor_support import (
     WEEK,
@@ -33,7 +35,7 @@ PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 
 
 def value_26(prediction: Any) -> float:
-    return next(f.value for f in prediction.forecasts if f.horizon_weeks == 26)  # type: ignore[no-any-return]
+    return next(f.value for f in prediction.forecasts if f.horizon_weeks == 26)
 
 
 def received(topic_leaf: str) -> float:
@@ -53,22 +55,22 @@ async def running_predictor(config: Any) -> AsyncIterator[Any]:
         yield app
 
 
-async def count(sessions, query) -> int:  # type: ignore[no-untyped-def]
+async def count(sessions, query) -> int:
     async with sessions() as session:
         return int((await session.exec(query)).one()[0])
 
 
-def outbox_rows_on(topic: str):  # type: ignore[no-untyped-def]
-    return select(func.count()).select_from(Outbox).where(Outbox.topic == topic)
+def outbox_rows_on(topic: str):
+    return select(func.count()).select_from(Outbox).where(col(Outbox.topic) == topic)
 
 
-async def processed(sessions) -> set[str]:  # type: ignore[no-untyped-def]
+async def processed(sessions) -> set[str]:
     async with sessions() as session:
         rows = (await session.exec(select(ProcessedEvent.event_id))).all()  # type: ignore[call-overload]
     return {row[0] for row in rows}
 
 
-async def observe(settings, *filters: str) -> aiomqtt.Client:  # type: ignore[no-untyped-def]
+async def observe(settings, *filters: str) -> aiomqtt.Client:
     client = make_client(settings, "observer", announce=False)
     await client.__aenter__()
     for topic_filter in filters:
@@ -76,7 +78,7 @@ async def observe(settings, *filters: str) -> aiomqtt.Client:  # type: ignore[no
     return client
 
 
-async def test_duplicate_db_updated_gives_one_set_of_predictions(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicate_db_updated_gives_one_set_of_predictions(settings, sessions) -> None:
     ids = await seed_songs(sessions, n=8, charted=3)
     config = predictor_settings(settings)
     t = topics(config)
@@ -95,13 +97,13 @@ async def test_duplicate_db_updated_gives_one_set_of_predictions(settings, sessi
     assert received("db-updated") - before == 3, "all three deliveries reached the predictor"
     assert await processed(sessions) == {first.event_id, later.event_id}
     assert await count(sessions, outbox_rows_on(t.predictions_latest)) == 2, "the duplicate staged nothing"
-    sets = [parse(m.payload, PredictionsLatest).data for m in latest]  # type: ignore[arg-type]
+    sets = [parse(m.payload, PredictionsLatest).data for m in latest]
     assert {p.track_id for p in sets[0].predictions} == set(ids)
     rows = await count(sessions, select(func.count()).select_from(Prediction))
     assert rows == sum(len(p.forecasts) for p in sets[0].predictions)
 
 
-async def test_concurrent_handling_of_one_event_claims_it_once(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_concurrent_handling_of_one_event_claims_it_once(settings, sessions) -> None:
     await seed_songs(sessions, n=5)
     config = predictor_settings(settings)
     event_id = db_updated().event_id
@@ -116,14 +118,14 @@ async def test_concurrent_handling_of_one_event_claims_it_once(settings, session
 
 
 def distinct_events(messages: list[aiomqtt.Message]) -> set[str]:
-    return {parse(m.payload, PredictionsLatest).event_id for m in messages}  # type: ignore[arg-type]
+    return {parse(m.payload, PredictionsLatest).event_id for m in messages}
 
 
 def latest_week(message: aiomqtt.Message) -> Any:
-    return parse(message.payload, PredictionsLatest).data.week  # type: ignore[arg-type]
+    return parse(message.payload, PredictionsLatest).data.week
 
 
-async def publish_like_the_ingestor(settings, sessions, *events) -> None:  # type: ignore[no-untyped-def]
+async def publish_like_the_ingestor(settings, sessions, *events) -> None:
     """Stage `db-updated` events in the outbox and publish them, as an ingest run does."""
     t = topics(settings)
     async with sessions() as session:
@@ -133,7 +135,7 @@ async def publish_like_the_ingestor(settings, sessions, *events) -> None:  # typ
     await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
 
 
-async def test_restarted_predictor_catches_up_from_the_database(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_restarted_predictor_catches_up_from_the_database(settings, sessions) -> None:
     last_week = add_weeks(WEEK, -1)
     await seed_songs(sessions, n=6, week=last_week, seed=1)
     config = predictor_settings(settings)
@@ -161,11 +163,11 @@ async def test_restarted_predictor_catches_up_from_the_database(settings, sessio
 
     assert await processed(sessions) == {seen.event_id, *(e.event_id for e in missed)}
     assert await count(sessions, outbox_rows_on(t.predictions_latest)) == 2, "two missed events, one new set"
-    caught_up = parse(got[-1].payload, PredictionsLatest).data  # type: ignore[arg-type]
+    caught_up = parse(got[-1].payload, PredictionsLatest).data
     assert {p.track_id for p in caught_up.predictions} == set(this_week_ids)
 
 
-async def test_two_replicas_on_a_shared_subscription_produce_one_set_per_event(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_two_replicas_on_a_shared_subscription_produce_one_set_per_event(settings, sessions) -> None:
     await seed_songs(sessions, n=6)
     prefix = settings.mqtt_client_prefix
     replicas = [predictor_settings(settings, mqtt_client_prefix=f"{prefix}-{n}") for n in (1, 2)]
@@ -188,7 +190,7 @@ async def test_two_replicas_on_a_shared_subscription_produce_one_set_per_event(s
     assert await count(sessions, outbox_rows_on(t.predictions_latest)) == len(events)
 
 
-async def test_alerts_for_threshold_crossings_and_big_moves_reach_their_topics(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_alerts_for_threshold_crossings_and_big_moves_reach_their_topics(settings, sessions) -> None:
     ids = await seed_songs(sessions, n=6, charted=0)
     crossing, mover = ids[0], ids[1]
     config = predictor_settings(settings, alert_threshold=-500.0, alert_move=5.0)
@@ -198,12 +200,12 @@ async def test_alerts_for_threshold_crossings_and_big_moves_reach_their_topics(s
     last_week = add_weeks(WEEK, -1)
     seeded = await predict_trending(sessions=sessions, settings=config, topics=t, event_id="probe")
     assert seeded
-    previous = {(p.track_id, p.signal): value_26(p) for p in seeded}
-    previous[(crossing, "popularity")] = -1000.0
-    previous[(mover, "popularity")] = 1000.0
+    previous: dict[tuple[str, str], float] = {(p.track_id, p.signal): value_26(p) for p in seeded}
+    previous[(crossing, Signal.POPULARITY)] = -1000.0
+    previous[(mover, Signal.POPULARITY)] = 1000.0
     async with sessions() as session:
-        await session.exec(Prediction.__table__.delete())  # type: ignore[attr-defined, call-overload]
-        await session.exec(Outbox.__table__.delete())  # type: ignore[attr-defined, call-overload]
+        await session.exec(Prediction.__table__.delete())  # type: ignore[attr-defined]
+        await session.exec(Outbox.__table__.delete())  # type: ignore[attr-defined]
         rows = [
             {"track_id": track, "week": last_week, "signal": signal, "region": "", "horizon_weeks": 26,
              "value": value, "model_version": "earlier"}
@@ -217,7 +219,7 @@ async def test_alerts_for_threshold_crossings_and_big_moves_reach_their_topics(s
         async with running_predictor(config):
             await publish_model(observer, t.db_updated, db_updated())
             got = await messages_until(observer, lambda got: str(got[-1].topic) == t.predictions_latest)
-            latest = parse(got[-1].payload, PredictionsLatest).data  # type: ignore[arg-type]
+            latest = parse(got[-1].payload, PredictionsLatest).data
             expected = alerts_for(latest.predictions, previous, threshold=-500.0, move=5.0)
             alerts = [m for m in got if str(m.topic) != t.predictions_latest]
             if len(alerts) < len(expected):
@@ -227,7 +229,7 @@ async def test_alerts_for_threshold_crossings_and_big_moves_reach_their_topics(s
     finally:
         await observer.__aexit__(None, None, None)
 
-    published = [(str(m.topic), parse(m.payload, ForecastAlert).data) for m in alerts]  # type: ignore[arg-type]
+    published = [(str(m.topic), parse(m.payload, ForecastAlert).data) for m in alerts]
     assert all(topic == t.alert(alert.reason) for topic, alert in published)
     assert sorted(a.model_dump_json() for _, a in published) == sorted(a.model_dump_json() for a in expected)
     reasons = {(a.track_id, a.reason) for _, a in published}

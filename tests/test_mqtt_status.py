@@ -15,18 +15,18 @@ from tests.predictor_support import messages_until, predictor_settings
 from tests.servers import serving
 
 
-def states(messages) -> list[str]:  # type: ignore[no-untyped-def]
-    return [parse(m.payload, ServiceStatus).data.state for m in messages]  # type: ignore[arg-type]
+def states(messages) -> list[str]:
+    return [parse(m.payload, ServiceStatus).data.state for m in messages]
 
 
-async def latest_retained_state(settings, service: str = "predictor") -> str:  # type: ignore[no-untyped-def]
+async def latest_retained_state(settings, service: str = "predictor") -> str:
     """What a new subscriber is told first."""
     async with make_client(settings, "late-observer", announce=False) as late:
         await late.subscribe(topics(settings).status(service), qos=1)
         return states(await messages_until(late, lambda got: len(got) == 1))[0]
 
 
-async def test_status_is_online_while_running_and_offline_after_a_clean_stop(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_status_is_online_while_running_and_offline_after_a_clean_stop(settings) -> None:
     config = predictor_settings(settings)
     app = create_app(config)
     async with serving(app), make_client(settings, "observer", announce=False) as observer:
@@ -36,7 +36,7 @@ async def test_status_is_online_while_running_and_offline_after_a_clean_stop(set
     assert await latest_retained_state(settings) == "offline"
 
 
-async def test_last_will_says_offline_when_the_connection_vanishes(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_last_will_says_offline_when_the_connection_vanishes(settings) -> None:
     config = predictor_settings(settings)
     app = create_app(config)
     async with serving(app), make_client(settings, "observer", announce=False) as observer:
@@ -53,7 +53,7 @@ async def test_last_will_says_offline_when_the_connection_vanishes(settings) -> 
         await asyncio.wait_for(app.state.consuming.wait(), 20)
 
 
-async def test_a_scheduled_service_is_online_while_it_runs_and_offline_after_a_clean_stop(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_scheduled_service_is_online_while_it_runs_and_offline_after_a_clean_stop(settings) -> None:
     async with make_client(settings, "observer", announce=False) as observer:
         await observer.subscribe(topics(settings).status("trainer"), qos=1)
         presence = asyncio.create_task(stay_present(settings, "trainer"))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import websockets
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.settings import DashboardSettings
@@ -29,7 +30,7 @@ from tests.servers import free_port, serving
 WEEK = current_week()
 
 
-def service_settings(cls, settings: Settings, emulator_url: str, **extra):  # type: ignore[no-untyped-def]
+def service_settings(cls, settings: Settings, emulator_url: str, **extra):
     values = {
         **settings.model_dump(),
         "spotify_api_url": f"{emulator_url}/v1",
@@ -39,32 +40,32 @@ def service_settings(cls, settings: Settings, emulator_url: str, **extra):  # ty
     return cls(**values, _env_file=None)
 
 
-def emulator_app(mode: str = "extended"):  # type: ignore[no-untyped-def]
-    return create_emulator(EmulatorConfig(mode=mode, n_tracks=2000, start_week=WEEK))  # type: ignore[arg-type]
+def emulator_app(mode: str = "extended"):
+    return create_emulator(EmulatorConfig(mode=mode, n_tracks=2000, start_week=WEEK))
 
 
-def write_chart(settings: Settings, app, size: int = 200) -> None:  # type: ignore[no-untyped-def]
+def write_chart(settings: Settings, app, size: int = 200) -> None:
     """This week's emulated global chart in the charts folder, as a user would download it."""
     settings.charts_dir.mkdir(parents=True, exist_ok=True)
     csv = app.state.emulator.catalog.chart_csv(WEEK, "global")
     (settings.charts_dir / f"regional-global-weekly-{WEEK.isoformat()}.csv").write_text(csv, encoding="utf-8")
 
 
-async def next_message(client, within: float = 20):  # type: ignore[no-untyped-def]
+async def next_message(client, within: float = 20):
     return await asyncio.wait_for(anext(aiter(client.messages)), within)
 
 
-async def ws_predictions(url: str, within: float = 20) -> dict:  # type: ignore[type-arg]
+async def ws_predictions(url: str, within: float = 20) -> dict:
     """The first `predictions` message a dashboard page receives."""
     async with websockets.connect(url) as ws:
         async with asyncio.timeout(within):
             while True:
                 message = json.loads(await ws.recv())
                 if message.get("type") == "predictions":
-                    return message  # type: ignore[no-any-return]
+                    return message
 
 
-async def test_chain_from_emulator_to_dashboard_and_rest(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_chain_from_emulator_to_dashboard_and_rest(settings, sessions) -> None:
     t = topics(settings)
     emulator = emulator_app()
     async with serving(emulator) as emulator_url:
@@ -101,11 +102,11 @@ async def test_chain_from_emulator_to_dashboard_and_rest(settings, sessions) -> 
     # MariaDB rows
     async with sessions() as session:
         snapshots = (
-            await session.exec(select(func.count()).select_from(Snapshot).where(Snapshot.week == WEEK))
-        ).one()[0]  # type: ignore[call-overload]
-        charted = (await session.exec(select(func.count()).select_from(ChartEntry))).one()[0]  # type: ignore[call-overload]
-        tracks = (await session.exec(select(func.count()).select_from(Track))).one()[0]  # type: ignore[call-overload]
-        run = (await session.exec(select(IngestRun))).scalars().one()  # type: ignore[call-overload]
+            await session.exec(select(func.count()).select_from(Snapshot).where(col(Snapshot.week) == WEEK))
+        ).one()[0]
+        charted = (await session.exec(select(func.count()).select_from(ChartEntry))).one()[0]
+        tracks = (await session.exec(select(func.count()).select_from(Track))).one()[0]
+        run = (await session.exec(select(IngestRun))).scalars().one()
     assert charted == 200 and tracks >= 200 and snapshots >= 200
     assert run.status == "ok" and run.access_mode == "extended"
     assert db_event.data.run_id == run.id and db_event.data.week == WEEK
@@ -121,7 +122,7 @@ async def test_chain_from_emulator_to_dashboard_and_rest(settings, sessions) -> 
     assert rest_values == pytest.approx(mqtt_values)
 
 
-async def test_weekly_update_twice_leaves_the_same_rows(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_weekly_update_twice_leaves_the_same_rows(settings, sessions) -> None:
     emulator = emulator_app()
     async with serving(emulator) as emulator_url:
         write_chart(settings, emulator)
@@ -131,9 +132,9 @@ async def test_weekly_update_twice_leaves_the_same_rows(settings, sessions) -> N
             report = await ingest_once(ingestor, kind="update")
             assert report.status == "ok", report.errors
             async with sessions() as session:
-                rows = (await session.exec(select(Snapshot).order_by(Snapshot.track_id))).scalars().all()  # type: ignore[call-overload]
+                rows = (await session.exec(select(Snapshot).order_by(Snapshot.track_id))).scalars().all()
                 snapshots.append([(r.track_id, r.week, r.popularity, r.trending) for r in rows])
-                entries = (await session.exec(select(func.count()).select_from(ChartEntry))).one()[0]  # type: ignore[call-overload]
+                entries = (await session.exec(select(func.count()).select_from(ChartEntry))).one()[0]
             assert entries == 200
         assert snapshots[0] == snapshots[1]
         assert len(snapshots[0]) >= 200

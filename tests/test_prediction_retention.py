@@ -38,7 +38,7 @@ async def weeks_kept(sessions: Any) -> dict[dt.date, int]:
         return dict((await session.exec(query)).all())
 
 
-async def test_old_weeks_are_pruned_in_batches(sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_old_weeks_are_pruned_in_batches(sessions, monkeypatch) -> None:
     monkeypatch.setattr(service, "PRUNE_BATCH", 70)  # several batches
     await seed(sessions, weeks=10)
     deleted = await service.prune_predictions(sessions=sessions, keep_weeks=4)
@@ -47,7 +47,7 @@ async def test_old_weeks_are_pruned_in_batches(sessions, monkeypatch) -> None:  
     assert await service.prune_predictions(sessions=sessions, keep_weeks=4) == 0
 
 
-async def test_zero_keeps_everything(sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_zero_keeps_everything(sessions) -> None:
     await seed(sessions, weeks=3)
     assert await service.prune_predictions(sessions=sessions, keep_weeks=0) == 0
     assert len(await weeks_kept(sessions)) == 3
@@ -55,5 +55,5 @@ async def test_zero_keeps_everything(sessions) -> None:  # type: ignore[no-untyp
 
 def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SONGPOP_PREDICTION_RETENTION_WEEKS", "12")
-    assert PredictorSettings(_env_file=None).prediction_retention_weeks == 12  # type: ignore[call-arg]
+    assert PredictorSettings(_env_file=None).prediction_retention_weeks == 12
     assert PredictorSettings.model_fields["prediction_retention_weeks"].default == 60

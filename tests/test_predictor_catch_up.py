@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from services.predictor import service
 from shared.events import ModelUpdated, envelope
@@ -22,7 +23,7 @@ async def stage(sessions: Any, topic: str, events: list[Any]) -> None:
         await session.commit()
 
 
-async def test_only_the_newest_of_each_kind_is_handled(settings, sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_only_the_newest_of_each_kind_is_handled(settings, sessions, monkeypatch) -> None:
     await seed_songs(sessions, n=6)
     config = predictor_settings(settings)
     t = topics(config)
@@ -43,7 +44,9 @@ async def test_only_the_newest_of_each_kind_is_handled(settings, sessions, monke
     assert handled == [(updates[-1].event_id, 3), (models[-1].event_id, 1)]
     async with sessions() as session:
         claimed = set((await session.exec(select(ProcessedEvent.event_id))).scalars().all())  # type: ignore[call-overload]
-        latest = (await session.exec(select(func.count()).where(Outbox.topic == t.predictions_latest))).one()  # type: ignore[call-overload]
+        latest = (
+            await session.exec(select(func.count()).where(col(Outbox.topic) == t.predictions_latest))
+        ).one()
     assert claimed == {e.event_id for e in updates + models}
     assert latest[0] == 2, "one forecast per kind, not one per missed event"
     assert await service.catch_up(sessions=sessions, settings=config, topics=t) == 0

@@ -31,7 +31,7 @@ def headline(predictions: list[TrackPrediction]) -> dict[str, TrackPrediction]:
     return best
 
 
-async def test_payloads_built_from_columns_equal_the_objects(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_payloads_built_from_columns_equal_the_objects(settings, sessions) -> None:
     ids = await seed_songs(sessions, n=30, charted=8)
     config = predictor_settings(settings, latest_message_max_predictions=10)
     t = topics(config)
@@ -50,7 +50,7 @@ async def test_payloads_built_from_columns_equal_the_objects(settings, sessions)
     assert {e.producer for e in per_song.values()} == {"predictor"}
 
 
-async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -> None:
     from shared import outbox
 
     monkeypatch.setattr(outbox, "PUBLISH_WINDOW", 7)
@@ -61,10 +61,10 @@ async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -
         async with make_client(settings, "predictor", announce=False) as pub:
             await publish_in_order(pub, [(topic, str(i).encode(), False) for i in range(300)])
         got = await messages_until(sub, lambda got: len(got) >= 300)
-    assert [int(m.payload) for m in got] == list(range(300))  # type: ignore[arg-type]
+    assert [int(m.payload) for m in got] == list(range(300))
 
 
-async def test_a_failed_publish_raises(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_a_failed_publish_raises(settings) -> None:
     async with make_client(settings, "predictor", announce=False) as pub:
         # an invalid topic (a wildcard) is refused by the client: the error surfaces, nothing hangs
         failing = [(f"{topics(settings).root}/ok", b"1", False), ("bad/#", b"2", False)]

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from sqlalchemy import func, select, text
+from sqlmodel import col
 
 from services.predictor.app import create_app
 from services.predictor.service import predict_trending
@@ -35,7 +36,7 @@ async def emulator() -> AsyncIterator[tuple[Any, str]]:
 
 
 @pytest.fixture
-async def api(settings, sessions, emulator) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:  # type: ignore[no-untyped-def]
+async def api(settings, sessions, emulator) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """An HTTP client of a running predictor (lifespan entered) and the emulator app behind it."""
     emulator_app, emulator_url = emulator
     app = create_app(predictor_settings(settings, emulator_url))
@@ -43,7 +44,7 @@ async def api(settings, sessions, emulator) -> AsyncIterator[tuple[httpx.AsyncCl
         yield http, emulator_app
 
 
-async def score(settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def score(settings, sessions) -> None:
     """What the predictor does on `db-updated`: forecast the trending songs and store them."""
     config = predictor_settings(settings)
     await predict_trending(
@@ -53,7 +54,7 @@ async def score(settings, sessions) -> None:  # type: ignore[no-untyped-def]
 
 async def test_stored_song_has_current_values_forecasts_intervals_and_history(
     api, settings, sessions
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     http, _ = api
     ids = await seed_songs(sessions, n=6, weeks=8, charted=2)
     stored = await store_batch_predictions(sessions, ids, charted=2)
@@ -79,12 +80,14 @@ async def test_stored_song_has_current_values_forecasts_intervals_and_history(
         assert served == stored[(ids[0], prediction["signal"])]
 
 
-async def test_batch_scored_songs_are_served_as_the_predictor_scored_them(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_scored_songs_are_served_as_the_predictor_scored_them(api, settings, sessions) -> None:
     http, _ = api
     ids = await seed_songs(sessions, n=6, weeks=8, charted=2)
     await score(settings, sessions)
     async with sessions() as session:
-        rows = (await session.exec(select(Prediction).where(Prediction.track_id == ids[1]))).scalars().all()  # type: ignore[call-overload]
+        rows = (
+            (await session.exec(select(Prediction).where(col(Prediction.track_id) == ids[1]))).scalars().all()
+        )
     assert rows, "a trending song is scored"
 
     body = (await http.get(f"/v1/tracks/{ids[1]}/forecast")).json()
@@ -100,7 +103,7 @@ async def test_batch_scored_songs_are_served_as_the_predictor_scored_them(api, s
             assert forecast["lower"] <= forecast["value"] <= forecast["upper"]
 
 
-async def test_ids_uris_and_urls_name_the_same_song(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_ids_uris_and_urls_name_the_same_song(api, settings, sessions) -> None:
     http, _ = api
     (track_id,) = await seed_songs(sessions, n=1, charted=0)
     forms = [
@@ -128,7 +131,7 @@ async def test_ids_uris_and_urls_name_the_same_song(api, settings, sessions) -> 
         "https://example.com/track/4uLU6hMCjMI75M1A2tKUQC",
     ],
 )
-async def test_anything_but_a_track_id_is_a_clear_422(api, bad) -> None:  # type: ignore[no-untyped-def]
+async def test_anything_but_a_track_id_is_a_clear_422(api, bad) -> None:
     http, _ = api
     response = await http.get(f"/v1/tracks/{quote(bad, safe='')}/forecast")
     assert response.status_code == 422
@@ -137,7 +140,7 @@ async def test_anything_but_a_track_id_is_a_clear_422(api, bad) -> None:  # type
     assert batch.status_code == 422 and "is not a Spotify track id" in batch.json()["detail"]
 
 
-async def test_batch_limits_and_malformed_bodies_are_clear_422s(api, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_limits_and_malformed_bodies_are_clear_422s(api, settings) -> None:
     http, _ = api
     too_many = await http.post("/v1/forecasts", json={"track_ids": [NOT_ON_SPOTIFY] * 101})
     assert too_many.status_code == 422
@@ -152,7 +155,7 @@ async def test_batch_limits_and_malformed_bodies_are_clear_422s(api, settings) -
     assert wrong_type.status_code == 422 and "track_ids" in wrong_type.json()["detail"]
 
 
-async def test_unknown_valid_id_is_fetched_stored_and_forecast_once(api, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_valid_id_is_fetched_stored_and_forecast_once(api, sessions) -> None:
     http, emulator_app = api
     track_id = emulator_app.state.emulator.catalog.track_ids[17]
     counters = emulator_app.state.emulator.counters
@@ -166,8 +169,8 @@ async def test_unknown_valid_id_is_fetched_stored_and_forecast_once(api, session
     assert {f["horizon_weeks"] for p in body["predictions"] for f in p["forecasts"]} == {26, 52}
     async with sessions() as session:
         stored = (
-            await session.exec(select(func.count()).select_from(Track).where(Track.id == track_id))
-        ).one()  # type: ignore[call-overload]
+            await session.exec(select(func.count()).select_from(Track).where(col(Track.id) == track_id))
+        ).one()
     assert stored[0] == 1
 
     requests_before = counters.api_requests
@@ -176,7 +179,7 @@ async def test_unknown_valid_id_is_fetched_stored_and_forecast_once(api, session
     assert counters.api_requests == requests_before, "a stored song is not fetched again"
 
 
-async def test_id_spotify_does_not_know_is_404_alone_and_listed_in_a_batch(api, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_id_spotify_does_not_know_is_404_alone_and_listed_in_a_batch(api, sessions) -> None:
     http, emulator_app = api
     (stored,) = await seed_songs(sessions, n=1, charted=0)
     fetched = emulator_app.state.emulator.catalog.track_ids[3]
@@ -191,7 +194,7 @@ async def test_id_spotify_does_not_know_is_404_alone_and_listed_in_a_batch(api, 
     assert body["not_found"] == [NOT_ON_SPOTIFY]
 
 
-async def test_trending_models_status_and_probes_answer(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_trending_models_status_and_probes_answer(api, settings, sessions) -> None:
     http, _ = api
     empty = (await http.get("/v1/trending")).json()
     assert empty == {"week": None, "count": 0, "demo": False, "predictions": []}
@@ -213,7 +216,7 @@ async def test_trending_models_status_and_probes_answer(api, settings, sessions)
     assert 'route="/v1/trending"' in metrics and "songpop_http_request_duration_seconds_bucket" in metrics
 
 
-async def test_reads_survive_connections_the_database_dropped(api, settings, sessions, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_reads_survive_connections_the_database_dropped(api, settings, sessions, engine) -> None:
     if not settings.effective_database_url.startswith("mysql"):
         pytest.skip("needs MariaDB to drop connections")
     http, _ = api

@@ -26,7 +26,7 @@ HORIZONS = (26,)
 
 async def test_songs_at_many_anchor_weeks_forecast_as_week_by_week(
     sessions: async_sessionmaker[AsyncSession], settings: Settings, engine
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     frame = synthetic_charts(regions=3, weeks=70, size=40, seed=4)
     await store_charts(sessions, frame)
     assert await train_and_register(sessions=sessions, settings=settings, horizons=HORIZONS)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
+from sqlmodel import col
 
 from services.predictor.app import create_app
 from services.predictor.cache import ResidentAnswers, ResponseCache, changed_songs, data_version
@@ -45,7 +46,7 @@ def cache_entries() -> int:
 
 
 @pytest.fixture
-async def api(settings, sessions, cache_entries) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:  # type: ignore[no-untyped-def]
+async def api(settings, sessions, cache_entries) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     async with running_emulator() as (_, emulator_url):
         config = predictor_settings(
             settings, emulator_url, rest_cache_entries=cache_entries, rest_cache_check_seconds=0
@@ -55,13 +56,13 @@ async def api(settings, sessions, cache_entries) -> AsyncIterator[tuple[httpx.As
             yield http, app
 
 
-async def rename(sessions, track_id: str, name: str) -> None:  # type: ignore[no-untyped-def]
+async def rename(sessions, track_id: str, name: str) -> None:
     async with sessions() as session:
-        await session.exec(update(Track).where(Track.id == track_id).values(name=name))  # type: ignore[call-overload]
+        await session.exec(update(Track).where(col(Track.id) == track_id).values(name=name))
         await session.commit()
 
 
-async def announce_new_data(settings, sessions, *, published: bool = False) -> None:  # type: ignore[no-untyped-def]
+async def announce_new_data(settings, sessions, *, published: bool = False) -> None:
     """What an ingest run does when it commits: an event in the outbox."""
     async with sessions() as session:
         row = add_event(
@@ -77,10 +78,10 @@ async def name_served(http: httpx.AsyncClient, track_id: str) -> str:
     single = (await http.get(f"/v1/tracks/{track_id}/forecast")).json()["track"]["name"]
     batch = (await http.post("/v1/forecasts", json={"track_ids": [track_id]})).json()
     assert batch["forecasts"][0]["track"]["name"] == single
-    return single  # type: ignore[no-any-return]
+    return single
 
 
-async def test_cached_answers_last_until_the_data_version_moves(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_cached_answers_last_until_the_data_version_moves(api, settings, sessions) -> None:
     http, app = api
     (track_id,) = await seed_songs(sessions, n=1)
     assert await name_served(http, track_id) == "Song 0 <b>"
@@ -95,7 +96,7 @@ async def test_cached_answers_last_until_the_data_version_moves(api, settings, s
 
 
 @pytest.mark.parametrize("cache_entries", [0])
-async def test_without_a_cache_every_answer_comes_from_the_database(api, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_without_a_cache_every_answer_comes_from_the_database(api, sessions) -> None:
     http, app = api
     (track_id,) = await seed_songs(sessions, n=1)
     assert await name_served(http, track_id) == "Song 0 <b>"
@@ -104,7 +105,7 @@ async def test_without_a_cache_every_answer_comes_from_the_database(api, session
     assert len(app.state.cache) == 0
 
 
-async def test_cache_keeps_the_most_recently_used_bodies_only(engine) -> None:  # type: ignore[no-untyped-def]
+async def test_cache_keeps_the_most_recently_used_bodies_only(engine) -> None:
     cache = ResponseCache(engine, max_entries=2, check_seconds=3600)
     version = await cache.current_version()
     for track_id in ("a", "b"):
@@ -116,7 +117,7 @@ async def test_cache_keeps_the_most_recently_used_bodies_only(engine) -> None:  
     assert cache.get("d") is None
 
 
-async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions) -> None:
     http, _ = api
     (track_id,) = await seed_songs(sessions, n=1)
     path = f"/v1/tracks/{track_id}/forecast"
@@ -130,7 +131,7 @@ async def test_answers_are_gzipped_for_clients_that_accept_it_only(api, sessions
     assert plain.json()["track"]["id"] == track_id
 
 
-async def resident_up_to_date(app) -> None:  # type: ignore[no-untyped-def]
+async def resident_up_to_date(app) -> None:
     """Wait until the resident answers have applied the database's current data version."""
     version = await data_version(app.state.clients.reader)
     resident: ResidentAnswers = app.state.resident
@@ -139,7 +140,7 @@ async def resident_up_to_date(app) -> None:  # type: ignore[no-untyped-def]
         await asyncio.wait_for(app.state.cache_warmed.wait(), 20)
 
 
-async def store_predictions(sessions, track_id: str, value: float) -> None:  # type: ignore[no-untyped-def]
+async def store_predictions(sessions, track_id: str, value: float) -> None:
     """A batch forecast of `track_id` as the predictor stores it (replacing the week's previous one)."""
     rows = [
         {"track_id": track_id, "week": WEEK, "signal": "popularity", "region": "", "horizon_weeks": h,
@@ -159,7 +160,7 @@ def served_values(body: dict[str, Any]) -> dict[int, float]:
     return {f["horizon_weeks"]: f["value"] for p in body["predictions"] for f in p["forecasts"]}
 
 
-async def test_batch_scored_answers_are_resident_once_the_data_moves(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_batch_scored_answers_are_resident_once_the_data_moves(api, settings, sessions) -> None:
     http, app = api
     ids = await seed_songs(sessions, n=5, charted=2)
     await store_batch_predictions(sessions, ids, charted=2)
@@ -178,7 +179,7 @@ async def test_batch_scored_answers_are_resident_once_the_data_moves(api, settin
 
 async def test_new_predictions_replace_a_resident_answer_after_the_version_moves(
     api, settings, sessions
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     http, app = api
     track_id, other = await seed_songs(sessions, n=2, charted=0)
     await store_predictions(sessions, track_id, 10.0)
@@ -200,7 +201,7 @@ async def test_new_predictions_replace_a_resident_answer_after_the_version_moves
     assert track_id in app.state.resident and app.state.resident.get(other) == before
 
 
-async def test_songs_not_resident_yet_are_answered_from_the_database(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_songs_not_resident_yet_are_answered_from_the_database(api, settings, sessions) -> None:
     http, app = api
     await resident_up_to_date(app)
     scored, unscored = await seed_songs(sessions, n=2, charted=0)
@@ -213,7 +214,7 @@ async def test_songs_not_resident_yet_are_answered_from_the_database(api, settin
     assert never_scored["source"] == "on_demand" and never_scored["track"]["id"] == unscored
 
 
-async def test_a_resident_answer_is_the_plain_paths_database_built_one(api, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_resident_answer_is_the_plain_paths_database_built_one(api, settings, sessions) -> None:
     """The fast path (resident answers before routing) is an optimisation: the plain design, without it and
     without answers in memory, gives the same bytes and headers."""
     http, app = api
@@ -242,7 +243,7 @@ async def test_a_resident_answer_is_the_plain_paths_database_built_one(api, sett
                     assert resident.json()["source"] == "batch"
 
 
-async def test_changed_songs_include_snapshots_published_from_the_stage(engine, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_changed_songs_include_snapshots_published_from_the_stage(engine, sessions) -> None:
     """An ingest run's staged rows carry the time they were fetched, perhaps long before they are
     published: they still count as changes after publication."""
     (track_id,) = await seed_songs(sessions, n=1, charted=0)
@@ -261,7 +262,7 @@ async def test_changed_songs_include_snapshots_published_from_the_stage(engine, 
 
 async def test_songs_whose_build_failed_are_built_by_the_next_pass(
     engine, sessions, settings, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     ids = await seed_songs(sessions, n=3, charted=0)
     await store_batch_predictions(sessions, ids)
     cache = ResponseCache(engine, max_entries=0, check_seconds=3600)

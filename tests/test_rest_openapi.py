@@ -56,7 +56,7 @@ def test_document_is_valid_openapi_and_its_examples_match_the_models() -> None:
         getattr(schemas, name).model_validate(example)
 
 
-async def test_docs_are_served_and_every_documented_path_answers(settings, sessions, emulator) -> None:  # type: ignore[no-untyped-def]
+async def test_docs_are_served_and_every_documented_path_answers(settings, sessions, emulator) -> None:
     _, emulator_url = emulator
     ids = await seed_songs(sessions, n=3, charted=1)
     config = predictor_settings(settings, emulator_url)
@@ -94,7 +94,7 @@ JSON = {"content-type": "application/json"}
 FUZZ_EXAMPLES = 15  # per operation and phase: bounded, so the run stays well under a minute
 
 
-async def test_schemathesis_passes_on_a_running_predictor(settings, sessions, emulator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_schemathesis_passes_on_a_running_predictor(settings, sessions, emulator, tmp_path) -> None:
     _, emulator_url = emulator
     await seed_songs(sessions, n=3, charted=1)
     config = predictor_settings(settings, emulator_url)
@@ -150,7 +150,7 @@ def test_the_documented_pattern_accepts_exactly_what_the_server_does(raw: str) -
     assert documented == accepted
 
 
-async def test_an_unreadable_body_is_400_and_an_oversized_one_413(settings) -> None:  # type: ignore[no-untyped-def]
+async def test_an_unreadable_body_is_400_and_an_oversized_one_413(settings) -> None:
     app = create_app(predictor_settings(settings))
     async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
         unreadable = await http.post("/v1/forecasts", content=b'{"track_ids": ["\xff\xfe"]}', headers=JSON)

@@ -19,7 +19,7 @@ from tests.servers import serving
 WEEK = current_week()
 
 
-def comparable(predictions: list[dict]) -> list[tuple]:  # type: ignore[type-arg]
+def comparable(predictions: list[dict]) -> list[tuple]:
     """What a forecast says, without the order of signals and horizons."""
     return sorted(
         (p["signal"], p["region"], p["week"], f["horizon_weeks"], f["value"], f["lower"], f["upper"])
@@ -28,12 +28,12 @@ def comparable(predictions: list[dict]) -> list[tuple]:  # type: ignore[type-arg
     )
 
 
-async def trending_when_ready(http: httpx.AsyncClient, within: float = 60) -> dict:  # type: ignore[type-arg]
+async def trending_when_ready(http: httpx.AsyncClient, within: float = 60) -> dict:
     async with asyncio.timeout(within):
         while True:
             trending = (await http.get("/v1/trending")).json()
             if trending["count"]:
-                return trending  # type: ignore[no-any-return]
+                return trending
             await asyncio.sleep(0.2)
 
 
@@ -43,7 +43,7 @@ async def test_last_weeks_chart_ingested_this_week_answers_every_song_as_trendin
     engine,
     tmp_path,
     mode: str,  # engine: empty tables, no earlier test's predictions
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The enrichment of each new song writes a current-week snapshot (without popularity in Development
     Mode), later than the chart week the batch forecast is anchored at."""
     last_week = add_weeks(WEEK, -1)
@@ -55,7 +55,7 @@ async def test_last_weeks_chart_ingested_this_week_answers_every_song_as_trendin
             report = await ingest_once(ingestor_settings(settings, spotify), kind="init", chart_paths=[chart])
             assert report.status == "ok", report.errors
             trending = await trending_when_ready(http)
-            rows: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+            rows: dict[str, list[dict]] = {}
             for row in trending["predictions"]:
                 rows.setdefault(row["track_id"], []).append(row)
             assert len(rows) >= 150

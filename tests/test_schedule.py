@@ -31,7 +31,7 @@ def test_a_run_is_missed_only_when_the_last_one_is_older_than_the_due_time() -> 
     assert missed_run(MONDAY_SIX, ZONE, None, NOW) is None  # a new installation starts on the schedule
 
 
-async def scheduled_runs(sessions, last_run: dt.datetime | None) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+async def scheduled_runs(sessions, last_run: dt.datetime | None) -> tuple[int, dict]:
     """Start a Monday-06:00 schedule with `last_run` in app_state; how many runs it made at once."""
     state = ScheduleState(sessions, "ingestor")
     if last_run is not None:
@@ -54,7 +54,7 @@ async def scheduled_runs(sessions, last_run: dt.datetime | None) -> tuple[int, d
     return runs, await state.read()
 
 
-async def test_a_missed_run_runs_once_at_start_and_is_recorded(sessions, caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_a_missed_run_runs_once_at_start_and_is_recorded(sessions, caplog) -> None:
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=9)  # at least one Monday 06:00 since
     runs, value = await scheduled_runs(sessions, long_ago)
     assert runs == 1
@@ -65,7 +65,7 @@ async def test_a_missed_run_runs_once_at_start_and_is_recorded(sessions, caplog)
     assert "was missed" in caplog.text and "running it now" in caplog.text
 
 
-async def test_no_catch_up_after_a_recent_run_or_on_a_new_installation(sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_no_catch_up_after_a_recent_run_or_on_a_new_installation(sessions) -> None:
     assert (await scheduled_runs(sessions, dt.datetime.now(dt.UTC)))[0] == 0
     async with sessions() as session:
         await session.delete(await session.get(AppState, "ingestor"))

@@ -25,7 +25,7 @@ IMG = '<img src=x onerror="alert(1)">'
 
 
 @pytest.fixture
-async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
+async def dashboard(settings, sessions):
     async with running_dashboard(dashboard_settings(settings)) as running:
         yield running
     await clear_retained(settings)
@@ -37,7 +37,7 @@ def assert_inert(html: str) -> None:
     assert 'onerror="alert' not in html
 
 
-async def test_song_page_renders_markup_in_names_as_text(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_song_page_renders_markup_in_names_as_text(sessions, dashboard) -> None:
     song = Song("x" * 22, SCRIPT, artists=IMG)
     await seed(sessions, [song])
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
@@ -51,7 +51,7 @@ async def test_song_page_renders_markup_in_names_as_text(sessions, dashboard) ->
     assert "<" not in data  # the embedded JSON cannot close its <script> element
 
 
-async def test_service_names_from_mqtt_are_text_on_the_status_page(settings, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_service_names_from_mqtt_are_text_on_the_status_page(settings, dashboard) -> None:
     async with make_client(settings, "evil", announce=False) as client:
         await publish_model(
             client,
@@ -70,7 +70,7 @@ async def test_service_names_from_mqtt_are_text_on_the_status_page(settings, das
     assert "&lt;img src=x" in page.text
 
 
-async def test_model_versions_are_text_on_the_models_page(sessions, dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_model_versions_are_text_on_the_models_page(sessions, dashboard) -> None:
     async with session_scope(sessions) as session:
         session.add(
             ModelVersion(
@@ -88,7 +88,7 @@ async def test_model_versions_are_text_on_the_models_page(sessions, dashboard) -
     assert_inert(page.text)
 
 
-async def test_a_huge_websocket_frame_is_refused(dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_a_huge_websocket_frame_is_refused(dashboard) -> None:
     async with connect(dashboard.ws_url, max_size=None) as ws:
         await ws.recv()  # hello
         await ws.send("x" * 1_000_000)
@@ -101,7 +101,7 @@ async def test_a_huge_websocket_frame_is_refused(dashboard) -> None:  # type: ig
         assert (await http.get("/healthz")).status_code == 200
 
 
-async def test_a_websocket_flood_does_not_grow_memory(dashboard) -> None:  # type: ignore[no-untyped-def]
+async def test_a_websocket_flood_does_not_grow_memory(dashboard) -> None:
     hub = dashboard.app.state.hub
     frame = "y" * 30_000  # under the frame limit
     tracemalloc.start()

@@ -120,7 +120,7 @@ async def test_with_keys_set_a_request_without_a_valid_key_is_refused(
 
 async def test_the_weekly_run_does_not_ask_again_for_ids_spotify_does_not_know(
     settings: Settings, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     async with emulator("development") as spotify:
         chart = write(tmp_path / "charts" / "regional-global-weekly-2026-11-26.csv",
                       new_format(chart_entries(40, seed=5)))  # fmt: skip

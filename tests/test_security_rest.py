@@ -33,22 +33,22 @@ INJECTIONS = [
 
 
 @pytest.fixture
-async def api(settings, sessions) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def api(settings, sessions) -> AsyncIterator[httpx.AsyncClient]:
     async with running_emulator() as (_, emulator_url):
         app = create_app(predictor_settings(settings, emulator_url))
         async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
             yield http
 
 
-async def table_counts(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
+async def table_counts(sessions) -> dict[str, int]:
     async with sessions() as session:
         return {
-            model.__name__: (await session.exec(select(func.count()).select_from(model))).one()[0]  # type: ignore[call-overload]
+            model.__name__: (await session.exec(select(func.count()).select_from(model))).one()[0]
             for model in (Track, Snapshot, Prediction)
         }
 
 
-async def test_sql_injection_strings_are_refused_and_execute_nothing(api, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_sql_injection_strings_are_refused_and_execute_nothing(api, sessions) -> None:
     await seed_songs(sessions, n=5)
     before = await table_counts(sessions)
     for attack in INJECTIONS:
@@ -60,7 +60,7 @@ async def test_sql_injection_strings_are_refused_and_execute_nothing(api, sessio
             assert "Traceback" not in response.text and "SQL" not in response.text
     assert await table_counts(sessions) == before
     async with sessions() as session:  # every table still there
-        assert (await session.exec(text("SELECT COUNT(*) FROM track"))).one()[0] == before["Track"]  # type: ignore[call-overload]
+        assert (await session.exec(text("SELECT COUNT(*) FROM track"))).one()[0] == before["Track"]
     assert (await api.get("/v1/trending")).status_code == 200
 
 
@@ -74,14 +74,14 @@ async def test_sql_injection_strings_are_refused_and_execute_nothing(api, sessio
     ],
     ids=["3MB", "deeply-nested", "binary", "wrong-content-type"],
 )
-async def test_hostile_bodies_get_a_4xx(api, body: bytes, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+async def test_hostile_bodies_get_a_4xx(api, body: bytes, headers: dict[str, str]) -> None:
     response = await api.post("/v1/forecasts", content=body, headers=headers)
     assert 400 <= response.status_code < 500, response.status_code
     assert len(response.content) < 10_000  # no echo of the body
     assert (await api.get("/healthz")).status_code == 200
 
 
-async def test_oversized_body_is_refused_before_it_is_read(api) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_body_is_refused_before_it_is_read(api) -> None:
     # A client announcing 50 MB: refused on the headers alone, without waiting for (or storing) the body.
     url = httpx.URL(str(api.base_url))
     reader, writer = await asyncio.open_connection(url.host, url.port)
@@ -134,7 +134,7 @@ def predictor_in_a_thread(settings: Any) -> Iterator[str]:
         thread.join(30)
 
 
-def test_schemathesis_finds_no_server_error(settings, engine) -> None:  # type: ignore[no-untyped-def]
+def test_schemathesis_finds_no_server_error(settings, engine) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hypothesis_settings

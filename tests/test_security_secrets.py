@@ -41,7 +41,7 @@ def forms(secret: str) -> list[str]:
 
 
 @pytest.fixture
-async def db_user(settings) -> AsyncIterator[tuple[str, str]]:  # type: ignore[no-untyped-def]
+async def db_user(settings) -> AsyncIterator[tuple[str, str]]:
     """A MariaDB user with a password, allowed on this session's database; yields (user, database)."""
     if not settings.database_url.startswith("mysql"):
         pytest.skip("needs MariaDB (a user with a password)")
@@ -84,9 +84,7 @@ def assert_no_secret(where: str, text_seen: str, secret_values: list[str]) -> No
             assert form not in text_seen, f"a secret ({form[:6]}…) appears in {where}"
 
 
-async def test_no_secret_in_logs_responses_or_errors(  # type: ignore[no-untyped-def]
-    settings, db_user, broker, tmp_path: Path
-) -> None:
+async def test_no_secret_in_logs_responses_or_errors(settings, db_user, broker, tmp_path: Path) -> None:
     user, database = db_user
     mqtt_secret = broker.passwords["predictor"]
     all_secrets = [

@@ -25,7 +25,7 @@ SMALL = 2_000  # tracks in the test catalog
 
 
 def make_app(mode: str = "development", **config: Any) -> Any:
-    return create_app(EmulatorConfig(mode=mode, n_tracks=SMALL, seed=11, start_week=WEEK, **config))  # type: ignore[arg-type]
+    return create_app(EmulatorConfig(mode=mode, n_tracks=SMALL, seed=11, start_week=WEEK, **config))
 
 
 def released_ids(app: Any, n: int) -> list[str]:
@@ -72,7 +72,7 @@ async def test_probe_finds_the_mode_in_one_request_and_says_what_it_lacks(
 async def test_both_modes_give_the_same_objects_apart_from_the_fields_a_mode_lacks() -> None:
     dev_app, ext_app = make_app("development"), make_app("extended")
     ids = released_ids(dev_app, 120)
-    results = {}
+    results: dict[str, tuple[dict[str, Any], ...]] = {}
     for name, app in (("dev", dev_app), ("ext", ext_app)):
         async with emulator_client(app) as spotify:
             tracks = await spotify.get_tracks(ids)

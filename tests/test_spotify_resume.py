@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.emulator import EmulatorConfig, FaultPlan, create_app
@@ -27,7 +28,7 @@ WEEK = dt.date(2026, 11, 23)
 
 
 def make_emulator(mode: str) -> Any:
-    return create_app(EmulatorConfig(mode=mode, n_tracks=2_000, seed=13, start_week=WEEK))  # type: ignore[arg-type]
+    return create_app(EmulatorConfig(mode=mode, n_tracks=2_000, seed=13, start_week=WEEK))
 
 
 def ingest_settings(settings: Settings) -> IngestorSettings:
@@ -36,7 +37,7 @@ def ingest_settings(settings: Settings) -> IngestorSettings:
         "spotify_accounts_url": EMULATOR_BASE,
         "spotify_concurrency": 4,
     }
-    return IngestorSettings(**values, _env_file=None)  # type: ignore[call-arg]
+    return IngestorSettings(**values, _env_file=None)
 
 
 def write_chart(settings: Settings, app: Any) -> list[str]:
@@ -63,15 +64,15 @@ async def ingest(
 
 async def count(sessions: async_sessionmaker[AsyncSession], query: Any) -> int:
     async with sessions() as session:
-        return int((await session.exec(query)).one()[0])  # type: ignore[call-overload]
+        return int((await session.exec(query)).one()[0])
 
 
 async def assert_week_complete(sessions: async_sessionmaker[AsyncSession], chart_ids: list[str]) -> None:
     """Every charted song is stored with its album and artists, and has this week's published snapshot."""
-    enriched = select(func.count()).select_from(Track).join(Album, Album.id == Track.album_id)
-    assert await count(sessions, enriched.where(Track.id.in_(chart_ids))) == len(chart_ids)  # type: ignore[attr-defined]
-    snapshots = select(func.count()).select_from(Snapshot).where(Snapshot.week == WEEK)
-    assert await count(sessions, snapshots.where(Snapshot.track_id.in_(chart_ids))) == len(chart_ids)  # type: ignore[attr-defined]
+    enriched = select(func.count()).select_from(Track).join(Album, col(Album.id) == Track.album_id)
+    assert await count(sessions, enriched.where(col(Track.id).in_(chart_ids))) == len(chart_ids)
+    snapshots = select(func.count()).select_from(Snapshot).where(col(Snapshot.week) == WEEK)
+    assert await count(sessions, snapshots.where(col(Snapshot.track_id).in_(chart_ids))) == len(chart_ids)
     assert await count(sessions, select(func.count()).select_from(Artist)) > 0
 
 
@@ -158,7 +159,7 @@ async def test_a_resumed_weekly_update_asks_each_followed_song_once(
     assert max(dimensions.values()) == 1
 
 
-async def stored_rows(sessions: async_sessionmaker[AsyncSession], model: Any, drop: set[str]) -> list[dict]:  # type: ignore[type-arg]
+async def stored_rows(sessions: async_sessionmaker[AsyncSession], model: Any, drop: set[str]) -> list[dict]:
     """Every row of `model` as a dict, without the columns in `drop`, in key order."""
     async with sessions() as session:
         rows = (await session.exec(select(model))).scalars().all()  # type: ignore[call-overload]
@@ -171,7 +172,7 @@ async def test_both_modes_store_the_same_songs_apart_from_what_a_mode_lacks(
 ) -> None:
     from shared.db import metadata
 
-    stored = {}
+    stored: dict[str, dict[str, Any]] = {}
     for mode in ("development", "extended"):
         async with engine.begin() as conn:  # each mode starts from an empty database
             for table in reversed(metadata().sorted_tables):
@@ -188,11 +189,11 @@ async def test_both_modes_store_the_same_songs_apart_from_what_a_mode_lacks(
                 sessions, Snapshot, {"id", "updated_at", "popularity", "popularity_source"}
             ),
             "labels": await count(
-                sessions, select(func.count()).select_from(Album).where(Album.label.is_not(None))
-            ),  # type: ignore[union-attr]
+                sessions, select(func.count()).select_from(Album).where(col(Album.label).is_not(None))
+            ),
             "popularity": await count(
                 sessions,
-                select(func.count()).select_from(Snapshot).where(Snapshot.popularity.is_not(None)),  # type: ignore[union-attr]
+                select(func.count()).select_from(Snapshot).where(col(Snapshot.popularity).is_not(None)),
             ),
         }
     dev, ext = stored["development"], stored["extended"]

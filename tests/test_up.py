@@ -25,7 +25,7 @@ async def latest_predictions(settings: Settings) -> Envelope[PredictionsLatest]:
         async with asyncio.timeout(30):
             async for message in observer.messages:
                 if message.topic.matches(wanted):
-                    return parse(message.payload, PredictionsLatest)  # type: ignore[arg-type]
+                    return parse(message.payload, PredictionsLatest)
     raise AssertionError("no predictions")
 
 
@@ -59,14 +59,14 @@ async def run_up_and_check(env: dict[str, str], settings: Settings) -> list[str]
 async def test_up_on_embedded_defaults(tmp_path: Path) -> None:
     """Nothing but Python: SQLite file, in-process broker, emulator."""
     env = up_env(tmp_path)
-    settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{env['SONGPOP_MQTT_EMBEDDED_PORT']}", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{env['SONGPOP_MQTT_EMBEDDED_PORT']}", _env_file=None)
     await run_up_and_check(env, settings)
     assert (tmp_path / "var" / "songpop.db").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-async def test_up_on_real_database_and_broker(tmp_path: Path, settings: Settings, engine) -> None:  # type: ignore[no-untyped-def]
+async def test_up_on_real_database_and_broker(tmp_path: Path, settings: Settings, engine) -> None:
     """The same stack pointed at this machine's MariaDB and Mosquitto."""
     env = up_env(
         tmp_path,

@@ -35,7 +35,7 @@ async def read_latest_once(settings: Settings) -> None:
 
 async def one_cycle(tmp_path: Path, stop: signal.Signals) -> float:
     env = up_env(tmp_path)
-    settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{env['SONGPOP_MQTT_EMBEDDED_PORT']}", _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(mqtt_url=f"mqtt://127.0.0.1:{env['SONGPOP_MQTT_EMBEDDED_PORT']}", _env_file=None)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli", "up", "--weeks", "0",
         env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,

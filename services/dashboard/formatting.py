@@ -53,15 +53,15 @@ def fmt_metric(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def fmt_time(value: Any) -> str:
+def fmt_time(value: object) -> str:
     """An ISO string or datetime as `YYYY-MM-DD HH:MM UTC` (naive values are UTC)."""
-    if value in (None, ""):
+    if value is None or value == "":
         return "—"
     if isinstance(value, str):
         try:
             value = dt.datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC)

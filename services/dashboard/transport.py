@@ -43,7 +43,7 @@ def reset_when_closed(transport: asyncio.BaseTransport) -> bool:
 
 if _UvicornProtocol is not None:
 
-    class ResettableWebSocketProtocol(_UvicornProtocol):  # type: ignore[misc, valid-type]
+    class ResettableWebSocketProtocol(_UvicornProtocol):
         """uvicorn's websocket protocol, whose connections the app can ask to end with a reset."""
 
         _reset = False

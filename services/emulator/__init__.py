@@ -54,7 +54,7 @@ def run(
 ) -> None:
     """Entry point for `songpop emulator`: build the config from plain arguments and serve."""
     config = EmulatorConfig(
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         latency_ms=latency_ms,
         seed=seed,
         n_tracks=n_tracks,

@@ -52,7 +52,7 @@ async def abandon_unfinished_runs(*, session: AsyncSession) -> int:
 async def record_progress(*, session: AsyncSession, report: RunReport) -> None:
     """Store the run's counts so far, in the caller's transaction (a batch's rows and its counts agree)."""
     stmt = update(IngestRun).where(IngestRun.id == report.run_id).values(counts=report.counts.as_dict())  # type: ignore[arg-type]
-    await session.exec(stmt)  # type: ignore[call-overload]
+    await session.exec(stmt)
 
 
 async def record_access_mode(
@@ -84,7 +84,7 @@ async def paused_resume_ids(*, session: AsyncSession) -> list[str]:
                 .where(col(IngestRun.status) != "running")
                 .order_by(col(IngestRun.id).desc())
                 .limit(1)
-            )  # type: ignore[call-overload, union-attr]
+            )  # type: ignore[call-overload]
         )
         .scalars()
         .first()
@@ -132,7 +132,7 @@ async def finish_run(
                     demo=demo,
                 ),
             )
-            add_event(session, topic=topics.db_updated, event=event, retain=True)  # type: ignore[arg-type]
+            add_event(session, topic=topics.db_updated, event=event, retain=True)
 
 
 async def fail_run(*, sessions: async_sessionmaker[AsyncSession], report: RunReport, error: str) -> None:

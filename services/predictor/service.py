@@ -297,7 +297,7 @@ async def prune_predictions(*, sessions: async_sessionmaker[AsyncSession], keep_
             ids = list((await session.exec(old)).scalars().all())  # type: ignore[call-overload]
             if not ids:
                 break
-            await session.exec(delete(Prediction).where(col(Prediction.id).in_(ids)))  # type: ignore[call-overload]
+            await session.exec(delete(Prediction).where(col(Prediction.id).in_(ids)))
             await session.commit()
         deleted += len(ids)
     if deleted:

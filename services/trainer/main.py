@@ -35,7 +35,7 @@ OUTBOX_RETRY_SECONDS = 30.0
 def announcement(version: ModelVersion) -> ModelUpdated:
     return ModelUpdated(
         version=version.version,
-        signal=version.signal,  # type: ignore[arg-type]
+        signal=version.signal,
         horizon_weeks=version.horizon_weeks,
         kind=version.kind,
         metrics=version.metrics,

@@ -55,7 +55,10 @@ def score_chart_split(
 ) -> tuple[dict[str, Any], StreamsForecaster]:
     """Fit the model and the baselines on `train` as the trainer does (rolling-origin folds on the training
     anchors choose what serves), score what would be served, the model and every baseline on `test`."""
-    make = lambda: StreamsForecaster(horizon=horizon, regions=regions)  # noqa: E731
+
+    def make() -> StreamsForecaster:
+        return StreamsForecaster(horizon=horizon, regions=regions)
+
     folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS)
     model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
     model.baselines = ChartBaselines().fit(train.observed, original_train)
@@ -254,7 +257,10 @@ def score_popularity_split(
 ) -> dict[str, Any]:
     """What would be served (chosen on rolling-origin folds of the training pairs), the model and every
     baseline on the test pairs."""
-    make = lambda: PopularityForecaster(horizon=horizon)  # noqa: E731
+
+    def make() -> PopularityForecaster:
+        return PopularityForecaster(horizon=horizon)
+
     folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7)
     model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
     model.baselines = PopularityBaselines().fit(train, original_train)

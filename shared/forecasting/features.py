@@ -257,7 +257,7 @@ def cached_chart_features(panel: ChartPanel, regions: list[str]) -> pd.DataFrame
     key = ("chart_features", tuple(regions))
     if key not in panel.cache:
         panel.cache[key] = chart_features(panel, regions)
-    return panel.cache[key]  # type: ignore[no-any-return]
+    return panel.cache[key]
 
 
 def chart_targets(panel: ChartPanel, horizon: int, regions: list[str] | None = None) -> pd.DataFrame:

@@ -106,7 +106,7 @@ class CompiledTrees:
         """The model's predictions of the rows of X (a frame with the model's columns, or an array)."""
         if isinstance(X, pd.DataFrame):
             if list(X.columns) != self.features:
-                return self.model.predict(X)  # type: ignore[no-any-return]
+                return self.model.predict(X)
             X = X.to_numpy(np.float64)
         bins = self.binner.bins(np.asarray(X, np.float64))
         out = np.empty(bins.shape[1])

@@ -66,7 +66,7 @@ def load_artifact(path: str | Path, sha256: str | None) -> ForecastBundle:
     key = (str(path), sha256)
     with _cache_lock:
         if key in _cache:
-            return _cache[key]  # type: ignore[no-any-return]
+            return _cache[key]
     try:
         data = path.read_bytes()
     except OSError as exc:

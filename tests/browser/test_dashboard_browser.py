@@ -45,7 +45,7 @@ def catalog() -> list[Song]:
     return items + songs(9)
 
 
-async def seed_system(sessions) -> None:  # type: ignore[no-untyped-def]
+async def seed_system(sessions) -> None:
     """Models, access state and runs for the model and status pages."""
     async with sessions() as session:
         for horizon, mae in ((26, 6.8), (52, 9.1)):
@@ -102,7 +102,7 @@ async def seed_system(sessions) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
+async def dashboard(settings, sessions):
     await seed(sessions, catalog(), history_weeks=30)
     await seed_system(sessions)
     async with running_dashboard(dashboard_settings(settings)) as running:
@@ -110,21 +110,21 @@ async def dashboard(settings, sessions):  # type: ignore[no-untyped-def]
     await clear_retained(settings)
 
 
-async def open_page(browser, url: str, viewport: dict[str, int], problems: list[str], **options: Any) -> Any:  # type: ignore[no-untyped-def]
+async def open_page(browser, url: str, viewport: dict[str, int], problems: list[str], **options: Any) -> Any:
     """A new page that records script errors and any dialog (an executed alert() would open one)."""
     page = await browser.new_page(viewport=viewport, **options)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
     page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
-    page.on("console", lambda msg: msg.type == "error" and problems.append(f"console: {msg.text}"))
+    page.on("console", lambda msg: problems.extend([f"console: {msg.text}"] if msg.type == "error" else []))
     await page.goto(url)
     return page
 
 
-async def wait_live(page) -> None:  # type: ignore[no-untyped-def]
+async def wait_live(page) -> None:
     await page.wait_for_selector('#live[data-state="live"]', timeout=WAIT_MS)
 
 
-async def test_table_fills_and_updates_live(browser, dashboard, settings, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_table_fills_and_updates_live(browser, dashboard, settings, screenshot_dir: Path) -> None:
     problems: list[str] = []
     page = await open_page(browser, dashboard.url + "/", DESKTOP, problems)
     await wait_live(page)
@@ -159,7 +159,7 @@ async def test_table_fills_and_updates_live(browser, dashboard, settings, screen
     assert problems == []
 
 
-async def test_page_reconnects_by_itself(browser, dashboard, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_page_reconnects_by_itself(browser, dashboard, settings) -> None:
     problems: list[str] = []
     page = await open_page(browser, dashboard.url + "/", DESKTOP, problems)
     await wait_live(page)
@@ -187,7 +187,7 @@ async def test_page_reconnects_by_itself(browser, dashboard, settings) -> None: 
     assert problems == []
 
 
-async def test_track_page_draws_its_chart(browser, dashboard, settings, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_track_page_draws_its_chart(browser, dashboard, settings, screenshot_dir: Path) -> None:
     problems: list[str] = []
     song = catalog()[1]
     page = await open_page(browser, f"{dashboard.url}/tracks/{song.track_id}", DESKTOP, problems)
@@ -213,7 +213,7 @@ async def test_track_page_draws_its_chart(browser, dashboard, settings, screensh
     assert problems == []
 
 
-async def test_pages_read_well_on_a_phone(browser, dashboard, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_pages_read_well_on_a_phone(browser, dashboard, screenshot_dir: Path) -> None:
     problems: list[str] = []
     for name in ("", "models", "status"):
         page = await open_page(browser, f"{dashboard.url}/{name}", PHONE, problems)
@@ -232,7 +232,7 @@ async def test_pages_read_well_on_a_phone(browser, dashboard, screenshot_dir: Pa
     assert problems == []
 
 
-async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessions) -> None:  # type: ignore[no-untyped-def]
+async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessions) -> None:
     problems: list[str] = []
     page = await open_page(browser, dashboard.url + "/", DESKTOP, problems)
     await wait_live(page)
@@ -254,7 +254,7 @@ async def test_a_new_week_replaces_the_table(browser, dashboard, settings, sessi
     assert problems == []
 
 
-async def test_a_new_model_shows_a_notice(browser, dashboard, settings, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_new_model_shows_a_notice(browser, dashboard, settings, screenshot_dir: Path) -> None:
     problems: list[str] = []
     page = await open_page(browser, dashboard.url + "/models", PHONE, problems)
     await wait_live(page)
@@ -270,7 +270,7 @@ async def test_a_new_model_shows_a_notice(browser, dashboard, settings, screensh
     assert problems == []
 
 
-async def test_streams_view_and_chart(browser, dashboard, sessions, screenshot_dir: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_streams_view_and_chart(browser, dashboard, sessions, screenshot_dir: Path) -> None:
     items = catalog()[:5]
     await seed_streams(sessions, items, history_weeks=30)
     problems: list[str] = []
