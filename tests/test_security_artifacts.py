@@ -22,7 +22,7 @@ from tests.security_support import EVIL, tampered_artifact
 from tests.servers import serving
 
 
-async def test_predictor_refuses_a_tampered_artifact_and_keeps_serving(  # type: ignore[no-untyped-def]
+async def test_predictor_refuses_a_tampered_artifact_and_keeps_serving(
     settings, sessions, tmp_path, caplog
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -63,7 +63,7 @@ async def test_predictor_refuses_a_tampered_artifact_and_keeps_serving(  # type:
 
     assert not marker.exists(), "the tampered artifact was unpickled"
     async with sessions() as session:
-        stored = (await session.exec(select(Prediction))).scalars().all()  # type: ignore[call-overload]
+        stored = (await session.exec(select(Prediction))).scalars().all()
     assert stored, "no forecasts after the event"
     assert EVIL not in {p.model_version for p in stored}
     popularity_26 = [p for p in stored if p.signal == "popularity" and p.horizon_weeks == 26]
