@@ -94,7 +94,7 @@ def train_streams(panel: ChartPanel) -> list[Any]:
         work = training._streams_work(panel, horizon, config, False, None)
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
-        fitted.append((candidate.backtest["model"], fit_all()))
+        fitted.append((candidate.backtest.model, fit_all()))
     return fitted
 
 
@@ -105,7 +105,7 @@ def train_popularity(panel: PopularityPanel) -> list[Any]:
         work = training._popularity_work(panel, horizon, config, False, None)
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
-        fitted.append((candidate.backtest["model"], fit_all()))
+        fitted.append((candidate.backtest.model, fit_all()))
     return fitted
 
 

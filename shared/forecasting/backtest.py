@@ -3,8 +3,7 @@
 Fold k forecasts from origin O_k: its model learns only from anchors whose outcome was known by then
 (t + H <= O_k) and is scored on the anchors of [O_k, O_k + step). Every baseline is scored on the same
 anchors in the same run; metrics are pooled over all folds' test anchors. The pooled forecasts then choose
-the method that serves (`selection.py`): `result["served"]` holds its metrics and card, `result["rule"]` the
-rule itself.
+the method that serves (`selection.py`); a `Backtest` holds all of it.
 """
 
 from __future__ import annotations
@@ -121,21 +120,46 @@ def run_folds(
     return runs
 
 
-def _served(result: dict[str, Any], rule: ServingRule, served: dict[str, Any]) -> None:
-    result["served"] = {**served, **rule.card()}
-    result["rule"] = rule
+Metrics = dict[str, Any]  # a method's pooled fold metrics, by name (cmae, mae, auc, coverage80, ...)
 
 
-def _summary(result: dict[str, Any], folds: list[Fold], n_test: int, runs: FoldRuns) -> dict[str, Any]:
-    result["folds"] = [int(f.origin) for f in folds]
-    result["n_test"] = n_test
-    result["calibration"] = runs.latest_model
-    return result
+@dataclass
+class Backtest:
+    """What the rolling-origin folds showed for one signal and horizon."""
+
+    model: Metrics  # the learned model's
+    baselines: dict[str, Metrics]  # each naive answer's, and the original static regression's
+    rule: ServingRule  # the method chosen to serve
+    served: Metrics  # what serves: its metrics and its card (method, skill against the best naive...)
+    folds: list[int]  # the folds' origins (week or day index)
+    n_test: int  # test anchors pooled over the folds
+    calibration: Any  # the latest fold's model: the final fit reuses its calibration
+
+    def metric(self, method: str, name: str) -> float | None:
+        """`name` of `method` ("model", "served" or a baseline's name); None when not measured."""
+        found = {"model": self.model, "served": self.served}.get(method) or self.baselines.get(method, {})
+        value = found.get(name)
+        return None if value is None else float(value)
+
+
+def _backtest(
+    model: Metrics,
+    baselines: dict[str, Metrics],
+    rule: ServingRule,
+    served: Metrics,
+    folds: list[Fold],
+    n_test: int,
+    runs: FoldRuns,
+) -> Backtest:
+    return Backtest(
+        model=model, baselines=baselines, rule=rule, served={**served, **rule.card()},
+        folds=[int(f.origin) for f in folds], n_test=n_test, calibration=runs.latest_model,
+    )  # fmt: skip
 
 
 def backtest_streams(
     data: ChartSet, horizon: int, regions: list[str], make: Callable[[], StreamsForecaster], *, step: int
-) -> dict[str, Any] | None:
+) -> Backtest | None:
     """Backtest a streams forecaster and the baselines; None when no fold has enough history."""
     folds = choose_folds(data.week, data.track, horizon, step)
     if not folds:
@@ -143,15 +167,22 @@ def backtest_streams(
     runs = run_folds(data, folds, make, ChartBaselines)
     pooled = concat_chart_sets(runs.tests)
     pooled_model = _pool(runs.model)
-    result: dict[str, Any] = {"model": chart_metrics(pooled_model, pooled, pooled_model["p_chart"])}
     rank_score = -pooled.X["rank"].to_numpy(float)
     bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
-    for name, pred in bases.items():
-        result[name] = chart_metrics(pred, pooled, rank_score if name == "persistence" else None)
     rule = select_streams(pooled_model, bases, pooled)
     served = rule.apply(pooled_model, bases, pooled.X["above_floor"].to_numpy(float))
-    _served(result, rule, chart_metrics(served, pooled, served["p_chart"]))
-    return _summary(result, folds, len(pooled), runs)
+    return _backtest(
+        chart_metrics(pooled_model, pooled, pooled_model["p_chart"]),
+        {
+            name: chart_metrics(pred, pooled, rank_score if name == "persistence" else None)
+            for name, pred in bases.items()
+        },
+        rule,
+        chart_metrics(served, pooled, served["p_chart"]),
+        folds,
+        len(pooled),
+        runs,
+    )
 
 
 def select_streams(
@@ -184,7 +215,7 @@ def select_popularity(
 
 def backtest_popularity(
     data: PopularitySet, horizon_days: int, make: Callable[[], PopularityForecaster], *, step: int
-) -> dict[str, Any] | None:
+) -> Backtest | None:
     """Backtest a popularity forecaster and the baselines; None when no fold has enough history."""
     folds = choose_folds(data.day, data.song, horizon_days, step)
     if not folds:
@@ -198,11 +229,15 @@ def backtest_popularity(
         future=np.concatenate([t.future for t in tests]),
     )
     pooled_model = _pool(runs.model)
-    result: dict[str, Any] = {"model": popularity_metrics(pooled_model, pooled)}
     bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
-    for name, pred in bases.items():
-        result[name] = popularity_metrics(pred, pooled)
     rule = select_popularity(pooled_model, bases, pooled)
     served = rule.apply(pooled_model, bases, pooled.current)
-    _served(result, rule, popularity_metrics({k: np.clip(v, 0, 100) for k, v in served.items()}, pooled))
-    return _summary(result, folds, len(pooled), runs)
+    return _backtest(
+        popularity_metrics(pooled_model, pooled),
+        {name: popularity_metrics(pred, pooled) for name, pred in bases.items()},
+        rule,
+        popularity_metrics({k: np.clip(v, 0, 100) for k, v in served.items()}, pooled),
+        folds,
+        len(pooled),
+        runs,
+    )

@@ -60,9 +60,9 @@ def score_chart_split(
         return StreamsForecaster(horizon=horizon, regions=regions)
 
     folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS)
-    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
+    model = make().fit(train, calibrated_by=folds.calibration if folds else None)
     model.baselines = ChartBaselines().fit(train.observed, original_train)
-    model.serving = folds["rule"] if folds else None
+    model.serving = folds.rule if folds else None
     own, served = model.predict_model(test.X), model.predict(test.X)
     result: dict[str, Any] = {
         "served": chart_metrics(served, test, served["p_chart"]),
@@ -262,9 +262,9 @@ def score_popularity_split(
         return PopularityForecaster(horizon=horizon)
 
     folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7)
-    model = make().fit(train, calibrated_by=folds["calibration"] if folds else None)
+    model = make().fit(train, calibrated_by=folds.calibration if folds else None)
     model.baselines = PopularityBaselines().fit(train, original_train)
-    model.serving = folds["rule"] if folds else None
+    model.serving = folds.rule if folds else None
     scores: dict[str, Any] = {
         "served": popularity_metrics(model.predict(test.X), test),
         "model": popularity_metrics(model.predict_model(test.X), test),

@@ -18,8 +18,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import iter_chart_paths
 from shared.config import Settings
-from shared.events import PERSISTENCE
-from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.backtest import (
+    BACKTEST_STEP_WEEKS,
+    Backtest,
+    backtest_popularity,
+    backtest_streams,
+)
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import chart_set, popularity_set, with_thinned
 from shared.forecasting.features import cached_chart_features, regions_of
@@ -49,7 +53,7 @@ class Candidate:
     signal: str
     horizon: int
     config: dict[str, Any]
-    backtest: dict[str, Any]
+    backtest: Backtest
     fingerprint: str
     cold_start: bool
     train_start: dt.date | None
@@ -58,12 +62,11 @@ class Candidate:
     @property
     def score(self) -> float:
         """The backtest error of what would serve (the method the folds chose)."""
-        value = self.backtest.get("served", self.backtest["model"]).get(PRIMARY_METRIC[self.signal])
-        return float("inf") if value is None else float(value)
+        return self.baseline_score("served")
 
     def baseline_score(self, name: str) -> float:
-        value = self.backtest.get(name, {}).get(PRIMARY_METRIC[self.signal])
-        return float("inf") if value is None else float(value)
+        value = self.backtest.metric(name, PRIMARY_METRIC[self.signal])
+        return float("inf") if value is None else value
 
 
 def default_config(signal: str) -> dict[str, Any]:
@@ -134,7 +137,7 @@ def _streams_work(
         week_date(int(data.week.min())),
         week_date(int(data.week.max())),
     )
-    latest, rule = result.pop("calibration"), result.pop("rule")
+    latest, rule = result.calibration, result.rule
 
     def fit() -> StreamsForecaster:
         model: StreamsForecaster = _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
@@ -173,7 +176,7 @@ def _popularity_work(
         day_date(int(data.day.min())),
         day_date(int(data.day.max())),
     )
-    latest, rule = result.pop("calibration"), result.pop("rule")
+    latest, rule = result.calibration, result.rule
 
     def fit() -> PopularityForecaster:
         maker = _popularity_maker(horizon_days, config)
@@ -187,9 +190,7 @@ def _popularity_work(
 def _should_activate(candidate: Candidate, active: ModelVersion | None) -> tuple[bool, str]:
     """Whether the candidate replaces the active model, and why (compared on the same backtest)."""
     if active is None:
-        served = candidate.backtest.get("served", {})
-        if served.get("method") is None and candidate.score >= candidate.baseline_score(PERSISTENCE):
-            return False, "does not beat persistence in the backtest"
+        served = candidate.backtest.served
         # The naive answers were candidates of the selection: what serves never loses to the best of them.
         return True, (
             f"no active model; serves {served.get('method', 'model')} "
@@ -223,21 +224,18 @@ def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
     """The registry row: the backtest metrics of what serves (`serving` says which method and its skill
     against the best naive answer), and those of every other candidate as `baselines` (`learned`: the model
     itself, whether it serves or not)."""
-    served = dict(candidate.backtest.get("served", candidate.backtest["model"]))
+    served = candidate.backtest.served
     metrics = {key: value for key, value in served.items() if key not in SERVING_KEYS}
     metrics.update(
-        serving={key: served.get(key) for key in SERVING_KEYS} if "method" in served else {"method": "model"},
+        serving={key: served.get(key) for key in SERVING_KEYS},
         fingerprint=candidate.fingerprint,
         config_hash=config_hash(candidate.config),
         config=candidate.config,
-        folds=candidate.backtest.get("folds", []),
-        n_test=candidate.backtest.get("n_test", 0),
+        folds=candidate.backtest.folds,
+        n_test=candidate.backtest.n_test,
         primary=PRIMARY_METRIC[candidate.signal],
     )
-    baselines = {"learned": candidate.backtest["model"]}
-    baselines.update(
-        {k: v for k, v in candidate.backtest.items() if isinstance(v, dict) and k not in ("model", "served")}
-    )
+    baselines = {"learned": candidate.backtest.model, **candidate.backtest.baselines}
     return ModelVersion(
         version=_version_name(candidate),
         signal=candidate.signal,
