@@ -6,7 +6,7 @@ answer the database path builds)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -22,13 +22,11 @@ from services.predictor.cache import ResidentAnswers, ResponseCache, changed_son
 from services.predictor.deps import Clients
 from services.predictor.service import PREDICTION_UPDATE
 from services.predictor.tracks import apply_changes, refresh_resident
-from shared.catalog import publish_staged_snapshots, upsert_snapshots
 from shared.db import make_engine, upsert
 from shared.events import envelope
-from shared.models import Prediction, ProcessedEvent, Track, utcnow
+from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
 from shared.mqtt import topics
 from shared.outbox import add_event
-from shared.weeks import add_weeks
 from tests.predictor_support import (
     WEEK,
     db_updated,
@@ -243,21 +241,44 @@ async def test_a_resident_answer_is_the_plain_paths_database_built_one(api, sett
                     assert resident.json()["source"] == "batch"
 
 
-async def test_changed_songs_include_snapshots_published_from_the_stage(engine, sessions) -> None:
-    """An ingest run's staged rows carry the time they were fetched, perhaps long before they are
-    published: they still count as changes after publication."""
-    (track_id,) = await seed_songs(sessions, n=1, charted=0)
-    staged = {"track_id": track_id, "week": add_weeks(WEEK, 1), "popularity": 80, "trending": True,
-              "updated_at": utcnow() - dt.timedelta(hours=6)}  # fmt: skip
+async def stage(sessions, topic: str, *, at: int | None = None) -> None:
+    """An outbox row on `topic` (with the id `at`: a row that commits after a later id was seen)."""
     async with sessions() as session:
-        await upsert_snapshots(session=session, rows=[staged], staged=True)
+        session.add(
+            Outbox(id=at, event_id=str(uuid.uuid4()), topic=topic, producer="predictor", payload="{}")
+        )
         await session.commit()
-    _, mark = await changed_songs(engine, None)
-    async with sessions() as session:
-        await publish_staged_snapshots(session=session)
-        await session.commit()
-    changed, _ = await changed_songs(engine, mark)
-    assert changed == {track_id}
+
+
+async def test_changed_songs_are_named_by_the_outbox(engine, sessions, settings) -> None:
+    """A song's new forecast message names it; `db-updated` (an ingest run's new data: any song's history
+    may have moved) and a row that commits below the version already applied mean every song."""
+    ids = await seed_songs(sessions, n=3, charted=0)
+    for track_id in ids:
+        await store_predictions(sessions, track_id, 10.0)
+    t = topics(settings)
+    changed, applied = await changed_songs(engine, None, t)
+    assert changed == set(ids)  # a first build: every song with a prediction
+
+    await stage(sessions, t.prediction_for(ids[1]))
+    await stage(sessions, t.predictions_latest)
+    changed, applied = await changed_songs(engine, applied, t)
+    assert changed == {ids[1]}
+    changed, applied = await changed_songs(engine, applied, t)
+    assert changed == set()
+
+    await announce_new_data(settings, sessions)
+    changed, applied = await changed_songs(engine, applied, t)
+    assert changed == set(ids)
+
+    await stage(sessions, t.prediction_for(ids[2]), at=applied.version + 10)
+    changed, applied = await changed_songs(engine, applied, t)
+    assert changed == {ids[2]}
+    await stage(sessions, t.prediction_for(ids[0]), at=applied.version - 5)  # committed late
+    changed, applied = await changed_songs(engine, applied, t)
+    assert changed == set(ids)
+    changed, _ = await changed_songs(engine, applied, t)
+    assert changed == set()
 
 
 async def test_songs_whose_build_failed_are_built_by_the_next_pass(

@@ -6,8 +6,8 @@ highest outbox id is a version of the data.
 
 Two stores:
 - `ResidentAnswers`: the answer of every song with an up-to-date batch forecast, built at start and kept
-  up to date song by song: when the version moves, the songs whose rows changed since the previous look
-  (`changed_songs`) are dropped and rebuilt. Served without a database round trip.
+  up to date song by song: when the version moves, the songs the new outbox rows name (`changed_songs`)
+  are dropped and rebuilt. Served without a database round trip.
 - `ResponseCache`: other answers (songs forecast on demand), least recently used first out, emptied
   whenever the version moves. The version is read at most once per `check_seconds` for all requests.
 """
@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Gauge
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
+from shared.events import Topics
 from shared.metrics import REST_CACHE
-from shared.models import ChartEntry, Outbox, Prediction, Snapshot, SnapshotStage, Track, utcnow
+from shared.models import Outbox, Prediction
 from shared.predictions import latest_batch_week
 
 from .reader import with_retry_on_dropped_connection
@@ -117,73 +118,71 @@ class ResponseCache:
 
 # ---------------------------------------------------------------- resident answers
 
-# Rows are stamped by their writer's clock before their transaction commits: a look for changed songs
-# reaches this far back before the previous look, so a row written during it (or by a writer whose clock
-# is somewhat behind) is still found. Songs changed within the lag are simply rebuilt once more.
-CHANGE_LAG = dt.timedelta(minutes=10)
+# The outbox is the one record of what changed: every write that alters an answer stages its message in the
+# same transaction (a song's new forecast on its own topic, an ingest run's new data as `db-updated`), so
+# the outbox id is the data version and its rows say what moved. Ids are given when a row is written but
+# become visible when its transaction commits, not always in id order (an ingest run finishing beside a
+# batch's bulk write of its messages): a look counts again the rows of this many ids below the newest
+# one it applied, and a row that appeared there since is a late commit (every answer is rebuilt then).
+OUTBOX_LOOKBACK = 250_000
 
 
 @dataclass(frozen=True)
-class Watermark:
-    """Where the previous look for changed songs stopped: rows stamped at or after `since` (snapshots:
-    `snapshot_since`, earlier when an ingest run's staged rows wait to be published with their fetch-time
-    stamps) and chart entries after `chart_id` may be new."""
+class Applied:
+    """The outbox rows the resident answers have applied: up to id `version`, and `count` rows above
+    `version - OUTBOX_LOOKBACK` (to notice a late commit below `version`)."""
 
-    since: dt.datetime
-    snapshot_since: dt.datetime
-    chart_id: int
+    version: int
+    count: int
 
-
-async def _scalar(connection: Any, query: Any) -> Any:
-    return (await connection.execute(query)).scalar()
+    @property
+    def floor(self) -> int:
+        return self.version - OUTBOX_LOOKBACK
 
 
-async def next_watermark(connection: Any) -> Watermark:
-    """Read BEFORE looking for changes: whatever commits after this is found by the next look."""
-    since = utcnow() - CHANGE_LAG
-    staged_since = await _scalar(connection, select(func.min(col(SnapshotStage.updated_at))))
-    chart_id = await _scalar(connection, select(func.max(col(ChartEntry.id))))
-    snapshot_since = min(since, _aware(staged_since)) if staged_since is not None else since
-    return Watermark(since=since, snapshot_since=snapshot_since, chart_id=int(chart_id or 0))
+def _window(previous: Applied | None) -> Any:
+    """One statement, so one consistent view: the newest id, the rows above its lookback window's floor,
+    and (after a previous look) the rows now up to the previous version above the previous floor."""
+    newest = select(func.coalesce(func.max(col(Outbox.id)), 0)).scalar_subquery()
+    in_window = func.sum(case((col(Outbox.id) > newest - OUTBOX_LOOKBACK, 1), else_=0))
+    if previous is None:
+        return select(func.max(col(Outbox.id)), in_window, literal(0)).where(
+            col(Outbox.id) > newest - OUTBOX_LOOKBACK
+        )
+    up_to_previous = func.sum(case((col(Outbox.id) <= previous.version, 1), else_=0))
+    return select(func.max(col(Outbox.id)), in_window, up_to_previous).where(col(Outbox.id) > previous.floor)
 
 
-def _aware(stamp: dt.datetime) -> dt.datetime:
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+async def changed_songs(
+    reader: AsyncEngine, previous: Applied | None, topics: Topics
+) -> tuple[set[str], Applied]:
+    """The songs whose answer may have changed since the outbox rows `previous` applied (None: every song
+    with a prediction, the candidates of a first build), and the rows applied now: a song with a new
+    forecast message; every song with a prediction after `db-updated` (any song's history may have moved)
+    or a late commit."""
 
-
-async def changed_songs(reader: AsyncEngine, previous: Watermark | None) -> tuple[set[str], Watermark]:
-    """The songs whose answer may have changed since `previous` (None: every song with a prediction, the
-    candidates of a first build), and the watermark for the next look.
-
-    Every write that alters an answer stamps its rows: predictions (`created_at`), snapshots and songs
-    (`updated_at`, also when an upsert updates them), new chart entries (their id; an entry rewritten in
-    place comes with its song's snapshot of that week, staged in the same transaction)."""
-
-    async def read() -> tuple[set[str], Watermark]:
+    async def read() -> tuple[set[str], Applied]:
         async with reader.connect() as connection:
-            mark = await next_watermark(connection)
-        # one statement per table, side by side: each scans its table (no index on the stamps), and a
-        # UNION's duplicate removal cost MariaDB ~20x more when every song changed
-        found = await asyncio.gather(*(_ids(reader, query) for query in _changed_queries(previous)))
-        return set().union(*found), mark
+            newest, count, up_to_previous = (await connection.execute(_window(previous))).one()
+            version = int(newest or (previous.version if previous else 0))
+            applied = Applied(version=version, count=int(count or 0))
+            if previous is None or int(up_to_previous or 0) != previous.count:
+                return await _every_predicted_song(connection), applied
+            query = select(col(Outbox.topic)).where(
+                col(Outbox.id) > previous.version, col(Outbox.id) <= applied.version
+            )
+            changed = set((await connection.execute(query)).scalars().all())
+            if topics.db_updated in changed:
+                return await _every_predicted_song(connection), applied
+            song_topic = topics.prediction_for("")
+            return {t[len(song_topic) :] for t in changed if t.startswith(song_topic)}, applied
 
     return await with_retry_on_dropped_connection(read)
 
 
-async def _ids(reader: AsyncEngine, query: Any) -> list[str]:
-    async with reader.connect() as connection:
-        return list((await connection.execute(query)).scalars().all())
-
-
-def _changed_queries(previous: Watermark | None) -> list[Any]:
-    if previous is None:
-        return [select(col(Prediction.track_id)).distinct()]
-    return [
-        select(col(Prediction.track_id)).where(col(Prediction.created_at) >= previous.since).distinct(),
-        select(col(Snapshot.track_id)).where(col(Snapshot.updated_at) >= previous.snapshot_since).distinct(),
-        select(col(Track.id)).where(col(Track.updated_at) >= previous.since),
-        select(col(ChartEntry.track_id)).where(col(ChartEntry.id) > previous.chart_id).distinct(),
-    ]
+async def _every_predicted_song(connection: Any) -> set[str]:
+    query = select(col(Prediction.track_id)).distinct()
+    return set((await connection.execute(query)).scalars().all())
 
 
 async def left_the_batch(
@@ -216,7 +215,7 @@ class ResidentAnswers:
         self._bodies: dict[str, bytes] = {}
         self._nbytes = 0  # of the keys and bodies held (the dict's own table is added when asked)
         self.version: int | None = None  # the data version whose changes are applied (or queued)
-        self.watermark: Watermark | None = None
+        self.applied: Applied | None = None  # the outbox rows whose changes are applied
         self.batch_week: dt.date | None = None  # the latest batch's week when the changes were looked at
         self.pending: set[str] = set()  # songs dropped or never built: to (re)build
         self.checked_at = float("-inf")

@@ -35,6 +35,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.events import TrackPrediction
 from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.mqtt import topics
 from shared.predictions import (
     LATEST_BATCH_WEEK,
     PREDICTION_FIELDS,
@@ -287,15 +288,17 @@ async def build_answers(*, reader: AsyncEngine, track_ids: Sequence[str]) -> dic
 
 
 async def apply_changes(*, clients: Clients) -> None:
-    """When the data version moved (read at most once per `check_seconds`, or at once when woken), drop
-    the answers of the songs whose rows changed and queue them for a rebuild."""
+    """When the data version (the outbox id) moved (read at most once per `check_seconds`, or at once when
+    woken), drop the answers of the songs the new outbox rows name and queue them for a rebuild."""
     resident, cache = clients.resident, clients.cache
     if time.monotonic() - resident.checked_at < cache.check_seconds and not resident.wake.is_set():
         return
     resident.wake.clear()
     version = await data_version(clients.reader)  # before the look: what commits later moves it again
     if version != resident.version:
-        changed, resident.watermark = await changed_songs(clients.reader, resident.watermark)
+        changed, resident.applied = await changed_songs(
+            clients.reader, resident.applied, topics(clients.settings)
+        )
         left, resident.batch_week = await left_the_batch(clients.reader, resident.batch_week)
         resident.drop(changed | left)
         resident.version = version
