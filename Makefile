@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 SIZES ?= 10000,100000,1000000
 
-.PHONY: help install lock run test lint format typecheck bench bench-ingest bench-db bench-scale bench-train bench-api bench-scoring bench-forecast bench-batch bench-e2e eval compose-check clean
+.PHONY: help install lock run test lint format typecheck bench bench-ingest bench-db bench-scale bench-train bench-api bench-scoring bench-forecast bench-batch bench-e2e bench-up eval compose-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ COMPOSE ?= $(shell command -v docker-compose >/dev/null 2>&1 && echo docker-comp
 compose-check:  ## validate docker-compose.yml with Compose itself, against .env.example (no .env needed)
 	SONGPOP_ENV_FILE=.env.example $(COMPOSE) -f docker-compose.yml --env-file .env.example --profile demo config -q
 
-bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-batch bench-e2e  ## every benchmark
+bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-batch bench-e2e bench-up  ## every benchmark
 
 bench-scale: install  ## the predictor's whole db-updated handling at 10,000 / 100,000 / 1,000,000 songs: time and peak memory per song, next to LOAD DATA of the same rows (SIZES=...)
 	$(BIN)/python -m benchmarks.bench_scale --sizes $(SIZES)
@@ -96,6 +96,9 @@ bench-scoring: install  ## batch scoring of 100,000 songs with real models: resi
 
 bench-batch: install  ## POST /v1/forecasts of 100 songs forecast on demand (10 anchor weeks), shared load vs one per week (< 1 s)
 	$(BIN)/python -m benchmarks.bench_batch --songs 5000 --rounds 5
+
+bench-up: install  ## `songpop up` on an empty database: seconds to the first dashboard page (< 5 s), the first REST answers, ready, real forecasts
+	$(BIN)/python -m benchmarks.bench_up --weeks 120
 
 bench-e2e: install  ## predictions for 1,000 songs published -> all 1,000 rows updated on an open dashboard page (< 2 s)
 	$(BIN)/python -m benchmarks.bench_e2e --songs 1000 --rounds 5

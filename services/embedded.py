@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from services.demo_history import quiet
 from services.emulator import EmulatorConfig
 from services.emulator import create_app as create_emulator
-from services.stack import http_server, quiet
+from services.stack import http_server
 from shared.config import Settings
 from shared.weeks import current_week
 

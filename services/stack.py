@@ -1,56 +1,50 @@
 """`songpop up`: the whole stack in one process, for a machine with Python and nothing else.
 
 Embedded defaults: a SQLite file under var/, an in-process MQTT broker, and the Spotify emulator when no
-credentials are set. On an empty database it first simulates a year or more of weekly history from the
-emulator (labelled demo data everywhere), trains, and predicts, so forecasts appear at once.
+credentials are set. The servers start first; on an empty database the stack then simulates a year or more
+of weekly history from the emulator (labelled demo data everywhere) in the background, trains, and the
+predictor forecasts, while the dashboard shows the build's progress (`shared.history_build`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import uvicorn
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
 
 from services.dashboard.app import create_app as create_dashboard
 from services.dashboard.settings import DashboardSettings
 from services.dashboard.transport import UVICORN_WS_OPTIONS
+from services.deferred import DeferredApp
+from services.demo_history import build_demo_history, start_build
 from services.emulator import TRENDING_PLAYLIST_ID, EmulatorConfig
 from services.emulator import create_app as create_emulator
 from services.ingestor.main import serve as serve_ingestor
-from services.ingestor.service import run_ingest
 from services.ingestor.settings import IngestorSettings
-from services.predictor.app import create_app as create_predictor
 from services.predictor.settings import PredictorSettings
-from services.trainer.main import serve as serve_trainer
-from services.trainer.main import train_once
 from services.trainer.settings import TrainerSettings
 from shared.config import Settings
-from shared.db import make_engine, make_sessionmaker, migrate_async
-from shared.models import Snapshot
-from shared.mqtt import EmbeddedBroker, topics
-from shared.outbox import flush_outbox
-from shared.spotify.client import SpotifyClient
-from shared.weeks import add_weeks, current_week
+from shared.db import migrate_async
+from shared.mqtt import EmbeddedBroker
+from shared.weeks import current_week
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=Settings)
 # Two years and a bit: the 52-week models need a year of targets beyond their training weeks and a
 # held-back year for their backtest.
 DEMO_WEEKS = 120
+WARM_UP_SECONDS = 10.0
 SERVICE_SETTINGS = (IngestorSettings, PredictorSettings, TrainerSettings, DashboardSettings)
 
 
@@ -85,68 +79,39 @@ async def start_server(server: QuietServer) -> asyncio.Task[None]:
     return task
 
 
-async def database_is_empty(settings: Settings) -> bool:
-    engine = make_engine(settings.effective_database_url)
+async def warm_up(url: str) -> None:
+    """Ask for the dashboard page once before the heavy work starts (the predictor's imports, the demo
+    history): its templates and queries are then compiled, and the first visitor's page is quick."""
     try:
-        async with make_sessionmaker(engine)() as session:
-            return not (await session.exec(select(func.count()).select_from(Snapshot))).one()[0]  # type: ignore[call-overload]
-    finally:
-        await engine.dispose()
+        async with httpx.AsyncClient(timeout=WARM_UP_SECONDS) as http:
+            await http.get(url)
+    except httpx.HTTPError as exc:  # the page will tell its visitor; nothing to stop for
+        log.warning("the dashboard's first page failed (%s)", type(exc).__name__)
 
 
-async def simulate_history(
-    settings: IngestorSettings, emulator_state: Any, *, weeks: int, console: Console
-) -> None:
-    """Ingest `weeks` simulated weeks from the emulator (its chart and popularity of each week)."""
-    charts_dir = settings.var_dir / "demo-charts"
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.effective_database_url)
-    sessions = make_sessionmaker(engine)
-    first = add_weeks(current_week(), -(weeks - 1))
-    bar = Progress(
-        TextColumn("demo history"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    )
-    try:
-        async with SpotifyClient(settings) as spotify:
-            with bar, quiet("services.ingestor", "shared.spotify", "shared.outbox"):
-                task = bar.add_task("weeks", total=weeks)
-                for i in range(weeks):
-                    week = add_weeks(first, i)
-                    emulator_state.set_week(week)
-                    path = write_demo_chart(charts_dir, emulator_state.catalog, week)
-                    await run_ingest(
-                        sessions=sessions,
-                        spotify=spotify,
-                        settings=settings,
-                        topics=topics(settings),
-                        kind="demo",
-                        week=week,
-                        chart_paths=[path],
-                    )
-                    bar.advance(task)
-        await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
-    finally:
-        await engine.dispose()
+def load_predictor(settings: PredictorSettings) -> Any:
+    """The predictor app (imported here, in a worker thread: see `DeferredApp`)."""
+    from services.predictor.app import create_app
+
+    return create_app(settings)
 
 
-@contextlib.contextmanager
-def quiet(*loggers: str) -> Iterator[None]:
-    """Only warnings from these loggers for a while (one line per simulated week would drown the bar)."""
-    levels = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+async def serve_trainer(settings: TrainerSettings) -> None:
+    from services.trainer.main import serve  # the forecasting stack: imported once the servers answer
+
+    await serve(settings)
 
 
-def write_demo_chart(folder: Path, catalog: Any, week: dt.date) -> Path:
-    """The emulator's weekly global chart for `week`, in charts.spotify.com's format."""
-    path = folder / f"regional-global-weekly-{week.isoformat()}.csv"
-    path.write_bytes(catalog.chart_csv(week, "global").encode("utf-8"))
-    return path
+async def without_cancel(task: asyncio.Task[None]) -> None:
+    """Fail when `task` fails; cancelling this waiter leaves `task` alone (its server ends it)."""
+    await asyncio.shield(task)
+
+
+async def after(job: asyncio.Task[None] | None, service: Callable[[], Awaitable[None]]) -> None:
+    """Run `service` once `job` (if any) has finished; its failure is this task's."""
+    if job is not None:
+        await job
+    await service()
 
 
 async def run_stack(
@@ -192,19 +157,11 @@ async def run_stack(
             settings,
             spotify_trending_playlist_id=settings.spotify_trending_playlist_id or trending_playlist,
         )
-        if emulator_state is not None and demo_weeks and await database_is_empty(settings):
-            console.print(f"Empty database: simulating {demo_weeks} weeks of demo history from the emulator…")
-            await simulate_history(ingestor, emulator_state, weeks=demo_weeks, console=console)
-            await train_once(derive(TrainerSettings, settings))
-            # No explicit scoring here: the predictor handles the newest db-updated when it connects.
+        trainer = derive(TrainerSettings, settings)
+        build = await start_build(settings, weeks=demo_weeks if emulator_state is not None else 0)
 
         predictor = derive(PredictorSettings, settings)
         dashboard = derive(DashboardSettings, settings)
-        servers.append(
-            await _serve(
-                http_server(create_predictor(predictor), predictor.predictor_host, predictor.predictor_port)
-            )
-        )
         servers.append(
             await _serve(
                 http_server(
@@ -215,16 +172,33 @@ async def run_stack(
                 )
             )
         )
-        background.append(asyncio.create_task(serve_ingestor(ingestor), name="ingestor"))
-        trainer = derive(TrainerSettings, settings)
-        background.append(asyncio.create_task(serve_trainer(trainer), name="trainer"))
-
-        label = " (demo data from the Spotify emulator)" if settings.uses_emulator else ""
-        console.print(
-            f"[bold green]Dashboard:[/] http://{dashboard.dashboard_host}:{dashboard.dashboard_port}/{label}"
+        # The predictor answers at once (503 "starting") while the forecasting stack is imported.
+        deferred = DeferredApp(lambda: load_predictor(predictor), name="predictor")
+        servers.append(
+            await _serve(http_server(deferred, predictor.predictor_host, predictor.predictor_port))
         )
+        dashboard_url = f"http://{dashboard.dashboard_host}:{dashboard.dashboard_port}/"
+        await warm_up(dashboard_url)
+        background.append(asyncio.create_task(without_cancel(deferred.start()), name="predictor"))
+        label = " (demo data from the Spotify emulator)" if settings.uses_emulator else ""
+        console.print(f"[bold green]Dashboard:[/] {dashboard_url}{label}")
         console.print(f"REST API:  http://{predictor.predictor_host}:{predictor.predictor_port}/docs")
         console.print("Press Ctrl+C to stop.")
+        history = None
+        if build is not None:
+            console.print(
+                f"Empty database: simulating {build.weeks} weeks of demo history from the emulator…"
+            )
+            history = asyncio.create_task(
+                build_demo_history(ingestor, trainer, emulator_state, build=build, console=console),
+                name="demo-history",
+            )
+            background.append(history)
+        # The scheduled services start on the finished history (a run of theirs meanwhile would race it).
+        background.append(
+            asyncio.create_task(after(history, lambda: serve_ingestor(ingestor)), name="ingestor")
+        )
+        background.append(asyncio.create_task(after(history, lambda: serve_trainer(trainer)), name="trainer"))
         await _wait(stop, background)
     finally:
         console.print("stopping…")
@@ -313,10 +287,15 @@ async def _serve(server: QuietServer) -> tuple[QuietServer, asyncio.Task[None]]:
 
 
 async def _wait(stop: asyncio.Event, background: list[asyncio.Task[None]]) -> None:
-    """Until asked to stop, or until a background service dies (its error is raised)."""
+    """Until asked to stop, or until a background task fails (its error is raised); one that finishes
+    (the demo history) is done, not a reason to stop."""
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *background], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    for task in done:
-        if task is not stopper and task.exception():
-            raise task.exception()  # type: ignore[misc]
+    running: set[asyncio.Task[Any]] = {stopper, *background}
+    try:
+        while not stopper.done():
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+    finally:
+        stopper.cancel()

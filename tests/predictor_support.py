@@ -13,16 +13,21 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.emulator import EmulatorConfig
 from services.emulator import create_app as create_emulator
+from services.predictor.app import create_app as create_predictor
 from services.predictor.settings import PredictorSettings
 from shared.config import Settings
 from shared.db import upsert
 from shared.events import DbUpdated, Envelope, envelope
-from shared.models import ChartEntry, Prediction, Snapshot, Track
+from shared.models import ChartEntry, Outbox, Prediction, ProcessedEvent, Snapshot, Track
+from shared.mqtt import topics
+from shared.outbox import add_event, flush_outbox
 from shared.weeks import add_weeks, current_week
 from tests.servers import serving
 
@@ -160,3 +165,37 @@ async def messages_until(client: aiomqtt.Client, done: Any, within: float = 20) 
 
 def use_interim_forecaster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing to do: shared.forecasting.forecast_tracks has landed (kept for the tests that call it)."""
+
+
+@contextlib.asynccontextmanager
+async def running_predictor(config: Any) -> AsyncIterator[Any]:
+    """A predictor app serving on a socket, yielded once its MQTT consumer has subscribed."""
+    app = create_predictor(config)
+    async with serving(app):
+        await asyncio.wait_for(app.state.consuming.wait(), 20)
+        yield app
+
+
+async def count(sessions, query) -> int:
+    async with sessions() as session:
+        return int((await session.exec(query)).one()[0])
+
+
+def outbox_rows_on(topic: str):
+    return select(func.count()).select_from(Outbox).where(col(Outbox.topic) == topic)
+
+
+async def processed(sessions) -> set[str]:
+    async with sessions() as session:
+        rows = (await session.exec(select(ProcessedEvent.event_id))).all()  # type: ignore[call-overload]
+    return {row[0] for row in rows}
+
+
+async def publish_like_the_ingestor(settings, sessions, *events) -> None:
+    """Stage `db-updated` events in the outbox and publish them, as an ingest run does."""
+    t = topics(settings)
+    async with sessions() as session:
+        for event in events:
+            add_event(session, topic=t.db_updated, event=event, retain=True)
+        await session.commit()
+    await flush_outbox(settings=settings, sessions=sessions, service="ingestor")

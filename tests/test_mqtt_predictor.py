@@ -4,32 +4,31 @@ duplicate deliveries, restarts and a second replica, and forecast alerts reach t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiomqtt
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
-from sqlmodel import col
 
-from services.predictor.app import create_app
 from services.predictor.service import alerts_for, predict_trending
 from shared.db import upsert
 from shared.events import CHANNELS, ForecastAlert, PredictionsLatest, Topics, parse
-from shared.models import Outbox, Prediction, ProcessedEvent
+from shared.models import Outbox, Prediction
 from shared.mqtt import make_client, publish_model, topics
-from shared.outbox import add_event, flush_outbox
 from shared.signals import Signal
 from shared.weeks import add_weeks
 from tests.predictor_support import (
     WEEK,
+    count,
     db_updated,
     messages_until,
+    outbox_rows_on,
     predictor_settings,
+    processed,
+    publish_like_the_ingestor,
+    running_predictor,
     seed_songs,
 )
-from tests.servers import serving
 
 PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 
@@ -44,30 +43,6 @@ def received(topic_leaf: str) -> float:
         "songpop_mqtt_received_total", {"service": "predictor", "topic": topic_leaf}
     )
     return value or 0.0
-
-
-@contextlib.asynccontextmanager
-async def running_predictor(config: Any) -> AsyncIterator[Any]:
-    """A predictor app serving on a socket, yielded once its MQTT consumer has subscribed."""
-    app = create_app(config)
-    async with serving(app):
-        await asyncio.wait_for(app.state.consuming.wait(), 20)
-        yield app
-
-
-async def count(sessions, query) -> int:
-    async with sessions() as session:
-        return int((await session.exec(query)).one()[0])
-
-
-def outbox_rows_on(topic: str):
-    return select(func.count()).select_from(Outbox).where(col(Outbox.topic) == topic)
-
-
-async def processed(sessions) -> set[str]:
-    async with sessions() as session:
-        rows = (await session.exec(select(ProcessedEvent.event_id))).all()  # type: ignore[call-overload]
-    return {row[0] for row in rows}
 
 
 async def observe(settings, *filters: str) -> aiomqtt.Client:
@@ -123,16 +98,6 @@ def distinct_events(messages: list[aiomqtt.Message]) -> set[str]:
 
 def latest_week(message: aiomqtt.Message) -> Any:
     return parse(message.payload, PredictionsLatest).data.week
-
-
-async def publish_like_the_ingestor(settings, sessions, *events) -> None:
-    """Stage `db-updated` events in the outbox and publish them, as an ingest run does."""
-    t = topics(settings)
-    async with sessions() as session:
-        for event in events:
-            add_event(session, topic=t.db_updated, event=event, retain=True)
-        await session.commit()
-    await flush_outbox(settings=settings, sessions=sessions, service="ingestor")
 
 
 async def test_restarted_predictor_catches_up_from_the_database(settings, sessions) -> None:

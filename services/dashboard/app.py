@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import load_settings
 from shared.db import make_engine, make_sessionmaker, ping
+from shared.history_build import awaited_build
 from shared.metrics import instrument
 from shared.models import ID_LEN
 from shared.mqtt import consume_forever, make_client, topics
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SERVICE_NAME = "dashboard"
 BROKER_PROBE_TIMEOUT = 3.0
+BUILD_REFRESH_SECONDS = 3  # how often the progress page of a history build reloads itself
 # Scripts only from our own files: even a name that slipped past escaping could not run.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -227,6 +229,11 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
         signal: SignalQuery = None,
         region: RegionQuery = None,
     ) -> HTMLResponse:
+        build = await awaited_build(session)
+        if build is not None:  # `songpop up`'s first start: the progress until forecasts exist
+            return _page(
+                templates, request, "building.html", build=build, refresh_seconds=BUILD_REFRESH_SECONDS
+            )
         view = await _trending(session, settings, signal, region)
         return _page(templates, request, "index.html", view=view)
 

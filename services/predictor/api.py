@@ -11,10 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.routing import BaseRoute
 
 from shared import predictions
 from shared.db import ping
+from shared.history_build import RETRY_AFTER_SECONDS, awaited_build
 from shared.ids import TRACK_REFERENCE_PATTERN, InvalidTrackId, normalise_track_id
 from shared.models import AppState, IngestRun, ModelVersion
 from shared.mqtt import broker_reachable
@@ -164,10 +166,27 @@ async def batch_forecast(request: Request, body: ForecastBatchRequest, clients: 
     )
 
 
+async def refuse_while_building(session: AsyncSession) -> None:
+    """503 with Retry-After, saying how far the history build is, while forecasts wait for it."""
+    build = await awaited_build(session)
+    if build is not None:
+        raise HTTPException(
+            status_code=503,
+            detail=f"no forecasts yet: {build.describe()}",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
 @router.get(
     "/v1/trending",
     response_model=TrendingResponse,
-    responses=READS,
+    responses={
+        503: problem(
+            "the database is unavailable, or no forecasts exist yet because the demo history is being "
+            "built (`songpop up`'s first start; the detail says how far)",
+            retry=True,
+        )
+    },
     operation_id="listTrending",
     tags=[Tag.forecasts],
     summary="This week's trending songs with forecasts",
@@ -175,6 +194,7 @@ async def batch_forecast(request: Request, body: ForecastBatchRequest, clients: 
 async def trending(session: SessionDep) -> TrendingResponse:
     week = await predictions.latest_batch_week(session)
     if week is None:
+        await refuse_while_building(session)
         return TrendingResponse(week=None, count=0, demo=False, predictions=[])
     found = await predictions.stored_predictions(session, week=week)
     return TrendingResponse(week=week, count=len(found), demo=any(p.demo for p in found), predictions=found)
@@ -243,9 +263,15 @@ def _state(ok: bool) -> str:
     "/readyz",
     response_model=Readiness,
     summary="Database and broker reachable",
+    description="Ready when the database and the broker answer, and, while `songpop up` builds its demo "
+    "history on an empty database, once that history's first forecasts are stored.",
     operation_id="readyz",
     tags=[Tag.operations],
-    responses={503: problem("the database or the broker is unreachable")},
+    responses={
+        503: problem(
+            "the database or the broker is unreachable, or the demo history is being built", retry=True
+        )
+    },
 )
 async def readyz(request: Request, sessions: SessionsDep, settings: SettingsDep) -> Readiness:
     db_ok = await ping(sessions.kw["bind"])
@@ -255,6 +281,10 @@ async def readyz(request: Request, sessions: SessionsDep, settings: SettingsDep)
             status_code=503,
             detail=f"database {_state(db_ok)}, broker {_state(broker_ok)}",
         )
+    if not request.app.state.history_ready:  # once its forecasts exist, a build never comes back
+        async with sessions() as session:
+            await refuse_while_building(session)
+        request.app.state.history_ready = True
     refused = sorted(request.app.state.refused_models)
     models = "refused: " + ", ".join(refused) if refused else "ok"  # served on: persistence stands in
     return Readiness(status="ready", database="ok", broker="ok", models=models)

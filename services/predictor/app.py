@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared.db import make_engine, make_sessionmaker
 from shared.events import DbUpdated, Envelope, ModelUpdated, Topics
+from shared.history_build import build_in_progress
 from shared.limits import BodySizeLimit
 from shared.metrics import instrument
 from shared.mqtt import TopicRouter, consume_forever, topics
@@ -55,11 +56,12 @@ def make_router(app: FastAPI) -> TopicRouter:
     t = topics(settings)
 
     async def on_event(event: Envelope[DbUpdated] | Envelope[ModelUpdated], message: aiomqtt.Message) -> None:
-        predictions = await service.handle_event(
-            sessions=app.state.sessions, settings=settings, topics=t, event_id=event.event_id
-        )
+        if await build_in_progress(app.state.sessions):
+            log.info("event %s deferred: the history is being built (caught up once it is)", event.event_id)
+            return
+        stored = await handle_live(app, str(message.topic), event.event_id)
         await check_models(app)  # a model-updated event brings a new active model
-        if predictions is not None:
+        if stored:
             app.state.cache.expire()  # this replica serves its new forecasts at once
             app.state.resident.wake.set()
             await publish_pending(sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE)
@@ -71,6 +73,22 @@ def make_router(app: FastAPI) -> TopicRouter:
     router.on(t.db_updated, DbUpdated, on_event)
     router.on(t.model_updated, ModelUpdated, on_event)
     return router
+
+
+async def handle_live(app: FastAPI, topic: str, event_id: str) -> bool:
+    """Handle an event as it arrives. When it is one of the events the outbox holds unhandled (it always
+    is, unless it came from elsewhere or was handled already), the catch-up handles the newest of each
+    kind instead: a burst of events (a history build's, deferred) costs one scoring per kind, not one
+    each. Returns whether forecasts were stored."""
+    sessions, settings = app.state.sessions, app.state.settings
+    async with sessions() as session:
+        missed = await service.missed_events(session=session, topic=topic)
+    if event_id in missed:
+        return await service.catch_up(sessions=sessions, settings=settings, topics=topics(settings)) > 0
+    handled = await service.handle_event(
+        sessions=sessions, settings=settings, topics=topics(settings), event_id=event_id
+    )
+    return handled is not None
 
 
 async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
@@ -85,7 +103,9 @@ async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
             topic=topics(app.state.settings).predictions_latest,
             producer=SERVICE,
         )
-    if await service.catch_up(
+    if await build_in_progress(app.state.sessions):
+        log.info("catch-up deferred: the history is being built")
+    elif await service.catch_up(
         sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
     ):
         await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
@@ -121,7 +141,7 @@ async def keep_answers_resident(app: FastAPI) -> None:
     while True:
         try:
             await tracks.refresh_resident(clients=clients)
-            if resident.version != app.state.cache_warmed_version:
+            if resident.version != app.state.cache_warmed_version and len(resident):
                 log.info("resident answers: %d songs for data version %s", len(resident), resident.version)
             app.state.cache_warmed_version = resident.version
             app.state.cache_warmed.set()
@@ -283,6 +303,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     app.add_exception_handler(SpotifyPaused, spotify_unavailable)
     app.add_exception_handler(SpotifyError, spotify_unavailable)
     app.add_middleware(BodySizeLimit)  # 413 before an oversized body is read into memory
+    app.state.history_ready = False  # set by /readyz once no history build holds the forecasts back
     app.state.refused_models = {}  # version: why its artifact is refused (check_models)
     app.state.resident = ResidentAnswers()
     app.state.resident.expose_metrics()
