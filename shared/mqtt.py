@@ -60,7 +60,7 @@ class TopicRouter:
         try:
             event = parse(payload, route.model)
         except ValidationError as exc:
-            self._reject(topic, f"{exc.error_count()} validation errors", payload)
+            self._reject(topic, f"malformed: {exc.error_count()} validation errors", payload)
             return
         if event.schema_version != SCHEMA_VERSION:
             self._reject(topic, f"schema version {event.schema_version} not understood", payload)
