@@ -14,8 +14,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.ingestor.service import run_ingest
@@ -37,7 +38,7 @@ async def database_is_empty(settings: Settings) -> bool:
     engine = make_engine(settings.effective_database_url)
     try:
         async with make_sessionmaker(engine)() as session:
-            return not (await session.exec(select(func.count()).select_from(Snapshot))).one()[0]  # type: ignore[call-overload]
+            return not (await session.exec(select(func.count()).select_from(Snapshot))).one()
     finally:
         await engine.dispose()
 

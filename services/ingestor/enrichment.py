@@ -7,9 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import artists_from_tracks, write_dimensions, write_tracks
@@ -139,16 +138,16 @@ async def missing_dimensions(*, session: AsyncSession) -> tuple[list[str], list[
     """Ids of the albums and of the artists that stored tracks refer to but the database lacks."""
     album_query = (
         select(col(Track.album_id))
-        .outerjoin(Album, Album.id == Track.album_id)  # type: ignore[arg-type]
-        .where(Track.album_id.is_not(None), Album.id.is_(None))  # type: ignore[union-attr, attr-defined]
+        .outerjoin(Album, col(Album.id) == col(Track.album_id))
+        .where(col(Track.album_id).is_not(None), col(Album.id).is_(None))
         .distinct()
     )
     artist_query = (
         select(col(TrackArtist.artist_id))
-        .outerjoin(Artist, Artist.id == TrackArtist.artist_id)  # type: ignore[arg-type]
-        .where(Artist.id.is_(None))  # type: ignore[attr-defined]
+        .outerjoin(Artist, col(Artist.id) == col(TrackArtist.artist_id))
+        .where(col(Artist.id).is_(None))
         .distinct()
     )
-    album_ids = sorted((await session.exec(album_query)).scalars().all())  # type: ignore[call-overload]
-    artist_ids = sorted((await session.exec(artist_query)).scalars().all())  # type: ignore[call-overload]
+    album_ids = sorted(album for album in (await session.exec(album_query)).all() if album)
+    artist_ids = sorted((await session.exec(artist_query)).all())
     return album_ids, artist_ids

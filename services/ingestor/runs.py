@@ -7,9 +7,9 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import publish_staged_snapshots
@@ -41,8 +41,8 @@ async def start_run(*, sessions: async_sessionmaker[AsyncSession], kind: str, we
 
 async def abandon_unfinished_runs(*, session: AsyncSession) -> int:
     """Mark runs that never recorded an end as failed (one ingest runs at a time per database)."""
-    query = select(IngestRun).where(IngestRun.status == "running")  # type: ignore[arg-type]
-    runs = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+    query = select(IngestRun).where(IngestRun.status == "running")
+    runs = (await session.exec(query)).all()
     for run in runs:
         run.status, run.finished_at, run.errors = "failed", utcnow(), [*run.errors, ABANDONED]
         session.add(run)
@@ -78,17 +78,13 @@ async def record_access_mode(
 async def paused_resume_ids(*, session: AsyncSession) -> list[str]:
     """Track ids a paused run had not fetched yet, if the latest run paused."""
     last = (
-        (
-            await session.exec(
-                select(IngestRun)
-                .where(col(IngestRun.status) != "running")
-                .order_by(col(IngestRun.id).desc())
-                .limit(1)
-            )  # type: ignore[call-overload]
+        await session.exec(
+            select(IngestRun)
+            .where(col(IngestRun.status) != "running")
+            .order_by(col(IngestRun.id).desc())
+            .limit(1)
         )
-        .scalars()
-        .first()
-    )
+    ).first()
     if last is None or last.status != "paused" or not last.resume_point:
         return []
     return list(last.resume_point.get("track_ids", []))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.charts import TRACK_ID_RE, Chart
@@ -66,11 +66,11 @@ async def fetched_this_week(*, session: AsyncSession, week: dt.date, ids: Sequen
     for model in (SnapshotStage, Snapshot):
         for part in in_chunks(ids):
             query = select(col(model.track_id)).where(
-                model.week == week,  # type: ignore[arg-type]
-                model.popularity_source == "api",  # type: ignore[arg-type]
+                model.week == week,
+                model.popularity_source == "api",
                 model.track_id.in_(part),  # type: ignore[attr-defined]
             )
-            found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+            found.update((await session.exec(query)).all())
     return found
 
 
@@ -81,7 +81,7 @@ async def never_enriched(*, session: AsyncSession) -> set[str]:
         .outerjoin(Album, col(Album.id) == col(Track.album_id))
         .where(col(Album.id).is_(None), func.length(col(Track.id)) == SPOTIFY_ID_LENGTH)
     )
-    return set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    return set((await session.exec(query)).all())
 
 
 async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[str]:
@@ -90,7 +90,7 @@ async def known_enriched(*, session: AsyncSession, ids: Sequence[str]) -> set[st
     for part in in_chunks(ids):
         with_album = select(col(Track.id)).join(Album, col(Album.id) == col(Track.album_id))
         query = with_album.where(col(Track.id).in_(part))
-        found.update((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+        found.update((await session.exec(query)).all())
     return found
 
 
@@ -102,5 +102,5 @@ async def followed_track_ids(*, session: AsyncSession, week: dt.date, follow_wee
     since = add_weeks(week, -follow_weeks)
     trended = select(col(Snapshot.track_id)).where(col(Snapshot.trending), col(Snapshot.week) >= since)
     query = trended.distinct()
-    ids = (await session.exec(query)).scalars().all()  # type: ignore[call-overload]
+    ids = (await session.exec(query)).all()
     return sorted(i for i in ids if TRACK_ID_RE.match(i))
