@@ -165,7 +165,7 @@ async def bulk_upsert(
         stmt = _upsert_statement(table, "sqlite", keys, rules)
         return await bulkload.sqlite_upsert(connection, table, stmt, rows)
     if await bulkload.accepts_local_loads(connection):
-        return await bulkload.mysql_upsert(connection, table, rows, rules, _merged)
+        return await bulkload.mysql_upsert(connection, table, rows, keys, rules, _merged)
     return await plain_upsert(session=session, model=model, rows=rows, keys=keys, update=update)
 
 
