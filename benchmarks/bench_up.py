@@ -79,13 +79,14 @@ async def watch(env: dict[str, str], timeline: Timeline, pid: int, *, interval: 
             await asyncio.sleep(interval)
 
 
-async def run(weeks: int, interval: float, within: float) -> Timeline:
+async def run(weeks: int, interval: float, within: float, log: Path | None) -> Timeline:
     with tempfile.TemporaryDirectory(prefix="bench-up-") as folder:
         env = stack_env(Path(folder))
         timeline = Timeline()
+        output = log.open("w") if log else asyncio.subprocess.DEVNULL
         stack = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.cli", "up", "--weeks", str(weeks),
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            env=env, stdout=output, stderr=output,
         )  # fmt: skip
         try:
             await asyncio.wait_for(watch(env, timeline, stack.pid, interval=interval), within)
@@ -109,8 +110,9 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=120, help="weeks of demo history (as `make run`)")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between the rounds of requests")
     parser.add_argument("--within", type=float, default=900, help="give up after this many seconds")
+    parser.add_argument("--log", type=Path, help="keep the stack's output in this file")
     args = parser.parse_args()
-    report(asyncio.run(run(args.weeks, args.interval, args.within)), args.weeks)
+    report(asyncio.run(run(args.weeks, args.interval, args.within, args.log)), args.weeks)
 
 
 if __name__ == "__main__":
