@@ -15,8 +15,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from services.deferred import DeferredApp
+from services.demo_history import start_build
 from services.predictor.app import create_app as create_predictor
-from shared.history_build import HistoryBuild, Phase, write_build
+from shared.history_build import HistoryBuild, Phase, read_build, write_build
 from shared.models import Prediction, utcnow
 from shared.mqtt import topics
 from tests.dashboard_support import Song, dashboard_settings, running_dashboard, seed
@@ -134,3 +135,13 @@ async def test_deferred_app_answers_while_the_real_one_loads() -> None:
     assert alive.status_code == 200
     assert started.status_code == 200 and started.json() == {"count": 1}
     assert lifespan == ["start", "stop"], "the real app's lifespan ran, and ended with the server"
+
+
+async def test_a_build_left_unfinished_is_marked_interrupted_on_the_next_start(settings, sessions) -> None:
+    fresh = await start_build(settings, weeks=12)
+    assert fresh is not None and fresh.phase == Phase.simulating and fresh.weeks == 12
+    await seed_songs(sessions, n=3)  # some weeks were stored, then the process ended
+    assert await start_build(settings, weeks=12) is None, "a database with history is not rebuilt"
+    async with sessions() as session:
+        left = await read_build(session)
+    assert left is not None and left.phase == Phase.interrupted and not left.in_progress
