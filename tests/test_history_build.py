@@ -73,6 +73,7 @@ async def test_rest_says_not_ready_while_the_history_is_built(settings, sessions
         httpx.AsyncClient(base_url=url) as http,
     ):
         trending, ready, alive = [await http.get(p) for p in ("/v1/trending", "/readyz", "/healthz")]
+        status = (await http.get("/v1/status")).json()
         await write_build(sessions, build(Phase.interrupted, week=4))
         after_interruption, ready_after = await http.get("/v1/trending"), await http.get("/readyz")
     for answer in (trending, ready):
@@ -80,6 +81,7 @@ async def test_rest_says_not_ready_while_the_history_is_built(settings, sessions
         assert answer.headers["retry-after"] == "5"
         assert answer.json()["detail"] == "no forecasts yet: training the models on 10 weeks of demo history"
     assert alive.status_code == 200
+    assert status["history_build"]["phase"] == "training" and status["history_build"]["weeks"] == 10
     assert after_interruption.status_code == 200 and after_interruption.json()["count"] == 0
     assert ready_after.status_code == 200
 

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.routing import BaseRoute
 
-from shared import predictions
+from shared import history_build, predictions
 from shared.db import ping
 from shared.history_build import RETRY_AFTER_SECONDS, awaited_build
 from shared.ids import TRACK_REFERENCE_PATTERN, InvalidTrackId, normalise_track_id
@@ -247,6 +247,7 @@ async def status(session: SessionDep, settings: SettingsDep) -> StatusResponse:
         last_training=model.model_dump(mode="json", exclude={"artifact_path"}) if model else None,
         trainer=state.get("trainer"),
         versions={"songpop": package_version("songpop")},
+        history_build=state.get(history_build.KEY),
     )
 
 

@@ -211,6 +211,11 @@ class StatusResponse(BaseModel):
     last_training: dict[str, Any] | None
     trainer: dict[str, Any] | None
     versions: dict[str, str]
+    history_build: dict[str, Any] | None = Field(
+        None,
+        description="the demo history `songpop up` builds on an empty database: phase (simulating, "
+        "training, done, interrupted), week, weeks, started_at",
+    )
 
 
 class Health(BaseModel):
