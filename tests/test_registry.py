@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
 from shared.db import upsert
-from shared.forecasting import TamperedArtifact, train_and_register
+from shared.forecasting import TamperedArtifact, registry, train_and_register
 from shared.forecasting.registry import ForecastBundle, load_artifact, save_artifact
 from shared.forecasting.synthetic import chart_entry_rows, synthetic_charts, write_chart_files
 from shared.models import ChartEntry, ModelVersion, Snapshot, Track
@@ -148,6 +148,18 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert load_artifact(path, digest).fingerprint == "abc"
     with pytest.raises(Exception, match="no sha256"):
         load_artifact(path, None)
+
+
+def test_loaded_artifacts_are_kept_up_to_a_bound(tmp_path: Path) -> None:
+    """The process keeps the newest LOADED_ARTIFACTS artifacts loaded, not every model ever activated."""
+    saved = [
+        save_artifact(ForecastBundle("streams", 26, forecaster={"n": n}), tmp_path, f"v{n}")
+        for n in range(registry.LOADED_ARTIFACTS + 2)
+    ]
+    loaded = [load_artifact(path, digest) for path, digest in saved]
+    assert len(registry._cache) <= registry.LOADED_ARTIFACTS
+    assert load_artifact(*saved[-1]) is loaded[-1]  # the newest: still loaded
+    assert load_artifact(*saved[0]) is not loaded[0]  # the oldest was let go: read again
 
 
 async def test_no_model_means_flagged_persistence(

@@ -21,7 +21,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.models import ModelVersion
 
 log = logging.getLogger(__name__)
-_cache: dict[tuple[str, str], Any] = {}
+
+LOADED_ARTIFACTS = 16  # kept in memory: the 4 active models and those they replaced, not every one ever seen
+_cache: dict[tuple[str, str], Any] = {}  # (path, sha256) -> bundle, oldest first
 _cache_lock = threading.Lock()
 
 
@@ -81,6 +83,8 @@ def load_artifact(path: str | Path, sha256: str | None) -> ForecastBundle:
         raise ArtifactError(f"{path}: not a songpop forecast artifact")
     with _cache_lock:
         _cache[key] = bundle
+        while len(_cache) > LOADED_ARTIFACTS:
+            del _cache[next(iter(_cache))]
     return bundle
 
 

@@ -27,7 +27,13 @@ from shared.forecasting.features import anchor_chart_features, anchor_popularity
 from shared.forecasting.inference import compile_forecaster
 from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
 from shared.forecasting.queries import load_chart_panel, load_popularity_panel, scoped_panels, song_names
-from shared.forecasting.registry import ArtifactError, ForecastBundle, active_versions, load_version
+from shared.forecasting.registry import (
+    LOADED_ARTIFACTS,
+    ArtifactError,
+    ForecastBundle,
+    active_versions,
+    load_version,
+)
 from shared.forecasting.store import PanelStore
 from shared.models import ModelVersion
 from shared.predictions import Serving, serving_of
@@ -53,7 +59,9 @@ def _load_active(
     return version, _compiled_bundle(bundle)
 
 
-_compiled: dict[int, tuple[ForecastBundle, ForecastBundle]] = {}
+_compiled: dict[
+    int, tuple[ForecastBundle, ForecastBundle]
+] = {}  # id(bundle) -> (bundle, compiled), oldest first
 
 
 def _compiled_bundle(bundle: ForecastBundle) -> ForecastBundle:
@@ -63,6 +71,8 @@ def _compiled_bundle(bundle: ForecastBundle) -> ForecastBundle:
     if key not in _compiled or _compiled[key][0] is not bundle:
         fast = dataclasses.replace(bundle, forecaster=compile_forecaster(bundle.forecaster))
         _compiled[key] = (bundle, fast)
+        while len(_compiled) > LOADED_ARTIFACTS:
+            del _compiled[next(iter(_compiled))]
     return _compiled[key][1]
 
 
