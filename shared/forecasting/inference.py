@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,9 @@ def _agrees(fast: CompiledTrees) -> bool:
     rows = probe_rows(fast.binner.cuts)
     X: Any = pd.DataFrame(rows, columns=fast.features) if fast.features else rows
     try:
-        same = np.array_equal(fast.predict(X), fast.model.predict(X), equal_nan=True)
+        # a few hundred rows: on a busy machine, OpenMP threads cost more than they save
+        with threadpool_limits(limits=1, user_api="openmp"):
+            same = np.array_equal(fast.predict(X), fast.model.predict(X), equal_nan=True)
     except (TypeError, ValueError, IndexError) as exc:
         same = False
         log.debug("compiled trees failed on the probe rows: %s", exc)
