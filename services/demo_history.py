@@ -123,8 +123,9 @@ async def start_build(settings: Settings, *, weeks: int) -> HistoryBuild | None:
             return build
         stale = await build_in_progress(sessions)
         if stale is not None:
-            await write_build(sessions, stale.model_copy(update={"phase": Phase.interrupted}))
-            log.warning("%s; delete the database to build it again", stale.describe())
+            interrupted = stale.model_copy(update={"phase": Phase.interrupted})
+            await write_build(sessions, interrupted)
+            log.warning("%s; delete the database to build it again", interrupted.describe())
         return None
     finally:
         await engine.dispose()
