@@ -272,6 +272,14 @@ def reconnect_delay(base: float, failures: int, *, cap: float = RECONNECT_MAX_SE
     return max(base / 2, random.uniform(ceiling / 2, ceiling))
 
 
+class ProbeNoise(logging.Filter):
+    """A readiness probe (`broker_reachable`) connects and leaves without speaking MQTT; amqtt logs an error
+    and a warning for each one, which under a probe every few seconds would bury the real messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No data to decode MQTT packet fixed header" not in record.getMessage()
+
+
 class EmbeddedBroker:
     """An in-process MQTT broker (amqtt) for `songpop up` and for tests on machines without Mosquitto."""
 
@@ -290,6 +298,9 @@ class EmbeddedBroker:
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
+        broker_log = logging.getLogger("amqtt.broker")
+        if not any(isinstance(f, ProbeNoise) for f in broker_log.filters):
+            broker_log.addFilter(ProbeNoise())
         self._broker = Broker(config)
         await self._broker.start()
         log.info("embedded MQTT broker listening on %s", self.url)

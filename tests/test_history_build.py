@@ -1,12 +1,14 @@
 """While `songpop up` builds its demo history, what answers says so: the dashboard shows the progress, the
 REST API answers 503 with Retry-After where it needs forecasts, /readyz is not ready until they exist, and
 the predictor defers events until the build is done, then handles the newest of each kind once
-(docs/operations.md#the-first-start-of-songpop-up)."""
+(docs/operations.md#the-first-start-of-songpop-up); the /readyz probes this invites leave the embedded
+broker's log clean."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator
 
@@ -17,9 +19,10 @@ from sqlalchemy import func, select
 from services.deferred import DeferredApp
 from services.demo_history import start_build
 from services.predictor.app import create_app as create_predictor
+from shared.config import Settings
 from shared.history_build import HistoryBuild, Phase, read_build, write_build
 from shared.models import Prediction, utcnow
-from shared.mqtt import topics
+from shared.mqtt import EmbeddedBroker, broker_reachable, topics
 from tests.dashboard_support import Song, dashboard_settings, running_dashboard, seed
 from tests.predictor_support import (
     count,
@@ -31,7 +34,7 @@ from tests.predictor_support import (
     running_predictor,
     seed_songs,
 )
-from tests.servers import serving
+from tests.servers import free_port, serving
 
 
 @contextlib.asynccontextmanager
@@ -147,3 +150,17 @@ async def test_a_build_left_unfinished_is_marked_interrupted_on_the_next_start(s
     async with sessions() as session:
         left = await read_build(session)
     assert left is not None and left.phase == Phase.interrupted and not left.in_progress
+
+
+async def test_a_readiness_probe_leaves_no_error_in_the_embedded_brokers_log(caplog) -> None:
+    """`songpop up`'s /readyz probes the embedded broker with a bare TCP connection, as often as asked."""
+    broker = EmbeddedBroker(port=free_port())
+    await broker.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="amqtt"):
+            for _ in range(3):
+                assert await broker_reachable(Settings(mqtt_url=broker.url, _env_file=None))
+            await asyncio.sleep(0.5)  # the broker notices the connections end
+    finally:
+        await broker.stop()
+    assert not [r for r in caplog.records if r.name.startswith("amqtt")], caplog.text
