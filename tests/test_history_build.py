@@ -59,7 +59,7 @@ async def test_dashboard_shows_the_build_until_forecasts_exist(settings, session
         await write_build(sessions, build(Phase.done, week=10))
         forecasting = await http.get("/")
         await seed(sessions, [Song("s" * 22, "First Song", "Someone", current=50.0)])
-        trending = await http.get("/")
+        trending, status = await http.get("/"), await http.get("/status")
     assert simulating.status_code == 200
     assert "Building demo history: week 3 of 10" in simulating.text
     assert '<progress id="build-progress" max="100" value="27">' in simulating.text
@@ -67,6 +67,7 @@ async def test_dashboard_shows_the_build_until_forecasts_exist(settings, session
     assert forecasting.status_code == 200 and "computing the first forecasts" in forecasting.text
     assert trending.status_code == 200 and "build-progress" not in trending.text
     assert "First Song" in trending.text
+    assert "10 weeks built" in status.text
 
 
 async def test_rest_says_not_ready_while_the_history_is_built(settings, sessions) -> None:

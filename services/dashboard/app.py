@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import load_settings
 from shared.db import make_engine, make_sessionmaker, ping
-from shared.history_build import awaited_build
+from shared.history_build import awaited_build, read_build
 from shared.metrics import instrument
 from shared.models import ID_LEN
 from shared.mqtt import consume_forever, make_client, topics
@@ -274,6 +274,7 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
         request: Request, session: SessionDep, settings: SettingsDep, feed: FeedDep
     ) -> HTMLResponse:
         view = await service.status_view(session=session)
+        build = await read_build(session)
         health = await request.app.state.health.check()
         return _page(
             templates,
@@ -285,6 +286,7 @@ def _add_pages(app: FastAPI, templates: Jinja2Templates) -> None:
             clients=len(request.app.state.hub),
             hub=request.app.state.hub,
             emulator=settings.uses_emulator,
+            build=build,
         )
 
 
