@@ -89,19 +89,27 @@ def serving_of(model_version: str, metrics: Mapping[str, Any] | None) -> Serving
     return Serving(method, None if skill is None else float(skill))
 
 
+# A version's card is written once, when it is registered: what was read of it holds for the process.
+_SERVING_READ: dict[str, Serving] = {}
+SERVING_READ_MAX = 1024  # versions remembered (a registry holds a few per signal, horizon and week)
+
+
 async def serving_by_version(
     connection: AsyncConnection | AsyncSession, versions: Iterable[str]
 ) -> dict[str, Serving]:
-    """`serving_of` each of the model `versions`, read from the registry (names it lacks: "model", skill
-    unknown)."""
+    """`serving_of` each of the model `versions`, read from the registry the first time a version is asked
+    for (names it lacks: "model", skill unknown)."""
     wanted = set(versions)
-    query = select(col(ModelVersion.version), col(ModelVersion.metrics)).where(
-        col(ModelVersion.version).in_(sorted(wanted - {PERSISTENCE}))
-    )
-    found = {
-        version: serving_of(version, metrics) for version, metrics in (await connection.execute(query)).all()
-    }
-    return {version: found.get(version) or serving_of(version, None) for version in wanted}
+    unread = sorted(v for v in wanted if v not in _SERVING_READ and v != PERSISTENCE)
+    if unread:
+        query = select(col(ModelVersion.version), col(ModelVersion.metrics)).where(
+            col(ModelVersion.version).in_(unread)
+        )
+        found = (await connection.execute(query)).all()
+        if len(_SERVING_READ) + len(found) > SERVING_READ_MAX:
+            _SERVING_READ.clear()
+        _SERVING_READ.update((version, serving_of(version, metrics)) for version, metrics in found)
+    return {version: _SERVING_READ.get(version) or serving_of(version, None) for version in wanted}
 
 
 # ---------------------------------------------------------------- stored rows as TrackPrediction

@@ -44,7 +44,9 @@ def test_serving_of_says_the_method_and_its_skill() -> None:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with running_emulator() as (_, emulator_url):
-        app = create_app(predictor_settings(settings, emulator_url, rest_cache_entries=0))
+        # answers read from the database (resident answers built before the test's rows are tested elsewhere)
+        config = predictor_settings(settings, emulator_url, rest_cache_entries=0, rest_cache_warm=False)
+        app = create_app(config)
         async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=20) as http:
             yield http
 

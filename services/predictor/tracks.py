@@ -25,7 +25,6 @@ from sqlalchemy import (
     literal,
     null,
     select,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -86,30 +85,21 @@ SONG, SNAPSHOT, CHART = 0, 1, 2  # the kinds of row `SONG_ROWS` returns
 # the lookups by song go through the unique (track_id, week, ...) index whatever the statistics say.
 UNIQUE_KEY_ONLY = "FORCE INDEX (uq_prediction_key)"
 
-_P, _S, _C, _T = (SQLModel.metadata.tables[t].c for t in ("prediction", "snapshot", "chart_entry", "track"))
-# Every column of `SONG_ROWS` by name, with its type: each kind of row fills its own and leaves the others
-# NULL (typed as the column, so that a union's values read back as dates and UTC datetimes: a union's
-# columns take the first select's types). `week` and `region` are the row's own (prediction, snapshot or
-# chart entry).
-ROW_COLUMNS: dict[str, Any] = {
-    "kind": Integer(), "track_id": _P.track_id.type, "name": _T.name.type, "artists": _T.artist_names.type,
-    "album_id": _T.album_id.type, "release_date": _T.release_date.type, "demo": _T.is_demo.type,
-    "batch_week": _P.week.type, "week": _P.week.type, "region": _P.region.type,
-    **{name: _P[name].type for name in PREDICTION_FIELDS if name not in ("track_id", "week", "region")},
-    "popularity": _S.popularity.type, "trending": _S.trending.type, "updated_at": _S.updated_at.type,
-    "rank": _C.rank.type, "streams": _C.streams.type,
-}  # fmt: skip
+# Every column of `SONG_ROWS` by name: each kind of row fills its own and leaves the others NULL. `week`
+# and `region` are the row's own (prediction, snapshot or chart entry).
+ROW_COLUMNS = (
+    "kind", "track_id", "name", "artists", "album_id", "release_date", "demo", "batch_week",
+    *PREDICTION_FIELDS[1:], "popularity", "trending", "updated_at", "rank", "streams",
+)  # fmt: skip
+# A plain NULL costs nothing to read back; only `updated_at` keeps its type where it is NULL: a union's
+# columns take the first select's types, and it must read back as a UTC datetime (serialised with its `Z`).
+_NULLS = {"updated_at": literal(None, SQLModel.metadata.tables["snapshot"].c.updated_at.type)}
 
 
 def _part(kind: int, columns: dict[str, Any]) -> Select[Any]:
     """One kind of `SONG_ROWS`: every column of `ROW_COLUMNS` by name, NULL where this kind has none."""
     values = {"kind": literal(kind, Integer), **columns}
-    return select(
-        *(
-            values[name].label(name) if name in values else type_coerce(null(), type_).label(name)
-            for name, type_ in ROW_COLUMNS.items()
-        )
-    )
+    return select(*(values.get(name, _NULLS.get(name, null())).label(name) for name in ROW_COLUMNS))
 
 
 def _song_rows() -> tuple[Any, Any, Any]:
