@@ -14,10 +14,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared import forecasting
@@ -151,7 +151,7 @@ async def previous_values(
         & (col(Prediction.week) == latest.c.week)
         & (Prediction.horizon_weeks == horizon),
     )
-    return {(t, s): v for t, s, v in (await session.exec(query)).all()}  # type: ignore[call-overload]
+    return {(t, s): v for t, s, v in (await session.exec(query)).all()}
 
 
 def alerts_for(
@@ -294,7 +294,7 @@ async def prune_predictions(*, sessions: async_sessionmaker[AsyncSession], keep_
     while True:
         async with sessions() as session:
             old = select(col(Prediction.id)).where(col(Prediction.week) < cutoff).limit(PRUNE_BATCH)
-            ids = list((await session.exec(old)).scalars().all())  # type: ignore[call-overload]
+            ids = list((await session.exec(old)).all())
             if not ids:
                 break
             await session.exec(delete(Prediction).where(col(Prediction.id).in_(ids)))
@@ -337,7 +337,7 @@ async def missed_events(*, session: AsyncSession, topic: str) -> list[str]:
         .where(col(Outbox.topic) == topic, col(Outbox.event_id).not_in(handled))
         .order_by(col(Outbox.id))
     )
-    return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    return list((await session.exec(query)).all())
 
 
 async def catch_up(
@@ -396,7 +396,7 @@ async def ensure_tracks(
     fetched so far are stored and SpotifyPaused is raised."""
     async with sessions() as session:
         query = select(col(Track.id)).where(col(Track.id).in_(list(track_ids)))
-        known = set((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+        known = set((await session.exec(query)).all())
     missing = [i for i in track_ids if i not in known]
     if not missing:
         return
