@@ -28,6 +28,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import PERSISTENCE, Forecast, TrackPrediction
 from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
+from shared.signals import Signal
 
 # ---------------------------------------------------------------- weeks and songs
 
@@ -220,7 +221,7 @@ class HistoryPoint(BaseModel):
 
     def value(self, signal: str) -> float | None:
         """The point's value of `signal` (popularity index, or chart streams of its region)."""
-        value = self.popularity if signal == "popularity" else self.streams
+        value = self.popularity if signal == Signal.POPULARITY else self.streams
         return None if value is None else float(value)
 
 
@@ -295,6 +296,6 @@ def series(points: Iterable[HistoryPoint], signal: str, region: str) -> list[tup
     values: dict[dt.date, float] = {}
     for point in points:
         value = point.value(signal)
-        if value is not None and (signal == "popularity" or point.region == region):
+        if value is not None and (signal == Signal.POPULARITY or point.region == region):
             values.setdefault(point.week, value)
     return sorted(values.items())

@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from shared.signals import Signal
 from shared.weeks import add_weeks
 
 from .service import ForecastCell, TrackDetail
@@ -20,7 +21,7 @@ def fmt_value(value: float | None, signal: str | None = None) -> str:
     """Popularity as a whole number within 0–100; streams compactly (1.2M)."""
     if value is None:
         return "—"
-    if signal != "streams":
+    if signal != Signal.STREAMS:
         return f"{min(100.0, max(0.0, value)):.0f}"  # the index is bounded; intervals may not be
     value = max(0.0, value)
     for size, suffix in COMPACT:
@@ -69,7 +70,10 @@ def fmt_time(value: object) -> str:
     return str(value)
 
 
-SIGNAL_LABELS = {"popularity": "Popularity index (0–100)", "streams": "Weekly chart streams"}
+SIGNAL_LABELS: dict[str, str] = {
+    Signal.POPULARITY: "Popularity index (0–100)",
+    Signal.STREAMS: "Weekly chart streams",
+}
 
 
 def signal_label(signal: str | None) -> str:

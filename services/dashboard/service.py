@@ -19,10 +19,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared import predictions
 from shared.events import Forecast, TrackPrediction
 from shared.models import AppState, ChartEntry, IngestRun, ModelVersion, Prediction, Track
+from shared.signals import Signal
 from shared.weeks import add_weeks
 
 HORIZONS = (26, 52)
-SIGNALS = ("popularity", "streams")
+SIGNALS = (Signal.POPULARITY, Signal.STREAMS)
 RECENT_RUNS = 10
 RECENT_MODELS = 30
 LOWER_IS_BETTER = {"mae", "cmae", "rmse", "mse", "mape", "smape", "pinball", "crps"}
@@ -200,7 +201,7 @@ def _pick(
         return (
             0 if signal and choice.signal == signal else 1,
             0 if region is not None and choice.region == region else 1,
-            (0 if choice.signal == "popularity" else 1) if not signal else 0,
+            (0 if choice.signal == Signal.POPULARITY else 1) if not signal else 0,
             "" if choice.region == default_region else choice.region or "~",
         )
 
@@ -339,7 +340,7 @@ async def track_detail(
     choice = _pick(choices, signal, region, default_region)
     detail.choices = choices
     if choice is None:  # no forecast yet: show whatever history there is
-        choice = SignalChoice(signal=signal or "popularity", region=region or "")
+        choice = SignalChoice(signal=signal or Signal.POPULARITY, region=region or "")
     detail.signal, detail.region = choice.signal, choice.region
     if latest is not None:
         found = await predictions.stored_predictions(

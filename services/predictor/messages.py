@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from shared.events import ForecastAlert, PredictionsLatest, Topics, envelope
 from shared.models import utcnow
+from shared.signals import Signal
 
 CONSUMER = "predictor"
 
@@ -42,7 +43,7 @@ def headline_data(data: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     first streams prediction, as `service.headline` picks)."""
     best: dict[str, dict[str, Any]] = {}
     for p in data:
-        if p["track_id"] not in best or p["signal"] == "popularity":
+        if p["track_id"] not in best or p["signal"] == Signal.POPULARITY:
             best[p["track_id"]] = p
     return best
 

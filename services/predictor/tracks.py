@@ -43,6 +43,7 @@ from shared.predictions import (
     predictions_from_rows,
     serving_by_version,
 )
+from shared.signals import Signal
 from shared.unknown_tracks import recently_unknown
 from shared.weeks import current_week
 
@@ -252,7 +253,7 @@ def _answer(song: SongData, on_demand: list[TrackPrediction]) -> TrackForecast:
     predictions = song.stored if batch else on_demand
     return TrackForecast(
         track=song.info,
-        predictions=sorted(predictions, key=lambda p: (p.signal != "popularity", p.region)),
+        predictions=sorted(predictions, key=lambda p: (p.signal != Signal.POPULARITY, p.region)),
         history=song.history,
         data_refreshed_at=song.refreshed_at,
         source="batch" if batch else "on_demand",

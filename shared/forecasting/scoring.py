@@ -432,8 +432,8 @@ def _score(
     """Both signals' forecasts of the songs `ids` at `anchor` from panels holding (at least) what their
     features read, with the active models (persistence, flagged, where none is usable)."""
     wanted = set(ids)
-    stream_models = {h: _load_active(versions, "streams", h) for h in horizons}
-    popularity_models = {h: _load_active(versions, "popularity", h) for h in horizons}
+    stream_models = {h: _load_active(versions, Signal.STREAMS, h) for h in horizons}
+    popularity_models = {h: _load_active(versions, Signal.POPULARITY, h) for h in horizons}
     blocks = []
     if len(chart_panel.entries):
         blocks.append(

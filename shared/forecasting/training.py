@@ -39,10 +39,11 @@ from shared.forecasting.panel import (
 from shared.forecasting.queries import load_chart_panel, load_popularity_panel
 from shared.forecasting.registry import ForecastBundle, activate, active_versions, save_artifact
 from shared.models import ModelVersion, utcnow
+from shared.signals import Signal
 
 log = logging.getLogger(__name__)
 
-PRIMARY_METRIC = {"streams": "cmae", "popularity": "mae"}
+PRIMARY_METRIC = {Signal.STREAMS: "cmae", Signal.POPULARITY: "mae"}
 FEATURE_VERSION = 3  # bump when features change: older artifacts then compare on a refit, not their numbers
 
 
@@ -50,7 +51,7 @@ FEATURE_VERSION = 3  # bump when features change: older artifacts then compare o
 class Candidate:
     """A backtested configuration for one signal and horizon, before it is fitted on all data."""
 
-    signal: str
+    signal: Signal
     horizon: int
     config: dict[str, Any]
     backtest: Backtest
@@ -70,9 +71,11 @@ class Candidate:
 
 
 def default_config(signal: str) -> dict[str, Any]:
-    params = BoostParams() if signal == "streams" else PopularityForecaster(horizon=0).params
+    params = BoostParams() if signal == Signal.STREAMS else PopularityForecaster(horizon=0).params
     kind = (
-        StreamsForecaster(horizon=0, regions=[]).kind if signal == "streams" else PopularityForecaster(0).kind
+        StreamsForecaster(horizon=0, regions=[]).kind
+        if signal == Signal.STREAMS
+        else PopularityForecaster(0).kind
     )
     return {"kind": kind, "params": params.as_dict(), "features": FEATURE_VERSION}
 
@@ -128,7 +131,7 @@ def _streams_work(
     if result is None:
         return None
     candidate = Candidate(
-        "streams",
+        Signal.STREAMS,
         horizon,
         config,
         result,
@@ -167,7 +170,7 @@ def _popularity_work(
     if result is None:
         return None
     candidate = Candidate(
-        "popularity",
+        Signal.POPULARITY,
         horizon,
         config,
         result,
@@ -266,7 +269,7 @@ async def train_and_register(
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
     horizons: Sequence[int] = (26, 52),
-    signals: Sequence[str] = ("streams", "popularity"),
+    signals: Sequence[str] = (Signal.STREAMS, Signal.POPULARITY),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[ModelVersion]:
     """Backtest, fit and register a model per signal and horizon; returns those that became active.
@@ -277,9 +280,11 @@ async def train_and_register(
     folder's files instead and flagged `cold_start`.
     """
     async with sessions() as session:
-        chart_panel = await load_chart_panel(session, demo=settings.demo) if "streams" in signals else None
+        chart_panel = (
+            await load_chart_panel(session, demo=settings.demo) if Signal.STREAMS in signals else None
+        )
         popularity = (
-            await load_popularity_panel(session, demo=settings.demo) if "popularity" in signals else None
+            await load_popularity_panel(session, demo=settings.demo) if Signal.POPULARITY in signals else None
         )
         active = await active_versions(session)
     activated: list[ModelVersion] = []
@@ -339,7 +344,7 @@ def _prepare(
 ) -> tuple[Candidate, Any] | None:
     """The backtested candidate of one signal and horizon; raises Unchanged when nothing is new."""
     config = default_config(signal)
-    if signal == "streams":
+    if signal == Signal.STREAMS:
         work = (
             _streams_work(chart_panel, horizon, config, False, active)
             if chart_panel is not None and len(chart_panel.entries)
