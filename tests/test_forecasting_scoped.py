@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -15,7 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.config import Settings
 from shared.events import TrackPrediction
 from shared.forecasting import forecast_tracks, queries, train_and_register
-from shared.forecasting.panel import week_index
+from shared.forecasting.features import anchor_chart_features, regions_of
+from shared.forecasting.panel import ChartPanel, week_index
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry
 from shared.weeks import week_of
@@ -104,3 +106,32 @@ async def test_scoped_panels_hold_the_songs_and_their_artists_songs_only(
     loaded = chart.charts.set_index(["region", "week"])["log_floor"]
     assert set(chart.entries.groupby(["region", "week"]).groups) <= set(loaded.index)
     assert np.array_equal(loaded.to_numpy(), full_floors.loc[loaded.index].to_numpy())
+
+
+async def test_scoped_panels_give_a_song_the_full_loads_features(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Feature by feature, at the anchor and at an earlier week: the features that count the charts that
+    exist (files of the last year, share of the files since the first entry, runs) read every chart, not
+    only those of the song's and its artist's weeks and the lagged weeks."""
+    frame = synthetic_charts(regions=3, weeks=70, size=40, seed=6)
+    await store_charts(sessions, frame)
+    last = week_of(frame["week"].max())
+    now = frame[frame["week"] == frame["week"].max()]
+    song = now.groupby("track")["week"].count().idxmin()  # charting in fewest regions this week
+    async with sessions() as session:
+        names = await queries.song_names(session, [song])
+        scoped = await queries.scoped_panels(session, last, [song], names, demo=False)
+        full = await queries.load_chart_panel(session, max_week=last)
+    assert scoped is not None
+    regions = regions_of(full)
+    for week in (last, week_of(sorted(frame["week"].unique())[-20])):
+
+        def features(panel: ChartPanel) -> pd.DataFrame:
+            entries = panel.entries
+            at = entries.index[(entries["track"] == song) & (entries["week"] == week_index(week))]  # noqa: B023
+            return anchor_chart_features(panel, regions, at).reset_index(drop=True)
+
+        expected = features(full)
+        if len(expected):
+            pd.testing.assert_frame_equal(features(scoped[0]), expected)

@@ -18,7 +18,6 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.db import in_chunks
-from shared.forecasting.features import CHART_LAGS
 from shared.forecasting.panel import (
     ChartPanel,
     PopularityPanel,
@@ -149,20 +148,22 @@ async def _same_artist_songs(
 
 
 async def _chart_floors(
-    session: AsyncSession, weeks: Sequence[dt.date], demo: bool
+    session: AsyncSession, until: dt.date, demo: bool
 ) -> list[tuple[str, dt.date, int | None]]:
-    """Every region's chart of `weeks` with its smallest positive streams (its floor), grouped by MariaDB."""
+    """Every chart up to `until` (region, week) with its smallest positive streams (its floor), grouped by
+    MariaDB: features count the charts that exist (the files of the last year, the share of the files
+    since a song's first entry, the charts between two of its entries), so all of them are needed."""
     regions = (await session.execute(select(col(ChartEntry.region)).distinct())).scalars().all()
     positive = case((col(ChartEntry.streams) > 0, col(ChartEntry.streams)))
     query = (
-        # region IN and week IN: point ranges of the (region, week) index instead of a scan of the table
+        # region IN: ranges of the (region, week) index
         select(col(ChartEntry.region), col(ChartEntry.week), func.min(positive))
-        .where(col(ChartEntry.region).in_(regions), col(ChartEntry.week).in_(sorted(set(weeks))))
+        .where(col(ChartEntry.region).in_(regions), col(ChartEntry.week) <= until)
         .group_by(col(ChartEntry.region), col(ChartEntry.week))
     )
     if not demo:
         query = query.where(col(ChartEntry.is_demo).is_(False))
-    return [(r, w, f) for r, w, f in (await session.execute(query)).all()] if regions and weeks else []
+    return [(r, w, f) for r, w, f in (await session.execute(query)).all()] if regions else []
 
 
 async def scoped_panels(
@@ -171,10 +172,9 @@ async def scoped_panels(
     ids: Sequence[str],
     names: dict[str, tuple[str, str]],
     demo: bool,
-    also: Sequence[dt.date] = (),
 ) -> tuple[ChartPanel, PopularityPanel] | None:
-    """Panels holding only what the songs' features at `anchor` read: their own rows, their artists'
-    other songs' rows, and the floors of the charts they read; None when a full load is needed or cheaper.
+    """Panels holding only what the songs' features at `anchor` (or earlier) read: their own rows, their
+    artists' other songs' rows, and every chart with its floor; None when a full load is needed or cheaper.
 
     Every other feature is a lookup or running aggregate over the song's own rows, so the features of
     these songs come out identical to those computed on the full panels.
@@ -185,12 +185,7 @@ async def scoped_panels(
     if scope is None:
         return None
     rows = await _chart_rows(session, max_week=anchor, demo=demo, tracks=scope)
-    # The floors these songs' features read: of the weeks they (or their artists' songs) charted, for
-    # above_floor and its running best, and of the lagged weeks before the anchor.
-    # (`also`: earlier anchors the same panels will be cut at.)
-    lagged = {a - dt.timedelta(weeks=k) for a in (anchor, *also) for k in CHART_LAGS}
-    weeks = {row[2] for row in rows} | lagged
-    chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, sorted(weeks), demo))
+    chart_panel = chart_panel_with_floors(rows, await _chart_floors(session, anchor, demo))
     popularity, _ = await _popularity_panel_of(session, max_week=anchor, demo=demo, tracks=scope)
     return chart_panel, popularity
 

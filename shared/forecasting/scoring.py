@@ -355,7 +355,7 @@ async def forecast_tracks(
     latest, ids = max(by_week), list(anchors)
     versions = await active_versions(session)
     names = await song_names(session, ids)
-    panels = await scoped_panels(session, latest, ids, names, settings.demo, also=list(by_week))
+    panels = await scoped_panels(session, latest, ids, names, settings.demo)
     if panels is None:
         panels = (
             await load_chart_panel(session, max_week=latest, demo=settings.demo),
