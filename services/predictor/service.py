@@ -94,15 +94,16 @@ async def forecast_at(
     return predictions
 
 
-_stores: dict[tuple[str, bool], PanelStore] = {}
+_stores: dict[tuple[str, bool], PanelStore] = {}  # at most one: a process serves one database
 
 
 def resident_store(settings: PredictorSettings) -> PanelStore:
     """This process's resident panel store of the database (and demo setting) of `settings`: loaded by its
     first refresh, then refreshed by the weeks that changed, so scoring after `db-updated` does not read
-    the whole history again."""
+    the whole history again. Another database replaces it (its panels would be of no use)."""
     key = (settings.effective_database_url, settings.demo)
     if key not in _stores:
+        _stores.clear()
         _stores[key] = PanelStore(demo=settings.demo)
     return _stores[key]
 
