@@ -8,6 +8,7 @@ import logging
 import random
 import socket
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -148,7 +149,16 @@ def make_client(
     )
     # publishing with a window keeps up to MAX_INFLIGHT calls pending: not worth aiomqtt's warning each
     client.pending_calls_threshold = 2 * MAX_INFLIGHT
+    _addresses[client] = address
     return client
+
+
+_addresses: weakref.WeakKeyDictionary[aiomqtt.Client, BrokerAddress] = weakref.WeakKeyDictionary()
+
+
+def address_of(client: aiomqtt.Client) -> BrokerAddress | None:
+    """The broker address and credentials `client` was made with (by `make_client`; None otherwise)."""
+    return _addresses.get(client)
 
 
 async def publish_model(
