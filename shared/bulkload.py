@@ -258,6 +258,7 @@ async def mysql_upsert(
     match = _match_by_id(table, keys)
     stage = await _create_stage(connection, table, columns, match)
     statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
+    probe = _probe(connection.dialect, table, stage, match) if match is not None else None
 
     def render(start: int) -> bytes:
         return tsv(rows[start : start + LOAD_CHUNK], columns, defaults, connection.dialect)
@@ -266,7 +267,11 @@ async def mysql_upsert(
         async with contextlib.aclosing(_rendered_ahead(render, range(0, len(rows), LOAD_CHUNK))) as texts:
             async for data in texts:
                 await _load(connection, stage.name, columns, data)
-                for statement in statements:
+                if probe is not None and not (await connection.execute(probe)).first():
+                    statements_now = statements[1:]  # new rows (by a sample): no ids to look up
+                else:
+                    statements_now = statements
+                for statement in statements_now:
                     await connection.execute(statement)
                 await connection.exec_driver_sql(f"DELETE FROM `{stage.name}`")
     finally:  # (a connection that dies loses its temporary tables anyway)
@@ -377,6 +382,20 @@ def _fill_ids(dialect: Dialect, table: Table, stage: Table, match: _IdMatch) -> 
     return text(
         f"UPDATE {q(stage.name)} STRAIGHT_JOIN {q(table.name)} AS existing FORCE INDEX ({q(match.index)}) "
         f"ON {on} SET {q(stage.name)}.{q(match.id.name)} = existing.{q(match.id.name)}"
+    )
+
+
+SAMPLE_ROWS = 64
+
+
+def _probe(dialect: Dialect, table: Table, stage: Table, match: _IdMatch) -> Any:
+    """Whether any of the first `SAMPLE_ROWS` staged rows exists in `table` (one row, or none)."""
+    q = dialect.identifier_preparer.quote
+    keys = ", ".join(q(k) for k in match.keys)
+    on = " AND ".join(f"existing.{q(k)} = sample.{q(k)}" for k in match.keys)
+    return text(
+        f"SELECT 1 FROM (SELECT {keys} FROM {q(stage.name)} LIMIT {SAMPLE_ROWS}) AS sample STRAIGHT_JOIN "
+        f"{q(table.name)} AS existing FORCE INDEX ({q(match.index)}) ON {on} LIMIT 1"
     )
 
 
