@@ -18,25 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.servers import free_port
+from tests.cli_support import up_env
 
 TARGET_SECONDS = 5.0
-
-
-def stack_env(folder: Path) -> dict[str, str]:
-    """Embedded defaults in a fresh folder, on free ports."""
-    emulator = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SONGPOP_")}
-    env.update(
-        SONGPOP_VAR_DIR=str(folder / "var"),
-        SONGPOP_CHARTS_DIR=str(folder / "charts"),
-        SONGPOP_MQTT_EMBEDDED_PORT=str(free_port()),
-        SONGPOP_DASHBOARD_PORT=str(free_port()),
-        SONGPOP_PREDICTOR_PORT=str(free_port()),
-        SONGPOP_SPOTIFY_API_URL=f"http://127.0.0.1:{emulator}/v1",
-        SONGPOP_SPOTIFY_ACCOUNTS_URL=f"http://127.0.0.1:{emulator}",
-    )
-    return env
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,7 +65,7 @@ async def watch(env: dict[str, str], timeline: Timeline, pid: int, *, interval: 
 
 async def run(weeks: int, interval: float, within: float, log: Path | None) -> Timeline:
     with tempfile.TemporaryDirectory(prefix="bench-up-") as folder:
-        env = stack_env(Path(folder))
+        env = up_env(Path(folder))  # embedded defaults in a fresh folder, on free ports
         timeline = Timeline()
         output = log.open("w") if log else asyncio.subprocess.DEVNULL
         stack = await asyncio.create_subprocess_exec(
