@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.db import make_engine, make_sessionmaker, migrate
 from shared.events import envelope
 from shared.mqtt import EmbeddedBroker, make_client, publish_model, topics
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
 from tests.dashboard_support import (
     dashboard_settings,
     free_port,
@@ -42,16 +43,6 @@ from tests.dashboard_support import (
 )
 
 TARGET_SECONDS = 2.0
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -102,11 +102,6 @@ async def migrate_async(url: str) -> None:
     await asyncio.to_thread(migrate, url)
 
 
-def _chunks(rows: Sequence[Mapping[str, Any]], size: int) -> Iterable[Sequence[Mapping[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 MergeRule = Literal["replace", "keep_known", "or"]
 
 
@@ -185,9 +180,9 @@ async def plain_upsert(
     table: Table = model.__table__  # type: ignore[attr-defined]
     connection = await session.connection()
     stmt = _upsert_statement(table, connection.dialect.name, keys, _rules(update))
-    for part in _chunks(rows, chunk):
+    for part in in_chunks(rows, chunk):
         # executemany with one cached statement: rendering a 2,000-row VALUES clause per chunk cost ~10x more.
-        await connection.execute(stmt, list(part))
+        await connection.execute(stmt, part)
     return len(rows)
 
 
@@ -222,6 +217,6 @@ IN_LIST_SIZE = 1000  # values per IN (...) list: short statements, and the plann
 
 
 def in_chunks(values: Sequence[T], size: int = IN_LIST_SIZE) -> Iterator[list[T]]:
-    """`values` in slices of at most `size`, one IN list each."""
+    """`values` in slices of at most `size`: one IN list, or one executemany, each."""
     for start in range(0, len(values), size):
         yield list(values[start : start + size])

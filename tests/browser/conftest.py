@@ -9,16 +9,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = Path(os.environ.get("SONGPOP_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 REAL = os.environ.get("SONGPOP_TEST_REAL_SERVICES") == "1"
 
