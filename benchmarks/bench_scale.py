@@ -181,13 +181,14 @@ class Phases:
 
 
 def upsert_label(*args: Any, **kwargs: Any) -> str:
-    return "store predictions" if kwargs.get("model") is Prediction else "stage messages"
+    model = kwargs.get("model")
+    return "store predictions" if model is Prediction else f"upsert {getattr(model, '__name__', model)}"
 
 
 async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     """What the app's handler does for one `db-updated` (`services.predictor.app.make_handler`), then the
     wait until the resident answers are rebuilt for the new data."""
-    from services.predictor import service
+    from services.predictor import service, song_messages
     from services.predictor.cache import data_version
     from shared.mqtt import topics
     from shared.outbox import publish_pending
@@ -201,8 +202,9 @@ async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     app.state.cache.expire()
     clients.resident.wake.set()
     published = await publish_pending(
-        sessions=app.state.sessions, client=app.state.mqtt, producer="predictor"
-    )
+        sessions=app.state.sessions, client=app.state.mqtt, producer="predictor",
+        expand=song_messages.expander(app.state.sessions, topics(settings)),
+    )  # fmt: skip
     sent = time.perf_counter()
     version = await data_version(clients.reader)
     # a pass of the app's own warmer finished after applying this version (pending empties as chunks start)
@@ -252,6 +254,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         phases = Phases()
         phases.wrap(service, "forecast_trending", lambda *a, **k: "refresh + scoring")
         phases.wrap(service, "upsert", upsert_label)
+        phases.wrap(service, "stage_messages", lambda *a, **k: "stage messages")
         settings = PredictorSettings(
             database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
             predictor_catch_up_seconds=3600, _env_file=None,  # type: ignore[call-arg]

@@ -68,9 +68,10 @@ def topic_kind(topic: str) -> str:
     return f"{match.group(1)}/{match.group(2)}" if match else "other"
 
 
-def count_published(topics: list[str]) -> None:
+def count_published(topics: list[str], each: int = 1) -> None:
+    """Count `each` published message(s) on every one of `topics` (or of a batch row's topic filter)."""
     for topic in topics:
-        OUTBOX_PUBLISHED.labels(topic_kind(topic)).inc()
+        OUTBOX_PUBLISHED.labels(topic_kind(topic)).inc(each)
 
 
 Values = dict[Gauge, dict[tuple[str, ...], float]]

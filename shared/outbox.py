@@ -1,15 +1,23 @@
 """The transactional outbox: an event is stored in the same transaction as the data it announces and
-published after commit, retried until the broker acknowledges. A crash in between loses nothing."""
+published after commit, retried until the broker acknowledges. A crash in between loses nothing.
+
+A row is one message, or a batch of them (`is_batch`: its topic is the filter of the topics it
+publishes to, e.g. `.../predictions/tracks/+`; its payload says which batch): a week's 100,000 per-song
+messages are one row staged and one marked published, and the producer's `Expand` builds the messages
+when the row is published (from what it just computed, or from the stored data after a crash).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiomqtt
 from sqlalchemy import func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,9 +31,37 @@ from shared.ops_metrics import count_published
 
 log = logging.getLogger(__name__)
 
-OUTBOX_BATCH = 10_000  # messages read, published and marked at a time
+OUTBOX_BATCH = 10_000  # rows read, published and marked at a time
 PUBLISH_WINDOW = 100  # at most the client's MAX_INFLIGHT (shared.mqtt)
 T = TypeVar("T")
+Message = tuple[str, bytes, bool]  # topic, payload as published, retain
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An outbox row as the publisher reads it."""
+
+    id: int
+    event_id: str
+    topic: str
+    payload: str
+    retain: bool
+
+
+# A batch row's messages, in order, in chunks (published as they come, so a batch never sits in memory
+# whole): given by the producer that staged the row.
+Expand = Callable[[Staged], AsyncIterator[Sequence[Message]]]
+
+
+# The columns of `Staged` (not Outbox objects: rows by the thousand spent seconds becoming objects).
+STAGED = sa_select(
+    col(Outbox.id), col(Outbox.event_id), col(Outbox.topic), col(Outbox.payload), col(Outbox.retain)
+)
+
+
+def is_batch(topic: str) -> bool:
+    """Whether a row on `topic` is a batch of messages: its topic is a filter (one level's wildcard)."""
+    return topic.endswith("/+")
 
 
 def add_event(
@@ -40,7 +76,9 @@ def add_event(
         event_id=event.event_id,
         topic=topic,
         producer=event.producer,
-        payload=event.model_dump_json(),
+        # a retained state's `version` is its row id, put in front when published (`wire_payload`): an
+        # unset one left in the payload would come after it and void it
+        payload=event.model_dump_json(exclude={"version"} if event.version is None else None),
         retain=retain,
     )
     session.add(row)
@@ -48,12 +86,17 @@ def add_event(
 
 
 async def publish_pending(
-    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client, producer: str | None = None
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    client: aiomqtt.Client,
+    producer: str | None = None,
+    expand: Expand | None = None,
 ) -> int:
-    """Publish every unpublished event in order (only `producer`'s, when given); each batch is marked
-    published once the broker has acknowledged all of it (QoS 1). A crash in between republishes the
-    batch: delivery is at least once, and consumers drop duplicates by event_id. Raises aiomqtt.MqttError
-    if the broker goes away.
+    """Publish every unpublished event in order (only `producer`'s, when given; `expand` builds the
+    messages of its batch rows); each read of rows is marked published once the broker has acknowledged
+    all of their messages (QoS 1). A crash in between publishes them again: delivery is at least once, and
+    consumers drop duplicates by event_id. Returns the messages published. Raises aiomqtt.MqttError if
+    the broker goes away.
 
     With per-service broker users, pass `producer`: the ACL silently drops another service's topics (the
     broker still acknowledges them), so publishing them would mark them done and lose them.
@@ -61,19 +104,15 @@ async def publish_pending(
     published = 0
     while True:
         async with sessions() as session:
-            # the columns, not Outbox objects: a week's 100,000 messages spent seconds becoming objects
-            columns = select(col(Outbox.id), col(Outbox.topic), col(Outbox.payload), col(Outbox.retain))
-            query = columns.where(col(Outbox.published_at).is_(None))
+            query = STAGED.where(col(Outbox.published_at).is_(None))
             if producer is not None:
                 query = query.where(col(Outbox.producer) == producer)
             query = query.order_by(col(Outbox.id)).limit(OUTBOX_BATCH)
-            rows = (await session.exec(query)).all()
+            rows = [Staged(*row) for row in (await session.execute(query)).all()]
         if not rows:
             return published
-        ids = [row_id for row_id, _, _, _ in rows]
-        topics = [topic for _, topic, _, _ in rows]
-        messages = [(topic, wire_payload(i, payload, retain), retain) for i, topic, payload, retain in rows]
-        await publish_in_order(client, messages)
+        sent = await publish_rows(client, rows, expand)
+        ids = [row.id for row in rows]
         async with sessions() as session:
             await session.exec(
                 update(Outbox)
@@ -81,9 +120,38 @@ async def publish_pending(
                 .values(published_at=utcnow(), attempts=Outbox.attempts + 1)
             )
             await session.commit()
-        published += len(rows)
-        count_published(topics)
-        log.info("published %d outbox event(s), last #%s on %s", len(rows), ids[-1], topics[-1])
+        published += sent
+        log.info("published %d outbox event(s) (%d messages), last #%s on %s", len(rows), sent, ids[-1],
+                 rows[-1].topic)  # fmt: skip
+
+
+async def publish_rows(client: aiomqtt.Client, rows: Sequence[Staged], expand: Expand | None) -> int:
+    """Publish the messages of `rows` in order: a run of single messages at once, a batch row's as its
+    `expand` gives them. Returns how many."""
+    published = 0
+    single: list[Message] = []
+    for row in rows:
+        if not is_batch(row.topic):
+            single.append((row.topic, wire_payload(row.id, row.payload, row.retain), row.retain))
+            continue
+        if expand is None:
+            raise RuntimeError(
+                f"outbox row #{row.id} is a batch ({row.topic}): publishing it needs its expander"
+            )
+        published += await _publish_counted(client, single)
+        single = []
+        async for chunk in expand(row):
+            await publish_in_order(client, chunk)
+            count_published([row.topic], len(chunk))
+            published += len(chunk)
+    return published + await _publish_counted(client, single)
+
+
+async def _publish_counted(client: aiomqtt.Client, messages: Sequence[Message]) -> int:
+    if messages:
+        await publish_in_order(client, messages)
+        count_published([topic for topic, _, _ in messages])
+    return len(messages)
 
 
 async def publish_in_order(client: aiomqtt.Client, messages: Sequence[tuple[str, bytes, bool]]) -> None:
@@ -133,11 +201,17 @@ def wire_payload(row_id: int | None, payload: str, retain: bool) -> bytes:
 
 
 async def republish_retained(
-    *, sessions: async_sessionmaker[AsyncSession], client: aiomqtt.Client, topic: str, producer: str
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    client: aiomqtt.Client,
+    topic: str,
+    producer: str,
+    expand: Expand | None = None,
 ) -> int:
     """Publish again the latest published state on `topic` and the retained messages staged with it
-    (`producer`'s, in the same transaction: its per-song topics): a broker that crashed may have
-    restored an older save of them. Same payloads and versions: consumers holding them see duplicates."""
+    (`producer`'s, in the same transaction: its per-song topics, one batch row): a broker that crashed may
+    have restored an older save of them. Same payloads and versions: consumers holding them see
+    duplicates. Returns the messages published."""
     async with sessions() as session:
         latest = (
             await session.exec(
@@ -148,22 +222,20 @@ async def republish_retained(
         ).one()
         if latest is None:
             return 0
-        batch = select(Outbox).where(
+        batch = STAGED.where(
             col(Outbox.id) >= latest,
             col(Outbox.producer) == producer,
             col(Outbox.retain).is_(True),
             col(Outbox.published_at).is_not(None),
         )
         rows = [
-            row
-            for row in (await session.exec(batch.order_by(col(Outbox.id)))).all()
-            if row.id == latest or row.topic != topic
+            Staged(*row)
+            for row in (await session.execute(batch.order_by(col(Outbox.id)))).all()
+            if row[0] == latest or row[2] != topic
         ]
-    await publish_in_order(
-        client, [(row.topic, wire_payload(row.id, row.payload, True), True) for row in rows]
-    )
-    log.info("republished the latest retained state of %s (%d message(s))", topic, len(rows))
-    return len(rows)
+    published = await publish_rows(client, rows, expand)
+    log.info("republished the latest retained state of %s (%d message(s))", topic, published)
+    return published
 
 
 class BrokerUnavailable(RuntimeError):
@@ -188,28 +260,37 @@ async def pending_events(*, sessions: async_sessionmaker[AsyncSession], producer
 
 
 async def publish_after_run(
-    result: T, *, settings: Settings, sessions: async_sessionmaker[AsyncSession], service: str
+    result: T,
+    *,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    service: str,
+    expand: Expand | None = None,
 ) -> T:
     """A one-shot run's last step: publish its pending events (no connection when there are none) and
     return `result`; an unreachable broker raises BrokerUnavailable carrying `result` and the count."""
     pending = await pending_events(sessions=sessions, producer=service)
     if pending:
         try:
-            await flush_outbox(settings=settings, sessions=sessions, service=service)
+            await flush_outbox(settings=settings, sessions=sessions, service=service, expand=expand)
         except BrokerUnavailable as exc:
             raise BrokerUnavailable(str(exc), result=result, pending=pending) from None
     return result
 
 
 async def flush_outbox(
-    *, settings: Settings, sessions: async_sessionmaker[AsyncSession], service: str
+    *,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    service: str,
+    expand: Expand | None = None,
 ) -> int:
-    """Connect, publish every pending event `service` produced, disconnect. Raises BrokerUnavailable with
-    a clear message."""
+    """Connect, publish every pending event `service` produced (`expand`: its batch rows' messages),
+    disconnect; returns the messages published. Raises BrokerUnavailable with a clear message."""
     try:
         # A publisher only: the service's status (and its last will) is the job of `stay_present`.
         async with make_client(settings, service, announce=False) as client:
-            return await publish_pending(sessions=sessions, client=client, producer=service)
+            return await publish_pending(sessions=sessions, client=client, producer=service, expand=expand)
     except aiomqtt.MqttError as exc:
         raise BrokerUnavailable(
             f"MQTT broker {redact_url(effective_mqtt_url(settings))} is unreachable ({exc}); the data is "

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ from services.trainer.main import train_once
 from services.trainer.settings import TrainerSettings
 from shared.config import Settings
 from shared.db import DatabaseUnavailable, session_scope
-from shared.events import DbUpdated, PredictionsLatest, envelope, parse
+from shared.events import DbUpdated, PredictionsLatest, TrackPrediction, envelope, parse
 from shared.models import Outbox, ProcessedEvent
 from shared.mqtt import make_client, topics
 from shared.outbox import add_event, flush_outbox
 from shared.weeks import current_week
+from tests.predictor_support import messages_until, seed_songs
 from tests.proxy import TcpProxy
 from tests.servers import free_port, serving
 
@@ -232,3 +234,30 @@ async def test_predictor_killed_between_commit_and_publish_delivers_after_restar
         await observer.publish(t.predictions_latest, b"", qos=1, retain=True)
     assert parse(message.payload, PredictionsLatest).event_id == row.event_id
     assert await pending(sessions, t.predictions_latest) == []
+
+
+async def test_every_songs_message_is_delivered_after_a_kill_between_commit_and_publish(
+    settings, sessions
+) -> None:
+    """The songs' messages are one outbox row, built when published: the process that computed them is
+    gone, so the restarted predictor builds them from the stored predictions, every song's, with the
+    batch's version and event ids (the UUID 5 of each song in the row's event id)."""
+    t = topics(settings)
+    ids = await seed_songs(sessions, n=40, charted=6)
+    commit_and_get_killed(settings, "predictor")
+    (row,) = await pending(sessions, t.prediction_for("+"))
+
+    predictor = with_values(PredictorSettings, settings, predictor_port=free_port())
+    async with make_client(settings, "observer", announce=False) as observer:
+        await observer.subscribe(t.prediction_for("+"), qos=1)
+        async with running_predictor(predictor):
+            got = await messages_until(observer, lambda got: len({str(m.topic) for m in got}) == len(ids))
+        for track_id in ids:  # clear the retained copies
+            await observer.publish(t.prediction_for(track_id), b"", qos=1, retain=True)
+    events = {str(m.topic).rsplit("/", 1)[-1]: parse(m.payload, TrackPrediction) for m in got}
+    assert set(events) == set(ids)
+    namespace = uuid.UUID(row.event_id)
+    assert {k: e.event_id for k, e in events.items()} == {k: str(uuid.uuid5(namespace, k)) for k in ids}
+    assert {e.version for e in events.values()} == {row.id}
+    assert all(e.data.track_id == k and e.data.forecasts for k, e in events.items())
+    assert await pending(sessions, t.prediction_for("+")) == []

@@ -90,4 +90,5 @@ async def test_outbox_publishes_after_commit(settings, sessions) -> None:
     async with sessions() as session:
         row = (await session.exec(select(Outbox))).scalars().one()
     assert row.published_at is not None
+    assert got.version == row.id, "a retained state carries its outbox id (no unset version after it)"
     assert isinstance(sub, aiomqtt.Client)

@@ -1,20 +1,25 @@
-"""The predictor's messages built from the scoring's columns (`services.predictor.messages`): each payload
-validates against its schema and says what the pydantic objects say; they are staged in order and
-published in order with several awaiting the broker at once."""
+"""The predictor's messages built from the scoring's columns (`services.predictor.messages` and
+`song_messages`): each payload validates against its schema and says what the pydantic objects say; every
+song's message is staged as one batch row and built when it is published, from memory or, after a crash,
+from the stored predictions (same songs, topics, event ids and version); they are published in order
+with several awaiting the broker at once."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import uuid
 from typing import Any
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
+from services.predictor import song_messages
 from services.predictor.service import predict_trending
 from shared.events import PredictionsLatest, TrackPrediction, parse
-from shared.models import Outbox
+from shared.models import Outbox, Snapshot
 from shared.mqtt import make_client, topics
-from shared.outbox import publish_in_order
-from tests.predictor_support import messages_until, predictor_settings, seed_songs
+from shared.outbox import Message, Staged, is_batch, publish_in_order
+from tests.predictor_support import WEEK, messages_until, predictor_settings, seed_songs
 
 
 async def staged(sessions: Any) -> list[Outbox]:
@@ -31,6 +36,15 @@ def headline(predictions: list[TrackPrediction]) -> dict[str, TrackPrediction]:
     return best
 
 
+async def expanded(sessions: Any, settings: Any, row: Outbox) -> list[Message]:
+    """The messages the publisher builds for the batch row `row` (from memory while this process holds
+    its batch, else from the database)."""
+    assert row.id is not None
+    staged_row = Staged(row.id, row.event_id, row.topic, row.payload, row.retain)
+    expand = song_messages.expander(sessions, topics(settings))
+    return [message async for chunk in expand(staged_row) for message in chunk]
+
+
 async def test_payloads_built_from_columns_equal_the_objects(settings, sessions) -> None:
     ids = await seed_songs(sessions, n=30, charted=8)
     config = predictor_settings(settings, latest_message_max_predictions=10)
@@ -40,14 +54,59 @@ async def test_payloads_built_from_columns_equal_the_objects(settings, sessions)
     objects = list(result)  # the pydantic objects, built from the same columns the old way
     assert {p.track_id for p in objects} == set(ids) and any(p.signal == "streams" for p in objects)
     rows = await staged(sessions)
-    assert rows[0].topic == t.predictions_latest and rows[0].retain
+    assert [r.topic for r in rows] == [t.predictions_latest, t.prediction_for("+")], "one row for all songs"
+    assert all(r.retain and r.producer == "predictor" for r in rows)
     latest = parse(rows[0].payload, PredictionsLatest).data
     assert latest.predictions == objects[:10] and latest.count == 10, "capped by the setting"
-    per_song = {r.topic.rsplit("/", 1)[-1]: parse(r.payload, TrackPrediction) for r in rows[1:]}
+
+    messages = await expanded(sessions, config, rows[1])
+    assert [topic for topic, _, _ in messages] == [t.prediction_for(i) for i in sorted(ids)]
+    assert all(retain for _, _, retain in messages)
+    per_song = {topic.rsplit("/", 1)[-1]: parse(payload, TrackPrediction) for topic, payload, _ in messages}
     assert {k: v.data for k, v in per_song.items()} == headline(objects)
-    assert all(r.retain and r.producer == "predictor" for r in rows)
-    assert len({r.event_id for r in rows}) == len(rows)
     assert {e.producer for e in per_song.values()} == {"predictor"}
+    assert {e.version for e in per_song.values()} == {rows[1].id}, "the batch row's id: later batches higher"
+    namespace = uuid.UUID(rows[1].event_id)
+    assert {k: e.event_id for k, e in per_song.items()} == {k: str(uuid.uuid5(namespace, k)) for k in ids}
+    assert {e.occurred_at for e in per_song.values()} == {
+        parse(rows[0].payload, PredictionsLatest).occurred_at
+    }
+
+
+def close(a: Any, b: Any) -> bool:
+    """Equal, floats to MariaDB's FLOAT (6 significant digits; SQLite keeps them whole)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+async def test_after_a_crash_the_messages_come_from_the_stored_predictions(settings, sessions) -> None:
+    """A process that did not compute the batch (the one that did crashed after its commit) builds the
+    same messages from the database: same topics, event ids, version and envelope, the values as stored."""
+    ids = await seed_songs(sessions, n=25, charted=10)
+    async with sessions() as session:  # charted songs of unknown popularity: their streams are the headline
+        await session.exec(
+            update(Snapshot)
+            .where(col(Snapshot.track_id).in_(ids[:3]), col(Snapshot.week) == WEEK)
+            .values(popularity=None)
+        )
+        await session.commit()
+    config = predictor_settings(settings)
+    assert await predict_trending(sessions=sessions, settings=config, topics=topics(config), event_id="e1")
+    (row,) = [r for r in await staged(sessions) if is_batch(r.topic)]
+    from_memory = await expanded(sessions, config, row)  # what this process computed
+    from_database = await expanded(sessions, config, row)  # published once: the memory is released
+    assert [(t, r) for t, _, r in from_database] == [(t, r) for t, _, r in from_memory]
+    for (_, stored, _), (_, computed, _) in zip(from_database, from_memory, strict=True):
+        a, b = parse(stored, TrackPrediction), parse(computed, TrackPrediction)
+        assert a.model_dump(exclude={"data"}) == b.model_dump(exclude={"data"})
+        assert close(a.data.model_dump(mode="json"), b.data.model_dump(mode="json")), (a.data, b.data)
+    ranks = {e.data.track_id: e.data.rank for e in (parse(p, TrackPrediction) for _, p, _ in from_database)}
+    assert [ranks[i] for i in ids[:4]] == [1, 2, 3, None], "streams carry their chart rank"
 
 
 async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -> None:

@@ -24,12 +24,12 @@ from shared.limits import BodySizeLimit
 from shared.metrics import instrument
 from shared.mqtt import TopicRouter, consume_forever, topics
 from shared.mqtt import announce_offline as mqtt_offline
-from shared.outbox import publish_pending, republish_retained
+from shared.outbox import Expand, publish_pending, republish_retained
 from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyError, SpotifyPaused
 
-from . import fastpath, service, tracks
+from . import fastpath, service, song_messages, tracks
 from .api import forecast_route, router
 from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
@@ -64,7 +64,9 @@ def make_router(app: FastAPI) -> TopicRouter:
         if stored:
             app.state.cache.expire()  # this replica serves its new forecasts at once
             app.state.resident.wake.set()
-            await publish_pending(sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE)
+            await publish_pending(
+                sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE, expand=expand(app)
+            )
             await service.prune_predictions(
                 sessions=app.state.sessions, keep_weeks=settings.prediction_retention_weeks
             )
@@ -73,6 +75,11 @@ def make_router(app: FastAPI) -> TopicRouter:
     router.on(t.db_updated, DbUpdated, on_event)
     router.on(t.model_updated, ModelUpdated, on_event)
     return router
+
+
+def expand(app: FastAPI) -> Expand:
+    """How the publisher builds the messages of the predictor's batch rows (every song's own message)."""
+    return song_messages.expander(app.state.sessions, topics(app.state.settings))
 
 
 async def handle_live(app: FastAPI, topic: str, event_id: str) -> bool:
@@ -94,7 +101,7 @@ async def handle_live(app: FastAPI, topic: str, event_id: str) -> bool:
 async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
     """On every (re)connection: publish what is pending, then handle events missed while away."""
     app.state.mqtt = client
-    await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
+    await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE, expand=expand(app))
     if client is not app.state.republished_on:  # a new connection: the broker may have lost state
         app.state.republished_on = client
         await republish_retained(
@@ -102,13 +109,16 @@ async def on_connect(app: FastAPI, client: aiomqtt.Client) -> None:
             client=client,
             topic=topics(app.state.settings).predictions_latest,
             producer=SERVICE,
+            expand=expand(app),
         )
     if await build_in_progress(app.state.sessions):
         log.info("catch-up deferred: the history is being built")
     elif await service.catch_up(
         sessions=app.state.sessions, settings=app.state.settings, topics=topics(app.state.settings)
     ):
-        await publish_pending(sessions=app.state.sessions, client=client, producer=SERVICE)
+        await publish_pending(
+            sessions=app.state.sessions, client=client, producer=SERVICE, expand=expand(app)
+        )
     app.state.consuming.set()
 
 

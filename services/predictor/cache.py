@@ -158,8 +158,8 @@ async def changed_songs(
 ) -> tuple[set[str], Applied]:
     """The songs whose answer may have changed since the outbox rows `previous` applied (None: every song
     with a prediction, the candidates of a first build), and the rows applied now: a song with a new
-    forecast message; every song with a prediction after `db-updated` (any song's history may have moved)
-    or a late commit."""
+    forecast message; every song with a prediction after `db-updated` (any song's history may have moved),
+    a batch's messages (one row for all its songs: `song_messages`) or a late commit."""
 
     async def read() -> tuple[set[str], Applied]:
         async with reader.connect() as connection:
@@ -172,7 +172,7 @@ async def changed_songs(
                 col(Outbox.id) > previous.version, col(Outbox.id) <= applied.version
             )
             changed = set((await connection.execute(query)).scalars().all())
-            if topics.db_updated in changed:
+            if topics.db_updated in changed or topics.prediction_for("+") in changed:  # + : a batch's songs
                 return await _every_predicted_song(connection), applied
             song_topic = topics.prediction_for("")
             return {t[len(song_topic) :] for t in changed if t.startswith(song_topic)}, applied

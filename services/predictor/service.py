@@ -32,6 +32,7 @@ from shared.forecasting.registry import ArtifactError, active_versions, load_ver
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
+from shared.outbox import is_batch
 from shared.predictions import latest_batch_week, latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
@@ -39,7 +40,7 @@ from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
 from shared.weeks import add_weeks, current_week
 
-from . import messages
+from . import messages, song_messages
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,23 @@ def alerts_for(
     return alerts
 
 
+async def find_alerts(
+    session: AsyncSession,
+    settings: PredictorSettings,
+    data: Sequence[dict[str, Any]],
+    *,
+    week: dt.date,
+    songs: Sequence[str],
+) -> list[ForecastAlert]:
+    """The alerts of a batch (`alerts_for`); without alert settings (the default) none, and last week's
+    forecasts are not read (100,000 songs' took seconds)."""
+    threshold, move = settings.alert_threshold, settings.alert_move
+    if threshold is None and move is None:
+        return []
+    previous = await previous_values(session=session, week=week, track_ids=songs)
+    return alerts_for(data, previous, threshold=threshold, move=move)
+
+
 async def stage_messages(
     session: AsyncSession,
     *,
@@ -195,10 +213,12 @@ async def stage_messages(
     alerts: Sequence[ForecastAlert],
     week: dt.date,
     latest_limit: int,
-) -> int:
-    """Stage the retained latest-state messages and the alerts in the outbox, in one bulk write."""
+) -> str | None:
+    """Stage the retained latest state, the row of every song's message and the alerts in the outbox, in
+    one bulk write. Returns the event id of the songs' row (None without predictions)."""
     rows = messages.outbox_rows(topics=topics, data=data, alerts=alerts, week=week, latest_limit=latest_limit)
-    return await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
+    await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
+    return next((row["event_id"] for row in rows if is_batch(row["topic"])), None)
 
 
 class BatchPredictions(Sequence[TrackPrediction]):
@@ -243,7 +263,8 @@ async def predict_trending(
     """Forecast this week's trending songs for the event `event_id`; None if it was handled already.
     `superseded` events (older ones of the same kind) are marked handled in the same transaction.
 
-    The caller publishes the staged messages (shared.outbox.flush_outbox) after this returns.
+    The caller publishes the staged messages (shared.outbox.publish_pending with
+    `song_messages.expander`) after this returns.
     """
     async with sessions() as session:
         if not await claim(session, event_id):
@@ -260,8 +281,7 @@ async def predict_trending(
         )
         data = batch.message_data() if batch is not None else []  # the messages carry every one
         songs = sorted({p["track_id"] for p in data})
-        previous = await previous_values(session=session, week=week or current_week(), track_ids=songs)
-        alerts = alerts_for(data, previous, threshold=settings.alert_threshold, move=settings.alert_move)
+        alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
         await upsert(
             session=session,
             model=Prediction,
@@ -269,10 +289,12 @@ async def predict_trending(
             keys=["track_id", "week", "signal", "region", "horizon_weeks"],
             update=PREDICTION_UPDATE,
         )
-        await stage_messages(
+        songs_row = await stage_messages(
             session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
             latest_limit=settings.latest_message_max_predictions,
         )  # fmt: skip
+        if songs_row is not None:  # its messages are built from memory when published (kept before the
+            song_messages.remember(songs_row, data)  # commit: a publisher may see the row at once)
         await session.commit()
     log.info("event %s: %d predictions of %d songs, %d alerts", event_id, len(data), len(songs), len(alerts))
     return BatchPredictions(batch)
