@@ -1,11 +1,13 @@
 """The fast path of `shared.db.upsert` for large writes: the same rows, keys and merge rules, at the
 database's speed.
 
-- MySQL/MariaDB: the rows are rendered once as tab-separated text in memory and sent with
-  `LOAD DATA LOCAL INFILE` into a temporary MEMORY table, then merged into the target with one
-  `INSERT ... SELECT ... ON DUPLICATE KEY UPDATE` using the merge rules of the plain path. Measured
-  against the driver's multi-row `executemany` (`make bench-db`): the driver spends most of its time
-  escaping values one by one, the server parses loaded text several times faster than statements.
+- MySQL/MariaDB: the rows are rendered once as tab-separated text in memory (`shared.loadtext`; a
+  column holding one value in every row is set by the load instead) and sent with `LOAD DATA LOCAL
+  INFILE` into a temporary MEMORY table, then merged into the target with one `INSERT ... SELECT ... ON
+  DUPLICATE KEY UPDATE` using the merge rules of the plain path. Measured against the driver's
+  multi-row `executemany` (`make bench-db`): the driver spends most of its time escaping values one by
+  one, the server parses loaded text several times faster than statements. What remains is InnoDB's
+  own work, one B-tree insert per index and row: the tables written in bulk keep few indexes.
 - SQLite: the plain path's statement, compiled once, run by the driver's own `executemany` over tuples
   converted by SQLAlchemy's bind processors (what the plain path does, without its per-row dict work).
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
 import tempfile
@@ -35,19 +36,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     Column,
-    Date,
     DateTime,
     Dialect,
-    Float,
     Index,
     Integer,
     LargeBinary,
     MetaData,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     select,
     text,
@@ -56,6 +53,10 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
+
+from shared.loadtext import LoadText, column_defaults, load_text, tsv, values_of
+
+__all__ = ["BulkLoadRejected", "column_defaults", "mysql_upsert", "sqlite_upsert", "tsv"]
 
 log = logging.getLogger(__name__)
 
@@ -145,85 +146,6 @@ def _registered(data: bytes) -> Iterator[str]:
                 os.unlink(path)
 
 
-# ---------------------------------------------------------------- rows as LOAD DATA text
-
-
-def _text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
-
-
-def _datetime(value: dt.datetime) -> str:
-    # the wall-clock fields, as the driver escapes them (it ignores tzinfo; the project stores UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _formatter(column: Column[Any]) -> Callable[[Any], str]:
-    """Text of one value of `column` in LOAD DATA's default format (NULL is `\\N`)."""
-    kind = column.type
-    if isinstance(kind, TypeDecorator):  # e.g. sqlmodel's UTCDateTime: formatted as what it stores
-        kind = kind.impl_instance
-    if isinstance(kind, Boolean):
-        return lambda v: "1" if v else "0"
-    if isinstance(kind, Float):
-        return lambda v: repr(float(v))  # shortest exact form; numpy floats too
-    if isinstance(kind, Integer):
-        return lambda v: str(int(v))
-    if isinstance(kind, DateTime):
-        return _datetime
-    if isinstance(kind, Date):
-        return dt.date.isoformat
-    return lambda v: _text(str(v))
-
-
-def _column_text(values: list[Any], column: Column[Any], dialect: Dialect) -> list[str]:
-    """One column's values as text; repeated values (weeks, versions, flags, times) formatted once. The
-    type's own bind processing (a TypeDecorator's conversion) comes first, as in the plain path."""
-    process = column.type.bind_processor(dialect)
-    if process is None:
-        fmt = _formatter(column)
-    else:
-        base = _formatter(column)
-
-        def fmt(value: Any) -> str:
-            return base(process(value))
-
-    distinct = set(values)
-    if len(distinct) * 4 < len(values):
-        texts = {v: "\\N" if v is None else fmt(v) for v in distinct}
-        return [texts[v] for v in values]
-    return ["\\N" if v is None else fmt(v) for v in values]
-
-
-def tsv(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[Column[Any]],
-    defaults: Mapping[str, Any],
-    dialect: Dialect,
-) -> bytes:
-    """`rows` as LOAD DATA text: tab-separated, one line per row, columns in the given order (a column
-    the rows lack takes its value from `defaults`)."""
-    texts = [_column_text(_values(rows, c.name, defaults), c, dialect) for c in columns]
-    return ("\n".join(map("\t".join, zip(*texts, strict=True))) + "\n").encode()
-
-
-def _values(rows: Sequence[Mapping[str, Any]], name: str, defaults: Mapping[str, Any]) -> list[Any]:
-    if name in defaults:
-        return [defaults[name]] * len(rows)
-    return [row[name] for row in rows]
-
-
-def column_defaults(table: Table, present: Sequence[str]) -> dict[str, Any]:
-    """The values SQLAlchemy's inserts would give the columns the rows lack (their Python-side defaults;
-    a callable one evaluated once for the whole write)."""
-    defaults = {}
-    for c in table.c:
-        if c.name in present or c.default is None or c.primary_key:
-            continue
-        default: Any = c.default
-        defaults[c.name] = default.arg(None) if default.is_callable else default.arg
-    return defaults
-
-
 # ---------------------------------------------------------------- MySQL / MariaDB
 
 
@@ -260,13 +182,13 @@ async def mysql_upsert(
     statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
     probe = _probe(connection.dialect, table, stage, match) if match is not None else None
 
-    def render(start: int) -> bytes:
-        return tsv(rows[start : start + LOAD_CHUNK], columns, defaults, connection.dialect)
+    def render(start: int) -> LoadText:
+        return load_text(rows[start : start + LOAD_CHUNK], columns, defaults, connection.dialect)
 
     try:
         async with contextlib.aclosing(_rendered_ahead(render, range(0, len(rows), LOAD_CHUNK))) as texts:
-            async for data in texts:
-                await _load(connection, stage.name, columns, data)
+            async for chunk in texts:
+                await _load(connection, stage.name, chunk)
                 if probe is not None and not (await connection.execute(probe)).first():
                     statements_now = statements[1:]  # new rows (by a sample): no ids to look up
                 else:
@@ -279,9 +201,11 @@ async def mysql_upsert(
     return len(rows)
 
 
-async def _rendered_ahead(render: Callable[[int], bytes], starts: Sequence[int]) -> AsyncGenerator[bytes]:
+async def _rendered_ahead(
+    render: Callable[[int], LoadText], starts: Sequence[int]
+) -> AsyncGenerator[LoadText]:
     """`render(start)` of each start in turn, the next one rendered in a thread while this one is used."""
-    following: asyncio.Future[bytes] | None = None
+    following: asyncio.Future[LoadText] | None = None
     try:
         for i, start in enumerate(starts):
             data = render(start) if following is None else await following
@@ -412,15 +336,17 @@ def _stage_type(column: Column[Any]) -> Any:
     return mysql.DATETIME(fsp=6) if isinstance(column.type, DateTime) else column.type
 
 
-async def _load(
-    connection: AsyncConnection, table_name: str, columns: Sequence[Column[Any]], data: bytes
-) -> None:
-    """LOAD DATA LOCAL of `data` into the staging table `table_name`; BulkLoadRejected on any warning."""
-    names = ", ".join(f"`{c.name}`" for c in columns)
-    with _registered(data) as name:
-        await connection.exec_driver_sql(
-            f"LOAD DATA LOCAL INFILE '{name}' INTO TABLE `{table_name}` CHARACTER SET utf8mb4 ({names})"
-        )
+async def _load(connection: AsyncConnection, table_name: str, chunk: LoadText) -> None:
+    """LOAD DATA LOCAL of `chunk` into the staging table `table_name`; BulkLoadRejected on any warning."""
+    names = ", ".join(f"`{c.name}`" for c in chunk.columns)
+    statement = f"INTO TABLE `{table_name}` CHARACTER SET utf8mb4 ({names})"
+    with _registered(chunk.data) as name:
+        statement = f"LOAD DATA LOCAL INFILE '{name}' {statement}"
+        if chunk.fixed:
+            assigned = ", ".join(f"`{column}` = %s" for column in chunk.fixed)
+            await connection.exec_driver_sql(f"{statement} SET {assigned}", tuple(chunk.fixed.values()))
+        else:
+            await connection.exec_driver_sql(statement)
     warnings = [tuple(w) for w in (await connection.exec_driver_sql("SHOW WARNINGS LIMIT 3")).all()]
     if warnings:  # (level, code, message)
         raise BulkLoadRejected(f"{table_name}: " + "; ".join(str(w[2]) for w in warnings))
@@ -441,7 +367,7 @@ async def sqlite_upsert(
     keys = [b.key for b in binds]
     columns = []
     for key, process in zip(keys, processors, strict=True):
-        values = _values(rows, key, defaults)
+        values = values_of(rows, key, defaults)
         columns.append(values if process is None else [process(v) for v in values])
     params = list(zip(*columns, strict=True)) if columns else [() for _ in rows]
     raw = await connection.get_raw_connection()

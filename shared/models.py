@@ -61,17 +61,19 @@ class TrackArtist(SQLModel, table=True):
 
 
 class Snapshot(SQLModel, table=True):
-    """One row per song per ISO week: the popularity index and whether the song trended that week."""
+    """One row per song per ISO week: the popularity index and whether the song trended that week.
 
-    __table_args__ = (UniqueConstraint("track_id", "week", name="uq_snapshot_track_week"),)
-    id: int | None = Field(default=None, primary_key=True)
-    track_id: str = Field(max_length=ID_LEN)
-    week: dt.date = Field(index=True)  # Monday of the ISO week
+    The natural key is the primary key (InnoDB's clustered index; migration 0007): a write that finds its
+    row collides there, and every index costs each write its own B-tree insert. Two are kept: the key
+    (a song's rows) and `week` (a week's trending songs, the latest trending week)."""
+
+    track_id: str = Field(primary_key=True, max_length=ID_LEN)
+    week: dt.date = Field(primary_key=True, index=True)  # Monday of the ISO week
     popularity: int | None = None  # 0-100; None in Development Mode
     popularity_source: str | None = Field(default=None, max_length=32)  # api / history / emulator
     trending: bool = False  # on a chart or the trending playlist that week
     is_demo: bool = False
-    updated_at: dt.datetime = Field(default_factory=utcnow, index=True)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class SnapshotStage(SQLModel, table=True):

@@ -185,6 +185,25 @@ async def test_duplicate_keys_in_one_write(backend) -> None:
     assert len(rows) == 600
 
 
+async def test_columns_of_one_value_and_special_characters(backend, small_chunks) -> None:
+    """Columns holding one value in every row (NULL included) go to the load as constants, not text; text
+    with tabs, newlines and backslashes is escaped, in the loaded columns and the constant ones alike."""
+    odd = "t\tn\nb\\ \\N"  # a tab, a newline, a backslash, a text NULL (VARCHAR(32))
+
+    def rows(shift: int) -> list[dict[str, Any]]:
+        return [
+            {**row, "popularity": None, "popularity_source": odd, "trending": True, "track_id": f"{odd}-{i}"}
+            for i, row in enumerate(_snapshots(900, shift=shift))
+        ]
+
+    stored = await _same_both_ways(
+        backend, Snapshot, [rows(0), rows(1)], keys=["track_id", "week"], update=SNAPSHOT_MERGE
+    )
+    assert len(stored) == 900
+    assert {(r[2], r[3], bool(r[4])) for r in stored} == {(None, odd, True)}
+    assert all(r[0].startswith(odd) for r in stored)
+
+
 async def test_large_writes_take_the_bulk_path(backend, monkeypatch) -> None:
     calls: list[int] = []
     original = db.bulk_upsert
@@ -211,6 +230,17 @@ async def test_bad_values_fail_the_bulk_write_on_mariadb(backend) -> None:
             pytest.skip("SQLite does not check lengths")
         rows = _snapshots(600, shift=0)
         rows[300] = {**rows[300], "popularity_source": "x" * 200}  # VARCHAR(32): strict mode refuses it
+        with pytest.raises(bulkload.BulkLoadRejected, match="popularity_source"):
+            await bulk_upsert(
+                session=session, model=Snapshot, rows=rows, keys=["track_id", "week"], update=SNAPSHOT_MERGE
+            )
+
+
+async def test_a_bad_value_in_every_row_fails_the_bulk_write_on_mariadb(backend) -> None:
+    async with backend() as session:
+        if (await session.connection()).dialect.name != "mysql":
+            pytest.skip("SQLite does not check lengths")
+        rows = [{**row, "popularity_source": "x" * 200} for row in _snapshots(600, shift=0)]  # a constant
         with pytest.raises(bulkload.BulkLoadRejected, match="popularity_source"):
             await bulk_upsert(
                 session=session, model=Snapshot, rows=rows, keys=["track_id", "week"], update=SNAPSHOT_MERGE
