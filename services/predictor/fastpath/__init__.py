@@ -5,6 +5,7 @@ garbage collection; with the setting off the predictor gives the same answers th
 them). Each trick here bypasses a layer of a framework for a measured gain (docs/rest.md, `make bench-api`):
 
 - `resident.ResidentFastPath`: an ASGI middleware answering a resident song's forecast before routing;
+- `bodies.gzipped_bodies`: the resident answers built from the rows without pydantic objects (same bytes);
 - `reader.make_fast_reader`: an autocommit engine for the REST reads without the driver's ROLLBACK;
 - `frozen_heap`: long-lived objects kept out of the collector's full passes.
 """

@@ -1,0 +1,130 @@
+"""The resident answers built straight from the rows (`fastpath.bodies`) are, byte for byte, the bodies the
+plain build makes by validating and serialising `TrackForecast` (`tracks.load_songs`, `tracks._answer`):
+awkward values included (floats of every size, NULLs, escapes and non-ASCII text, two chart regions in
+one week, a chart week without a snapshot, stale and up-to-date batch forecasts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import uuid
+from typing import Any
+
+from services.predictor.tracks import build_answers, load_songs
+from shared.db import upsert
+from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
+from shared.weeks import add_weeks
+from tests.predictor_support import WEEK
+
+PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
+FLOATS = [0.1, 1e-7, 123456.5, -0.5, 3e12, 71.0, 99.99]  # what a FLOAT column gives back, and more
+
+
+def song_id(n: int) -> str:
+    return f"{n:020d}aB"  # 22 base-62 characters: the fast path's ids
+
+
+def prediction(track_id: str, week: dt.date, signal: str, region: str, horizon: int, **values: Any) -> dict:
+    return {
+        "track_id": track_id, "week": week, "signal": signal, "region": region, "horizon_weeks": horizon,
+        "current": values.get("current", 60.0), "value": values.get("value", 55.5),
+        "lower": values.get("lower"), "upper": values.get("upper"), "p_chart": values.get("p_chart"),
+        "model_version": values["version"], "cold_start": values.get("cold_start", False),
+    }  # fmt: skip
+
+
+async def seed(sessions) -> tuple[list[str], dict[str, str]]:
+    """Songs of every shape an answer can take; returns their ids and model versions by name."""
+    tag = uuid.uuid4().hex[:6]  # the serving info of a version is remembered per process
+    versions = {
+        "shrunk": f"pop-26w-{tag}", "model": f"pop-52w-{tag}", "unread": f"streams-26w-{tag}",
+        "persistence": "persistence",
+    }  # fmt: skip
+    ids = [song_id(n) for n in range(8)] + [f"imported-{tag}-with-a-longer-synthetic-id"]
+    names = ['Song "0" <b> \\ ü 🎵', "Ça va", "Plain", "Zero", "Old", "Stale", "No history", "Tab\there", "X"]
+    tracks = [
+        {"id": track_id, "name": name, "artist_names": f"Artist {n} & Ø", "is_demo": n == 2,
+         "album_id": f"album{n}" if n % 2 else None,
+         "release_date": add_weeks(WEEK, -40 - n) if n % 3 else None}
+        for n, (track_id, name) in enumerate(zip(ids, names, strict=True))
+    ]  # fmt: skip
+    snapshots, charts, predictions = [], [], []
+    stamp = dt.datetime(2026, 11, 30, 6, 0, 0, 123456, tzinfo=dt.UTC)
+    for n, track_id in enumerate(ids):
+        if n == 6:
+            continue  # no history at all
+        for back in range(2 if n == 4 else 0, 5):  # 4: no data since its forecast's week
+            popularity = None if (n == 1 and back == 1) else 40 + n + back
+            snapshots.append(
+                {"track_id": track_id, "week": add_weeks(WEEK, -back), "popularity": popularity,
+                 "popularity_source": "api", "trending": back == 0,
+                 "updated_at": stamp - dt.timedelta(days=back, seconds=n)}
+            )  # fmt: skip
+    charts += [
+        {"track_id": ids[0], "week": WEEK, "region": "us", "rank": 3, "streams": 1_234_567},
+        {"track_id": ids[0], "week": WEEK, "region": "global", "rank": 17, "streams": 9_876_543},
+        {"track_id": ids[0], "week": add_weeks(WEEK, -1), "region": "global", "rank": 20, "streams": 5},
+        {"track_id": ids[1], "week": add_weeks(WEEK, 1), "region": "de", "rank": 1, "streams": None},
+    ]  # a chart week without a snapshot, after the batch's week: a trending week of unknown popularity
+    for n, track_id in enumerate(ids):
+        week = add_weeks(WEEK, -2) if n in (4, 5) else WEEK  # 5: stale (data of later weeks came in)
+        for i, horizon in enumerate((26, 52)):
+            x = FLOATS[(n + i) % len(FLOATS)]
+            predictions.append(prediction(
+                track_id, week, "popularity", "", horizon, current=None if n == 3 else 40.0 + n,
+                value=x, lower=None if n == 2 else x - 1, upper=x * 2, cold_start=n == 7 and i == 1,
+                version=versions["shrunk" if i == 0 else "model"],
+            ))  # fmt: skip
+        if n in (0, 2):
+            for region in ("us", "global"):
+                predictions.append(prediction(
+                    track_id, week, "streams", region, 26, current=4e6 + n, value=1.5e6, lower=0.0,
+                    upper=2e6, p_chart=1e-7 if region == "us" else 0.75,
+                    version=versions["unread" if region == "us" else "persistence"],
+                ))  # fmt: skip
+    older = prediction(ids[5], add_weeks(WEEK, -3), "popularity", "", 26, version=versions["model"])
+    models = [
+        {"version": versions["shrunk"], "signal": "popularity", "horizon_weeks": 26, "kind": "gbm",
+         "metrics": {"serving": {"method": "shrunk", "weight": 0.5, "toward": "drift", "skill": 0.123}},
+         "baselines": {}},
+        {"version": versions["model"], "signal": "popularity", "horizon_weeks": 52, "kind": "gbm",
+         "metrics": {"serving": {"method": "model", "skill": -0.25}}, "baselines": {}},
+    ]  # fmt: skip
+    async with sessions() as session:
+        await upsert(session=session, model=Track, rows=tracks, keys=["id"])
+        await upsert(session=session, model=Snapshot, rows=snapshots, keys=["track_id", "week"])
+        await upsert(session=session, model=ChartEntry, rows=charts, keys=["track_id", "week", "region"])
+        await upsert(session=session, model=Prediction, rows=[*predictions, older], keys=PREDICTION_KEY)
+        await upsert(session=session, model=ModelVersion, rows=models, keys=["version"])
+        await session.commit()
+    return ids, versions
+
+
+async def test_bodies_built_from_the_rows_are_the_plain_builds_bytes(engine, sessions) -> None:
+    ids, _ = await seed(sessions)
+    assert len(set(ids)) == len(ids)
+    fast = await build_answers(reader=engine, track_ids=ids, fast=True)
+    plain = await build_answers(reader=engine, track_ids=ids, fast=False)
+    assert set(fast) == set(plain) == set(ids[:5] + [ids[6], ids[7]])  # 5 stale, 8 not a plain id
+    for track_id in fast:
+        assert gzip.decompress(fast[track_id]) == gzip.decompress(plain[track_id]), track_id
+        assert fast[track_id] == plain[track_id]
+
+
+async def test_the_awkward_values_reach_the_answers(engine, sessions) -> None:
+    """The comparison above covers what it claims: the plain build's answers carry those values."""
+    ids, versions = await seed(sessions)
+    songs = await load_songs(reader=engine, track_ids=ids)
+    first = songs[ids[0]]
+    assert [(p.week, p.region) for p in first.history][-2:] == [(WEEK, "global"), (WEEK, "us")]
+    assert first.history[-2].popularity == 40 and first.history[-1].popularity is None
+    assert songs[ids[1]].history[-1].popularity is None and songs[ids[1]].history[-1].trending
+    assert {f.method for p in first.stored for f in p.forecasts} == {
+        "shrunk 0.5 toward drift", "model", "persistence",
+    }  # fmt: skip
+    assert any(f.p_chart == 1e-7 for p in first.stored for f in p.forecasts)
+    assert songs[ids[3]].stored[0].current is None and songs[ids[6]].history == []
+    assert songs[ids[4]].stored_is_current and not songs[ids[5]].stored_is_current
+    assert songs[ids[1]].stored_is_current and songs[ids[1]].latest_week == add_weeks(WEEK, 1)
+    assert first.refreshed_at == dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC)  # stored to the second
+    assert versions["unread"] in {f.model_version for p in first.stored for f in p.forecasts}
