@@ -75,8 +75,8 @@ bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-batch ben
 bench-scale: install  ## the predictor's whole db-updated handling at 10,000 / 100,000 / 1,000,000 songs: time and peak memory per song, next to LOAD DATA of the same rows (SIZES=...)
 	$(BIN)/python -m benchmarks.bench_scale --sizes $(SIZES)
 
-bench-db: install  ## upsert 200,000 snapshot rows into MariaDB (bulk path): rows/s next to a plain executemany (>= 150,000/s and >= 2.5x)
-	$(BIN)/python -m benchmarks.bench_db --rows 200000
+bench-db: install  ## upsert 200,000 snapshot rows, then a new week of 100,000 songs' predictions, into MariaDB (bulk path): rows/s next to a plain executemany (>= 150,000/s and >= 2.5x)
+	$(BIN)/python -m benchmarks.bench_db --rows 200000 --songs 100000
 
 bench-train: install  ## train (backtest + final fit, 26 and 52 weeks) on 1,000,000 synthetic snapshot rows per signal: seconds and peak memory (< 2 min, < 2 GB)
 	$(BIN)/python -m benchmarks.bench_train --rows 1000000
