@@ -188,7 +188,7 @@ def upsert_label(*args: Any, **kwargs: Any) -> str:
 async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     """What the app's handler does for one `db-updated` (`services.predictor.app.make_handler`), then the
     wait until the resident answers are rebuilt for the new data."""
-    from services.predictor import service, song_messages
+    from services.predictor import batch_messages, service
     from services.predictor.cache import data_version
     from shared.mqtt import topics
     from shared.outbox import publish_pending
@@ -203,7 +203,7 @@ async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     clients.resident.wake.set()
     published = await publish_pending(
         sessions=app.state.sessions, client=app.state.mqtt, producer="predictor",
-        expand=song_messages.expander(app.state.sessions, topics(settings)),
+        expand=batch_messages.expander(app.state.sessions, topics(settings)),
     )  # fmt: skip
     sent = time.perf_counter()
     version = await data_version(clients.reader)
@@ -257,7 +257,8 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         phases.wrap(service, "stage_messages", lambda *a, **k: "stage messages")
         settings = PredictorSettings(
             database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
-            predictor_catch_up_seconds=3600, _env_file=None,  # type: ignore[call-arg]
+            predictor_catch_up_seconds=3600, mqtt_client_prefix=f"bench-{uuid.uuid4().hex[:8]}",
+            _env_file=None,  # type: ignore[call-arg]
         )  # fmt: skip
         app = create_app(settings)
         rss_before = memory("VmRSS")

@@ -1,10 +1,11 @@
 """The transactional outbox: an event is stored in the same transaction as the data it announces and
 published after commit, retried until the broker acknowledges. A crash in between loses nothing.
 
-A row is one message, or a batch of them (`is_batch`: its topic is the filter of the topics it
-publishes to, e.g. `.../predictions/tracks/+`; its payload says which batch): a week's 100,000 per-song
-messages are one row staged and one marked published, and the producer's `Expand` builds the messages
-when the row is published (from what it just computed, or from the stored data after a crash).
+A row is a message as staged, or a description of messages that its producer builds when the row is
+published (`is_built`: the payload is a JSON object whose first key is "built"; the producer's `Expand`
+builds them, from what it just computed or from the stored data after a crash). The predictor's week of
+100,000 per-song messages is one such row (topic `.../predictions/tracks/+`), staged and marked published
+once.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ class Staged:
     retain: bool
 
 
-# A batch row's messages, in order, in chunks (published as they come, so a batch never sits in memory
-# whole): given by the producer that staged the row.
+# The messages a built row describes, in order, in chunks (published as they come, so a batch never sits
+# in memory whole): given by the producer that staged the row.
 Expand = Callable[[Staged], AsyncIterator[Sequence[Message]]]
+BUILT = '{"built":'  # how the payload of a row built when published begins
 
 
 # The columns of `Staged` (not Outbox objects: rows by the thousand spent seconds becoming objects).
@@ -59,9 +61,9 @@ STAGED = sa_select(
 )
 
 
-def is_batch(topic: str) -> bool:
-    """Whether a row on `topic` is a batch of messages: its topic is a filter (one level's wildcard)."""
-    return topic.endswith("/+")
+def is_built(payload: str) -> bool:
+    """Whether a row with `payload` describes messages its producer builds when it is published."""
+    return payload.startswith(BUILT)
 
 
 def add_event(
@@ -93,7 +95,7 @@ async def publish_pending(
     expand: Expand | None = None,
 ) -> int:
     """Publish every unpublished event in order (only `producer`'s, when given; `expand` builds the
-    messages of its batch rows); each read of rows is marked published once the broker has acknowledged
+    messages of its built rows); each read of rows is marked published once the broker has acknowledged
     all of their messages (QoS 1). A crash in between publishes them again: delivery is at least once, and
     consumers drop duplicates by event_id. Returns the messages published. Raises aiomqtt.MqttError if
     the broker goes away.
@@ -126,18 +128,16 @@ async def publish_pending(
 
 
 async def publish_rows(client: aiomqtt.Client, rows: Sequence[Staged], expand: Expand | None) -> int:
-    """Publish the messages of `rows` in order: a run of single messages at once, a batch row's as its
-    `expand` gives them. Returns how many."""
+    """Publish the messages of `rows` in order: a run of staged messages at once, a built row's as its
+    producer's `expand` gives them. Returns how many."""
     published = 0
     single: list[Message] = []
     for row in rows:
-        if not is_batch(row.topic):
+        if not is_built(row.payload):
             single.append((row.topic, wire_payload(row.id, row.payload, row.retain), row.retain))
             continue
         if expand is None:
-            raise RuntimeError(
-                f"outbox row #{row.id} is a batch ({row.topic}): publishing it needs its expander"
-            )
+            raise RuntimeError(f"outbox row #{row.id} ({row.topic}) is built when published: pass `expand`")
         published += await _publish_counted(client, single)
         single = []
         async for chunk in expand(row):
@@ -209,7 +209,7 @@ async def republish_retained(
     expand: Expand | None = None,
 ) -> int:
     """Publish again the latest published state on `topic` and the retained messages staged with it
-    (`producer`'s, in the same transaction: its per-song topics, one batch row): a broker that crashed may
+    (`producer`'s, in the same transaction: its per-song topics, one built row): a broker that crashed may
     have restored an older save of them. Same payloads and versions: consumers holding them see
     duplicates. Returns the messages published."""
     async with sessions() as session:
@@ -285,7 +285,7 @@ async def flush_outbox(
     service: str,
     expand: Expand | None = None,
 ) -> int:
-    """Connect, publish every pending event `service` produced (`expand`: its batch rows' messages),
+    """Connect, publish every pending event `service` produced (`expand`: its built rows' messages),
     disconnect; returns the messages published. Raises BrokerUnavailable with a clear message."""
     try:
         # A publisher only: the service's status (and its last will) is the job of `stay_present`.

@@ -1,5 +1,5 @@
 """The predictor's messages built from the scoring's columns (`services.predictor.messages` and
-`song_messages`): each payload validates against its schema and says what the pydantic objects say; every
+`batch_messages`): each payload validates against its schema and says what the pydantic objects say; every
 song's message is staged as one batch row and built when it is published, from memory or, after a crash,
 from the stored predictions (same songs, topics, event ids and version); they are published in order
 with several awaiting the broker at once."""
@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlmodel import col, select, update
 
-from services.predictor import song_messages
+from services.predictor import batch_messages
 from services.predictor.service import predict_trending
 from shared.events import PredictionsLatest, TrackPrediction, parse
 from shared.models import Outbox, Snapshot
 from shared.mqtt import make_client, topics
-from shared.outbox import Message, Staged, is_batch, publish_in_order
+from shared.outbox import Message, Staged, publish_in_order
 from tests.predictor_support import WEEK, messages_until, predictor_settings, seed_songs
 
 
@@ -37,11 +37,11 @@ def headline(predictions: list[TrackPrediction]) -> dict[str, TrackPrediction]:
 
 
 async def expanded(sessions: Any, settings: Any, row: Outbox) -> list[Message]:
-    """The messages the publisher builds for the batch row `row` (from memory while this process holds
+    """The messages the publisher builds for the built row `row` (from memory while this process holds
     its batch, else from the database)."""
     assert row.id is not None
     staged_row = Staged(row.id, row.event_id, row.topic, row.payload, row.retain)
-    expand = song_messages.expander(sessions, topics(settings))
+    expand = batch_messages.expander(sessions, topics(settings))
     return [message async for chunk in expand(staged_row) for message in chunk]
 
 
@@ -56,8 +56,16 @@ async def test_payloads_built_from_columns_equal_the_objects(settings, sessions)
     rows = await staged(sessions)
     assert [r.topic for r in rows] == [t.predictions_latest, t.prediction_for("+")], "one row for all songs"
     assert all(r.retain and r.producer == "predictor" for r in rows)
-    latest = parse(rows[0].payload, PredictionsLatest).data
-    assert latest.predictions == objects[:10] and latest.count == 10, "capped by the setting"
+    assert all(len(r.payload) < 1000 for r in rows), "descriptions, built when published"
+    ((topic, payload, retain),) = await expanded(sessions, config, rows[0])
+    latest = parse(payload, PredictionsLatest)
+    assert (topic, retain, latest.event_id, latest.version) == (
+        t.predictions_latest,
+        True,
+        rows[0].event_id,
+        rows[0].id,
+    )
+    assert latest.data.predictions == objects[:10] and latest.data.count == 10, "capped by the setting"
 
     messages = await expanded(sessions, config, rows[1])
     assert [topic for topic, _, _ in messages] == [t.prediction_for(i) for i in sorted(ids)]
@@ -65,12 +73,10 @@ async def test_payloads_built_from_columns_equal_the_objects(settings, sessions)
     per_song = {topic.rsplit("/", 1)[-1]: parse(payload, TrackPrediction) for topic, payload, _ in messages}
     assert {k: v.data for k, v in per_song.items()} == headline(objects)
     assert {e.producer for e in per_song.values()} == {"predictor"}
-    assert {e.version for e in per_song.values()} == {rows[1].id}, "the batch row's id: later batches higher"
+    assert {e.version for e in per_song.values()} == {rows[1].id}, "the row's id: later batches higher"
     namespace = uuid.UUID(rows[1].event_id)
     assert {k: e.event_id for k, e in per_song.items()} == {k: str(uuid.uuid5(namespace, k)) for k in ids}
-    assert {e.occurred_at for e in per_song.values()} == {
-        parse(rows[0].payload, PredictionsLatest).occurred_at
-    }
+    assert {e.occurred_at for e in per_song.values()} == {latest.occurred_at}
 
 
 def close(a: Any, b: Any) -> bool:
@@ -97,14 +103,15 @@ async def test_after_a_crash_the_messages_come_from_the_stored_predictions(setti
         await session.commit()
     config = predictor_settings(settings)
     assert await predict_trending(sessions=sessions, settings=config, topics=topics(config), event_id="e1")
-    (row,) = [r for r in await staged(sessions) if is_batch(r.topic)]
-    from_memory = await expanded(sessions, config, row)  # what this process computed
-    from_database = await expanded(sessions, config, row)  # published once: the memory is released
-    assert [(t, r) for t, _, r in from_database] == [(t, r) for t, _, r in from_memory]
-    for (_, stored, _), (_, computed, _) in zip(from_database, from_memory, strict=True):
-        a, b = parse(stored, TrackPrediction), parse(computed, TrackPrediction)
-        assert a.model_dump(exclude={"data"}) == b.model_dump(exclude={"data"})
-        assert close(a.data.model_dump(mode="json"), b.data.model_dump(mode="json")), (a.data, b.data)
+    for row in await staged(sessions):  # the latest state, then every song's message
+        from_memory = await expanded(sessions, config, row)  # what this process computed
+        from_database = await expanded(sessions, config, row)  # published once: the memory is released
+        assert [(t, r) for t, _, r in from_database] == [(t, r) for t, _, r in from_memory]
+        for (_, stored, _), (_, computed, _) in zip(from_database, from_memory, strict=True):
+            model = PredictionsLatest if row.topic == topics(config).predictions_latest else TrackPrediction
+            a, b = parse(stored, model), parse(computed, model)
+            assert a.model_dump(exclude={"data"}) == b.model_dump(exclude={"data"})
+            assert close(a.data.model_dump(mode="json"), b.data.model_dump(mode="json")), (a.data, b.data)
     ranks = {e.data.track_id: e.data.rank for e in (parse(p, TrackPrediction) for _, p, _ in from_database)}
     assert [ranks[i] for i in ids[:4]] == [1, 2, 3, None], "streams carry their chart rank"
 

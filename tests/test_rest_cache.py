@@ -252,7 +252,7 @@ async def stage(sessions, topic: str, *, at: int | None = None) -> None:
 
 async def test_changed_songs_are_named_by_the_outbox(engine, sessions, settings) -> None:
     """A song's new forecast message names it; `db-updated` (an ingest run's new data: any song's history
-    may have moved), a batch's messages (`song_messages`: one row for every song of the batch) and a row
+    may have moved), a batch's messages (`batch_messages`: one row for every song of the batch) and a row
     that commits below the version already applied mean every song."""
     ids = await seed_songs(sessions, n=3, charted=0)
     for track_id in ids:

@@ -29,7 +29,7 @@ from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyError, SpotifyPaused
 
-from . import fastpath, service, song_messages, tracks
+from . import batch_messages, fastpath, service, tracks
 from .api import forecast_route, router
 from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
@@ -79,7 +79,7 @@ def make_router(app: FastAPI) -> TopicRouter:
 
 def expand(app: FastAPI) -> Expand:
     """How the publisher builds the messages of the predictor's batch rows (every song's own message)."""
-    return song_messages.expander(app.state.sessions, topics(app.state.settings))
+    return batch_messages.expander(app.state.sessions, topics(app.state.settings))
 
 
 async def handle_live(app: FastAPI, topic: str, event_id: str) -> bool:

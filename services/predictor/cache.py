@@ -159,7 +159,7 @@ async def changed_songs(
     """The songs whose answer may have changed since the outbox rows `previous` applied (None: every song
     with a prediction, the candidates of a first build), and the rows applied now: a song with a new
     forecast message; every song with a prediction after `db-updated` (any song's history may have moved),
-    a batch's messages (one row for all its songs: `song_messages`) or a late commit."""
+    a batch's messages (one row for all its songs: `batch_messages`) or a late commit."""
 
     async def read() -> tuple[set[str], Applied]:
         async with reader.connect() as connection:

@@ -11,7 +11,7 @@ from shared.events import TrackPrediction
 from shared.mqtt import topics
 from shared.outbox import publish_after_run
 
-from . import song_messages
+from . import batch_messages
 from .app import SERVICE, create_app
 from .service import predict_trending
 from .settings import PredictorSettings
@@ -43,7 +43,7 @@ async def predict_once(settings: PredictorSettings) -> list[TrackPrediction]:
             settings=settings,
             sessions=sessions,
             service=SERVICE,
-            expand=song_messages.expander(sessions, topics(settings)),
+            expand=batch_messages.expander(sessions, topics(settings)),
         )
     finally:
         await engine.dispose()

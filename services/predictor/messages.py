@@ -1,10 +1,10 @@
-"""The predictor's MQTT messages of one batch scoring, built from the scoring's columns.
+"""The predictor's outbox rows of one batch scoring, in the transaction that stores its predictions.
 
-The messages are JSON made from plain dicts (`ScoredBatch.message_data`) inside an envelope made once by
-the pydantic model (so it keeps every field the schema gives it). Staged in the outbox in the transaction
-that stores the predictions: the retained latest state, one row for every song's own message (built when
-it is published: `song_messages`), the alerts. `tests/test_predictor_messages.py` checks each payload
-parses, by the schema, into what the pydantic objects would have given.
+The retained messages (the latest state and every song's own message) are staged as two small rows that
+describe them, built when published (`batch_messages`); the alerts as the messages themselves: JSON made
+from plain dicts inside an envelope made once by the pydantic model (so it keeps every field the schema
+gives it). `tests/test_predictor_messages.py` checks each payload parses, by the schema, into what the
+pydantic objects would have given.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from shared.events import ForecastAlert, PredictionsLatest, Topics, envelope
 from shared.models import utcnow
 
-from . import song_messages
+from . import batch_messages
 
 CONSUMER = "predictor"
 
@@ -47,28 +47,24 @@ def outbox_rows(
     week: dt.date,
     latest_limit: int,
 ) -> list[dict[str, Any]]:
-    """The outbox rows of a batch, in publishing order: the retained latest state (at most `latest_limit`
-    predictions), every song's headline prediction (retained; one row, `song_messages.batch_row`), the
-    alerts."""
+    """The outbox rows of a batch (`data`: its predictions as JSON-ready dicts), in publishing order: the
+    retained latest state (at most `latest_limit` predictions), every song's headline prediction (both
+    `batch_messages` rows; the second only with predictions), the alerts."""
     template = EnvelopeTemplate(CONSUMER, PredictionsLatest(week=week, count=0, predictions=[]))
     now = utcnow()
-
-    def row(topic: str, message: tuple[str, str], retain: bool) -> dict[str, Any]:
-        event_id, payload = message
-        return {"event_id": event_id, "topic": topic, "producer": CONSUMER, "payload": payload,
-                "retain": retain, "created_at": now, "attempts": 0}  # fmt: skip
-
-    shown = list(data[:latest_limit])
-    latest = {"week": week.isoformat(), "count": len(shown), "predictions": shown}
-    rows = [row(topics.predictions_latest, template.wrap(latest), True)]
+    demo = bool(data and data[0]["demo"])
+    rows = [
+        batch_messages.latest_row(topics, event_id=str(uuid.uuid4()), envelope=template.fields, week=week,
+                                  demo=demo, limit=latest_limit)
+    ]  # fmt: skip
     if data:
-        songs = song_messages.batch_row(
-            topics, event_id=str(uuid.uuid4()), envelope=template.fields, week=week,
-            demo=bool(data[0]["demo"]), songs=len({p["track_id"] for p in data}),
+        rows.append(
+            batch_messages.songs_row(topics, event_id=str(uuid.uuid4()), envelope=template.fields, week=week,
+                                     demo=demo)
         )  # fmt: skip
-        rows.append({**songs, "created_at": now})
     alert_template = EnvelopeTemplate(CONSUMER, alerts[0]) if alerts else template
-    rows += [
-        row(topics.alert(a.reason), alert_template.wrap(a.model_dump(mode="json")), False) for a in alerts
-    ]
-    return rows
+    for a in alerts:
+        event_id, payload = alert_template.wrap(a.model_dump(mode="json"))
+        rows.append({"event_id": event_id, "topic": topics.alert(a.reason), "producer": CONSUMER,
+                     "payload": payload, "retain": False, "attempts": 0})  # fmt: skip
+    return [{**row, "created_at": now} for row in rows]

@@ -32,7 +32,6 @@ from shared.forecasting.registry import ArtifactError, active_versions, load_ver
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
-from shared.outbox import is_batch
 from shared.predictions import latest_batch_week, latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
@@ -40,7 +39,7 @@ from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
 from shared.weeks import add_weeks, current_week
 
-from . import messages, song_messages
+from . import batch_messages, messages
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -213,12 +212,14 @@ async def stage_messages(
     alerts: Sequence[ForecastAlert],
     week: dt.date,
     latest_limit: int,
-) -> str | None:
-    """Stage the retained latest state, the row of every song's message and the alerts in the outbox, in
-    one bulk write. Returns the event id of the songs' row (None without predictions)."""
+) -> int:
+    """Stage the rows of the retained latest state, of every song's message and of the alerts in the
+    outbox, in one bulk write; the predictions the retained ones carry are kept in memory until they are
+    published (kept before the commit: a publisher may see the rows at once)."""
     rows = messages.outbox_rows(topics=topics, data=data, alerts=alerts, week=week, latest_limit=latest_limit)
-    await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
-    return next((row["event_id"] for row in rows if is_batch(row["topic"])), None)
+    songs = (rows[1]["event_id"], data) if data else None
+    batch_messages.remember((rows[0]["event_id"], data[:latest_limit]), songs)
+    return await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
 
 
 class BatchPredictions(Sequence[TrackPrediction]):
@@ -264,7 +265,7 @@ async def predict_trending(
     `superseded` events (older ones of the same kind) are marked handled in the same transaction.
 
     The caller publishes the staged messages (shared.outbox.publish_pending with
-    `song_messages.expander`) after this returns.
+    `batch_messages.expander`) after this returns.
     """
     async with sessions() as session:
         if not await claim(session, event_id):
@@ -289,12 +290,10 @@ async def predict_trending(
             keys=["track_id", "week", "signal", "region", "horizon_weeks"],
             update=PREDICTION_UPDATE,
         )
-        songs_row = await stage_messages(
+        await stage_messages(
             session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
             latest_limit=settings.latest_message_max_predictions,
         )  # fmt: skip
-        if songs_row is not None:  # its messages are built from memory when published (kept before the
-            song_messages.remember(songs_row, data)  # commit: a publisher may see the row at once)
         await session.commit()
     log.info("event %s: %d predictions of %d songs, %d alerts", event_id, len(data), len(songs), len(alerts))
     return BatchPredictions(batch)
