@@ -12,8 +12,10 @@ Popularity: quantile models of the change of the 0-100 index, conformal per leve
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,12 @@ SEED = 7
 # One OpenMP thread per fit: on a shared 2-core machine, more threads than free cores make gradient boosting
 # several times slower (spinning threads), while one thread degrades gracefully.
 FIT_THREADS = 1
+# A forecaster's models (the classifier and the quantile models) are independent fits: they run side by side
+# in this many threads, each fit on FIT_THREADS OpenMP threads, so the fits of one forecaster use both cores
+# of a 2-core machine without OpenMP's spinning, and each fit is the one it would be alone (same trees).
+FIT_WORKERS = 2
+
+T = TypeVar("T")
 
 
 def single_threaded(method: Any) -> Any:
@@ -43,6 +51,17 @@ def single_threaded(method: Any) -> Any:
 
     wrapper.__doc__, wrapper.__name__ = method.__doc__, method.__name__
     return wrapper
+
+
+def side_by_side(jobs: list[Callable[[], T]], workers: int | None = None) -> list[T]:
+    """The results of independent jobs (fits or predictions), in order, computed in `workers` threads
+    (FIT_WORKERS by default). OpenMP limits are per thread: each worker sets its own."""
+    single = single_threaded(lambda job: job())
+    workers = FIT_WORKERS if workers is None else workers
+    if workers <= 1 or len(jobs) <= 1:
+        return [single(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        return list(pool.map(single, jobs))
 
 
 @dataclass
@@ -84,6 +103,12 @@ def _classifier_params(params: BoostParams, horizon: int) -> BoostParams:
     if horizon < LONG_HORIZON:
         return params
     return BoostParams(**{**params.as_dict(), **LONG_HORIZON_CLASSIFIER})
+
+
+def _fit_job(
+    model: HistGradientBoostingRegressor, X: pd.DataFrame, level: np.ndarray
+) -> Callable[[], HistGradientBoostingRegressor]:
+    return lambda: model.fit(X, level)
 
 
 def _classifier(params: BoostParams, categorical: list[bool]) -> HistGradientBoostingClassifier:
@@ -202,10 +227,20 @@ class StreamsForecaster:
         X = data.X[self.features]
         survived = data.charted
         self.base_rate = float(np.mean(survived)) if len(data) else 0.0
-        self.classifier = None
+        jobs: list[Callable[[], Any]] = []
         if 0 < survived.sum() < len(data):
             params = _classifier_params(self.params, self.horizon)
-            self.classifier = _classifier(params, self._categorical()).fit(X, survived)
+            jobs.append(lambda: _classifier(params, self._categorical()).fit(X, survived))
+        if survived.sum() >= 20:
+            # The survivors' excess over their chart's future floor: the market's drift stays out of it.
+            level, X_survived = (data.future_level - data.future_floor)[survived], X[survived]
+            jobs += [
+                _fit_job(_regressor(self.params, float(q), self._categorical()), X_survived, level)
+                for q in SURVIVOR_LEVELS
+            ]
+        fitted = side_by_side(jobs)  # the longest first: the classifier on every anchor
+        self.classifier = fitted.pop(0) if 0 < survived.sum() < len(data) else None
+        self.survivor_models = fitted
         drift = data.future_floor - data.log_floor
         last_year = self._last_year(data.X)
         charts = np.char.add(data.region.astype(str), data.week.astype(str))
@@ -218,14 +253,6 @@ class StreamsForecaster:
             # The spread of the floor around its expected change; centred, since the training years' trend
             # beyond what last year says does not carry over (market growth slowing, a pandemic).
             self.drift_quantiles = np.quantile(residual - np.median(residual), DRIFT_LEVELS)
-        self.survivor_models = []
-        if survived.sum() >= 20:
-            # The survivors' excess over their chart's future floor: the market's drift stays out of it.
-            level = (data.future_level - data.future_floor)[survived]
-            self.survivor_models = [
-                _regressor(self.params, float(q), self._categorical()).fit(X[survived], level)
-                for q in SURVIVOR_LEVELS
-            ]
 
     def _last_year(self, X: pd.DataFrame) -> np.ndarray:
         """How the anchor's region floor moved over the same H weeks a year earlier (NaN when unknown)."""
@@ -355,7 +382,9 @@ class PopularityForecaster:
         self.features = _informative(data.X, list(POPULARITY_FEATURES))
         X, change = data.X[self.features], data.future - data.current
         no_categories = [False] * len(self.features)
-        return {q: _regressor(self.params, q, no_categories).fit(X, change) for q in QUANTILES}
+        models = [_regressor(self.params, q, no_categories) for q in QUANTILES]
+        fitted = side_by_side([_fit_job(model, X, change) for model in models])
+        return dict(zip(QUANTILES, fitted, strict=True))
 
     def _calibrate(self, held_out: PopularitySet) -> None:
         lower, upper = self._band(held_out.X, 0.0)
