@@ -9,7 +9,10 @@ Timings per round, interleaved over several rounds (median and best reported), i
     empty table (the first ingest of a week);
   - `shared.db.upsert` of the same rows again, every one a duplicate key merged with the snapshot merge
     rules (a repeated or resumed run);
-  - `shared.db.upsert` of 200,000 new rows into the table already holding 200,000.
+  - `shared.db.upsert` of 200,000 new rows into the table already holding 200,000;
+  - `shared.db.upsert` of the next week of 200,000 songs, in random order, into the table holding their
+    last week (a weekly ingest: rows come in the order songs are fetched), and the same loaded in the
+    order given (`shared.bulkload.ORDER_BY_KEY` off), for reference.
 Prints rows/s for each and the ratio to the baseline; the targets are >= 150,000 rows/s and >= 2.5x the
 baseline for the bulk upserts (the verdict is printed, not turned into an exit code: timings depend on
 what else the machine is doing).
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import random
 import statistics
 import time
 import uuid
@@ -39,6 +43,7 @@ from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.predictor.service import PREDICTION_UPDATE
+from shared import bulkload
 from shared.catalog import SNAPSHOT_MERGE
 from shared.db import make_engine, make_sessionmaker, migrate, plain_upsert, session_scope, upsert
 from shared.models import Prediction, Snapshot, utcnow
@@ -97,6 +102,8 @@ LABELS = {
     "empty": "upsert, empty table",
     "duplicates": "upsert, same rows again (all duplicates)",
     "growing": "upsert, new rows into a full table",
+    "next_week": "upsert, every song's next week (shuffled)",
+    "next_week_as_given": "  the same, loaded in the order given",
 }
 PREDICTION_LABELS = {
     "baseline": "baseline: plain executemany INSERT",
@@ -153,6 +160,9 @@ async def snapshot_rounds(engine: AsyncEngine, rows_n: int, rounds: int) -> list
     sessions = make_sessionmaker(engine)
     rows = snapshot_rows(rows_n)
     more = snapshot_rows(rows_n, offset=rows_n)
+    last_week = snapshot_rows(rows_n, weeks=1)  # rows_n songs, one week each
+    next_week = [{**row, "week": row["week"] + dt.timedelta(weeks=1)} for row in last_week]
+    random.Random(14).shuffle(next_week)  # the order songs are fetched in, not the table's
     how = {"keys": ["track_id", "week"], "update": SNAPSHOT_MERGE}
 
     async def one_round() -> dict[str, float]:
@@ -169,6 +179,12 @@ async def snapshot_rounds(engine: AsyncEngine, rows_n: int, rounds: int) -> list
         async with engine.connect() as conn:
             stored = (await conn.execute(text("SELECT COUNT(*) FROM snapshot"))).scalar_one()
         assert stored == 2 * rows_n, f"expected {2 * rows_n} rows, found {stored}"
+        for key, ordered in (("next_week", True), ("next_week_as_given", False)):
+            await truncate(engine, "snapshot")
+            await upserting(sessions, Snapshot, last_week, **how)()
+            bulkload.ORDER_BY_KEY = ordered
+            rates[key] = await timed(rows_n, upserting(sessions, Snapshot, next_week, **how))
+            bulkload.ORDER_BY_KEY = True
         return rates
 
     return [await one_round() for _ in range(rounds)]
@@ -227,12 +243,13 @@ def report(results: list[dict[str, float]], labels: dict[str, str]) -> None:
         print(f"  {label:<44} {median[key]:>14,.0f} {best:>12,.0f} {ratio:>11.2f}x")
     if labels is not LABELS:
         return
-    slowest = min(median[k] for k in ("empty", "duplicates", "growing"))
+    bar = ("empty", "duplicates", "growing")  # the upserts the target was set on (issue 14)
+    slowest = min(median[k] for k in bar)
     ratio = slowest / median["baseline"]
     verdict = "meets" if slowest >= TARGET_ROWS_PER_SECOND and ratio >= TARGET_RATIO else "MISSES"
     print(
-        f"  slowest bulk upsert (median) {slowest:,.0f} rows/s, {ratio:.2f}x the baseline: {verdict} the "
-        f"target of {TARGET_ROWS_PER_SECOND:,} rows/s and {TARGET_RATIO}x"
+        f"  slowest of the upserts {', '.join(bar)} (median) {slowest:,.0f} rows/s, {ratio:.2f}x the "
+        f"baseline: {verdict} the target of {TARGET_ROWS_PER_SECOND:,} rows/s and {TARGET_RATIO}x"
     )
 
 

@@ -54,7 +54,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
 
-from shared.loadtext import LoadText, column_defaults, load_text, tsv, values_of
+from shared.loadtext import LoadText, column_defaults, key_order, load_text, tsv, values_of
 
 __all__ = ["BulkLoadRejected", "column_defaults", "mysql_upsert", "sqlite_upsert", "tsv"]
 
@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 ENABLED = os.environ.get("SONGPOP_BULK_LOAD", "1") != "0"
 MIN_ROWS = 500  # below this the plain path's one statement is as fast
 LOAD_CHUNK = 50_000  # rows per load and merge: bounds the text buffer and the MEMORY table
+FIRST_CHUNK = 10_000  # the first load's rows: the only one rendered while the server waits
+ORDER_BY_KEY = True  # rows loaded in key order when they come out of it (`shared.loadtext.key_order`)
 STAGE_MEMORY_BYTES = 512 * 1024 * 1024  # the staging table's cap (memory is used as rows arrive)
 
 _buffers: dict[bytes, str] = {}  # load name -> path of its in-memory file
@@ -181,12 +183,15 @@ async def mysql_upsert(
     stage = await _create_stage(connection, table, columns, match)
     statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
     probe = _probe(connection.dialect, table, stage, match) if match is not None else None
+    order = await asyncio.to_thread(key_order, rows, keys) if ORDER_BY_KEY else None
 
-    def render(start: int) -> LoadText:
-        return load_text(rows[start : start + LOAD_CHUNK], columns, defaults, connection.dialect)
+    def render(bounds: tuple[int, int]) -> LoadText:
+        start, stop = bounds
+        part = rows[start:stop] if order is None else [rows[i] for i in order[start:stop]]
+        return load_text(part, columns, defaults, connection.dialect)
 
     try:
-        async with contextlib.aclosing(_rendered_ahead(render, range(0, len(rows), LOAD_CHUNK))) as texts:
+        async with contextlib.aclosing(_rendered_ahead(render, _chunks(len(rows)))) as texts:
             async for chunk in texts:
                 await _load(connection, stage.name, chunk)
                 if probe is not None and not (await connection.execute(probe)).first():
@@ -195,14 +200,22 @@ async def mysql_upsert(
                     statements_now = statements
                 for statement in statements_now:
                     await connection.execute(statement)
-                await connection.exec_driver_sql(f"DELETE FROM `{stage.name}`")
+                await _emptied(connection, stage)
     finally:  # (a connection that dies loses its temporary tables anyway)
         await connection.exec_driver_sql(f"DROP TEMPORARY TABLE `{stage.name}`")
     return len(rows)
 
 
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """The bounds of each load of `n` rows: a small first one (the server starts while the rest is
+    rendered), then `LOAD_CHUNK` rows each."""
+    bounds = [(0, min(n, FIRST_CHUNK))]
+    bounds += [(start, min(n, start + LOAD_CHUNK)) for start in range(FIRST_CHUNK, n, LOAD_CHUNK)]
+    return bounds
+
+
 async def _rendered_ahead(
-    render: Callable[[int], LoadText], starts: Sequence[int]
+    render: Callable[[tuple[int, int]], LoadText], starts: Sequence[tuple[int, int]]
 ) -> AsyncGenerator[LoadText]:
     """`render(start)` of each start in turn, the next one rendered in a thread while this one is used."""
     following: asyncio.Future[LoadText] | None = None
@@ -261,6 +274,14 @@ async def _create_stage(
     await connection.exec_driver_sql(f"SET SESSION max_heap_table_size = {STAGE_MEMORY_BYTES}")
     await connection.execute(CreateTable(stage))
     return stage
+
+
+async def _emptied(connection: AsyncConnection, stage: Table) -> None:
+    """The staging table made new for the next load. Not `DELETE`: MEMORY reuses the freed rows' places,
+    and its rows must be read in the order they were loaded, so that rows given twice in one write merge
+    in that order; nor `TRUNCATE`, which commits the caller's transaction."""
+    await connection.exec_driver_sql(f"DROP TEMPORARY TABLE `{stage.name}`")
+    await connection.execute(CreateTable(stage))
 
 
 def _merge_statements(

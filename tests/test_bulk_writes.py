@@ -5,6 +5,7 @@ session's database) and on SQLite."""
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def _snapshots(n: int, *, shift: int) -> list[dict[str, Any]]:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several loads per write, so the chunking is exercised too."""
+    monkeypatch.setattr(bulkload, "FIRST_CHUNK", 150)
     monkeypatch.setattr(bulkload, "LOAD_CHUNK", 400)
 
 
@@ -202,6 +204,28 @@ async def test_columns_of_one_value_and_special_characters(backend, small_chunks
     assert len(stored) == 900
     assert {(r[2], r[3], bool(r[4])) for r in stored} == {(None, odd, True)}
     assert all(r[0].startswith(odd) for r in stored)
+
+
+async def test_rows_out_of_key_order_with_keys_given_twice(backend, small_chunks) -> None:
+    """A shuffled write is loaded in key order; rows whose keys the server holds equal (case differs:
+    one key on MariaDB's case-insensitive collation, two on SQLite) still merge in the order given."""
+    once = _snapshots(900, shift=0)
+    again = [
+        {
+            **row,
+            "track_id": row["track_id"].upper(),
+            "popularity": None,
+            "trending": True,
+            "updated_at": STAMP,
+        }
+        for row in once[::3]
+    ]
+    rows = once + again
+    random.Random(14).shuffle(rows)
+    stored = await _same_both_ways(
+        backend, Snapshot, [rows], keys=["track_id", "week"], update=SNAPSHOT_MERGE
+    )
+    assert len(stored) in (900, 1200)
 
 
 async def test_large_writes_take_the_bulk_path(backend, monkeypatch) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 
 from sqlalchemy.dialects import mysql
 
-from shared.loadtext import NULL, column_defaults, load_text, tsv
+from shared.loadtext import NULL, column_defaults, key_order, load_text, tsv
 from shared.models import ChartEntry, Snapshot
 
 DIALECT = mysql.dialect()
@@ -65,3 +65,22 @@ def test_defaults_fill_the_columns_the_rows_lack() -> None:
     assert defaults == {"source": "chart", "is_demo": False}
     columns = [table.c[name] for name in [*rows[0], *defaults]]
     assert tsv(rows, columns, defaults, DIALECT) == f"a\t2026-11-02\tglobal\t1\t{NULL}\tchart\t0\n".encode()
+
+
+def test_rows_in_key_order_are_left_as_they_are() -> None:
+    rows = [_row(f"song-{i:04d}", i, False) for i in range(2000)]
+    rows[500], rows[501] = rows[501], rows[500]  # a few out of place: close enough to the index order
+    assert key_order(rows, ["track_id", "week"]) is None
+
+
+def test_shuffled_rows_are_ordered_as_a_case_insensitive_index_with_ties_in_their_order() -> None:
+    names = ["b-2", "A-1", "a_1", "B-10", "10", "a-1"]
+    rows = [_row(name, i, False) for i, name in enumerate(names)]
+    order = key_order(rows, ["track_id", "week"])
+    # digits before letters; "A-1", "a_1" and "a-1" may be one key to the server: kept as given
+    assert order is not None and [names[i] for i in order] == ["10", "A-1", "a_1", "a-1", "B-10", "b-2"]
+
+
+def test_keys_with_other_than_ascii_text_are_not_ordered() -> None:
+    rows = [_row(name, 1, False) for name in ["zeta", "café", "cafe", "alpha"]]
+    assert key_order(rows, ["track_id", "week"]) is None
