@@ -4,7 +4,8 @@
 - `latest_batch_week`: the anchor week of the newest stored predictions (what `/v1/trending` and the
   dashboard show);
 - `predictions_from_rows` / `stored_predictions`: stored prediction rows as `TrackPrediction` objects (the
-  rows themselves are written by `ScoredBatch.rows`, the batch's only writer);
+  rows themselves are written by `ScoredBatch.rows`, the batch's only writer), or as their JSON-ready
+  dicts (`prediction_data_from_rows` / `stored_prediction_data`);
 - `HistoryPoint` / `merge_history` / `song_histories`: a song's weekly data;
 - `Serving` / `serving_of` / `serving_by_version`: which method serves a model version, and its skill
   against the best naive answer (issue 11), stamped on every forecast answer.
@@ -170,6 +171,37 @@ def predictions_from_rows(
     return out
 
 
+def prediction_data_from_rows(
+    rows: Iterable[Mapping[Any, Any]], serving: Mapping[str, Serving]
+) -> list[dict[str, Any]]:
+    """`predictions_from_rows` as JSON-ready dicts (what `model_dump(mode="json")` gives each), without
+    building the objects: the predictor's messages of a whole batch are rebuilt this way after a crash."""
+    out: list[dict[str, Any]] = []
+    last: tuple[str, str, str] | None = None
+    for row in rows:
+        key = (row["track_id"], row["signal"], row["region"])
+        if key != last:
+            last = key
+            out.append({
+                "track_id": row["track_id"], "name": row.get("name") or "",
+                "artists": row.get("artists") or "", "week": row["week"].isoformat(), "signal": row["signal"],
+                "region": row["region"], "rank": None, "current": _float(row["current"]), "forecasts": [],
+                "demo": bool(row.get("demo")),
+            })  # fmt: skip
+        served = serving.get(row["model_version"]) or serving_of(row["model_version"], None)
+        out[-1]["forecasts"].append({
+            "horizon_weeks": int(row["horizon_weeks"]), "value": float(row["value"]),
+            "lower": _float(row["lower"]), "upper": _float(row["upper"]), "p_chart": _float(row["p_chart"]),
+            "model_version": row["model_version"], "cold_start": bool(row["cold_start"]),
+            "method": served.method, "skill": served.skill,
+        })  # fmt: skip
+    return out
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 async def stored_predictions(
     session: AsyncSession,
     *,
@@ -181,6 +213,27 @@ async def stored_predictions(
 ) -> list[TrackPrediction]:
     """The stored predictions of anchor week `week` (optionally of one signal, region, some horizons or
     songs), with their songs' names, sorted by song, signal and region."""
+    rows, serving = await _stored_rows(session, week, signal, region, horizons, track_ids)
+    return predictions_from_rows(rows, serving)
+
+
+async def stored_prediction_data(
+    session: AsyncSession, *, week: dt.date, track_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """`stored_predictions` of some songs as JSON-ready dicts (`prediction_data_from_rows`)."""
+    rows, serving = await _stored_rows(session, week, None, None, None, track_ids)
+    return prediction_data_from_rows(rows, serving)
+
+
+async def _stored_rows(
+    session: AsyncSession,
+    week: dt.date,
+    signal: str | None,
+    region: str | None,
+    horizons: Sequence[int] | None,
+    track_ids: Sequence[str] | None,
+) -> tuple[Sequence[Mapping[Any, Any]], dict[str, Serving]]:
+    """The rows of `stored_predictions` (in its order) and the serving of their model versions."""
     query = (
         select(
             *(col(getattr(Prediction, name)) for name in PREDICTION_FIELDS),
@@ -203,7 +256,7 @@ async def stored_predictions(
         query = query.where(col(Prediction.track_id).in_(list(track_ids)))
     rows = (await session.execute(query)).mappings().all()
     serving = await serving_by_version(session, {row["model_version"] for row in rows})
-    return predictions_from_rows(rows, serving)
+    return rows, serving
 
 
 # ---------------------------------------------------------------- history

@@ -19,6 +19,7 @@ from shared.events import PredictionsLatest, TrackPrediction, parse
 from shared.models import Outbox, Snapshot
 from shared.mqtt import make_client, topics
 from shared.outbox import Message, Staged, publish_in_order
+from shared.predictions import stored_prediction_data, stored_predictions
 from tests.predictor_support import WEEK, messages_until, predictor_settings, seed_songs
 
 
@@ -114,6 +115,20 @@ async def test_after_a_crash_the_messages_come_from_the_stored_predictions(setti
             assert close(a.data.model_dump(mode="json"), b.data.model_dump(mode="json")), (a.data, b.data)
     ranks = {e.data.track_id: e.data.rank for e in (parse(p, TrackPrediction) for _, p, _ in from_database)}
     assert [ranks[i] for i in ids[:4]] == [1, 2, 3, None], "streams carry their chart rank"
+
+
+async def test_stored_prediction_data_is_what_the_objects_dump(settings, sessions) -> None:
+    """The read model's stored predictions as dicts (the messages rebuilt after a crash) say exactly what
+    its `TrackPrediction` objects say, as JSON."""
+    ids = await seed_songs(sessions, n=12, charted=5)
+    config = predictor_settings(settings)
+    assert await predict_trending(sessions=sessions, settings=config, topics=topics(config), event_id="e1")
+    async with sessions() as session:
+        objects = await stored_predictions(session, week=WEEK, track_ids=ids[:9])
+        data = await stored_prediction_data(session, week=WEEK, track_ids=ids[:9])
+    assert len(objects) == len(data) >= 9 and any(p.signal == "streams" for p in objects)
+    assert data == [p.model_dump(mode="json") for p in objects]
+    assert [list(d) for d in data] == [list(p.model_dump(mode="json")) for p in objects], "same field order"
 
 
 async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -> None:

@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.events import Topics
 from shared.models import ChartEntry, Prediction
 from shared.outbox import Expand, Message, Staged, is_built
-from shared.predictions import stored_predictions
+from shared.predictions import stored_prediction_data
 from shared.signals import Signal
 
 SONGS_PER_CHUNK = 10_000  # messages built and published at a time (a batch is never in memory twice)
@@ -182,9 +182,8 @@ async def stored(
     for start in range(0, len(songs), SONGS_PER_CHUNK):
         chunk = songs[start : start + SONGS_PER_CHUNK]
         async with sessions() as session:
-            predictions = await stored_predictions(session, week=week, track_ids=chunk)
+            data = await stored_prediction_data(session, week=week, track_ids=chunk)
             ranks = await chart_ranks(session, week=week, track_ids=chunk)
-        data = [p.model_dump(mode="json") for p in predictions]
         for p in data:
             p["demo"] = demo
             if p["signal"] == Signal.STREAMS:
