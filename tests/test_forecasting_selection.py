@@ -8,6 +8,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from shared.forecasting.backtest import rolling_folds
 from shared.forecasting.features import chart_features
 from shared.forecasting.panel import chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import select
@@ -75,6 +76,58 @@ def test_an_edge_within_the_noise_of_few_songs_does_not_serve() -> None:
     assert rule_for(3000) in ("model", "shrunk")
 
 
+def test_a_model_that_loses_on_one_recent_fold_does_not_serve() -> None:
+    """Pooled over three folds the model is far better than the naive answer, but on the latest fold (another
+    period) it is worse: one period's luck does not choose, the naive answer serves. Where it wins on every
+    fold, it serves."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    fold = np.repeat(np.arange(3), n)
+    actual = np.zeros(3 * n)
+    naive = _forecast(np.full(3 * n, 0.5 + rng.normal(0, 0.05, 3 * n)))
+    miss = np.where(fold < 2, 0.1, 0.7)  # better on the two older folds, worse on the latest
+    model = _forecast(miss + rng.normal(0, 0.05, 3 * n))
+    pooled = select(model, {"naive": naive}, _errors_of(actual), _misses_of(actual), actual, np.arange(3 * n))
+    assert pooled.method in ("model", "shrunk")  # what one pooled fold would have chosen
+    rule = select(
+        model, {"naive": naive}, _errors_of(actual), _misses_of(actual), actual, np.arange(3 * n), fold
+    )
+    assert rule.scores["model"] < rule.scores["naive"]
+    assert rule.method == "naive" and rule.skill == 0.0
+    assert len(rule.fold_skill) == 3 and rule.fold_skill[2] == 0.0
+    steady = _forecast(np.full(3 * n, 0.1) + rng.normal(0, 0.05, 3 * n))
+    rule = select(
+        steady, {"naive": naive}, _errors_of(actual), _misses_of(actual), actual, np.arange(3 * n), fold
+    )
+    assert rule.method == "model" and all(skill > 0.5 for skill in rule.fold_skill)
+
+
+def test_held_out_songs_of_the_training_period_serve_only_a_naive_answer() -> None:
+    """A fold of held-out songs over the training period (no gap of H) shows nothing out of time: even a
+    model far better there does not serve."""
+    rng = np.random.default_rng(6)
+    signal = rng.normal(0, 1, 4000)
+    actual = signal + rng.normal(0, 0.1, len(signal))
+    model, baselines = _forecast(signal), {"naive": _forecast(np.zeros(len(signal)))}
+    args = (model, baselines, _errors_of(actual), _misses_of(actual), signal, np.arange(len(signal)))
+    assert select(*args).method == "model"
+    rule = select(*args, out_of_time=False)
+    assert rule.method == "naive" and rule.skill == 0.0
+    assert rule.scores["model"] < rule.scores["naive"]
+
+
+def test_folds_are_the_latest_windows_whose_models_learn_from_enough_history() -> None:
+    weeks = np.repeat(np.arange(200), 10)
+    folds = rolling_folds(weeks, 26, step=26, n_folds=3)
+    assert [fold.origin for fold in folds] == [122, 148, 174]  # three half-years, the oldest first
+    for fold in folds:
+        assert weeks[fold.train].max() + 26 <= fold.origin  # every training outcome known by the origin
+        assert set(weeks[fold.test]) == set(range(fold.origin, fold.origin + 26))
+    # 110 weeks: the oldest window's model would learn from 7 weeks (fewer than it forecasts): left out.
+    short = rolling_folds(np.repeat(np.arange(110), 10), 26, step=26, n_folds=3)
+    assert [fold.origin for fold in short] == [58, 84]
+
+
 def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
     """Intervals that are far too narrow (and, for one tercile, too wide) are corrected on one sample of a
     known distribution and cover 75-85% of a fresh sample in every tercile."""
@@ -101,6 +154,38 @@ def test_out_of_time_correction_covers_80_percent_on_new_draws() -> None:
     terciles = np.searchsorted(rule.edges, new_level)
     for group in range(3):
         assert 0.75 <= inside[terciles == group].mean() <= 0.85, group
+
+
+def test_correction_pooled_over_periods_covers_80_percent_of_a_new_period() -> None:
+    """Three recent periods, each noisier or calmer than the last: the correction measured on them pooled
+    covers 75-85% of a new period drawn like them, where one period alone would not."""
+    rng = np.random.default_rng(8)
+    scales = (0.6, 1.0, 1.6)
+    level = rng.uniform(0, 3, 9000)
+    fold = np.repeat(np.arange(3), 3000)
+    actual = level + rng.normal(0, 1, 9000) * np.array(scales)[fold]
+    model, naive = _forecast(level, spread=0.3), _forecast(level * 0)
+    args = (model, {"naive": naive}, _errors_of(actual), _misses_of(actual), level, np.arange(9000))
+    pooled, latest_only = select(*args, fold), select(*args)
+    new_level = rng.uniform(0, 3, 30000)
+    new_actual = new_level + rng.normal(0, 1, 30000) * rng.choice(scales, 30000)
+
+    def covered(rule) -> float:
+        served = rule.apply(_forecast(new_level, spread=0.3), {"naive": _forecast(new_level * 0)}, new_level)
+        return float(np.mean((served["lower"] <= new_actual) & (new_actual <= served["upper"])))
+
+    assert 0.75 <= covered(pooled) <= 0.85
+    one_period = fold == 2
+    latest = select(
+        _forecast(level[one_period], spread=0.3),
+        {"naive": _forecast(level[one_period] * 0)},
+        _errors_of(actual[one_period]),
+        _misses_of(actual[one_period]),
+        level[one_period],
+        np.arange(3000),
+    )
+    assert covered(latest) > 0.85  # the noisiest period alone over-widens
+    assert latest_only.widen.shape == pooled.widen.shape
 
 
 def _panel(weeks: dict[str, list[int]], chart_weeks: list[int]):

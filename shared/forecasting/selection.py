@@ -2,15 +2,18 @@
 
 The candidates are the learned model, the naive answers (the chart floor or drift, persistence), the original
 static regression, and the model's forecast shrunk toward the best naive answer. The one with the lowest
-primary error on the folds serves: since the naive answers are candidates, a model that loses to them is
-never served. A candidate that needs fitting serves only when it beats the best naive answer by more than the
-noise of the fold (one standard error of the mean difference, clustered by song): on a fold of a few dozen
-songs a model's edge is often luck, and the naive answer is the safer bet. Its skill is measured against the
-best naive answer (1 - error / naive error).
+primary error over the folds serves: since the naive answers are candidates, a model that loses to them is
+never served. A candidate that needs fitting serves only when the folds show it out of time: it must beat the
+best naive answer on every fold (each is another recent period: one period's luck does not choose), and over
+all of them by more than their noise (one standard error of the mean difference, clustered by song: on a few
+dozen songs a model's edge is often luck). Held-out songs of the training period (the fallback of a history
+too short for a fold with a gap of H) show nothing out of time, so there the best naive answer serves. Its
+skill is measured against the best naive answer (1 - error / naive error).
 
-The served 80% interval then gets an out-of-time correction: a split-conformal width measured on the same
-folds' forecasts (made before their outcomes were known), per tercile of the anchor's level, so the interval
-is calibrated on the future rather than on the weeks the model was fitted on.
+The served 80% interval then gets an out-of-time correction: a split-conformal width measured on all the
+folds' forecasts pooled (made before their outcomes were known), per tercile of the anchor's level, so the
+interval is calibrated on several recent periods rather than on the weeks the model was fitted on or one
+period's shock.
 """
 
 from __future__ import annotations
@@ -22,11 +25,10 @@ import numpy as np
 
 NAIVE_METHODS = ("naive", "persistence", "drift")  # the answers that need no model
 SHRINK_WEIGHTS = (0.25, 0.5, 0.75)  # the model's share of a shrunk forecast
-EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best naive answer on the fold
+EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best naive answer on the folds
 SEGMENTS = 3  # terciles of the anchor's level get their own interval correction
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one correction for all
 COVERAGE = 0.8
-COVERAGE_TOLERANCE = 0.04  # fold coverage within 0.76-0.84 needs no correction
 
 Forecast = dict[str, np.ndarray]
 
@@ -57,6 +59,7 @@ class ServingRule:
     skill: float | None = None  # 1 - error / best naive error on the folds (negative: loses)
     best_naive: str = ""
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's primary error on the folds
+    fold_skill: list[float] = field(default_factory=list)  # its skill on each fold, the oldest first
     edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # level terciles
     widen: np.ndarray = field(default_factory=lambda: np.zeros(1))  # correction per tercile
 
@@ -90,6 +93,7 @@ class ServingRule:
             "weight": round(self.weight, 3),
             "skill": None if self.skill is None else round(self.skill, 4),
             "best_naive": self.best_naive,
+            "fold_skill": [round(skill, 4) for skill in self.fold_skill],
             "candidates": {name: round(score, 4) for name, score in self.scores.items()},
         }
 
@@ -109,10 +113,16 @@ def select(
     conformity: Callable[[Forecast], np.ndarray],
     level: np.ndarray,
     groups: np.ndarray,
+    folds: np.ndarray | None = None,
+    *,
+    out_of_time: bool = True,
 ) -> ServingRule:
     """The serving rule chosen on pooled out-of-sample fold forecasts: `errors` gives each anchor's error of a
     forecast (lower is better), `conformity` each anchor's interval miss, `level` places anchors in terciles,
-    `groups` says which anchors belong to one song (their errors move together)."""
+    `groups` says which anchors belong to one song (their errors move together), `folds` which fold each
+    anchor was forecast in (None: one fold); without `out_of_time` (held-out songs of the training period)
+    only the naive answers can serve."""
+    fold = np.zeros(len(level), np.int64) if folds is None else np.asarray(folds)
     naive_errors = {name: errors(baselines[name]) for name in NAIVE_METHODS if name in baselines}
     naive_scores = {name: _mean(e) for name, e in naive_errors.items()}
     best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
@@ -122,16 +132,35 @@ def select(
     for name, rule in rules.items():
         anchor_errors = errors(rule.combine(model, baselines))
         scores[name] = _mean(anchor_errors)
-        needs_no_evidence = name in NAIVE_METHODS or not best_naive
-        if needs_no_evidence or _clearly_better(anchor_errors, naive_errors[best_naive], groups):
+        if name in NAIVE_METHODS or not best_naive:
+            eligible.append(name)  # a naive answer needs no evidence
+            continue
+        if out_of_time and _shown_better(anchor_errors, naive_errors[best_naive], groups, fold):
             eligible.append(name)
     winner = min(eligible, key=lambda name: scores[name])  # ties: the earlier (the model first)
     rule = rules[winner]
     rule.scores, rule.best_naive = scores, best_naive
     if best_naive and naive_scores[best_naive] > 0:
         rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
+        winner_errors = errors(rule.combine(model, baselines))
+        rule.fold_skill = _fold_skill(winner_errors, naive_errors[best_naive], fold)
     _calibrate(rule, conformity(rule.combine(model, baselines)), level)
     return rule
+
+
+def _fold_means(values: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    return np.array([_mean(values[fold == k]) for k in np.unique(fold)])
+
+
+def _fold_skill(errors: np.ndarray, naive: np.ndarray, fold: np.ndarray) -> list[float]:
+    mine, theirs = _fold_means(errors, fold), _fold_means(naive, fold)
+    return [float(1.0 - m / t) if t > 0 else 0.0 for m, t in zip(mine, theirs, strict=True)]
+
+
+def _shown_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray, fold: np.ndarray) -> bool:
+    """Whether a fitted candidate beats the best naive answer on every fold and clearly over all of them."""
+    every_fold = bool(np.all(_fold_means(errors, fold) < _fold_means(naive, fold)))
+    return every_fold and _clearly_better(errors, naive, groups)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -153,12 +182,10 @@ def _clearly_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray) -
 
 
 def _calibrate(rule: ServingRule, scores: np.ndarray, level: np.ndarray) -> None:
-    """Per-tercile conformal corrections of the served interval (one for all when terciles are small); none
-    when the interval already covered within COVERAGE_TOLERANCE of 80% on the folds: the folds are one
-    recent period, and correcting an interval that holds there only moves it toward that period's shocks."""
-    if len(scores) and abs(float(np.mean(scores <= 0)) - COVERAGE) <= COVERAGE_TOLERANCE:
-        rule.edges, rule.widen = np.zeros(0), np.zeros(1)
-        return
+    """Per-tercile conformal corrections of the served interval (one for all when terciles are small),
+    measured on every fold's forecasts at once and always applied: the final model's interval is the raw band
+    of its quantiles, and several recent periods pooled say how much wider or narrower it must be out of
+    time."""
     level = np.nan_to_num(level)
     rule.edges = np.quantile(level, np.arange(1, SEGMENTS) / SEGMENTS) if len(level) else np.zeros(0)
     group = np.searchsorted(rule.edges, level)

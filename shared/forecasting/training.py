@@ -220,7 +220,7 @@ def _version_name(candidate: Candidate) -> str:
     return f"{candidate.signal}-{candidate.horizon}w-{stamp}-{candidate.fingerprint[:8]}"
 
 
-SERVING_KEYS = ("method", "toward", "weight", "skill", "best_naive", "candidates")
+SERVING_KEYS = ("method", "toward", "weight", "skill", "best_naive", "fold_skill", "candidates")
 
 
 def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
