@@ -109,6 +109,7 @@ def train_streams(panel: ChartPanel) -> list[tuple[training.Candidate, Any]]:
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
         fitted.append((candidate, fit_all()))
+        del work, fit_all  # as the trainer does: this horizon's data is not held during the next one
     return fitted
 
 
@@ -120,6 +121,7 @@ def train_popularity(panel: PopularityPanel) -> list[tuple[training.Candidate, A
         assert work is not None, "not enough synthetic history"
         candidate, fit_all = work
         fitted.append((candidate, fit_all()))
+        del work, fit_all  # as the trainer does: this horizon's data is not held during the next one
     return fitted
 
 

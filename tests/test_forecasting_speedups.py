@@ -13,15 +13,13 @@ from shared.forecasting import models
 from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set
 from shared.forecasting.features import (
     POPULARITY_FEATURES,
-    ChartIndex,
-    _lookup,
     _lookup_features,
     _running,
     chart_features,
     regions_of,
 )
 from shared.forecasting.models import PopularityForecaster, StreamsForecaster, side_by_side
-from shared.forecasting.panel import ChartPanel, _chart_panel, thin_charts
+from shared.forecasting.panel import ChartIndex, ChartPanel, _chart_panel, lookup, thin_charts
 from shared.forecasting.synthetic import synthetic_charts
 from tests.features_reference import lookup_reference, running_reference
 
@@ -63,10 +61,10 @@ def test_lookup_equals_the_reference() -> None:
     keys = np.sort(rng.choice(1_000_000, 20_000, replace=False))
     values = rng.normal(size=len(keys))
     wanted = np.concatenate([keys[rng.permutation(len(keys))] - rng.integers(0, 3, len(keys)), [-5, 2**40]])
-    got = _lookup(keys, values, wanted)
+    got = lookup(keys, values, wanted)
     assert np.isnan(got).any() and (~np.isnan(got)).sum() > len(keys) // 4
     np.testing.assert_array_equal(got, lookup_reference(keys, values, wanted))
-    np.testing.assert_array_equal(_lookup(keys[:0], values[:0], wanted), np.full(len(wanted), np.nan))
+    np.testing.assert_array_equal(lookup(keys[:0], values[:0], wanted), np.full(len(wanted), np.nan))
 
 
 def labelled(seed: int) -> ChartSet:

@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.forecasting.panel import WEEK_SPAN, ChartPanel, PopularityPanel, week_date
+from shared.forecasting.panel import (
+    WEEK_SPAN,
+    ChartIndex,
+    ChartPanel,
+    PopularityPanel,
+    chart_index,
+    lookup,
+    mapped,
+    week_date,
+)
 
 CHART_LAGS = (1, 2, 4, 8, 13, 26, 52)  # weeks
 FLOOR_SEASON_SPANS = (26, 52)  # weeks: the floor's change over the same span of the calendar a year earlier
@@ -67,94 +76,6 @@ POPULARITY_FEATURES = [
     "artist_songs_now",
     "artist_mean_pop",
 ]
-
-
-def _lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """values[keys == wanted] for each wanted key (sorted `keys`), NaN where absent."""
-    # Searched in sorted order, the keys are read front to back: several times faster than random probes
-    # of a million keys, sort included.
-    order = np.argsort(wanted)
-    in_order = wanted[order]
-    pos = np.searchsorted(keys, in_order)
-    pos_clipped = np.minimum(pos, len(keys) - 1)
-    found = (pos < len(keys)) & (keys[pos_clipped] == in_order) if len(keys) else np.zeros(len(wanted), bool)
-    found_values = np.full(len(wanted), np.nan)
-    found_values[found] = values[pos_clipped[found]]
-    out = np.empty(len(wanted))
-    out[order] = found_values
-    return out
-
-
-class ChartIndex:
-    """Packed integer keys of a chart panel, for fast lookups of any (song, region, week)."""
-
-    def __init__(self, panel: ChartPanel, regions: list[str]) -> None:
-        self.regions = regions
-        self.region_code = {r: i for i, r in enumerate(regions)}
-        entries = panel.entries
-        self.track_codes, self.tracks = pd.factorize(entries["track"])
-        rcode = entries["region"].map(self.region_code).to_numpy(np.int64)
-        self.entry_keys = (self.track_codes.astype(np.int64) * len(regions) + rcode) * WEEK_SPAN + entries[
-            "week"
-        ].to_numpy(np.int64)
-        order = np.argsort(self.entry_keys)
-        self.sorted_keys = self.entry_keys[order]
-        self.sorted_level = entries["log_streams"].to_numpy(float)[order]
-        charts = panel.charts
-        chart_keys = charts["region"].map(self.region_code).to_numpy(np.int64) * WEEK_SPAN + charts[
-            "week"
-        ].to_numpy(np.int64)
-        chart_order = np.argsort(chart_keys)
-        self.chart_keys = chart_keys[chart_order]
-        self.chart_floor = charts["log_floor"].to_numpy(float)[chart_order]
-        self.entry_chart_keys = rcode * WEEK_SPAN + entries["week"].to_numpy(np.int64)
-
-    def level(self, keys: np.ndarray) -> np.ndarray:
-        return _lookup(self.sorted_keys, self.sorted_level, keys)
-
-    def charted(self, keys: np.ndarray) -> np.ndarray:
-        return ~np.isnan(_lookup(self.sorted_keys, np.ones(len(self.sorted_keys)), keys))
-
-    def floor(self, chart_keys: np.ndarray) -> np.ndarray:
-        return _lookup(self.chart_keys, self.chart_floor, chart_keys)
-
-    def chart_exists(self, chart_keys: np.ndarray) -> np.ndarray:
-        return ~np.isnan(_lookup(self.chart_keys, np.ones(len(self.chart_keys)), chart_keys))
-
-    def charts_upto(self, chart_keys: np.ndarray) -> np.ndarray:
-        """How many charts exist up to each key (a key packs region and week: differences of two keys of
-        one region count that region's charts between them)."""
-        return np.searchsorted(self.chart_keys, chart_keys, side="right")
-
-    def previous_chart(self, chart_keys: np.ndarray) -> np.ndarray:
-        """The key of the region's chart before each one (the previous file, however far back); -1 when
-        there is none."""
-        pos = np.searchsorted(self.chart_keys, chart_keys, side="left") - 1
-        found = pos >= 0
-        prev = np.where(found, self.chart_keys[np.maximum(pos, 0)] if len(self.chart_keys) else -1, -1)
-        same_region = prev // WEEK_SPAN == chart_keys // WEEK_SPAN
-        return np.where(found & same_region, prev, -1)
-
-    def run_starts(self, entry_keys: np.ndarray, chart_keys: np.ndarray) -> np.ndarray:
-        """True where an entry starts a run on its chart: the song was seen absent from an existing chart of
-        the region since its previous entry there, or has none. A week without a file is unobserved, not
-        "off the chart", so runs mean the same whatever the spacing of the files."""
-        pos = np.searchsorted(self.sorted_keys, entry_keys, side="left") - 1
-        prev = self.sorted_keys[np.maximum(pos, 0)] if len(self.sorted_keys) else entry_keys
-        has_prev = (pos >= 0) & (prev // WEEK_SPAN == entry_keys // WEEK_SPAN)
-        prev_chart = chart_keys - (entry_keys - prev)  # the chart of the previous entry
-        between = self.charts_upto(chart_keys - 1) - self.charts_upto(prev_chart)
-        return ~has_prev | (between > 0)
-
-    def chart_share(
-        self, chart_keys: np.ndarray, weeks_on_chart: np.ndarray, weeks_since_first: np.ndarray
-    ) -> np.ndarray:
-        """The share of the region's charts since the song's first entry there that it was on: weeks on
-        chart counted against the files that exist, the same whether they are weekly or monthly."""
-        files = self.charts_upto(chart_keys) - self.charts_upto(
-            chart_keys - weeks_since_first.astype(np.int64) - 1
-        )
-        return weeks_on_chart / np.maximum(files, 1)
 
 
 def regions_of(panel: ChartPanel) -> list[str]:
@@ -255,7 +176,7 @@ def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.Da
     """Features of every chart entry of the panel (index aligned with `panel.entries`)."""
     regions = regions or regions_of(panel)
     entries = panel.entries
-    index = ChartIndex(panel, sorted(set(regions) | set(regions_of(panel))))
+    index = chart_index(panel, regions)
     feats = _lookup_features(entries, index)
     starts = index.run_starts(index.entry_keys, index.entry_chart_keys)
     running = _running(entries.assign(above_floor=feats["above_floor"].to_numpy()), starts)
@@ -264,11 +185,9 @@ def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.Da
     feats["chart_share"] = index.chart_share(
         index.entry_chart_keys, feats["weeks_on_chart"].to_numpy(), feats["weeks_since_first"].to_numpy()
     )
-    weeks = entries["week"].to_numpy()
-    unique_weeks = np.unique(weeks)
-    woy = {w: week_date(w).isocalendar()[1] for w in unique_weeks}
-    feats["week_of_year"] = np.array([woy[w] for w in weeks], float)
-    feats["region_code"] = entries["region"].map({r: i for i, r in enumerate(regions)}).astype(float)
+    unique_weeks, week_at = np.unique(entries["week"].to_numpy(), return_inverse=True)
+    feats["week_of_year"] = np.array([week_date(w).isocalendar()[1] for w in unique_weeks], float)[week_at]
+    feats["region_code"] = mapped(entries["region"], {r: i for i, r in enumerate(regions)})
     return feats[CHART_FEATURES].astype(np.float32)  # half the memory; ample precision for trees
 
 
@@ -283,7 +202,7 @@ def cached_chart_features(panel: ChartPanel, regions: list[str]) -> pd.DataFrame
 def chart_targets(panel: ChartPanel, horizon: int, regions: list[str] | None = None) -> pd.DataFrame:
     """For every entry: whether its region's chart exists at t+horizon, whether the song is on it,
     its log streams there, and that chart's log floor."""
-    index = ChartIndex(panel, sorted(set(regions or []) | set(regions_of(panel))))
+    index = chart_index(panel, regions)
     future_keys = index.entry_keys + horizon
     future_chart = index.entry_chart_keys + horizon
     level = index.level(future_keys)
@@ -309,7 +228,7 @@ def popularity_features(panel: PopularityPanel) -> pd.DataFrame:
     feats = pd.DataFrame(index=obs.index)
     feats["popularity"] = pop
     for k in POPULARITY_LAGS:
-        past = _lookup(sorted_keys, sorted_pop, keys - k)
+        past = lookup(sorted_keys, sorted_pop, keys - k)
         feats[f"pop_{k}"] = past
         feats[f"pop_delta_{k}"] = pop - past
     o = obs.sort_values(["song", "day"], kind="stable")
@@ -343,7 +262,7 @@ def popularity_targets(panel: PopularityPanel, horizon_days: int) -> pd.DataFram
     codes, _ = pd.factorize(obs["song"])
     keys = codes.astype(np.int64) * DAY_SPAN + obs["day"].to_numpy(np.int64)
     order = np.argsort(keys)
-    future = _lookup(keys[order], obs["popularity"].to_numpy(float)[order], keys + horizon_days)
+    future = lookup(keys[order], obs["popularity"].to_numpy(float)[order], keys + horizon_days)
     return pd.DataFrame({"future": future}, index=obs.index)
 
 
@@ -397,10 +316,7 @@ def anchor_chart_features(
     from the panel's rows up to that week only."""
     regions = regions or regions_of(panel)
     entries = panel.entries
-    all_regions = sorted(set(regions) | set(regions_of(panel)))
-    index: ChartIndex = _cached(  # type: ignore[assignment]
-        panel.cache, ("chart_index", tuple(all_regions)), lambda: ChartIndex(panel, all_regions)
-    )
+    index = chart_index(panel, regions)
     at = entries.index.get_indexer(rows)
     if len(at) == 0:
         return pd.DataFrame(columns=CHART_FEATURES, dtype=np.float32)

@@ -78,6 +78,112 @@ class ChartPanel:
         return ChartPanel(entries.reset_index(drop=True), charts.reset_index(drop=True))
 
 
+def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values[keys == wanted] for each wanted key (sorted `keys`), NaN where absent."""
+    # Searched in sorted order, the keys are read front to back: several times faster than random probes
+    # of a million keys, sort included.
+    order = np.argsort(wanted)
+    in_order = wanted[order]
+    pos = np.searchsorted(keys, in_order)
+    pos_clipped = np.minimum(pos, len(keys) - 1)
+    found = (pos < len(keys)) & (keys[pos_clipped] == in_order) if len(keys) else np.zeros(len(wanted), bool)
+    found_values = np.full(len(wanted), np.nan)
+    found_values[found] = values[pos_clipped[found]]
+    out = np.empty(len(wanted))
+    out[order] = found_values
+    return out
+
+
+def mapped(values: pd.Series, mapping: dict[str, int]) -> np.ndarray:
+    """`values.map(mapping)` as floats (NaN where unmapped), mapping the distinct values, not every row."""
+    codes, uniques = pd.factorize(values)
+    table = np.array([mapping.get(value, np.nan) for value in uniques] + [np.nan], float)
+    return table[codes]  # a missing value's code -1 reads the last entry, NaN
+
+
+class ChartIndex:
+    """Packed integer keys of a chart panel, for fast lookups of any (song, region, week)."""
+
+    def __init__(self, panel: ChartPanel, regions: list[str]) -> None:
+        self.regions = regions
+        self.region_code = {r: i for i, r in enumerate(regions)}
+        entries = panel.entries
+        self.track_codes, self.tracks = pd.factorize(entries["track"])
+        rcode = mapped(entries["region"], self.region_code).astype(np.int64)
+        self.entry_keys = (self.track_codes.astype(np.int64) * len(regions) + rcode) * WEEK_SPAN + entries[
+            "week"
+        ].to_numpy(np.int64)
+        order = np.argsort(self.entry_keys)
+        self.sorted_keys = self.entry_keys[order]
+        self.sorted_level = entries["log_streams"].to_numpy(float)[order]
+        charts = panel.charts
+        chart_keys = mapped(charts["region"], self.region_code).astype(np.int64) * WEEK_SPAN + charts[
+            "week"
+        ].to_numpy(np.int64)
+        chart_order = np.argsort(chart_keys)
+        self.chart_keys = chart_keys[chart_order]
+        self.chart_floor = charts["log_floor"].to_numpy(float)[chart_order]
+        self.entry_chart_keys = rcode * WEEK_SPAN + entries["week"].to_numpy(np.int64)
+
+    def level(self, keys: np.ndarray) -> np.ndarray:
+        return lookup(self.sorted_keys, self.sorted_level, keys)
+
+    def charted(self, keys: np.ndarray) -> np.ndarray:
+        return ~np.isnan(lookup(self.sorted_keys, np.ones(len(self.sorted_keys)), keys))
+
+    def floor(self, chart_keys: np.ndarray) -> np.ndarray:
+        return lookup(self.chart_keys, self.chart_floor, chart_keys)
+
+    def chart_exists(self, chart_keys: np.ndarray) -> np.ndarray:
+        return ~np.isnan(lookup(self.chart_keys, np.ones(len(self.chart_keys)), chart_keys))
+
+    def charts_upto(self, chart_keys: np.ndarray) -> np.ndarray:
+        """How many charts exist up to each key (a key packs region and week: differences of two keys of
+        one region count that region's charts between them)."""
+        return np.searchsorted(self.chart_keys, chart_keys, side="right")
+
+    def previous_chart(self, chart_keys: np.ndarray) -> np.ndarray:
+        """The key of the region's chart before each one (the previous file, however far back); -1 when
+        there is none."""
+        pos = np.searchsorted(self.chart_keys, chart_keys, side="left") - 1
+        found = pos >= 0
+        prev = np.where(found, self.chart_keys[np.maximum(pos, 0)] if len(self.chart_keys) else -1, -1)
+        same_region = prev // WEEK_SPAN == chart_keys // WEEK_SPAN
+        return np.where(found & same_region, prev, -1)
+
+    def run_starts(self, entry_keys: np.ndarray, chart_keys: np.ndarray) -> np.ndarray:
+        """True where an entry starts a run on its chart: the song was seen absent from an existing chart of
+        the region since its previous entry there, or has none. A week without a file is unobserved, not
+        "off the chart", so runs mean the same whatever the spacing of the files."""
+        pos = np.searchsorted(self.sorted_keys, entry_keys, side="left") - 1
+        prev = self.sorted_keys[np.maximum(pos, 0)] if len(self.sorted_keys) else entry_keys
+        has_prev = (pos >= 0) & (prev // WEEK_SPAN == entry_keys // WEEK_SPAN)
+        prev_chart = chart_keys - (entry_keys - prev)  # the chart of the previous entry
+        between = self.charts_upto(chart_keys - 1) - self.charts_upto(prev_chart)
+        return ~has_prev | (between > 0)
+
+    def chart_share(
+        self, chart_keys: np.ndarray, weeks_on_chart: np.ndarray, weeks_since_first: np.ndarray
+    ) -> np.ndarray:
+        """The share of the region's charts since the song's first entry there that it was on: weeks on
+        chart counted against the files that exist, the same whether they are weekly or monthly."""
+        files = self.charts_upto(chart_keys) - self.charts_upto(
+            chart_keys - weeks_since_first.astype(np.int64) - 1
+        )
+        return weeks_on_chart / np.maximum(files, 1)
+
+
+def chart_index(panel: ChartPanel, regions: list[str] | None = None) -> ChartIndex:
+    """The panel's `ChartIndex` over `regions` and its own, built once per panel: the features, the targets
+    of every horizon and the anchors all read the same."""
+    all_regions = sorted(set(regions or []) | set(panel.charts["region"].unique().tolist()))
+    key = ("chart_index", tuple(all_regions))
+    if key not in panel.cache:
+        panel.cache[key] = ChartIndex(panel, all_regions)
+    index: ChartIndex = panel.cache[key]
+    return index
+
+
 SPACINGS = ("weekly", "monthly")
 
 

@@ -329,6 +329,7 @@ async def train_and_register(
                 await session.refresh(row)
             if go:
                 activated.append(row)
+            del work, fit_all  # their labelled data: not held while the next model is prepared
     if progress is not None:
         progress("models", total, total)
     return activated
