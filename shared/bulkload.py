@@ -202,7 +202,7 @@ async def mysql_upsert(
                     await connection.execute(statement)
                 await _emptied(connection, stage)
     finally:  # (a connection that dies loses its temporary tables anyway)
-        await connection.exec_driver_sql(f"DROP TEMPORARY TABLE `{stage.name}`")
+        await connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS `{stage.name}`")
     return len(rows)
 
 
