@@ -5,7 +5,7 @@
   dashboard show);
 - `predictions_from_rows` / `stored_predictions`: stored prediction rows as `TrackPrediction` objects (the
   rows themselves are written by `ScoredBatch.rows`, the batch's only writer), or as their JSON-ready
-  dicts (`prediction_data_from_rows` / `stored_prediction_data`);
+  dicts (`prediction_data_from_rows` / `week_prediction_data`);
 - `HistoryPoint` / `merge_history` / `song_histories`: a song's weekly data;
 - `Serving` / `serving_of` / `serving_by_version`: which method serves a model version, and its skill
   against the best naive answer (issue 11), stamped on every forecast answer.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +171,15 @@ def predictions_from_rows(
     return out
 
 
+# Stored prediction rows with their songs' names (`predictions_from_rows` reads them by name).
+_STORED = select(
+    *(col(getattr(Prediction, name)) for name in PREDICTION_FIELDS),
+    col(Track.name),
+    col(Track.artist_names).label("artists"),
+    col(Track.is_demo).label("demo"),
+).join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
+
+
 def prediction_data_from_rows(
     rows: Iterable[Mapping[Any, Any]], serving: Mapping[str, Serving]
 ) -> list[dict[str, Any]]:
@@ -217,12 +226,36 @@ async def stored_predictions(
     return predictions_from_rows(rows, serving)
 
 
-async def stored_prediction_data(
-    session: AsyncSession, *, week: dt.date, track_ids: Sequence[str]
-) -> list[dict[str, Any]]:
-    """`stored_predictions` of some songs as JSON-ready dicts (`prediction_data_from_rows`)."""
-    rows, serving = await _stored_rows(session, week, None, None, None, track_ids)
-    return prediction_data_from_rows(rows, serving)
+async def week_prediction_data(
+    session: AsyncSession, *, week: dt.date, chunk_rows: int = 20_000
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """Every stored prediction of anchor week `week` as JSON-ready dicts (`prediction_data_from_rows`),
+    by song in Python's order of the ids (code points; MySQL's collation ignores case), in chunks of whole
+    songs of about `chunk_rows` rows: one streamed statement, whatever the size of the week (a batch's
+    messages rebuilt after a crash)."""
+    versions = select(col(Prediction.model_version)).where(col(Prediction.week) == week).distinct()
+    serving = await serving_by_version(session, (await session.execute(versions)).scalars().all())
+    track_id: Any = col(Prediction.track_id)
+    if (await session.connection()).dialect.name == "mysql":
+        track_id = track_id.collate("utf8mb4_bin")
+    query = _STORED.where(col(Prediction.week) == week).order_by(
+        track_id, col(Prediction.signal), col(Prediction.region), col(Prediction.horizon_weeks)
+    )
+    result = await session.stream(query.execution_options(yield_per=chunk_rows))
+    try:
+        pending: list[Any] = []
+        async for part in result.mappings().partitions():
+            rows = pending + list(part)
+            cut = len(rows)  # the last song's rows may go on in the next part: kept for it
+            while cut and rows[cut - 1]["track_id"] == rows[-1]["track_id"]:
+                cut -= 1
+            if cut:
+                yield prediction_data_from_rows(rows[:cut], serving)
+            pending = rows[cut:]
+        if pending:
+            yield prediction_data_from_rows(pending, serving)
+    finally:  # a reader that stops early leaves the rest unread: the connection is freed of it
+        await result.close()
 
 
 async def _stored_rows(
@@ -235,14 +268,7 @@ async def _stored_rows(
 ) -> tuple[Sequence[Mapping[Any, Any]], dict[str, Serving]]:
     """The rows of `stored_predictions` (in its order) and the serving of their model versions."""
     query = (
-        select(
-            *(col(getattr(Prediction, name)) for name in PREDICTION_FIELDS),
-            col(Track.name),
-            col(Track.artist_names).label("artists"),
-            col(Track.is_demo).label("demo"),
-        )
-        .join(Track, col(Track.id) == col(Prediction.track_id), isouter=True)
-        .where(col(Prediction.week) == week)
+        _STORED.where(col(Prediction.week) == week)
         .order_by(col(Prediction.track_id), col(Prediction.signal), col(Prediction.region))
         .order_by(col(Prediction.horizon_weeks))
     )

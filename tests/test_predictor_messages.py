@@ -19,7 +19,7 @@ from shared.events import PredictionsLatest, TrackPrediction, parse
 from shared.models import Outbox, Snapshot
 from shared.mqtt import make_client, topics
 from shared.outbox import Message, Staged, publish_in_order
-from shared.predictions import stored_prediction_data, stored_predictions
+from shared.predictions import stored_predictions, week_prediction_data
 from tests.predictor_support import WEEK, messages_until, predictor_settings, seed_songs
 
 
@@ -102,7 +102,7 @@ async def test_after_a_crash_the_messages_come_from_the_stored_predictions(setti
             .values(popularity=None)
         )
         await session.commit()
-    config = predictor_settings(settings)
+    config = predictor_settings(settings, latest_message_max_predictions=7)  # read in part
     assert await predict_trending(sessions=sessions, settings=config, topics=topics(config), event_id="e1")
     for row in await staged(sessions):  # the latest state, then every song's message
         from_memory = await expanded(sessions, config, row)  # what this process computed
@@ -118,17 +118,23 @@ async def test_after_a_crash_the_messages_come_from_the_stored_predictions(setti
 
 
 async def test_stored_prediction_data_is_what_the_objects_dump(settings, sessions) -> None:
-    """The read model's stored predictions as dicts (the messages rebuilt after a crash) say exactly what
-    its `TrackPrediction` objects say, as JSON."""
-    ids = await seed_songs(sessions, n=12, charted=5)
+    """The read model's stored predictions of a week as dicts (the messages rebuilt after a crash), read
+    in parts, say exactly what its `TrackPrediction` objects say, as JSON, by song in Python's order."""
+    await seed_songs(sessions, n=12, charted=5)
     config = predictor_settings(settings)
     assert await predict_trending(sessions=sessions, settings=config, topics=topics(config), event_id="e1")
     async with sessions() as session:
-        objects = await stored_predictions(session, week=WEEK, track_ids=ids[:9])
-        data = await stored_prediction_data(session, week=WEEK, track_ids=ids[:9])
-    assert len(objects) == len(data) >= 9 and any(p.signal == "streams" for p in objects)
-    assert data == [p.model_dump(mode="json") for p in objects]
-    assert [list(d) for d in data] == [list(p.model_dump(mode="json")) for p in objects], "same field order"
+        objects = await stored_predictions(session, week=WEEK)
+        parts = [part async for part in week_prediction_data(session, week=WEEK, chunk_rows=5)]
+    data = [p for part in parts for p in part]
+    assert len(parts) > 2 and all(
+        part[-1]["track_id"] != after[0]["track_id"] for part, after in zip(parts, parts[1:], strict=False)
+    )
+    keys = [(p["track_id"], p["signal"]) for p in data]
+    assert keys == sorted(keys) and any(signal == "streams" for _, signal in keys)
+    by_key = {(p.track_id, p.signal): p.model_dump(mode="json") for p in objects}
+    assert data == [by_key[key] for key in keys] and len(by_key) == len(data)
+    assert [list(d) for d in data] == [list(by_key[key]) for key in keys], "same field order"
 
 
 async def test_publishing_keeps_the_order_with_a_window(settings, monkeypatch) -> None:

@@ -20,10 +20,11 @@ a redelivery by it) and the data, encoded by orjson straight from the scoring's 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -32,9 +33,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import Topics
-from shared.models import ChartEntry, Prediction
+from shared.models import ChartEntry
 from shared.outbox import Expand, Message, Staged, is_built
-from shared.predictions import stored_prediction_data
+from shared.predictions import week_prediction_data
 from shared.signals import Signal
 
 SONGS_PER_CHUNK = 10_000  # messages built and published at a time (a batch is never in memory twice)
@@ -163,39 +164,35 @@ async def stored_first(
 ) -> list[dict[str, Any]]:
     """The first `n` stored predictions of the batch of `week`, in the scoring's order."""
     first: list[dict[str, Any]] = []
-    async for chunk in stored(sessions, week=week, demo=demo):
-        first += chunk[: n - len(first)]
-        if len(first) >= n:
-            break
+    async with contextlib.aclosing(stored(sessions, week=week, demo=demo)) as chunks:
+        async for chunk in chunks:
+            first += chunk[: n - len(first)]
+            if len(first) >= n:
+                break
     return first
 
 
 async def stored(
     sessions: async_sessionmaker[AsyncSession], *, week: dt.date, demo: bool
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncGenerator[list[dict[str, Any]], None]:
     """The stored predictions of the batch of `week` as the scoring's dicts, in its order (by song, then
-    signal), in chunks of songs: the read model's predictions, with their chart rank (streams) and the
-    batch's `demo`. Sorted here: the database's collation does not order ids as Python does."""
+    signal), in chunks of whole songs: the read model's (`week_prediction_data`, one streamed read), with
+    their chart rank (streams) and the batch's `demo`."""
     async with sessions() as session:
-        query = select(col(Prediction.track_id)).where(col(Prediction.week) == week).distinct()
-        songs = sorted((await session.exec(query)).all())
-    for start in range(0, len(songs), SONGS_PER_CHUNK):
-        chunk = songs[start : start + SONGS_PER_CHUNK]
-        async with sessions() as session:
-            data = await stored_prediction_data(session, week=week, track_ids=chunk)
-            ranks = await chart_ranks(session, week=week, track_ids=chunk)
-        for p in data:
-            p["demo"] = demo
-            if p["signal"] == Signal.STREAMS:
-                p["rank"] = ranks.get((p["track_id"], p["region"]))
-        yield sorted(data, key=lambda p: (p["track_id"], p["signal"]))
+        ranks = await chart_ranks(session, week=week)
+        data = week_prediction_data(session, week=week, chunk_rows=2 * SONGS_PER_CHUNK)
+        async with contextlib.aclosing(data) as chunks:
+            async for chunk in chunks:
+                for p in chunk:
+                    p["demo"] = demo
+                    if p["signal"] == Signal.STREAMS:
+                        p["rank"] = ranks.get((p["track_id"], p["region"]))
+                yield chunk
 
 
-async def chart_ranks(
-    session: AsyncSession, *, week: dt.date, track_ids: Sequence[str]
-) -> dict[tuple[str, str], int]:
+async def chart_ranks(session: AsyncSession, *, week: dt.date) -> dict[tuple[str, str], int]:
     """(song, region) -> the song's rank on the region's chart of `week`."""
     query = select(col(ChartEntry.track_id), col(ChartEntry.region), col(ChartEntry.rank)).where(
-        col(ChartEntry.week) == week, col(ChartEntry.track_id).in_(list(track_ids))
+        col(ChartEntry.week) == week
     )
     return {(track_id, region): rank for track_id, region, rank in (await session.exec(query)).all()}
