@@ -86,6 +86,8 @@ def _statements() -> tuple[Any, Any, Any]:
 
 
 SONGS, SNAPSHOTS, CHARTS = _statements()  # built once: constructing them costs more than running them
+# Rows are read as tuples, unpacked by position: where the song rows' week and model version are.
+WEEK, MODEL_VERSION = 6, 6 + PREDICTION_COLUMNS.index("model_version")
 STAMP = Snapshot.__table__.c.updated_at.type  # type: ignore[attr-defined]  # what the plain read gives
 
 
@@ -108,7 +110,8 @@ async def _bodies(
     snapshots = (await connection.execute(SNAPSHOTS, {"ids": ids})).all()
     charts = (await connection.execute(CHARTS, {"ids": ids})).all()
     batch_week = await latest_batch_week(connection)
-    serving = await serving_by_version(connection, {row[15] for row in songs if row[6] is not None})
+    versions = {row[MODEL_VERSION] for row in songs if row[WEEK] is not None}
+    serving = await serving_by_version(connection, versions)
     methods = {version: (s.method, s.skill) for version, s in serving.items()}
     history_rows: dict[str, tuple[list[Any], list[Any]]] = defaultdict(lambda: ([], []))
     for row in snapshots:
@@ -146,25 +149,24 @@ def _answer(
 ) -> dict[str, Any] | None:
     """One song's `TrackForecast` as a dict, None when it has no up-to-date batch forecast
     (`tracks.SongData.stored_is_current`)."""
-    first = rows[0]
-    if first[6] is None:
+    track_id, name, artists, album_id, release_date, demo, week = rows[0][: WEEK + 1]
+    if week is None:
         return None
     points = merged_points(
-        [{"week": s[1], "popularity": s[2], "trending": s[3]} for s in snapshots],
-        [{"week": c[1], "region": c[2], "rank": c[3], "streams": c[4]} for c in charts],
+        [{"week": w, "popularity": p, "trending": t} for _, w, p, t, _ in snapshots],
+        [{"week": w, "region": r, "rank": n, "streams": s} for _, w, r, n, s in charts],
     )
-    week = first[6]
     latest = max(
         (p["week"] for p in points if p["popularity"] is not None or p["rank"] is not None), default=None
     )
     if not (latest is None or week >= latest or week == batch_week):
         return None
     predictions = _predictions(rows, methods)
-    stamps = [s[4] for s in snapshots if s[4] is not None]
+    stamps = [stamp for *_, stamp in snapshots if stamp is not None]
     return {
         "track": {
-            "id": first[0], "name": first[1], "artists": first[2], "album_id": first[3],
-            "release_date": first[4], "demo": bool(first[5]),
+            "id": track_id, "name": name, "artists": artists, "album_id": album_id,
+            "release_date": release_date, "demo": bool(demo),
         },
         "predictions": sorted(predictions, key=lambda p: (p["signal"] != Signal.POPULARITY, p["region"])),
         "history": points,
