@@ -10,8 +10,10 @@ import gzip
 import uuid
 from typing import Any
 
+from services.predictor.fastpath.bodies import as_json
 from services.predictor.tracks import build_answers, load_songs
 from shared.db import upsert
+from shared.events import Forecast
 from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
 from shared.weeks import add_weeks
 from tests.predictor_support import WEEK
@@ -128,3 +130,12 @@ async def test_the_awkward_values_reach_the_answers(engine, sessions) -> None:
     assert songs[ids[1]].stored_is_current and songs[ids[1]].latest_week == add_weeks(WEEK, 1)
     assert first.refreshed_at == dt.datetime(2026, 11, 30, 6, 0, tzinfo=dt.UTC)  # stored to the second
     assert versions["unread"] in {f.model_version for p in first.stored for f in p.forecasts}
+
+
+def test_non_finite_floats_are_written_as_the_models_write_them() -> None:
+    """A database may hand back infinities (SQLite's REAL): null, as pydantic writes them, not `Infinity`."""
+    values = {
+        "horizon_weeks": 26, "value": float("inf"), "lower": float("-inf"), "upper": float("nan"),
+        "p_chart": 0.5, "model_version": "v", "cold_start": False, "method": "model", "skill": None,
+    }  # fmt: skip
+    assert as_json(values) == Forecast(**values).model_dump_json().encode()

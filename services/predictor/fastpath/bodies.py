@@ -125,7 +125,7 @@ async def _bodies(
         answer = _answer(rows, snapshot_rows, chart_rows, batch_week, methods)
         if answer is not None and TRACK_ID.match(track_id):
             answer["data_refreshed_at"] = _utc(answer["data_refreshed_at"], connection.dialect)
-            bodies[track_id] = gzipped(to_json(answer))
+            bodies[track_id] = gzipped(as_json(answer))
     return bodies
 
 
@@ -197,6 +197,11 @@ def _predictions(rows: list[Any], methods: dict[str, tuple[str, float | None]]) 
             "method": method, "skill": skill,
         })  # fmt: skip
     return out
+
+
+def as_json(answer: dict[str, Any]) -> bytes:
+    """JSON as `model_dump_json` writes it: compact, non-finite floats as null (the models' default)."""
+    return to_json(answer, inf_nan_mode="null")
 
 
 def _utc(stamp: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
