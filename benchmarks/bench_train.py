@@ -207,6 +207,7 @@ def main() -> None:
         make_seconds, _, panel = timed(lambda: chart_rows(args.rows))
         print(f"  streams: generated {len(panel.entries):,} chart rows in {make_seconds:.1f} s")
         base_seconds, base_cpu, _ = timed(lambda: original_streams(panel))
+        panel.cache.clear()  # the ridge's features indexed the panel: the training starts without it
         seconds, cpu, fitted = timed(lambda: train_streams(panel))
         for horizon, (candidate, _) in zip(HORIZONS, fitted, strict=True):
             print(f"    {horizon}w backtest: {candidate.backtest.model}")
