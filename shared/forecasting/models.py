@@ -228,7 +228,8 @@ class StreamsForecaster:
         survived = data.charted
         self.base_rate = float(np.mean(survived)) if len(data) else 0.0
         jobs: list[Callable[[], Any]] = []
-        if 0 < survived.sum() < len(data):
+        classify = 0 < survived.sum() < len(data)  # else the base rate is P(still charting)
+        if classify:
             params = _classifier_params(self.params, self.horizon)
             jobs.append(lambda: _classifier(params, self._categorical()).fit(X, survived))
         if survived.sum() >= 20:
@@ -239,7 +240,7 @@ class StreamsForecaster:
                 for q in SURVIVOR_LEVELS
             ]
         fitted = side_by_side(jobs)  # the longest first: the classifier on every anchor
-        self.classifier = fitted.pop(0) if 0 < survived.sum() < len(data) else None
+        self.classifier = fitted.pop(0) if classify else None
         self.survivor_models = fitted
         drift = data.future_floor - data.log_floor
         last_year = self._last_year(data.X)
