@@ -108,6 +108,7 @@ LABELS = {
 PREDICTION_LABELS = {
     "baseline": "baseline: plain executemany INSERT",
     "new_week": "upsert, a new week's predictions",
+    "same_week": "upsert, the same week again (all exist)",
 }
 
 
@@ -205,6 +206,8 @@ async def prediction_rounds(engine: AsyncEngine, songs: int, rounds: int) -> lis
         return {
             "baseline": await from_previous_week(executemany(engine, "prediction", rows)),
             "new_week": await from_previous_week(upserting(sessions, Prediction, rows, **how)),
+            # the week written again (a retried or replayed batch): every row collides
+            "same_week": await timed(len(rows), upserting(sessions, Prediction, rows, **how)),
         }
 
     return [await one_round() for _ in range(rounds)]

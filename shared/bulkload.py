@@ -183,7 +183,7 @@ async def mysql_upsert(
     stage = await _create_stage(connection, table, columns, match)
     statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
     probe = _probe(connection.dialect, table, stage, match) if match is not None else None
-    order = await asyncio.to_thread(key_order, rows, keys) if ORDER_BY_KEY else None
+    order = await asyncio.to_thread(key_order, rows, _clustered(table, keys)) if ORDER_BY_KEY else None
 
     def render(bounds: tuple[int, int]) -> LoadText:
         start, stop = bounds
@@ -212,6 +212,13 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     bounds = [(0, min(n, FIRST_CHUNK))]
     bounds += [(start, min(n, start + LOAD_CHUNK)) for start in range(FIRST_CHUNK, n, LOAD_CHUNK)]
     return bounds
+
+
+def _clustered(table: Table, keys: Sequence[str]) -> Sequence[str]:
+    """The columns rows are sorted by for a load: the primary key's, in the table's order, when `keys`
+    name that key in another order (InnoDB's clustered order), else `keys` as the caller gave them."""
+    primary = [c.name for c in table.primary_key.columns]
+    return primary if set(primary) == set(keys) else keys
 
 
 async def _rendered_ahead(

@@ -85,7 +85,7 @@ async def awaited_build(session: AsyncSession) -> HistoryBuild | None:
         return None
     if build.in_progress:
         return build
-    forecasts = (await session.exec(select(col(Prediction.id)).limit(1))).first()
+    forecasts = (await session.exec(select(col(Prediction.track_id)).limit(1))).first()
     return None if forecasts is not None else build
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Double, Index, PrimaryKeyConstraint, Text, UniqueConstraint
 from sqlalchemy.dialects.mysql import MEDIUMTEXT
 from sqlmodel import Field, SQLModel
 
@@ -167,21 +167,29 @@ class ProcessedEvent(SQLModel, table=True):
 
 
 class Prediction(SQLModel, table=True):
+    """One forecast: a song's signal (in a region) at a horizon, from an anchor week.
+
+    The natural key is the primary key (InnoDB's clustered index; migration 0009), week first: a week's
+    rows lie together, so a new week's bulk write appends, a week written again collides where its rows
+    are, a week's read (the messages rebuilt from the database) and the retention's delete are ranges of
+    the key, and a song's rows of a week are one lookup. `ix_prediction_track_id` finds a song's weeks
+    (its latest). The values are DOUBLE: a FLOAT kept ~6 significant digits, so what was read back
+    differed from what was computed and published."""
+
     __table_args__ = (
-        UniqueConstraint("track_id", "week", "signal", "region", "horizon_weeks", name="uq_prediction_key"),
-        Index("ix_prediction_week", "week"),
+        PrimaryKeyConstraint("week", "track_id", "signal", "region", "horizon_weeks"),
+        Index("ix_prediction_track_id", "track_id"),
     )
-    id: int | None = Field(default=None, primary_key=True)
-    track_id: str = Field(max_length=ID_LEN)
-    week: dt.date  # the anchor week the forecast was made from
-    signal: str = Field(max_length=16)  # popularity / streams
-    region: str = Field(default="", max_length=16)  # chart region for streams, "" for popularity
-    horizon_weeks: int  # 26 or 52
-    current: float | None = None
-    value: float
-    lower: float | None = None  # 80% interval
-    upper: float | None = None
-    p_chart: float | None = None  # streams: probability the song is still on the chart
+    track_id: str = Field(primary_key=True, max_length=ID_LEN)
+    week: dt.date = Field(primary_key=True)  # the anchor week the forecast was made from
+    signal: str = Field(primary_key=True, max_length=16)  # popularity / streams
+    region: str = Field(default="", primary_key=True, max_length=16)  # streams: chart region; popularity: ""
+    horizon_weeks: int = Field(primary_key=True)  # 26 or 52
+    current: float | None = Field(default=None, sa_type=Double)
+    value: float = Field(sa_type=Double)
+    lower: float | None = Field(default=None, sa_type=Double)  # 80% interval
+    upper: float | None = Field(default=None, sa_type=Double)
+    p_chart: float | None = Field(default=None, sa_type=Double)  # streams: still on the chart, probability
     model_version: str = Field(max_length=64)
     cold_start: bool = False
     created_at: dt.datetime = Field(default_factory=utcnow)  # not indexed: each index costs every bulk write

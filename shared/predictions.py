@@ -58,11 +58,13 @@ async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
 # it as a subquery.
 LATEST_BATCH_WEEK = select(func.max(col(Prediction.week)))
 
-# A song's predictions read through the unique (track_id, week, ...) index, as a MySQL hint: right after a
-# bulk write the table's statistics can say "nearly empty" until InnoDB recounts them, and MariaDB then
-# scanned the whole table once per song (12 s for 500 songs at 10,000 songs), or sorted derived tables for
-# minutes (issue 14), whatever the statistics say.
-UNIQUE_KEY_ONLY = "FORCE INDEX (uq_prediction_key)"
+# A song's predictions read through named indexes, as MySQL hints: right after a bulk write the table's
+# statistics can say "nearly empty" until InnoDB recounts them, and MariaDB then scanned the whole table
+# once per song (12 s for 500 songs at 10,000 songs), or sorted derived tables for minutes (issue 14),
+# whatever the statistics say. A song's latest week from the index on track_id (holding the key: no row
+# read), its rows of that week from the clustered key (week, track_id, ...): one lookup (migration 0009).
+SONG_WEEKS_ONLY = "FORCE INDEX (ix_prediction_track_id)"
+SONG_KEY_ONLY = "FORCE INDEX (PRIMARY)"
 
 
 async def latest_batch_week(connection: AsyncConnection | AsyncSession) -> dt.date | None:

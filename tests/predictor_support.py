@@ -97,7 +97,7 @@ async def store_batch_predictions(
     sessions: async_sessionmaker[AsyncSession], ids: list[str], *, charted: int = 0, week: dt.date = WEEK
 ) -> dict[tuple[str, str], set[tuple[int, float, float, float, str]]]:
     """Predictions as a batch run with trained models stores them: popularity for every song, streams
-    for the first `charted` (round values: MariaDB reads FLOAT back to 6 significant digits). Returns
+    for the first `charted` (values of full precision: the DOUBLE columns give them back whole). Returns
     (horizon, value, lower, upper, model version) per (song, signal)."""
     rows: list[dict[str, Any]] = []
     for n, track_id in enumerate(ids):
@@ -105,10 +105,10 @@ async def store_batch_predictions(
         signals += [("streams", "global", 4e6 + n * 10_000)] if n < charted else []
         for signal, region, current in signals:
             for horizon in (26, 52):
-                value = float(round(current * (0.9 if horizon == 26 else 0.8)))
+                value = current * (0.9 if horizon == 26 else 0.8) / 3
                 rows.append(
                     {"track_id": track_id, "week": week, "signal": signal, "region": region,
-                     "horizon_weeks": horizon, "current": current, "value": value, "lower": round(value / 2),
+                     "horizon_weeks": horizon, "current": current, "value": value, "lower": value / 2,
                      "upper": value * 2, "model_version": f"{signal}-{horizon}w-7", "cold_start": False}
                 )  # fmt: skip
     async with sessions() as session:

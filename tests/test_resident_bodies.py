@@ -19,7 +19,7 @@ from shared.weeks import add_weeks
 from tests.predictor_support import WEEK
 
 PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
-FLOATS = [0.1, 1e-7, 123456.5, -0.5, 3e12, 71.0, 99.99]  # what a FLOAT column gives back, and more
+FLOATS = [0.1, 1e-7, 123456.5, -0.5, 3e12, 71.0, 99.99, 1 / 3, 61.234567890123456]  # DOUBLE: kept whole
 
 
 def song_id(n: int) -> str:

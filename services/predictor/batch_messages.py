@@ -9,8 +9,8 @@ Now the transaction that stores the predictions stages two small rows describing
 - from what this process computed, kept in memory from its commit until the row is published (`remember`);
 - else from the stored predictions of the batch's week: the process that committed the rows is gone (a
   crash between commit and publish, a replica that stopped) or they are republished on a new connection.
-  The same songs, topics, event ids and version; the values as stored (what the REST API serves:
-  MariaDB's FLOAT columns keep 6 significant digits).
+  The same songs, topics, event ids, version and values, byte for byte (the values are stored as
+  DOUBLE, migration 0009).
 
 A message is the envelope (schema version, time and producer of the batch; `version` the row's id, higher
 for every later batch), an event id (the latest state's: its row's; a song's: the UUID 5 of the song's id
