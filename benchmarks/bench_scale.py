@@ -255,8 +255,9 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         phases.wrap(service, "forecast_trending", lambda *a, **k: "refresh + scoring")
         phases.wrap(service, "upsert", upsert_label)
         phases.wrap(service, "stage_messages", lambda *a, **k: "stage messages")
+        root = f"bench/{uuid.uuid4().hex[:8]}/songpop/v1"
         settings = PredictorSettings(
-            database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
+            database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=root,
             predictor_catch_up_seconds=3600, mqtt_client_prefix=f"bench-{uuid.uuid4().hex[:8]}",
             _env_file=None,  # type: ignore[call-arg]
         )  # fmt: skip
@@ -269,15 +270,44 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
             timed = await handle(app, "bench-new-week", phases)
         peak = memory("VmHWM")
         reference = await load_data_reference(url, phases.prediction_rows)
+        cleared = await clear_retained(root)
         return {
             "songs": songs, "fill_seconds": filled, "cold_total": cold["total"],
             "week_write_seconds": week_seconds,
             "phases": timed, "seconds": timed["total"], "peak_bytes": peak, "rss_before_app": rss_before,
             "prediction_rows": len(phases.prediction_rows), "load_data_seconds": reference,
+            "retained_cleared": cleared,
         }  # fmt: skip
     finally:
         if not keep:
             await drop_database(name)
+
+
+async def clear_retained(root: str) -> int:
+    """Remove the retained messages under `root` (one per song: a persistent broker would otherwise keep
+    every run's, 1,000,000 songs are 3 GB of Mosquitto's memory and disk): each topic the broker hands back
+    as retained gets an empty retained message. Returns how many."""
+    import aiomqtt
+
+    from shared.mqtt import broker_address
+    from shared.mqtt_bulk import BulkPublisher
+
+    address = broker_address(MQTT_URL)
+    retained: list[str] = []
+    async with aiomqtt.Client(address.host, address.port, username=address.username,
+                              password=address.password, identifier=f"bench-clear-{uuid.uuid4().hex[:8]}",
+                              ) as client:  # fmt: skip
+        await client.subscribe(f"{root}/#", qos=0)
+        with contextlib.suppress(TimeoutError):
+            while True:  # the retained ones come at once on subscribing; 2 s of silence ends them
+                async with asyncio.timeout(2):
+                    message = await anext(client.messages)
+                if message.retain:
+                    retained.append(str(message.topic))
+    async with BulkPublisher(address) as publisher:
+        for start in range(0, len(retained), 10_000):
+            await publisher.publish([(topic, b"", True) for topic in retained[start : start + 10_000]])
+    return len(retained)
 
 
 async def wait_for(step: Callable[[], Awaitable[Any]], within: float) -> None:
@@ -294,7 +324,8 @@ def report(result: dict[str, Any]) -> list[str]:
         f"{songs:>9,} songs: {seconds:6.2f} s ({seconds / songs * 1e6:6.1f} us/song), peak memory "
         f"{peak / 1024**2:,.0f} MB ({(peak - result['rss_before_app']) / songs / 1024:.1f} kB/song above the "
         f"{result['rss_before_app'] / 1024**2:,.0f} MB before the app); LOAD DATA of the same "
-        f"{result['prediction_rows']:,} prediction rows {result['load_data_seconds']:.2f} s",
+        f"{result['prediction_rows']:,} prediction rows {result['load_data_seconds']:.2f} s; "
+        f"{result['retained_cleared']:,} retained messages of the run cleared from the broker",
     ]
     lines += [
         f"      {label:<58} {value:6.2f} s" for label, value in result["phases"].items() if label != "total"
