@@ -157,35 +157,22 @@ def memory(field: str) -> int:
     return 0
 
 
-class Phases:
-    """Seconds spent in the predictor's steps, by wrapping them where the handler calls them."""
+class StoredRows:
+    """The prediction rows the handler stores (kept for the LOAD DATA reference), by wrapping its upsert."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.prediction_rows: list[dict[str, Any]] = []
+    def __init__(self, module: Any) -> None:
+        self.rows: list[dict[str, Any]] = []
+        original = module.upsert
 
-    def wrap(self, module: Any, name: str, label: Callable[..., str]) -> None:
-        original = getattr(module, name)
+        async def keeping(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("model") is Prediction:
+                self.rows = list(kwargs["rows"])
+            return await original(*args, **kwargs)
 
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                key = label(*args, **kwargs)
-                self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
-                if kwargs.get("model") is Prediction:
-                    self.prediction_rows = list(kwargs["rows"])
-
-        setattr(module, name, timed)
+        module.upsert = keeping
 
 
-def upsert_label(*args: Any, **kwargs: Any) -> str:
-    model = kwargs.get("model")
-    return "store predictions" if model is Prediction else f"upsert {getattr(model, '__name__', model)}"
-
-
-async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
+async def handle(app: Any, event_id: str) -> dict[str, float]:
     """What the app's handler does for one `db-updated` (`services.predictor.app.make_handler`), then the
     wait until the resident answers are rebuilt for the new data."""
     from services.predictor import batch_messages, service
@@ -194,10 +181,10 @@ async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     from shared.outbox import publish_pending
 
     settings, clients = app.state.settings, app.state.clients
-    phases.seconds.clear()
+    steps = service.Steps()
     start = time.perf_counter()
     await service.handle_event(sessions=app.state.sessions, settings=settings, topics=topics(settings),
-                               event_id=event_id)  # fmt: skip
+                               event_id=event_id, steps=steps)  # fmt: skip
     stored = time.perf_counter()
     app.state.cache.expire()
     clients.resident.wake.set()
@@ -213,8 +200,8 @@ async def handle(app: Any, event_id: str, phases: Phases) -> dict[str, float]:
     done = time.perf_counter()
     return {
         "total": done - start,
-        "handled (refresh, scoring, storing, staging, commit)": stored - start,
-        **{f"  {k}": v for k, v in phases.seconds.items()},
+        "handled (its steps below)": stored - start,
+        **{f"  {k}": v for k, v in steps.seconds.items()},
         f"published ({published:,} messages)": sent - stored,
         "resident answers rebuilt": done - sent,
     }
@@ -251,10 +238,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         await fill(url, songs, weeks)
         await copy_models(url, template)
         filled = time.perf_counter() - fill_start
-        phases = Phases()
-        phases.wrap(service, "forecast_trending", lambda *a, **k: "refresh + scoring")
-        phases.wrap(service, "upsert", upsert_label)
-        phases.wrap(service, "stage_messages", lambda *a, **k: "stage messages")
+        stored = StoredRows(service)
         root = f"bench/{uuid.uuid4().hex[:8]}/songpop/v1"
         settings = PredictorSettings(
             database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=root,
@@ -265,17 +249,17 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         rss_before = memory("VmRSS")
         async with app.router.lifespan_context(app):
             await wait_for(app.state.consuming.wait, 120)
-            cold = await handle(app, "bench-cold", phases)
+            cold = await handle(app, "bench-cold")
             week_seconds = await new_week(url, songs)
-            timed = await handle(app, "bench-new-week", phases)
+            timed = await handle(app, "bench-new-week")
         peak = memory("VmHWM")
-        reference = await load_data_reference(url, phases.prediction_rows)
+        reference = await load_data_reference(url, stored.rows)
         cleared = await clear_retained(root)
         return {
             "songs": songs, "fill_seconds": filled, "cold_total": cold["total"],
             "week_write_seconds": week_seconds,
             "phases": timed, "seconds": timed["total"], "peak_bytes": peak, "rss_before_app": rss_before,
-            "prediction_rows": len(phases.prediction_rows), "load_data_seconds": reference,
+            "prediction_rows": len(stored.rows), "load_data_seconds": reference,
             "retained_cleared": cleared,
         }  # fmt: skip
     finally:

@@ -7,7 +7,9 @@ database's speed.
   DUPLICATE KEY UPDATE` using the merge rules of the plain path. Measured against the driver's
   multi-row `executemany` (`make bench-db`): the driver spends most of its time escaping values one by
   one, the server parses loaded text several times faster than statements. What remains is InnoDB's
-  own work, one B-tree insert per index and row: the tables written in bulk keep few indexes.
+  own work, one B-tree insert per index and row: the tables written in bulk keep few indexes. A write
+  whose rows are all new (a new week) is loaded straight into the target instead (`_inserted_directly`:
+  tried first, undone to a savepoint at the first warning).
 - SQLite: the plain path's statement, compiled once, run by the driver's own `executemany` over tuples
   converted by SQLAlchemy's bind processors (what the plain path does, without its per-row dict work).
 
@@ -64,6 +66,8 @@ ENABLED = os.environ.get("SONGPOP_BULK_LOAD", "1") != "0"
 MIN_ROWS = 500  # below this the plain path's one statement is as fast
 LOAD_CHUNK = 50_000  # rows per load and merge: bounds the text buffer and the MEMORY table
 FIRST_CHUNK = 10_000  # the first load's rows: the only one rendered while the server waits
+DIRECT_FIRST = True  # rows inserted straight into the target first (`_inserted_directly`)
+_DIRECT = "songpop_bulk_direct"  # its savepoint
 ORDER_BY_KEY = True  # rows loaded in key order when they come out of it (`shared.loadtext.key_order`)
 STAGE_MEMORY_BYTES = 512 * 1024 * 1024  # the staging table's cap (memory is used as rows arrive)
 
@@ -179,10 +183,6 @@ async def mysql_upsert(
     is rendered in a thread while the server merges the current one."""
     defaults = column_defaults(table, list(rows[0]))
     columns = [table.c[name] for name in [*rows[0], *defaults]]
-    match = _match_by_id(table, keys)
-    stage = await _create_stage(connection, table, columns, match)
-    statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
-    probe = _probe(connection.dialect, table, stage, match) if match is not None else None
     order = await asyncio.to_thread(key_order, rows, _clustered(table, keys)) if ORDER_BY_KEY else None
 
     def render(bounds: tuple[int, int]) -> LoadText:
@@ -190,6 +190,12 @@ async def mysql_upsert(
         part = rows[start:stop] if order is None else [rows[i] for i in order[start:stop]]
         return load_text(part, columns, defaults, connection.dialect)
 
+    if DIRECT_FIRST and await _inserted_directly(connection, table.name, render, _chunks(len(rows))):
+        return len(rows)
+    match = _match_by_id(table, keys)
+    stage = await _create_stage(connection, table, columns, match)
+    statements = _merge_statements(connection.dialect, table, stage, columns, match, rules, merged)
+    probe = _probe(connection.dialect, table, stage, match) if match is not None else None
     try:
         async with contextlib.aclosing(_rendered_ahead(render, _chunks(len(rows)))) as texts:
             async for chunk in texts:
@@ -364,20 +370,52 @@ def _stage_type(column: Column[Any]) -> Any:
     return mysql.DATETIME(fsp=6) if isinstance(column.type, DateTime) else column.type
 
 
+async def _inserted_directly(
+    connection: AsyncConnection,
+    table_name: str,
+    render: Callable[[tuple[int, int]], LoadText],
+    bounds: Sequence[tuple[int, int]],
+) -> bool:
+    """Try the write as plain inserts: every chunk loaded straight into the target, no stage nor merge
+    (a new week's rows are all new: the server's work halves). Where no row of the write exists yet, an
+    insert is what the merge would do, so the rows are the same. Any warning (a key that exists or is
+    given twice, a value the server would change) undoes the loads, back to a savepoint, and returns
+    False: the write then takes the staged path, which merges such rows or refuses such values."""
+    await connection.exec_driver_sql(f"SAVEPOINT {_DIRECT}")
+    async with contextlib.aclosing(_rendered_ahead(render, bounds)) as texts:
+        async for chunk in texts:
+            await _load_text(connection, f"IGNORE INTO TABLE `{table_name}`", chunk)
+            if await _warnings(connection):
+                await connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_DIRECT}")
+                log.debug("%s: rows exist or values refused; the write takes the staged path", table_name)
+                return False
+    await connection.exec_driver_sql(f"RELEASE SAVEPOINT {_DIRECT}")
+    return True
+
+
 async def _load(connection: AsyncConnection, table_name: str, chunk: LoadText) -> None:
     """LOAD DATA LOCAL of `chunk` into the staging table `table_name`; BulkLoadRejected on any warning."""
+    await _load_text(connection, f"INTO TABLE `{table_name}`", chunk)
+    warnings = await _warnings(connection)
+    if warnings:  # (level, code, message)
+        raise BulkLoadRejected(f"{table_name}: " + "; ".join(str(w[2]) for w in warnings))
+
+
+async def _warnings(connection: AsyncConnection) -> list[tuple[Any, ...]]:
+    """The first warnings of the last statement (level, code, message)."""
+    return [tuple(w) for w in (await connection.exec_driver_sql("SHOW WARNINGS LIMIT 3")).all()]
+
+
+async def _load_text(connection: AsyncConnection, into: str, chunk: LoadText) -> None:
+    """`LOAD DATA LOCAL INFILE ... {into} ...` of `chunk` (`into`: "INTO TABLE ...", maybe IGNORE'd)."""
     names = ", ".join(f"`{c.name}`" for c in chunk.columns)
-    statement = f"INTO TABLE `{table_name}` CHARACTER SET utf8mb4 ({names})"
     with _registered(chunk.data) as name:
-        statement = f"LOAD DATA LOCAL INFILE '{name}' {statement}"
+        statement = f"LOAD DATA LOCAL INFILE '{name}' {into} CHARACTER SET utf8mb4 ({names})"
         if chunk.fixed:
             assigned = ", ".join(f"`{column}` = %s" for column in chunk.fixed)
             await connection.exec_driver_sql(f"{statement} SET {assigned}", tuple(chunk.fixed.values()))
         else:
             await connection.exec_driver_sql(statement)
-    warnings = [tuple(w) for w in (await connection.exec_driver_sql("SHOW WARNINGS LIMIT 3")).all()]
-    if warnings:  # (level, code, message)
-        raise BulkLoadRejected(f"{table_name}: " + "; ".join(str(w[2]) for w in warnings))
 
 
 # ---------------------------------------------------------------- SQLite

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, true, union
+from sqlalchemy import func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,8 +36,15 @@ from shared.signals import Signal
 
 async def latest_data_week(session: AsyncSession) -> dt.date | None:
     """The most recent week with trending songs (a trending snapshot or a chart entry): a snapshot of a
-    song fetched on demand is not trending, and must not move the batch to a week where nothing trends."""
-    trending = select(func.max(col(Snapshot.week))).where(col(Snapshot.trending) == true())
+    song fetched on demand is not trending, and must not move the batch to a week where nothing trends.
+    Each read walks its week index from the newest week and stops at the first row that qualifies (a
+    `max()` over the trending snapshots scanned every week's rows: seconds at 100,000 songs)."""
+    trending = (
+        select(col(Snapshot.week))
+        .where(col(Snapshot.trending) == true())
+        .order_by(col(Snapshot.week).desc())
+        .limit(1)
+    )
     snapshot_week = (await session.execute(trending)).scalar()
     chart_week = (await session.execute(select(func.max(col(ChartEntry.week))))).scalar()
     weeks = [w for w in (snapshot_week, chart_week) if w is not None]
@@ -46,12 +53,15 @@ async def latest_data_week(session: AsyncSession) -> dt.date | None:
 
 async def trending_ids(session: AsyncSession, week: dt.date) -> list[str]:
     """The songs that trended in `week` (on a chart, or flagged trending in their snapshot), sorted: the
-    same order whatever order the charts and the enrichment arrived in."""
-    query = union(
-        select(col(Snapshot.track_id)).where(col(Snapshot.week) == week, col(Snapshot.trending) == true()),
-        select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week),
+    same order whatever order the charts and the enrichment arrived in. Two reads merged here: as one
+    SQL `UNION` the server put 100,000 ids through a temporary table to drop duplicates (3 s of 4)."""
+    snapshots = select(col(Snapshot.track_id)).where(
+        col(Snapshot.week) == week, col(Snapshot.trending) == true()
     )
-    return sorted((await session.execute(query)).scalars().all())
+    charts = select(col(ChartEntry.track_id)).where(col(ChartEntry.week) == week).distinct()
+    ids = set((await session.execute(snapshots)).scalars().all())
+    ids.update((await session.execute(charts)).scalars().all())
+    return sorted(ids)
 
 
 # The anchor week of the newest stored predictions (the latest batch's week), as SQL: the REST read embeds

@@ -161,6 +161,61 @@ async def test_prediction_replace_matches(backend, small_chunks) -> None:
     assert len(rows) == 1200 and {r[10] for r in rows} == {"v2"}
 
 
+async def test_new_rows_are_inserted_directly_and_existing_ones_merged(backend, monkeypatch) -> None:
+    """On MariaDB a write of new rows goes straight into the table; one that meets stored rows is undone
+    and merged through the stage; the rows are the plain path's either way."""
+    outcomes: list[bool] = []
+    original = bulkload._inserted_directly
+
+    async def recording(*args: Any) -> bool:
+        outcomes.append(await original(*args))
+        return outcomes[-1]
+
+    monkeypatch.setattr(bulkload, "_inserted_directly", recording)
+    first, second = _snapshots(900, shift=0), _snapshots(900, shift=1)  # 600 of the second exist
+    await _same_both_ways(
+        backend, Snapshot, [first, second], keys=["track_id", "week"], update=SNAPSHOT_MERGE
+    )
+    async with backend() as session:
+        mysql = (await session.connection()).dialect.name == "mysql"
+    assert outcomes == ([True, False] if mysql else [])
+
+
+async def test_prediction_keys_given_twice_merge_in_the_order_given(backend, small_chunks) -> None:
+    """Predictions given twice in one write, shuffled and with case-variant ids (one key on MariaDB), end
+    as the plain path's merges leave them (the direct insert meets the repeated keys and is undone)."""
+    rows: list[dict[str, Any]] = [
+        {"track_id": f"song-{i:05d}", "week": WEEK, "signal": "popularity", "region": "", "horizon_weeks": h,
+         "current": None, "value": float(i), "lower": None, "upper": None, "p_chart": None,
+         "model_version": "v1", "cold_start": False, "created_at": STAMP}
+        for i in range(700)
+        for h in (26, 52)
+    ]  # fmt: skip
+    again = [{**row, "track_id": row["track_id"].upper(), "value": -row["value"]} for row in rows[::3]]
+    written = rows + again
+    random.Random(7).shuffle(written)
+    stored = await _same_both_ways(
+        backend, Prediction, [written], keys=PREDICTION_KEY, update=PREDICTION_UPDATE
+    )
+    assert len(stored) in (1400, 1400 + len(again))
+
+
+async def test_a_bad_prediction_fails_the_bulk_write_on_mariadb(backend) -> None:
+    async with backend() as session:
+        if (await session.connection()).dialect.name != "mysql":
+            pytest.skip("SQLite does not check lengths")
+        rows = [
+            {"track_id": f"song-{i:05d}", "week": WEEK, "signal": "popularity", "region": "",
+             "horizon_weeks": 26, "value": 1.0, "model_version": "v" * (200 if i == 300 else 1),
+             "cold_start": False, "created_at": STAMP}
+            for i in range(600)
+        ]  # fmt: skip
+        with pytest.raises(bulkload.BulkLoadRejected, match="model_version"):
+            await bulk_upsert(
+                session=session, model=Prediction, rows=rows, keys=PREDICTION_KEY, update=PREDICTION_UPDATE
+            )
+
+
 async def test_insert_only_keeps_existing_and_fills_defaults(backend) -> None:
     def chart(rank_shift: int) -> list[dict[str, Any]]:
         # no `source` nor `is_demo`: the columns' defaults apply

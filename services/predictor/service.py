@@ -8,10 +8,12 @@ delivery, a second replica or a restart can neither lose nor double a set of pre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -253,6 +255,24 @@ async def claim(session: AsyncSession, event_id: str) -> bool:
     return True
 
 
+class Steps:
+    """Seconds spent in each step of a batch (logged with it; `make bench-scale` prints them)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
+
+
 async def predict_trending(
     *,
     sessions: async_sessionmaker[AsyncSession],
@@ -260,42 +280,55 @@ async def predict_trending(
     topics: Topics,
     event_id: str,
     superseded: Sequence[str] = (),
+    steps: Steps | None = None,
 ) -> Sequence[TrackPrediction] | None:
     """Forecast this week's trending songs for the event `event_id`; None if it was handled already.
     `superseded` events (older ones of the same kind) are marked handled in the same transaction.
+    `steps` receives the seconds of each step.
 
     The caller publishes the staged messages (shared.outbox.publish_pending with
     `batch_messages.expander`) after this returns.
     """
+    step = steps or Steps()
     async with sessions() as session:
-        if not await claim(session, event_id):
-            log.info("event %s already handled; skipped", event_id)
-            return None
-        await claim_superseded(session, superseded)
-        week = await latest_data_week(session)
-        batch = (
-            await forecast_trending(
-                session=session, settings=settings, week=week, track_ids=await trending_ids(session, week)
+        with step("claim"):
+            if not await claim(session, event_id):
+                log.info("event %s already handled; skipped", event_id)
+                return None
+            await claim_superseded(session, superseded)
+        with step("week and songs"):
+            week = await latest_data_week(session)
+            trending = await trending_ids(session, week) if week is not None else []
+        with step("refresh and scoring"):
+            batch = (
+                await forecast_trending(session=session, settings=settings, week=week, track_ids=trending)
+                if week is not None
+                else None
             )
-            if week is not None
-            else None
-        )
-        data = batch.message_data() if batch is not None else []  # the messages carry every one
-        songs = sorted({p["track_id"] for p in data})
-        alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
-        await upsert(
-            session=session,
-            model=Prediction,
-            rows=batch.rows(utcnow()) if batch is not None else [],
-            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
-            update=PREDICTION_UPDATE,
-        )
-        await stage_messages(
-            session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
-            latest_limit=settings.latest_message_max_predictions,
-        )  # fmt: skip
-        await session.commit()
-    log.info("event %s: %d predictions of %d songs, %d alerts", event_id, len(data), len(songs), len(alerts))
+        with step("message data"):
+            data = batch.message_data() if batch is not None else []  # the messages carry every one
+            songs = sorted({p["track_id"] for p in data})
+        with step("alerts"):
+            alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
+        with step("prediction rows"):
+            rows = batch.rows(utcnow()) if batch is not None else []
+        with step("store predictions"):
+            await upsert(
+                session=session,
+                model=Prediction,
+                rows=rows,
+                keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+                update=PREDICTION_UPDATE,
+            )
+        with step("stage messages"):
+            await stage_messages(
+                session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
+                latest_limit=settings.latest_message_max_predictions,
+            )  # fmt: skip
+        with step("commit"):
+            await session.commit()
+    log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(data), len(songs),
+             len(alerts), step)  # fmt: skip
     return BatchPredictions(batch)
 
 
@@ -348,6 +381,7 @@ async def handle_event(
     topics: Topics,
     event_id: str,
     superseded: Sequence[str] = (),
+    steps: Steps | None = None,
 ) -> Sequence[TrackPrediction] | None:
     """`predict_trending`, tried again when the database gives up on a lock (a deadlock or lock timeout
     between replicas writing the same week's predictions): the transaction was rolled back whole, claim
@@ -355,7 +389,12 @@ async def handle_event(
     for attempt in range(1, settings.event_attempts + 1):
         try:
             return await predict_trending(
-                sessions=sessions, settings=settings, topics=topics, event_id=event_id, superseded=superseded
+                sessions=sessions,
+                settings=settings,
+                topics=topics,
+                event_id=event_id,
+                superseded=superseded,
+                steps=steps,
             )
         except OperationalError as exc:
             if attempt == settings.event_attempts:
