@@ -32,11 +32,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from shared import bulkload
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
@@ -157,22 +157,40 @@ def memory(field: str) -> int:
     return 0
 
 
-class StoredRows:
-    """The prediction rows the handler stores (kept for the LOAD DATA reference), by wrapping its upsert."""
+class Peaks:
+    """The process's peak memory per stretch of the run: each `cut` reads the kernel's high-water mark
+    (VmHWM) since the previous cut, then resets it to the current RSS (`/proc/self/clear_refs`), so every
+    stretch has a peak of its own; `overall` is the highest of them."""
 
-    def __init__(self, module: Any) -> None:
-        self.rows: list[dict[str, Any]] = []
-        original = module.upsert
+    def __init__(self) -> None:
+        self.overall = 0
+        self.stretches: dict[str, tuple[int, int]] = {}  # label -> (peak, RSS at its end)
 
-        async def keeping(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("model") is Prediction:
-                self.rows = list(kwargs["rows"])
-            return await original(*args, **kwargs)
+    def cut(self, label: str | None = None) -> None:
+        peak = memory("VmHWM")
+        self.overall = max(self.overall, peak)
+        if label is not None:
+            self.stretches[label] = (max(peak, self.stretches.get(label, (0, 0))[0]), memory("VmRSS"))
+        with contextlib.suppress(OSError):  # kernels without it: every stretch reports the run's peak
+            Path("/proc/self/clear_refs").write_text("5")
 
-        module.upsert = keeping
+
+def measured_steps(peaks: Peaks) -> Any:
+    """The handler's `Steps` (seconds per step), also cutting `peaks` at the end of each step."""
+    from services.predictor import service
+
+    class MeasuredSteps(service.Steps):
+        @contextlib.contextmanager
+        def __call__(self, name: str) -> Iterator[None]:
+            peaks.cut()
+            with super().__call__(name):
+                yield
+            peaks.cut(f"  {name}")
+
+    return MeasuredSteps()
 
 
-async def handle(app: Any, event_id: str) -> dict[str, float]:
+async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
     """What the app's handler does for one `db-updated` (`services.predictor.app.make_handler`), then the
     wait until the resident answers are rebuilt for the new data."""
     from services.predictor import batch_messages, service
@@ -181,11 +199,14 @@ async def handle(app: Any, event_id: str) -> dict[str, float]:
     from shared.outbox import publish_pending
 
     settings, clients = app.state.settings, app.state.clients
-    steps = service.Steps()
+    steps = measured_steps(peaks)
+    peaks.stretches.clear()
+    peaks.cut()
     start = time.perf_counter()
     await service.handle_event(sessions=app.state.sessions, settings=settings, topics=topics(settings),
                                event_id=event_id, steps=steps)  # fmt: skip
     stored = time.perf_counter()
+    peaks.cut("  after the steps")
     app.state.cache.expire()
     clients.resident.wake.set()
     published = await publish_pending(
@@ -193,11 +214,13 @@ async def handle(app: Any, event_id: str) -> dict[str, float]:
         expand=batch_messages.expander(app.state.sessions, topics(settings)),
     )  # fmt: skip
     sent = time.perf_counter()
+    peaks.cut("published")
     version = await data_version(clients.reader)
     # a pass of the app's own warmer finished after applying this version (pending empties as chunks start)
     while not (app.state.cache_warmed_version == version and clients.resident.ready):  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     done = time.perf_counter()
+    peaks.cut("resident answers rebuilt")
     return {
         "total": done - start,
         "handled (its steps below)": stored - start,
@@ -207,12 +230,18 @@ async def handle(app: Any, event_id: str) -> dict[str, float]:
     }
 
 
-async def load_data_reference(url: str, rows: list[dict[str, Any]]) -> float:
-    """Seconds to LOAD DATA LOCAL the same prediction rows into an empty copy of the table."""
+async def load_data_reference(url: str) -> tuple[int, float]:
+    """Rows and seconds to LOAD DATA LOCAL the new week's prediction rows (read back from the table, after
+    the measured run: holding them through it would add to its peak) into an empty copy of the table."""
     engine = make_engine(url)
     table = Prediction.__table__  # type: ignore[attr-defined]
-    columns = [table.c[name] for name in rows[0]]
+    columns = list(table.columns)
     try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                select(*columns).where(table.c.week == select(func.max(table.c.week)).scalar_subquery())
+            )
+            rows = [dict(row) for row in result.mappings()]
         async with engine.begin() as conn:
             await conn.exec_driver_sql("CREATE TABLE prediction_copy LIKE prediction")
             data = bulkload.tsv(rows, columns, {}, conn.dialect)
@@ -222,13 +251,12 @@ async def load_data_reference(url: str, rows: list[dict[str, Any]]) -> float:
                 await conn.exec_driver_sql(
                     f"LOAD DATA LOCAL INFILE '{name}' INTO TABLE prediction_copy ({names})"
                 )
-            return time.perf_counter() - start
+            return len(rows), time.perf_counter() - start
     finally:
         await engine.dispose()
 
 
 async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[str, Any]:
-    from services.predictor import service
     from services.predictor.app import create_app
     from services.predictor.settings import PredictorSettings
 
@@ -238,7 +266,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         await fill(url, songs, weeks)
         await copy_models(url, template)
         filled = time.perf_counter() - fill_start
-        stored = StoredRows(service)
+        peaks = Peaks()
         root = f"bench/{uuid.uuid4().hex[:8]}/songpop/v1"
         settings = PredictorSettings(
             database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=root,
@@ -249,17 +277,20 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         rss_before = memory("VmRSS")
         async with app.router.lifespan_context(app):
             await wait_for(app.state.consuming.wait, 120)
-            cold = await handle(app, "bench-cold")
+            cold = await handle(app, "bench-cold", peaks)
+            rss_warm = memory("VmRSS")  # the resident store loaded, the resident answers built
             week_seconds = await new_week(url, songs)
-            timed = await handle(app, "bench-new-week")
-        peak = memory("VmHWM")
-        reference = await load_data_reference(url, stored.rows)
+            timed = await handle(app, "bench-new-week", peaks)
+        peaks.cut()
+        peak = peaks.overall
+        prediction_rows, reference = await load_data_reference(url)
         cleared = await clear_retained(root)
         return {
             "songs": songs, "fill_seconds": filled, "cold_total": cold["total"],
             "week_write_seconds": week_seconds,
             "phases": timed, "seconds": timed["total"], "peak_bytes": peak, "rss_before_app": rss_before,
-            "prediction_rows": len(stored.rows), "load_data_seconds": reference,
+            "rss_warm": rss_warm, "memory": peaks.stretches,
+            "prediction_rows": prediction_rows, "load_data_seconds": reference,
             "retained_cleared": cleared,
         }  # fmt: skip
     finally:
@@ -313,6 +344,16 @@ def report(result: dict[str, Any]) -> list[str]:
     ]
     lines += [
         f"      {label:<58} {value:6.2f} s" for label, value in result["phases"].items() if label != "total"
+    ]
+    mb = 1024**2
+    lines.append(
+        f"      memory: {result['rss_before_app'] / mb:,.0f} MB before the app, "
+        f"{result['rss_warm'] / mb:,.0f} MB with the store loaded and the answers built; then, per "
+        "stretch of the new week (peak / at its end):"
+    )
+    lines += [
+        f"      {label:<58} {peak / mb:6,.0f} / {rss / mb:6,.0f} MB"
+        for label, (peak, rss) in result["memory"].items()
     ]
     target = TARGETS.get(songs)
     if target:
