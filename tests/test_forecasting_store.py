@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import delete, select, update
@@ -16,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.config import Settings
 from shared.forecasting import PanelStore, score_from_store, train_and_register
+from shared.forecasting.queries import load_popularity_panel
 from shared.forecasting.synthetic import synthetic_charts
 from shared.models import ChartEntry, Snapshot, Track
 from shared.weeks import add_weeks, week_of
@@ -141,3 +143,31 @@ async def test_store_follows_emptied_tables(
             session=session, settings=settings, store=panels, week=week, track_ids=ids
         )
         assert ids and len(emptied) == 0 and emptied.predictions() == []
+
+
+async def test_store_holds_the_full_loads_rows_as_compact_columns(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    frame = synthetic_charts(regions=2, weeks=10, size=30, seed=6)
+    await store_charts(sessions, frame)
+    store = PanelStore()
+    async with sessions() as session:
+        await store.refresh(session)
+        full, _ = await load_popularity_panel(session)
+    _, popularity = store.panels()
+    # the same observations (another row order: features do not depend on it) and the same songs
+    by_key = ["song", "day"]
+    ours = popularity.obs.assign(song=popularity.obs["song"].astype(str)).sort_values(by_key)
+    theirs = full.obs.sort_values(by_key)
+    assert len(ours) == len(theirs) > 0
+    pd.testing.assert_frame_equal(
+        ours.reset_index(drop=True), theirs.reset_index(drop=True), check_dtype=False
+    )
+    pd.testing.assert_frame_equal(
+        popularity.songs.sort_index(), full.songs.sort_index(), check_dtype=False, check_index_type=False
+    )
+    # each song id once; a week's values as a code and a value per song, not rows of objects
+    assert len(store.ids) == frame["track"].nunique()
+    assert isinstance(popularity.obs["song"].dtype, pd.CategoricalDtype)
+    for week in store.snapshots.values():
+        assert week.codes.dtype == np.int32 and week.popularity.dtype == np.float32

@@ -9,9 +9,15 @@ time they were staged, and chart entries carry no timestamp at all), deleted row
 no watermark on application clocks is trusted. The checksums and the reloads are read in one transaction:
 one consistent snapshot of the database.
 
-The panels it builds are those `load_chart_panel` / `load_popularity_panel` build from the same rows (the
-same panel constructors; `tests/test_forecasting_store.py` checks the forecasts are identical). On another
-database than MariaDB/MySQL (the embedded SQLite), every refresh is a full reload.
+The panels it builds hold what `load_chart_panel` / `load_popularity_panel` build from the same rows
+(`tests/test_forecasting_store.py` checks the forecasts are identical). On another database than
+MariaDB/MySQL (the embedded SQLite), every refresh is a full reload.
+
+Memory: a million songs with years of weekly snapshots must fit a small machine, so popularity is held as
+columns, not as rows of Python objects: each song id is kept once (`SongIds`) and every snapshot is a song
+code (int32) and its value (float32: popularities are integers, exact in it) in the array of its week; the
+songs' attributes are one row per song with their repeated strings (artists) shared. Rows are read from the
+database in chunks, so a load never holds all of them as Python tuples at once.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +40,13 @@ from shared.forecasting.panel import (
     ChartPanel,
     PopularityPanel,
     _chart_panel,
-    _popularity_panel,
     _songs_frame,
     artist_key,
     day_index,
 )
 
 SONG_BUCKETS = 64  # songs are checksummed (and reloaded) in this many groups by CRC32 of their id
+READ_CHUNK = 100_000  # rows read from the database at a time (as Python tuples) before they become columns
 CHART_COLUMNS = ["track", "region", "week", "rank", "streams"]
 OBS_COLUMNS = ["song", "week", "popularity"]
 
@@ -83,15 +89,67 @@ def _where(*conditions: str) -> str:
     return f"WHERE {' AND '.join(kept)}" if kept else ""
 
 
+class SongIds:
+    """Every song id the store refers to, each kept once: rows hold a song's code, its position here. Codes
+    are never reused or renumbered (a song gone from the database keeps its code; a full reload starts
+    afresh)."""
+
+    def __init__(self) -> None:
+        self.ids = np.empty(0, object)
+        self._index = pd.Index(self.ids, dtype=object)
+        self._dtype: pd.CategoricalDtype | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        """The codes of `values` (int64), -1 for an id never seen."""
+        if not len(self.ids):
+            return np.full(len(values), -1, np.int64)
+        return self._index.get_indexer(np.asarray(values, object))
+
+    def codes(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        """The codes of `values` (int32), giving the ids never seen the next codes."""
+        values = np.asarray(values, object)
+        found = self.lookup(values)
+        missing = found < 0
+        if missing.any():
+            self.ids = np.concatenate([self.ids, pd.unique(values[missing])])
+            self._index, self._dtype = pd.Index(self.ids, dtype=object), None
+            found[missing] = self._index.get_indexer(values[missing])
+        return found.astype(np.int32)
+
+    def categorical(self, codes: np.ndarray) -> pd.Categorical:
+        """The ids of `codes` as a categorical column: no object per row (grouping and `isin` work on the
+        codes), the ids themselves when read."""
+        if self._dtype is None:
+            self._dtype = pd.CategoricalDtype(self._index)
+        return pd.Categorical.from_codes(codes, dtype=self._dtype, validate=False)
+
+
+@dataclass
+class WeekValues:
+    """One week's known popularity values: the song codes and their values, in the same order."""
+
+    codes: np.ndarray  # int32
+    popularity: np.ndarray  # float32 (integers 0-100: exact)
+
+
+SONG_ATTRIBUTES = ["release_day", "duration_ms", "explicit", "album_type", "total_tracks"]
+SONG_TEXTS = ["artist", "name", "artists"]
+
+
 class PanelStore:
     """Every chart entry, popularity snapshot and song of the database (demo rows only with `demo`), in
     memory, refreshed by week; `panels(week)` gives the panels the full load would give up to that week."""
 
     def __init__(self, *, demo: bool = False) -> None:
         self.demo = demo
+        self.ids = SongIds()
         self.charts: dict[dt.date, pd.DataFrame] = {}  # week -> chart entries
-        self.snapshots: dict[dt.date, pd.DataFrame] = {}  # week -> known popularity values
-        self.songs = _songs_frame([]).assign(bucket=pd.Series(dtype=np.int64))
+        self.snapshots: dict[dt.date, WeekValues] = {}  # week -> known popularity values
+        self.songs = _empty_songs()  # by song code: attributes, texts and checksum bucket
+        self._texts: dict[str, tuple[str, str]] = {}  # artists text -> (it, first artist's key)
         self._sums: dict[str, dict[Any, tuple[int, int, int]]] = {}
         self._panels: dict[dt.date | None, tuple[ChartPanel, PopularityPanel]] = {}
         self.lock = asyncio.Lock()  # held by a caller refreshing then scoring, so no refresh runs in between
@@ -129,15 +187,17 @@ class PanelStore:
         }
         changed = {name: sorted(_changed(self._sums.get(name, {}), now)) for name, now in sums.items()}
         report = Refresh(full=not self.loaded)
+        if not self.loaded:
+            self._clear()
         if any(changed.values()):
             # stale panels go now; the checksums are kept once every reload succeeded (a failed one is redone)
             self._panels = {}
         if changed["songs"]:
             buckets = changed["songs"]
             listed = f"{_BUCKET} IN ({', '.join(map(str, buckets))})" if self.loaded else ""
-            rows = await _rows(session, f"SELECT {_SONG_COLUMNS}, {_BUCKET} {_SONGS_FROM} {_where(listed)}")
-            self._replace_songs(rows, buckets if self.loaded else None)
-            report.song_buckets, report.rows = len(buckets), report.rows + len(rows)
+            sql = f"SELECT {_SONG_COLUMNS}, {_BUCKET} {_SONGS_FROM} {_where(listed)}"
+            report.song_buckets = len(buckets)
+            report.rows += await self._replace_songs(_chunks(session, sql), buckets if self.loaded else None)
         if changed["chart"]:
             report.chart_weeks = changed["chart"]
             weeks = _week_list(report.chart_weeks) if self.loaded else ""
@@ -147,75 +207,161 @@ class PanelStore:
         if changed["snapshot"]:
             report.snapshot_weeks = changed["snapshot"]
             weeks = _week_list(report.snapshot_weeks) if self.loaded else ""
-            rows = await _rows(session, f"SELECT {_SNAPSHOT_ROW} FROM snapshot {_where(demo, known, weeks)}")
-            _replace_weeks(self.snapshots, rows, OBS_COLUMNS, report.snapshot_weeks)
-            report.rows += len(rows)
+            sql = f"SELECT {_SNAPSHOT_ROW} FROM snapshot {_where(demo, known, weeks)}"
+            report.rows += await self._replace_snapshots(_chunks(session, sql), report.snapshot_weeks)
         self._sums, self.loaded = sums, True
         return report
 
     async def _reload_all(self, session: AsyncSession) -> Refresh:
         demo = "" if self.demo else "is_demo = 0"
-        songs = await _rows(session, f"SELECT {_SONG_COLUMNS}, 0 {_SONGS_FROM}")
-        self._replace_songs(songs, None)
+        self._clear()
+        rows = await self._replace_songs(_chunks(session, f"SELECT {_SONG_COLUMNS}, 0 {_SONGS_FROM}"), None)
         charts = await _rows(session, f"SELECT {_CHART_ROW} FROM chart_entry {_where(demo)}")
-        obs = await _rows(
-            session, f"SELECT {_SNAPSHOT_ROW} FROM snapshot {_where(demo, 'popularity IS NOT NULL')}"
-        )
         _replace_weeks(self.charts, charts, CHART_COLUMNS, None)
-        _replace_weeks(self.snapshots, obs, OBS_COLUMNS, None)
+        known = _where(demo, "popularity IS NOT NULL")
+        rows += await self._replace_snapshots(
+            _chunks(session, f"SELECT {_SNAPSHOT_ROW} FROM snapshot {known}")
+        )
         self.loaded = True
-        return Refresh(full=True, rows=len(songs) + len(charts) + len(obs))
+        return Refresh(full=True, rows=rows + len(charts))
 
-    def _replace_songs(self, rows: list[tuple[Any, ...]], buckets: list[int] | None) -> None:
-        """The songs of `buckets` (all songs when None) replaced by `rows`, described as the panels do (the
-        driver gives booleans as 0/1 here: no ORM column types)."""
+    def _clear(self) -> None:
+        """Forget everything (before a full load: codes start afresh)."""
+        self.ids, self.charts, self.snapshots = SongIds(), {}, {}
+        self.songs, self._texts, self._panels = _empty_songs(), {}, {}
+
+    async def _replace_songs(
+        self, chunks: AsyncIterator[list[tuple[Any, ...]]], buckets: list[int] | None
+    ) -> int:
+        """The songs of `buckets` (all songs when None) replaced by the rows of `chunks`, described as the
+        panels do (the driver gives booleans as 0/1 here: no ORM column types). Returns rows read."""
+        frames, rows = [], 0
+        async for chunk in chunks:
+            frames.append(self._songs_of(chunk))
+            rows += len(chunk)
+        kept = [] if buckets is None else [self.songs[~self.songs["bucket"].isin(buckets)]]
+        parts = [frame for frame in [*kept, *frames] if len(frame)]
+        self.songs = pd.concat(parts) if parts else _empty_songs()
+        return rows
+
+    def _songs_of(self, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+        """Rows of the song query as the store keeps them: by code, each distinct artists text (and its
+        first artist's key, and each release day) worked out and kept once."""
+        days: dict[Any, float] = {None: np.nan}
         frame = _songs_frame(
             [
-                (i, day_index(_date(r)) if r else np.nan, d, None if e is None else bool(e), a, n,
-                 artist_key((arts or "").split(",")[0].strip()), name or "", arts or "")
+                (i, days[r] if r in days else days.setdefault(r, day_index(_date(r))), d,
+                 None if e is None else bool(e), a, n, self._artists(arts)[1], name or "",
+                 self._artists(arts)[0])
                 for i, r, d, e, a, n, arts, name, _ in rows
             ]
         )  # fmt: skip
-        frame["bucket"] = np.array([row[-1] for row in rows], np.int64)
-        if buckets is not None:
-            kept = self.songs[~self.songs["bucket"].isin(buckets)]
-            frame = pd.concat([kept, frame]) if len(frame) else kept
-        self.songs = frame
+        bucket = pd.Series([row[-1] for row in rows], [row[0] for row in rows], dtype=np.int64)
+        frame["bucket"] = bucket[~bucket.index.duplicated(keep="last")].reindex(frame.index).to_numpy()
+        frame.index = pd.Index(self.ids.codes(frame.index.to_numpy(object)), name="code")
+        return frame
+
+    def _artists(self, names: str | None) -> tuple[str, str]:
+        """The artists text of a song and the key of its first artist, one object each per distinct text."""
+        names = names or ""
+        if names not in self._texts:
+            self._texts[names] = (names, artist_key(names.split(",")[0].strip()))
+        return self._texts[names]
+
+    async def _replace_snapshots(
+        self, chunks: AsyncIterator[list[tuple[Any, ...]]], weeks: list[dt.date] | None = None
+    ) -> int:
+        """The popularity values of `weeks` (every week when None) replaced by the (song, week, value) rows
+        of `chunks`. Returns rows read."""
+        found: dict[dt.date, list[WeekValues]] = {}
+        rows = 0
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            tracks, week_column, values = zip(*chunk, strict=True)
+            codes = self.ids.codes(tracks)
+            popularity = np.array(values, np.float32)
+            week_of_row, week_values = pd.factorize(np.array(week_column, object))
+            for k, week in enumerate(week_values):
+                rows_of_week = week_of_row == k
+                found.setdefault(_date(week), []).append(
+                    WeekValues(codes[rows_of_week], popularity[rows_of_week])
+                )
+            rows += len(chunk)
+        if weeks is None:
+            self.snapshots.clear()
+        for week in weeks or []:
+            self.snapshots.pop(week, None)
+        for week, parts in found.items():
+            self.snapshots[week] = WeekValues(
+                np.concatenate([p.codes for p in parts]), np.concatenate([p.popularity for p in parts])
+            )
+        return rows
 
     # ------------------------------------------------------------ panels
 
     def panels(self, week: dt.date | None = None) -> tuple[ChartPanel, PopularityPanel]:
         """The chart and popularity panels up to `week` (all weeks when None), built once per refresh."""
         if week not in self._panels:
+            self._panels = {}  # the previous week's go first: never two sets at once
             self._panels = {week: (self._chart_panel(week), self._popularity_panel(week))}
         return self._panels[week]
 
-    def _weeks(self, frames: dict[dt.date, pd.DataFrame], week: dt.date | None) -> list[pd.DataFrame]:
-        return [frame for w, frame in sorted(frames.items()) if week is None or w <= week]
-
     def _chart_panel(self, week: dt.date | None) -> ChartPanel:
-        frames = self._weeks(self.charts, week)
+        frames = [frame for w, frame in sorted(self.charts.items()) if week is None or w <= week]
         entries = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CHART_COLUMNS)
         entries["week"] = _weeks_since(entries["week"], EPOCH_MONDAY) // 7
-        songs = self.songs.reindex(entries["track"].to_numpy())
+        songs = self.songs.reindex(self.ids.lookup(entries["track"].to_numpy(object)))
         entries["artist"] = songs["artist"].fillna("").to_numpy()
         entries["name"] = songs["name"].fillna("").to_numpy()
         return _chart_panel(entries)
 
     def _popularity_panel(self, week: dt.date | None) -> PopularityPanel:
-        frames = self._weeks(self.snapshots, week)
-        obs = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=OBS_COLUMNS)
-        obs = obs.rename(columns={"week": "day"})
-        obs["day"] = _weeks_since(obs["day"], EPOCH_DAY)
-        obs["position"] = np.nan
-        songs = self.songs[self.songs.index.isin(obs["song"].unique())].drop(columns="bucket")
-        return _popularity_panel(obs, songs)
+        """Every known value up to `week`, a row per song and week (the snapshot table's key), week after
+        week: what `_popularity_panel` makes of the same rows, without grouping millions of rows that are
+        already one per (song, day) (a day's median and minimum of one value are the value), in another
+        row order (the features of a row do not depend on it)."""
+        weeks = [w for w in sorted(self.snapshots) if week is None or w <= week]
+        parts = [self.snapshots[w] for w in weeks]
+        sizes = [len(part.codes) for part in parts]
+        codes = np.concatenate([p.codes for p in parts]) if parts else np.zeros(0, np.int32)
+        obs = pd.DataFrame(
+            {
+                "song": self.ids.categorical(codes),
+                "day": np.repeat(np.array([day_index(w) for w in weeks], np.int32), sizes),
+                "popularity": np.concatenate([p.popularity for p in parts]).astype(float)
+                if parts
+                else np.zeros(0),
+                "position": np.full(len(codes), np.nan),
+                "n_lists": np.ones(len(codes), np.int64),
+            }
+        )
+        songs = self.songs[self.songs.index.isin(np.unique(codes))]
+        songs = songs.drop(columns="bucket").set_axis(
+            pd.Index(self.ids.ids[songs.index.to_numpy()], name="song")
+        )
+        return PopularityPanel(obs, songs)
 
     def names(self, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
         """Name and artists of each known song among `ids`."""
-        found = self.songs.reindex(list(ids)).dropna(subset=["name"])
-        name, artists = (found[c].to_numpy(object).tolist() for c in ("name", "artists"))
-        return dict(zip(found.index.to_numpy(object).tolist(), zip(name, artists, strict=True), strict=True))
+        wanted = np.asarray(list(ids), object)
+        codes = self.ids.lookup(wanted)
+        found = self.songs.reindex(codes)
+        known = found["name"].notna().to_numpy()
+        name, artists = (found[c].to_numpy(object)[known].tolist() for c in ("name", "artists"))
+        return dict(zip(wanted[known].tolist(), zip(name, artists, strict=True), strict=True))
+
+
+def _empty_songs() -> pd.DataFrame:
+    songs = _songs_frame([]).assign(bucket=pd.Series(dtype=np.int64))
+    return songs.set_axis(pd.Index([], dtype=np.int32, name="code"))
+
+
+async def _chunks(session: AsyncSession, sql: str) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """The rows of `sql` in chunks of `READ_CHUNK`, streamed from the server."""
+    result = await session.stream(text(sql))
+    async for part in result.partitions(READ_CHUNK):
+        yield list(part)  # rows unpack as tuples do
 
 
 def _date(value: Any) -> dt.date:
