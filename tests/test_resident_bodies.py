@@ -1,18 +1,23 @@
 """The resident answers built straight from the rows (`fastpath.bodies`) are, byte for byte, the bodies the
 plain build makes by validating and serialising `TrackForecast` (`tracks.load_songs`, `tracks._answer`):
 awkward values included (floats of every size, NULLs, escapes and non-ASCII text, two chart regions in
-one week, a chart week without a snapshot, stale and up-to-date batch forecasts)."""
+one week, a chart week without a snapshot, stale and up-to-date batch forecasts), whether a chunk is read by
+its ids or by the range of ids it spans, on the test session's database and on SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gzip
 import uuid
 from typing import Any
 
+import pytest
+
+from services.predictor.fastpath import bodies
 from services.predictor.fastpath.bodies import as_json
 from services.predictor.tracks import build_answers, load_songs
-from shared.db import upsert
+from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.events import Forecast
 from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
 from shared.weeks import add_weeks
@@ -111,6 +116,44 @@ async def test_bodies_built_from_the_rows_are_the_plain_builds_bytes(engine, ses
     for track_id in fast:
         assert gzip.decompress(fast[track_id]) == gzip.decompress(plain[track_id]), track_id
         assert fast[track_id] == plain[track_id]
+
+
+@pytest.fixture(params=["session", "sqlite"])
+async def backend(request, engine, sessions, tmp_path):
+    """The test session's database (MariaDB with real services), and an SQLite file."""
+    if request.param == "session":
+        yield engine, sessions
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bodies.db'}"
+    await asyncio.to_thread(migrate, url)  # migrations run their own event loop
+    sqlite = make_engine(url)
+    yield sqlite, make_sessionmaker(sqlite)
+    await sqlite.dispose()
+
+
+async def test_a_chunk_read_by_its_range_gives_the_same_bytes(backend, monkeypatch) -> None:
+    """A dense chunk is read by the range of ids it spans; its songs of another latest week than the
+    range's usual one (4 and 5), and a sparse chunk, are read by their ids: the same bytes either way."""
+    reader, sessions = backend
+    ids, _ = await seed(sessions)
+    listed: list[str] = []
+    read_listed = bodies._listed_rows
+
+    async def spy(connection, track_ids):
+        listed.extend(track_ids)
+        return await read_listed(connection, track_ids)
+
+    monkeypatch.setattr(bodies, "_listed_rows", spy)
+    monkeypatch.setattr(bodies, "RANGE_MIN_SONGS", 1)
+    plain = await build_answers(reader=reader, track_ids=ids, fast=False)
+    by_range = await build_answers(reader=reader, track_ids=ids, fast=True)
+    assert sorted(listed) == sorted([ids[4], ids[5]])
+    assert by_range == plain and set(plain) == set(ids[:5] + [ids[6], ids[7]])
+
+    listed.clear()
+    sparse = [ids[0], ids[7]]  # 2 of the 8 songs their range holds: read by their ids
+    assert await build_answers(reader=reader, track_ids=sparse, fast=True) == {i: plain[i] for i in sparse}
+    assert sorted(listed) == sorted(sparse)
 
 
 async def test_the_awkward_values_reach_the_answers(engine, sessions) -> None:
