@@ -251,10 +251,7 @@ def _answer(
     track_id, name, artists, album_id, release_date, demo, week = rows[0][: WEEK + 1]
     if week is None:
         return None
-    points = merged_points(
-        [{"week": w, "popularity": p, "trending": t} for _, w, p, t, _ in snapshots],
-        [{"week": w, "region": r, "rank": n, "streams": s} for _, w, r, n, s in charts],
-    )
+    points = _points(snapshots, charts)
     latest = max(
         (p["week"] for p in points if p["popularity"] is not None or p["rank"] is not None), default=None
     )
@@ -273,6 +270,24 @@ def _answer(
         "source": "batch",
         "cold_start": any(f["cold_start"] for p in predictions for f in p["forecasts"]),
     }  # fmt: skip
+
+
+def _points(snapshots: list[Any], charts: list[Any]) -> list[dict[str, Any]]:
+    """The song's `merged_points`; for a song that never charted (most songs) the same points made straight
+    from its snapshot rows, one per week, in week order."""
+    if charts:
+        return merged_points(
+            [{"week": w, "popularity": p, "trending": t} for _, w, p, t, _ in snapshots],
+            [{"week": w, "region": r, "rank": n, "streams": s} for _, w, r, n, s in charts],
+        )
+    return [
+        {"week": w, "popularity": p, "trending": bool(t), "region": None, "rank": None, "streams": None}
+        for _, w, p, t, _ in sorted(snapshots, key=_week_of)
+    ]  # fmt: skip
+
+
+def _week_of(row: Any) -> Any:
+    return row[1]
 
 
 def _predictions(rows: list[Any], methods: dict[str, tuple[str, float | None]]) -> list[dict[str, Any]]:
