@@ -61,6 +61,9 @@ class _Binner:
         self._last = (values.copy(), bins)
         return bins
 
+    def forget(self) -> None:
+        self._last = None
+
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether two float arrays hold the same values bit for bit (NaN included)."""
@@ -202,6 +205,20 @@ def compile_forecaster(forecaster: Any) -> Any:
     if isinstance(getattr(forecaster, "survivor_models", None), list):
         fast.survivor_models = _compiled_together(forecaster.survivor_models)
     return fast
+
+
+def forget_batches(forecaster: Any) -> None:
+    """Drop the last batch (and its bins) the compiled models of a forecaster keep for its next model: once
+    the forecaster has predicted, they would only hold tens of bytes per row until the next batch."""
+    models = (
+        list(getattr(forecaster, "models", {}).values())
+        if isinstance(getattr(forecaster, "models", None), dict)
+        else []
+    )
+    models += list(getattr(forecaster, "survivor_models", None) or [])
+    for model in models:
+        if isinstance(model, CompiledTrees):
+            model.binner.forget()
 
 
 def _compiled_together(models: list[Any]) -> list[Any]:

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared.config import Settings
 from shared.events import PERSISTENCE, Forecast, TrackPrediction
 from shared.forecasting.features import anchor_chart_features, anchor_popularity_features
-from shared.forecasting.inference import compile_forecaster
+from shared.forecasting.inference import compile_forecaster, forget_batches
 from shared.forecasting.panel import ChartPanel, PopularityPanel, day_date, day_index, week_date, week_index
 from shared.forecasting.queries import load_chart_panel, load_popularity_panel, scoped_panels, song_names
 from shared.forecasting.registry import (
@@ -248,6 +248,14 @@ def _horizon_columns(
     return HorizonColumns(horizon, value, lower, upper, p_chart, version.version, cold, True, serving)
 
 
+def _predicted(bundle: ForecastBundle, features: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The forecaster's forecasts of the rows of `features`, its compiled models then forgetting the batch."""
+    try:
+        return bundle.forecaster.predict(features)
+    finally:
+        forget_batches(bundle.forecaster)
+
+
 @contextmanager
 def _timed(timings: dict[str, float] | None, part: str) -> Iterator[None]:
     """Add the seconds spent in the block to `timings[part]` (when timings are asked for)."""
@@ -290,7 +298,7 @@ def _streams_predictions(
                 if regions not in features:
                     features[regions] = anchor_chart_features(panel, list(regions), chosen.index)
             with _timed(timings, "inference"):
-                pred = bundle.forecaster.predict(features[regions])
+                pred = _predicted(bundle, features[regions])
             cold = bundle.cold_start
         columns.append(_horizon_columns(horizon, pred, current, version, cold, to_level=np.exp))
     for track, name in zip(chosen["track"], chosen["name"], strict=True):
@@ -323,7 +331,7 @@ def _popularity_predictions(
                 if features is None:
                     features = anchor_popularity_features(panel, now.index)
             with _timed(timings, "inference"):
-                pred = bundle.forecaster.predict(features)
+                pred = _predicted(bundle, features)
             cold = bundle.cold_start
         columns.append(_horizon_columns(horizon, pred, current, version, cold))
     n = len(current)

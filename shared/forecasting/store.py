@@ -332,8 +332,9 @@ class PanelStore:
                 "popularity": np.concatenate([p.popularity for p in parts]).astype(float)
                 if parts
                 else np.zeros(0),
-                "position": np.full(len(codes), np.nan),
-                "n_lists": np.ones(len(codes), np.int64),
+                # constant here (no list positions, one value a week): the narrowest types, read as floats
+                "position": np.full(len(codes), np.nan, np.float32),
+                "n_lists": np.ones(len(codes), np.int8),
             }
         )
         songs = self.songs[self.songs.index.isin(np.unique(codes))]
