@@ -55,6 +55,8 @@ async def test_payloads_built_from_columns_equal_the_objects(settings, sessions)
     assert {p.track_id for p in objects} == set(ids) and any(p.signal == "streams" for p in objects)
     rows = await staged(sessions)
     assert [r.topic for r in rows] == [t.predictions_latest, t.prediction_for("+")], "one row for all songs"
+    built = {event_id: row_id for event_id, (row_id, _) in batch_messages._built.items()}
+    assert built == {r.event_id: r.id for r in rows}, "built while storing, the staged rows' ids as version"
     assert all(r.retain and r.producer == "predictor" for r in rows)
     assert all(len(r.payload) < 1000 for r in rows), "descriptions, built when published"
     ((topic, payload, retain),) = await expanded(sessions, config, rows[0])

@@ -5,8 +5,10 @@ A week of 100,000 songs makes a `predictions/latest` message of up to 20,000 pre
 Staged as they are, they took 10 s to write and 12-24 s to read back and publish (`make bench-scale`).
 Now the transaction that stores the predictions stages two small rows describing them
 (`latest_row`, `songs_row`: the week, the envelope, on the topic `predictions/latest` and the filter
-`.../predictions/tracks/+`), and publishing a row builds its messages (`expander`):
-- from what this process computed, kept in memory from its commit until the row is published (`remember`);
+`.../predictions/tracks/+`), and publishing a row gets its messages (`expander`):
+- built by this process from what it computed, in a thread while the server stores the predictions (the
+  rows are staged first: their ids are the messages' version), kept in memory from its commit until the
+  row is published (`prepare`);
 - else from the stored predictions of the batch's week: the process that committed the rows is gone (a
   crash between commit and publish, a replica that stopped) or they are republished on a new connection.
   The same songs, topics, event ids, version and values, byte for byte (the values are stored as
@@ -38,11 +40,11 @@ from shared.outbox import Expand, Message, Staged, is_built
 from shared.predictions import week_prediction_data
 from shared.signals import Signal
 
-SONGS_PER_CHUNK = 10_000  # messages built and published at a time (a batch is never in memory twice)
+SONGS_PER_CHUNK = 10_000  # songs read back, built and published at a time when built from the database
 
-# This process's batches whose messages wait to be published: a row's event id -> the predictions its
-# messages carry (JSON-ready dicts; normally one batch, kept from its commit until it is published).
-_computed: dict[str, list[dict[str, Any]]] = {}
+# This process's batch whose messages wait to be published: a row's event id -> (the row's id, its
+# messages, built while the predictions were stored; kept from the commit until the row is published).
+_built: dict[str, tuple[int, list[Message]]] = {}
 
 
 def headlines(data: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,16 +80,24 @@ def songs_row(
     return _row("songs", topics.prediction_for("+"), event_id, envelope, week=week.isoformat(), demo=demo)
 
 
-def remember(
-    latest: tuple[str, Sequence[dict[str, Any]]], songs: tuple[str, Sequence[dict[str, Any]]] | None
-) -> None:
-    """Keep a batch about to be committed until its rows are published: (row event id, the predictions
-    as JSON-ready dicts) of its latest-state row and of its songs' row. Replaces an earlier batch still
-    held (its messages will be built from the database)."""
-    _computed.clear()
-    _computed[latest[0]] = list(latest[1])
+def prepare(topics: Topics, latest: Staged, songs: Staged | None, data: Sequence[dict[str, Any]]) -> None:
+    """Build the messages of a batch about to be committed, whose rows are staged (`latest`: its latest
+    state's, `songs`: its songs', None without predictions; their ids are the messages' version), from its
+    predictions as JSON-ready dicts, and keep them until the rows are published. Run in a thread while
+    the predictions are stored (the server works meanwhile). Replaces an earlier batch still held (its
+    messages will be built from the database)."""
+    described = orjson.loads(latest.payload)
+    built = {latest.event_id: (latest.id, [latest_message(latest, described, data[: described["limit"]])])}
     if songs is not None:
-        _computed[songs[0]] = headlines(songs[1])
+        envelope = orjson.loads(songs.payload)["envelope"]
+        built[songs.event_id] = (songs.id, song_messages(songs, envelope, topics, headlines(data)))
+    forget()
+    _built.update(built)
+
+
+def forget() -> None:
+    """Drop the messages held (a batch rolled back, or replaced)."""
+    _built.clear()
 
 
 def song_event_id(namespace: bytes, track_id: str) -> str:
@@ -137,21 +147,15 @@ def expander(sessions: async_sessionmaker[AsyncSession], topics: Topics) -> Expa
 
     async def expand(row: Staged) -> AsyncIterator[Sequence[Message]]:
         assert is_built(row.payload)
+        built = _built.pop(row.event_id, None)
+        if built is not None and built[0] == row.id:
+            yield built[1]  # in memory already: one chunk (one connection to the broker)
+            return
         descriptor = orjson.loads(row.payload)
-        computed = _computed.pop(row.event_id, None)
         week = dt.date.fromisoformat(descriptor["week"])
         if descriptor["built"] == "latest":
-            if computed is None:
-                computed = await stored_first(
-                    sessions, week=week, demo=descriptor["demo"], n=descriptor["limit"]
-                )
-            yield [latest_message(row, descriptor, computed)]
-            return
-        if computed is not None:
-            for start in range(0, len(computed), SONGS_PER_CHUNK):
-                yield song_messages(
-                    row, descriptor["envelope"], topics, computed[start : start + SONGS_PER_CHUNK]
-                )
+            first = await stored_first(sessions, week=week, demo=descriptor["demo"], n=descriptor["limit"])
+            yield [latest_message(row, descriptor, first)]
             return
         async for chunk in stored(sessions, week=week, demo=descriptor["demo"]):
             yield song_messages(row, descriptor["envelope"], topics, headlines(chunk))

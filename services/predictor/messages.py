@@ -39,32 +39,34 @@ class EnvelopeTemplate:
         return event_id, orjson.dumps({**self.fields, "event_id": event_id, "data": data}).decode()
 
 
-def outbox_rows(
-    *,
-    topics: Topics,
-    data: Sequence[dict[str, Any]],
-    alerts: Sequence[ForecastAlert],
-    week: dt.date,
-    latest_limit: int,
+def batch_rows(
+    *, topics: Topics, week: dt.date, demo: bool, latest_limit: int, songs: bool
 ) -> list[dict[str, Any]]:
-    """The outbox rows of a batch (`data`: its predictions as JSON-ready dicts), in publishing order: the
-    retained latest state (at most `latest_limit` predictions), every song's headline prediction (both
-    `batch_messages` rows; the second only with predictions), the alerts."""
+    """The outbox rows of a batch's retained messages, in publishing order: the latest state (at most
+    `latest_limit` predictions), then, when the batch has predictions (`songs`), every song's headline
+    prediction (both `batch_messages` rows, built when published)."""
     template = EnvelopeTemplate(CONSUMER, PredictionsLatest(week=week, count=0, predictions=[]))
-    now = utcnow()
-    demo = bool(data and data[0]["demo"])
     rows = [
         batch_messages.latest_row(topics, event_id=str(uuid.uuid4()), envelope=template.fields, week=week,
                                   demo=demo, limit=latest_limit)
     ]  # fmt: skip
-    if data:
+    if songs:
         rows.append(
             batch_messages.songs_row(topics, event_id=str(uuid.uuid4()), envelope=template.fields, week=week,
                                      demo=demo)
         )  # fmt: skip
-    alert_template = EnvelopeTemplate(CONSUMER, alerts[0]) if alerts else template
-    for a in alerts:
-        event_id, payload = alert_template.wrap(a.model_dump(mode="json"))
-        rows.append({"event_id": event_id, "topic": topics.alert(a.reason), "producer": CONSUMER,
-                     "payload": payload, "retain": False, "attempts": 0})  # fmt: skip
+    now = utcnow()
     return [{**row, "created_at": now} for row in rows]
+
+
+def alert_rows(*, topics: Topics, alerts: Sequence[ForecastAlert]) -> list[dict[str, Any]]:
+    """The outbox rows of a batch's alerts (the messages themselves)."""
+    if not alerts:
+        return []
+    template, now = EnvelopeTemplate(CONSUMER, alerts[0]), utcnow()
+    rows = []
+    for a in alerts:
+        event_id, payload = template.wrap(a.model_dump(mode="json"))
+        rows.append({"event_id": event_id, "topic": topics.alert(a.reason), "producer": CONSUMER,
+                     "payload": payload, "retain": False, "attempts": 0, "created_at": now})  # fmt: skip
+    return rows

@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func
@@ -34,6 +34,7 @@ from shared.forecasting.registry import ArtifactError, active_versions, load_ver
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
+from shared.outbox import STAGED, Staged
 from shared.predictions import latest_batch_week, latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
@@ -206,22 +207,55 @@ async def find_alerts(
     return alerts_for(data, previous, threshold=threshold, move=move)
 
 
-async def stage_messages(
-    session: AsyncSession,
-    *,
-    topics: Topics,
-    data: Sequence[dict[str, Any]],
-    alerts: Sequence[ForecastAlert],
-    week: dt.date,
-    latest_limit: int,
-) -> int:
-    """Stage the rows of the retained latest state, of every song's message and of the alerts in the
-    outbox, in one bulk write; the predictions the retained ones carry are kept in memory until they are
-    published (kept before the commit: a publisher may see the rows at once)."""
-    rows = messages.outbox_rows(topics=topics, data=data, alerts=alerts, week=week, latest_limit=latest_limit)
-    songs = (rows[1]["event_id"], data) if data else None
-    batch_messages.remember((rows[0]["event_id"], data[:latest_limit]), songs)
-    return await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
+async def stage_batch(
+    session: AsyncSession, *, topics: Topics, week: dt.date, demo: bool, latest_limit: int, songs: bool
+) -> tuple[Staged, Staged | None]:
+    """Stage the rows of the batch's retained messages (its latest state; its songs', when `songs`) in the
+    outbox, and return them as the publisher will read them (their ids are the messages' version)."""
+    rows = messages.batch_rows(topics=topics, week=week, demo=demo, latest_limit=latest_limit, songs=songs)
+    await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
+    query = STAGED.where(col(Outbox.event_id).in_([row["event_id"] for row in rows])).order_by(col(Outbox.id))
+    staged = [Staged(*row) for row in (await session.execute(query)).all()]
+    return staged[0], staged[1] if songs else None
+
+
+async def stage_alerts(session: AsyncSession, *, topics: Topics, alerts: Sequence[ForecastAlert]) -> None:
+    """Stage the batch's alerts (after its retained messages: published after them)."""
+    await upsert(session=session, model=Outbox, rows=messages.alert_rows(topics=topics, alerts=alerts),
+                 keys=["event_id"])  # fmt: skip
+
+
+def build_messages(
+    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, steps: Steps
+) -> list[dict[str, Any]]:
+    """The batch's predictions as JSON-ready dicts, and its messages built from them and kept until they
+    are published (`batch_messages.prepare`). Run in a thread while the predictions are stored."""
+    with steps("messages built (in a thread, while storing)"):
+        data = batch.message_data() if batch is not None else []  # the messages carry every one
+        batch_messages.prepare(topics, latest, songs, data)
+    return data
+
+
+async def store_and_build(
+    session: AsyncSession, rows: list[dict[str, Any]], build: Callable[[], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Store the prediction `rows` while `build` runs in a thread (the server loads and indexes the rows
+    meanwhile: Python would only wait); returns what `build` returned. If storing fails, the messages
+    built are dropped."""
+    building = asyncio.ensure_future(asyncio.to_thread(build))
+    try:
+        await upsert(
+            session=session,
+            model=Prediction,
+            rows=rows,
+            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
+            update=PREDICTION_UPDATE,
+        )
+    except BaseException:
+        await asyncio.gather(building, return_exceptions=True)
+        batch_messages.forget()
+        raise
+    return await building
 
 
 class BatchPredictions(Sequence[TrackPrediction]):
@@ -305,26 +339,20 @@ async def predict_trending(
                 if week is not None
                 else None
             )
-        with step("message data"):
-            data = batch.message_data() if batch is not None else []  # the messages carry every one
-            songs = sorted({p["track_id"] for p in data})
-        with step("alerts"):
-            alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
         with step("prediction rows"):
             rows = batch.rows(utcnow()) if batch is not None else []
-        with step("store predictions"):
-            await upsert(
-                session=session,
-                model=Prediction,
-                rows=rows,
-                keys=["track_id", "week", "signal", "region", "horizon_weeks"],
-                update=PREDICTION_UPDATE,
-            )
         with step("stage messages"):
-            await stage_messages(
-                session, topics=topics, data=data, alerts=alerts, week=week or current_week(),
-                latest_limit=settings.latest_message_max_predictions,
+            latest, songs_row = await stage_batch(
+                session, topics=topics, week=week or current_week(), demo=bool(rows) and batch is not None
+                and batch.demo, latest_limit=settings.latest_message_max_predictions, songs=bool(rows),
             )  # fmt: skip
+        with step("store predictions"):
+            build = functools.partial(build_messages, batch, topics, latest, songs_row, step)
+            data = await store_and_build(session, rows, build)
+        songs = sorted({p["track_id"] for p in data})
+        with step("alerts"):
+            alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
+            await stage_alerts(session, topics=topics, alerts=alerts)
         with step("commit"):
             await session.commit()
     log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(data), len(songs),
