@@ -65,10 +65,12 @@ class Snapshot(SQLModel, table=True):
 
     The natural key is the primary key (InnoDB's clustered index; migration 0007): a write that finds its
     row collides there, and every index costs each write its own B-tree insert. Two are kept: the key
-    (a song's rows) and `week` (a week's trending songs, the latest trending week)."""
+    (a song's rows) and `(week, trending)` (a week's trending songs, the latest trending week: read from
+    the index alone; migration 0010)."""
 
+    __table_args__ = (Index("ix_snapshot_week", "week", "trending"),)
     track_id: str = Field(primary_key=True, max_length=ID_LEN)
-    week: dt.date = Field(primary_key=True, index=True)  # Monday of the ISO week
+    week: dt.date = Field(primary_key=True)  # Monday of the ISO week
     popularity: int | None = None  # 0-100; None in Development Mode
     popularity_source: str | None = Field(default=None, max_length=32)  # api / history / emulator
     trending: bool = False  # on a chart or the trending playlist that week
