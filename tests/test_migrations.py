@@ -15,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -114,3 +114,28 @@ async def test_the_prediction_key_migration_keeps_the_rows_both_ways(infra, tmp_
                     await conn.execute(text(PREDICTION), {"t": "a", "h": 26, "v": 1.0})
         finally:
             await engine.dispose()
+
+
+async def test_the_snapshot_week_index_migration_both_ways(infra, tmp_path) -> None:
+    """0010: snapshot's week index holds `trending` after the upgrade, `week` alone after the downgrade."""
+
+    def week_index(connection: Any) -> list[str]:
+        indexes = inspect(connection).get_indexes("snapshot")
+        return next(list(i["column_names"]) for i in indexes if i["name"] == "ix_snapshot_week")
+
+    async with fresh_database(infra, tmp_path) as url:
+        config = _alembic(url)
+        both = ["week", "trending"]
+        steps = (
+            (command.upgrade, "head", both),
+            (command.downgrade, "0009", ["week"]),
+            (command.upgrade, "head", both),
+        )
+        for step, revision, columns in steps:
+            await asyncio.to_thread(step, config, revision)
+            engine = make_engine(url)
+            try:
+                async with engine.connect() as conn:
+                    assert await conn.run_sync(week_index) == columns
+            finally:
+                await engine.dispose()
