@@ -9,7 +9,7 @@ database's speed.
   one, the server parses loaded text several times faster than statements. What remains is InnoDB's
   own work, one B-tree insert per index and row: the tables written in bulk keep few indexes. A write
   whose rows are all new (a new week) is loaded straight into the target instead (`_inserted_directly`:
-  tried first, undone to a savepoint at the first warning).
+  tried when a sample of the rows finds none stored, undone to a savepoint at the first warning).
 - SQLite: the plain path's statement, compiled once, run by the driver's own `executemany` over tuples
   converted by SQLAlchemy's bind processors (what the plain path does, without its per-row dict work).
 
@@ -48,8 +48,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -190,7 +192,8 @@ async def mysql_upsert(
         part = rows[start:stop] if order is None else [rows[i] for i in order[start:stop]]
         return load_text(part, columns, defaults, connection.dialect)
 
-    if DIRECT_FIRST and await _inserted_directly(connection, table.name, render, _chunks(len(rows))):
+    direct = DIRECT_FIRST and not await _any_stored(connection, table, rows, keys)
+    if direct and await _inserted_directly(connection, table.name, render, _chunks(len(rows))):
         return len(rows)
     match = _match_by_id(table, keys)
     stage = await _create_stage(connection, table, columns, match)
@@ -368,6 +371,17 @@ def _stage_type(column: Column[Any]) -> Any:
     server's own conversion into the target column (truncating on MariaDB, rounding on MySQL) is the one
     an INSERT of the plain path gets, and the load raises no truncation warning."""
     return mysql.DATETIME(fsp=6) if isinstance(column.type, DateTime) else column.type
+
+
+async def _any_stored(
+    connection: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> bool:
+    """Whether any of `SAMPLE_ROWS` rows spread over the write exists in `table` by `keys` (one indexed
+    lookup): a write that rewrites stored rows goes to the staged merge without trying the direct load."""
+    sample = rows[:: max(1, len(rows) // SAMPLE_ROWS)][:SAMPLE_ROWS]
+    key = tuple_(*(table.c[k] for k in keys))
+    query = select(literal(1)).where(key.in_([tuple(row[k] for k in keys) for row in sample])).limit(1)
+    return (await connection.execute(query)).first() is not None
 
 
 async def _inserted_directly(

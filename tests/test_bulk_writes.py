@@ -162,8 +162,9 @@ async def test_prediction_replace_matches(backend, small_chunks) -> None:
 
 
 async def test_new_rows_are_inserted_directly_and_existing_ones_merged(backend, monkeypatch) -> None:
-    """On MariaDB a write of new rows goes straight into the table; one that meets stored rows is undone
-    and merged through the stage; the rows are the plain path's either way."""
+    """On MariaDB a write of new rows goes straight into the table; one whose sample meets stored rows is
+    merged through the stage at once; one that meets a key twice is undone and merged; the rows are the
+    plain path's every time."""
     outcomes: list[bool] = []
     original = bulkload._inserted_directly
 
@@ -173,8 +174,10 @@ async def test_new_rows_are_inserted_directly_and_existing_ones_merged(backend, 
 
     monkeypatch.setattr(bulkload, "_inserted_directly", recording)
     first, second = _snapshots(900, shift=0), _snapshots(900, shift=1)  # 600 of the second exist
+    new = _snapshots(600, shift=10)
+    twice = new + [{**row, "popularity": None} for row in new[-50:]]  # new keys, the last 50 given twice
     await _same_both_ways(
-        backend, Snapshot, [first, second], keys=["track_id", "week"], update=SNAPSHOT_MERGE
+        backend, Snapshot, [first, second, twice], keys=["track_id", "week"], update=SNAPSHOT_MERGE
     )
     async with backend() as session:
         mysql = (await session.connection()).dialect.name == "mysql"
