@@ -80,19 +80,37 @@ def songs_row(
     return _row("songs", topics.prediction_for("+"), event_id, envelope, week=week.isoformat(), demo=demo)
 
 
-def prepare(topics: Topics, latest: Staged, songs: Staged | None, data: Sequence[dict[str, Any]]) -> None:
+def prepare(
+    topics: Topics,
+    latest: Staged,
+    songs: Staged | None,
+    parts: Iterable[list[dict[str, Any]]],
+    *,
+    keep: bool = False,
+) -> list[dict[str, Any]]:
     """Build the messages of a batch about to be committed, whose rows are staged (`latest`: its latest
     state's, `songs`: its songs', None without predictions; their ids are the messages' version), from its
-    predictions as JSON-ready dicts, and keep them until the rows are published. Run in a thread while
-    the predictions are stored (the server works meanwhile). Replaces an earlier batch still held (its
-    messages will be built from the database)."""
+    predictions as JSON-ready dicts in parts of whole songs, in order (so that a part's dicts are freed
+    once its messages are built), and keep them until the rows are published. Run in a thread while the
+    predictions are stored (the server works meanwhile). Replaces an earlier batch still held (its
+    messages will be built from the database). Returns every prediction with `keep`, else none."""
     described = orjson.loads(latest.payload)
-    built = {latest.event_id: (latest.id, [latest_message(latest, described, data[: described["limit"]])])}
+    envelope = orjson.loads(songs.payload)["envelope"] if songs is not None else None
+    shown: list[dict[str, Any]] = []
+    song_list: list[Message] = []
+    kept: list[dict[str, Any]] = []
+    for part in parts:
+        shown += part[: described["limit"] - len(shown)]
+        if songs is not None and envelope is not None:
+            song_list += song_messages(songs, envelope, topics, headlines(part))
+        if keep:
+            kept += part
+    built = {latest.event_id: (latest.id, [latest_message(latest, described, shown)])}
     if songs is not None:
-        envelope = orjson.loads(songs.payload)["envelope"]
-        built[songs.event_id] = (songs.id, song_messages(songs, envelope, topics, headlines(data)))
+        built[songs.event_id] = (songs.id, song_list)
     forget()
     _built.update(built)
+    return kept
 
 
 def forget() -> None:

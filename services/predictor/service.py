@@ -225,15 +225,32 @@ async def stage_alerts(session: AsyncSession, *, topics: Topics, alerts: Sequenc
                  keys=["event_id"])  # fmt: skip
 
 
+MESSAGE_PART = 10_000  # predictions turned into dicts, then messages, at a time
+
+
+def song_parts(batch: ScoredBatch, size: int) -> list[tuple[int, int]]:
+    """The batch's predictions (by song, then signal) in ranges of about `size`, each of whole songs."""
+    songs = [block.tracks[i] for block, i in batch.positions]
+    bounds, start = [], 0
+    while start < len(songs):
+        stop = min(start + size, len(songs))
+        while stop < len(songs) and songs[stop] == songs[stop - 1]:
+            stop += 1
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 def build_messages(
-    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, steps: Steps
+    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, steps: Steps, keep: bool
 ) -> list[dict[str, Any]]:
-    """The batch's predictions as JSON-ready dicts, and its messages built from them and kept until they
-    are published (`batch_messages.prepare`). Run in a thread while the predictions are stored."""
+    """The batch's messages, built from its predictions as JSON-ready dicts a part at a time and kept until
+    they are published (`batch_messages.prepare`); returns the dicts when `keep` (for the alerts). Run in a
+    thread while the predictions are stored."""
     with steps("messages built (in a thread, while storing)"):
-        data = batch.message_data() if batch is not None else []  # the messages carry every one
-        batch_messages.prepare(topics, latest, songs, data)
-    return data
+        bounds = [] if batch is None else song_parts(batch, MESSAGE_PART)
+        parts = (batch.message_data(a, b) for a, b in bounds if batch is not None)
+        return batch_messages.prepare(topics, latest, songs, parts, keep=keep)
 
 
 async def store_and_build(
@@ -347,16 +364,17 @@ async def predict_trending(
                 and batch.demo, latest_limit=settings.latest_message_max_predictions, songs=bool(rows),
             )  # fmt: skip
         with step("store predictions"):
-            build = functools.partial(build_messages, batch, topics, latest, songs_row, step)
-            data = await store_and_build(session, rows, build)
-        songs = sorted({p["track_id"] for p in data})
+            wants_alerts = settings.alert_threshold is not None or settings.alert_move is not None
+            build = functools.partial(build_messages, batch, topics, latest, songs_row, step, wants_alerts)
+            data = await store_and_build(session, rows, build)  # every prediction only for the alerts
         with step("alerts"):
+            songs = sorted({p["track_id"] for p in data})
             alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
             await stage_alerts(session, topics=topics, alerts=alerts)
         with step("commit"):
             await session.commit()
-    log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(data), len(songs),
-             len(alerts), step)  # fmt: skip
+    log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(batch or ()),
+             len(trending), len(alerts), step)  # fmt: skip
     return BatchPredictions(batch)
 
 

@@ -184,12 +184,12 @@ class ScoredBatch:
             )  # fmt: skip
         return out
 
-    def message_data(self) -> list[dict[str, Any]]:
-        """`predictions()` as JSON-ready dicts (what `model_dump(mode="json")` gives each), built from the
-        columns: the predictor's messages carry these, without a pydantic object per song."""
+    def message_data(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """`predictions()[start:stop]` as JSON-ready dicts (what `model_dump(mode="json")` gives each), built
+        from the columns: the predictor's messages carry these, without a pydantic object per song."""
         unnamed = ("", "")
         out = []
-        for block, i in self.positions:
+        for block, i in self.positions[start:stop]:
             track = block.tracks[i]
             name, artists = self.names.get(track, unnamed)
             forecasts = [
