@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -46,6 +46,7 @@ from . import batch_messages, messages
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONSUMER = "predictor"
 PREDICTION_UPDATE = [
@@ -242,24 +243,28 @@ def song_parts(batch: ScoredBatch, size: int) -> list[tuple[int, int]]:
 
 
 def build_messages(
-    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, steps: Steps, keep: bool
+    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, keep: bool
 ) -> list[dict[str, Any]]:
     """The batch's messages, built from its predictions as JSON-ready dicts a part at a time and kept until
     they are published (`batch_messages.prepare`); returns the dicts when `keep` (for the alerts). Run in a
     thread while the predictions are stored."""
-    with steps("messages built (in a thread, while storing)"):
-        bounds = [] if batch is None else song_parts(batch, MESSAGE_PART)
-        parts = (batch.message_data(a, b) for a, b in bounds if batch is not None)
-        return batch_messages.prepare(topics, latest, songs, parts, keep=keep)
+    bounds = [] if batch is None else song_parts(batch, MESSAGE_PART)
+    parts = (batch.message_data(a, b) for a, b in bounds if batch is not None)
+    return batch_messages.prepare(topics, latest, songs, parts, keep=keep)
 
 
 async def store_and_build(
-    session: AsyncSession, rows: list[dict[str, Any]], build: Callable[[], list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
+    session: AsyncSession, rows: list[dict[str, Any]], build: Callable[[], T], steps: Steps
+) -> T:
     """Store the prediction `rows` while `build` runs in a thread (the server loads and indexes the rows
-    meanwhile: Python would only wait); returns what `build` returned. If storing fails, the messages
-    built are dropped."""
-    building = asyncio.ensure_future(asyncio.to_thread(build))
+    meanwhile: Python would only wait); returns what `build` returned, and records its seconds in `steps`.
+    If storing fails, the messages built are dropped."""
+
+    def timed() -> tuple[T, float]:
+        start = time.perf_counter()
+        return build(), time.perf_counter() - start
+
+    building = asyncio.ensure_future(asyncio.to_thread(timed))
     try:
         await upsert(
             session=session,
@@ -272,7 +277,9 @@ async def store_and_build(
         await asyncio.gather(building, return_exceptions=True)
         batch_messages.forget()
         raise
-    return await building
+    built, seconds = await building
+    steps.seconds["messages built (in a thread, while storing)"] = seconds
+    return built
 
 
 class BatchPredictions(Sequence[TrackPrediction]):
@@ -365,8 +372,8 @@ async def predict_trending(
             )  # fmt: skip
         with step("store predictions"):
             wants_alerts = settings.alert_threshold is not None or settings.alert_move is not None
-            build = functools.partial(build_messages, batch, topics, latest, songs_row, step, wants_alerts)
-            data = await store_and_build(session, rows, build)  # every prediction only for the alerts
+            build = functools.partial(build_messages, batch, topics, latest, songs_row, wants_alerts)
+            data = await store_and_build(session, rows, build, step)  # every prediction only for the alerts
         with step("alerts"):
             songs = sorted({p["track_id"] for p in data})
             alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
