@@ -212,10 +212,10 @@ def _censored_coverage(served, level: np.ndarray, charted: np.ndarray, floor: np
     return float(np.mean(np.where(charted, inside, served["lower"] <= floor)))
 
 
-def test_widths_per_p_chart_tercile_cover_80_percent_when_the_mix_of_songs_shifts() -> None:
-    """Calibrated on folds of mostly likely dropouts, served on a period of mostly likely survivors (as
-    2021-24's charts kept more songs than 2019-20's): the widths of each tercile of P(still charting) cover
-    75-85% of the new mix and of each tercile; one width for all does not."""
+def test_widths_per_level_tercile_cover_80_percent_when_the_mix_of_songs_shifts() -> None:
+    """Calibrated on folds of mostly likely dropouts (low above the floor), served on a period of mostly
+    likely survivors (as 2021-24's charts kept more songs than 2019-20's): the widths of each level tercile
+    cover 75-85% of the new mix and of each tercile, on the censored score; one width for all does not."""
     rng = np.random.default_rng(11)
     p_fold = rng.beta(1.0, 3.0, 9000)  # mostly dropouts
     level, charted, floor = _censored_draw(rng, p_fold)
@@ -224,14 +224,14 @@ def test_widths_per_p_chart_tercile_cover_80_percent_when_the_mix_of_songs_shift
     errors, misses = _chart_scores(level, charted, floor)
     base = {"naive": _forecast(floor)}
     songs = np.arange(len(value))
-    rule = select(model, base, errors, misses, p_fold, songs, segment_by="p_chart")
+    rule = select(model, base, errors, misses, p_fold, songs)  # the level: here the chance to stay
     one_width = select(model, base, errors, misses, np.zeros(len(value)), songs)
     assert len(rule.edges) == 2 and rule.centred
     p_new = rng.beta(3.0, 1.0, 30000)  # mostly survivors
     new_level, new_charted, new_floor = _censored_draw(rng, p_new)
     new_value = np.where(p_new >= 0.5, 1.0, 0.0)
     new_model = {**_forecast(new_value, spread=0.0), "p_chart": p_new}
-    served = rule.apply(new_model, {"naive": _forecast(new_floor)}, np.zeros(len(p_new)))
+    served = rule.apply(new_model, {"naive": _forecast(new_floor)}, p_new)
     assert 0.75 <= _censored_coverage(served, new_level, new_charted, new_floor) <= 0.85
     tercile = np.searchsorted(rule.edges, p_new)
     for group in np.unique(tercile):
@@ -269,7 +269,7 @@ def test_a_rule_of_an_older_artifact_widens_its_band_as_before() -> None:
     """Rules unpickled from artifacts made before the centred interval lack its fields: they serve the
     method's band widened by their correction, as they did."""
     rule = ServingRule(widen=np.array([0.5]))
-    assert not rule.centred and rule.segment_by == "level"
+    assert not rule.centred
     value = np.array([1.0, 2.0])
     served = rule.apply(_forecast(value, spread=1.0), {}, value)
     assert np.array_equal(served["lower"], value - 1.5) and np.array_equal(served["upper"], value + 1.5)

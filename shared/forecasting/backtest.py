@@ -219,7 +219,6 @@ def select_streams(
         data.track,
         folds,
         out_of_time=out_of_time,
-        segment_by="p_chart",  # whether a song is likely to still chart sets how far its outcome may land
     )
 
 

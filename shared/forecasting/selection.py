@@ -12,12 +12,11 @@ skill is measured against the best naive answer (1 - error / naive error).
 
 The served 80% interval is the served point forecast plus or minus a split-conformal width measured out of
 time, on the folds' forecasts (made before their outcomes were known) and on the same censored scoring as the
-metric, per segment of anchors that fare alike (for streams terciles of the model's P(still charting): likely
-dropouts land near the floor, likely survivors spread around their level; for popularity terciles of today's
-index), and the widest of the recent folds (each another period: the next one may be as hard as the hardest
-of them). Measured around the point, not as a correction of a model's quantile band, since the band of a fold
-model (fitted on older weeks) and the final model's differ in scale (2017-19 charts: median half-width 0.23
-on the folds, 0.16 when fitted on all), so a correction measured on one does not transfer to the other.
+metric, per tercile of the anchor's level (above its chart's floor, or today's popularity index), and the
+widest of the recent folds (each another period: the next one may be as hard as the hardest of them).
+Measured around the point, not as a correction of a model's quantile band, since the band of a fold model
+(fitted on older weeks) and the final model's differ in scale (2017-19 charts: median half-width 0.23 on the
+folds, 0.16 when fitted on all), so a correction measured on one does not transfer to the other.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import numpy as np
 NAIVE_METHODS = ("naive", "persistence", "drift")  # the answers that need no model
 SHRINK_WEIGHTS = (0.25, 0.5, 0.75)  # the model's share of a shrunk forecast
 EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best naive answer on the folds
-SEGMENTS = 3  # terciles of the segmenting value (P(still charting), or the level) get their own width
+SEGMENTS = 3  # terciles of the anchor's level get their own width
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one width for all; in a fold: folds pooled
 COVERAGE = 0.8
 
@@ -64,14 +63,11 @@ class ServingRule:
     best_naive: str = ""
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's primary error on the folds
     fold_skill: list[float] = field(default_factory=list)  # its skill on each fold, the oldest first
-    edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # terciles of the segmenting value
+    edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # level terciles
     widen: np.ndarray = field(default_factory=lambda: np.zeros(1))  # width (or correction) per tercile
     # True: the interval is the point forecast +- `widen`; False (artifacts made before): the served method's
     # band widened by `widen`. A class default, so rules unpickled from older artifacts serve as they did.
     centred: bool = False
-    # Which value places an anchor in a tercile: "level" (the forecaster's level column) or a key of the
-    # model's forecast ("p_chart"). Rules of older artifacts: "level".
-    segment_by: str = "level"
 
     def combine(self, model: Forecast, baselines: dict[str, Forecast]) -> Forecast:
         """The served forecast before the interval correction."""
@@ -86,15 +82,11 @@ class ServingRule:
             return np.full(len(level), float(self.widen[0]))
         return self.widen[np.searchsorted(self.edges, np.nan_to_num(level))]
 
-    def segment_of(self, model: Forecast, level: np.ndarray) -> np.ndarray:
-        """The value whose terciles choose each anchor's width: the model's `segment_by` or the level."""
-        return model.get(self.segment_by, level)
-
     def apply(self, model: Forecast, baselines: dict[str, Forecast], level: np.ndarray) -> Forecast:
         """The served forecast: the chosen combination, its interval measured out of time (never so narrow
         that it excludes the point forecast)."""
         out = self.combine(model, baselines)
-        widen = self.correction(self.segment_of(model, level))
+        widen = self.correction(level)
         if self.centred:
             out["lower"], out["upper"] = out["value"] - widen, out["value"] + widen
             return out
@@ -133,14 +125,12 @@ def select(
     folds: np.ndarray | None = None,
     *,
     out_of_time: bool = True,
-    segment_by: str = "level",
 ) -> ServingRule:
     """The serving rule chosen on pooled out-of-sample fold forecasts: `errors` gives each anchor's error of a
-    forecast (lower is better), `conformity` each anchor's interval miss, `level` places anchors in terciles
-    unless `segment_by` names a key of the model's forecast that does (e.g. "p_chart"), `groups` says which
-    anchors belong to one song (their errors move together), `folds` which fold each anchor was forecast in
-    (None: one fold); without `out_of_time` (held-out songs of the training period) only the naive answers
-    can serve."""
+    forecast (lower is better), `conformity` each anchor's interval miss, `level` places anchors in terciles,
+    `groups` says which anchors belong to one song (their errors move together), `folds` which fold each
+    anchor was forecast in (None: one fold); without `out_of_time` (held-out songs of the training period)
+    only the naive answers can serve."""
     fold = np.zeros(len(level), np.int64) if folds is None else np.asarray(folds)
     naive_errors = {name: errors(baselines[name]) for name in NAIVE_METHODS if name in baselines}
     naive_scores = {name: _mean(e) for name, e in naive_errors.items()}
@@ -163,10 +153,8 @@ def select(
         rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
         winner_errors = errors(rule.combine(model, baselines))
         rule.fold_skill = _fold_skill(winner_errors, naive_errors[best_naive], fold)
-    rule.centred, rule.segment_by = True, segment_by
-    _calibrate(
-        rule, conformity(point_interval(rule.combine(model, baselines))), rule.segment_of(model, level), fold
-    )
+    rule.centred = True
+    _calibrate(rule, conformity(point_interval(rule.combine(model, baselines))), level, fold)
     return rule
 
 
@@ -210,16 +198,16 @@ def _clearly_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray) -
     return mean + EVIDENCE * stderr < 0
 
 
-def _calibrate(rule: ServingRule, scores: np.ndarray, segment: np.ndarray, fold: np.ndarray) -> None:
+def _calibrate(rule: ServingRule, scores: np.ndarray, level: np.ndarray, fold: np.ndarray) -> None:
     """Per-tercile widths of the served interval around its point (one for all when terciles are small),
     each the widest of the folds' split-conformal widths: a fold is another recent period, and a period of
     shock (2020's charts) needs wider intervals than the calm ones pooled with it say."""
-    segment = np.nan_to_num(segment)
-    rule.edges = np.quantile(segment, np.arange(1, SEGMENTS) / SEGMENTS) if len(segment) else np.zeros(0)
-    group = np.searchsorted(rule.edges, segment)
+    level = np.nan_to_num(level)
+    rule.edges = np.quantile(level, np.arange(1, SEGMENTS) / SEGMENTS) if len(level) else np.zeros(0)
+    group = np.searchsorted(rule.edges, level)
     sizes = np.bincount(group, minlength=SEGMENTS)
-    if len(segment) == 0 or sizes.min() < MIN_SEGMENT_ANCHORS:
-        rule.edges, group = np.zeros(0), np.zeros(len(segment), np.int64)
+    if len(level) == 0 or sizes.min() < MIN_SEGMENT_ANCHORS:
+        rule.edges, group = np.zeros(0), np.zeros(len(level), np.int64)
     rule.widen = np.array(
         [_widest_fold(scores[group == g], fold[group == g]) for g in range(len(rule.edges) + 1)]
     )
