@@ -275,12 +275,18 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         )  # fmt: skip
         app = create_app(settings)
         rss_before = memory("VmRSS")
-        async with app.router.lifespan_context(app):
-            await wait_for(app.state.consuming.wait, 120)
-            cold = await handle(app, "bench-cold", peaks)
-            rss_warm = memory("VmRSS")  # the resident store loaded, the resident answers built
-            week_seconds = await new_week(url, songs)
-            timed = await handle(app, "bench-new-week", peaks)
+        try:
+            async with app.router.lifespan_context(app):
+                await wait_for(app.state.consuming.wait, 120)
+                cold = await handle(app, "bench-cold", peaks)
+                rss_warm = memory("VmRSS")  # the resident store loaded, the resident answers built
+                week_seconds = await new_week(url, songs)
+                timed = await handle(app, "bench-new-week", peaks)
+        except BaseException:
+            # a failed run's retained messages would stay in a persistent broker (GBs at 1,000,000 songs)
+            with contextlib.suppress(Exception):
+                await clear_retained(root)
+            raise
         peaks.cut()
         peak = peaks.overall
         prediction_rows, reference = await load_data_reference(url)
