@@ -285,35 +285,50 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         except BaseException:
             # a failed run's retained messages would stay in a persistent broker (GBs at 1,000,000 songs)
             with contextlib.suppress(Exception):
-                await clear_retained(root)
+                await clear_retained(root, songs)
             raise
         peaks.cut()
         peak = peaks.overall
         prediction_rows, reference = await load_data_reference(url)
-        cleared = await clear_retained(root)
+        cleared, left = await clear_retained(root, songs)
         return {
             "songs": songs, "fill_seconds": filled, "cold_total": cold["total"],
             "week_write_seconds": week_seconds,
             "phases": timed, "seconds": timed["total"], "peak_bytes": peak, "rss_before_app": rss_before,
             "rss_warm": rss_warm, "memory": peaks.stretches,
             "prediction_rows": prediction_rows, "load_data_seconds": reference,
-            "retained_cleared": cleared,
+            "retained_cleared": cleared, "retained_left": left,
         }  # fmt: skip
     finally:
         if not keep:
             await drop_database(name)
 
 
-async def clear_retained(root: str) -> int:
-    """Remove the retained messages under `root` (one per song: a persistent broker would otherwise keep
-    every run's, 1,000,000 songs are 3 GB of Mosquitto's memory and disk): each topic the broker hands back
-    as retained gets an empty retained message. Returns how many."""
-    import aiomqtt
-
+async def clear_retained(root: str, songs: int) -> tuple[int, int]:
+    """Remove the retained messages of the run (one per song: a persistent broker would otherwise keep every
+    run's, 1,000,000 songs are 3 GB of Mosquitto's memory and disk): every song's topic, the latest state and
+    whatever else the broker hands back as retained under `root` get an empty retained message. Returns how
+    many topics were cleared and how many retained messages the broker still hands back after (0 expected).
+    The topics are named, not only collected by subscribing: the broker hands back about 1,000 at once."""
+    from shared.events import Topics
     from shared.mqtt import broker_address
     from shared.mqtt_bulk import BulkPublisher
 
     address = broker_address(MQTT_URL)
+    names = Topics(root)
+    topics = {names.predictions_latest, *(names.prediction_for(song_id(n)) for n in range(songs))}
+    topics |= set(await retained_topics(address, root))
+    ordered = sorted(topics)
+    async with BulkPublisher(address) as publisher:
+        for start in range(0, len(ordered), 10_000):
+            await publisher.publish([(topic, b"", True) for topic in ordered[start : start + 10_000]])
+    return len(ordered), len(await retained_topics(address, root))
+
+
+async def retained_topics(address: Any, root: str) -> list[str]:
+    """The topics under `root` whose retained message the broker hands back on subscribing."""
+    import aiomqtt
+
     retained: list[str] = []
     async with aiomqtt.Client(address.host, address.port, username=address.username,
                               password=address.password, identifier=f"bench-clear-{uuid.uuid4().hex[:8]}",
@@ -325,10 +340,7 @@ async def clear_retained(root: str) -> int:
                     message = await anext(client.messages)
                 if message.retain:
                     retained.append(str(message.topic))
-    async with BulkPublisher(address) as publisher:
-        for start in range(0, len(retained), 10_000):
-            await publisher.publish([(topic, b"", True) for topic in retained[start : start + 10_000]])
-    return len(retained)
+    return retained
 
 
 async def wait_for(step: Callable[[], Awaitable[Any]], within: float) -> None:
@@ -346,7 +358,8 @@ def report(result: dict[str, Any]) -> list[str]:
         f"{peak / 1024**2:,.0f} MB ({(peak - result['rss_before_app']) / songs / 1024:.1f} kB/song above the "
         f"{result['rss_before_app'] / 1024**2:,.0f} MB before the app); LOAD DATA of the same "
         f"{result['prediction_rows']:,} prediction rows {result['load_data_seconds']:.2f} s; "
-        f"{result['retained_cleared']:,} retained messages of the run cleared from the broker",
+        f"{result['retained_cleared']:,} retained topics of the run cleared from the broker "
+        f"({result['retained_left']:,} retained left)",
     ]
     lines += [
         f"      {label:<58} {value:6.2f} s" for label, value in result["phases"].items() if label != "total"
