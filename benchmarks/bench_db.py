@@ -42,18 +42,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.predictor.service import PREDICTION_UPDATE
 from shared import bulkload
 from shared.catalog import SNAPSHOT_MERGE
 from shared.db import make_engine, make_sessionmaker, migrate, plain_upsert, session_scope, upsert
-from shared.models import Prediction, Snapshot, utcnow
+from shared.models import PREDICTION_KEY, PREDICTION_UPDATE, Prediction, Snapshot, utcnow
 
 TARGET_ROWS_PER_SECOND = 150_000
 TARGET_RATIO = 2.5
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
 COLUMNS = ["track_id", "week", "popularity", "popularity_source", "trending", "is_demo", "updated_at"]
 FIRST_WEEK = dt.date(2021, 1, 4)
-PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 CHARTED_SONGS = 200
 
 

@@ -177,9 +177,9 @@ class Peaks:
 
 def measured_steps(peaks: Peaks) -> Any:
     """The handler's `Steps` (seconds per step), also cutting `peaks` at the end of each step."""
-    from services.predictor import service
+    from services.predictor.batch_write import Steps
 
-    class MeasuredSteps(service.Steps):
+    class MeasuredSteps(Steps):
         @contextlib.contextmanager
         def __call__(self, name: str) -> Iterator[None]:
             peaks.cut()

@@ -49,7 +49,7 @@ from shared.forecasting.panel import chart_panel_from_rows, popularity_panel_fro
 from shared.forecasting.registry import ForecastBundle, activate, save_artifact
 from shared.forecasting.store import PanelStore
 from shared.forecasting.synthetic import synthetic_charts
-from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, utcnow
+from shared.models import PREDICTION_UPDATE, ChartEntry, ModelVersion, Prediction, Snapshot, utcnow
 from shared.weeks import add_weeks, current_week, week_of
 from tests.forecast_reference import forecast_full_load
 
@@ -172,7 +172,6 @@ def dumped(predictions: list[TrackPrediction]) -> list[dict[str, Any]]:
 
 async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart_size: int) -> dict[str, Any]:
     """Baseline and resident store on the same database and models (see the module docstring)."""
-    from services.predictor.service import PREDICTION_UPDATE
 
     settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
     engine = make_engine(url)

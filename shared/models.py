@@ -197,6 +197,20 @@ class Prediction(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)  # not indexed: each index costs every bulk write
 
 
+# An upsert of predictions matches on the natural key and refreshes the forecast (a week scored again).
+PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
+PREDICTION_UPDATE = [
+    "current",
+    "value",
+    "lower",
+    "upper",
+    "p_chart",
+    "model_version",
+    "cold_start",
+    "created_at",
+]
+
+
 class ModelVersion(SQLModel, table=True):
     __tablename__ = "model_version"
     id: int | None = Field(default=None, primary_key=True)

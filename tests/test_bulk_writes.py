@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.predictor.service import PREDICTION_UPDATE
 from shared import bulkload, db
 from shared.catalog import SNAPSHOT_MERGE
 from shared.db import (
@@ -28,12 +27,11 @@ from shared.db import (
     plain_upsert,
     upsert,
 )
-from shared.models import ChartEntry, Prediction, Snapshot
+from shared.models import PREDICTION_KEY, PREDICTION_UPDATE, ChartEntry, Prediction, Snapshot
 from tests.conftest import Infra
 
 WEEK = dt.date(2026, 11, 2)
 STAMP = dt.datetime(2026, 11, 3, 8, 30, 15, 250_000, tzinfo=dt.UTC)
-PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 
 
 @pytest.fixture(params=["mariadb", "sqlite"])

@@ -10,10 +10,11 @@ import aiomqtt
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from services.predictor.service import alerts_for, predict_trending
+from services.predictor.alerts import alerts_for
+from services.predictor.service import predict_trending
 from shared.db import upsert
 from shared.events import CHANNELS, ForecastAlert, PredictionsLatest, Topics, parse
-from shared.models import Outbox, Prediction
+from shared.models import PREDICTION_KEY, Outbox, Prediction
 from shared.mqtt import make_client, publish_model, topics
 from shared.signals import Signal
 from shared.weeks import add_weeks
@@ -29,8 +30,6 @@ from tests.predictor_support import (
     running_predictor,
     seed_songs,
 )
-
-PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 
 
 def value_26(prediction: Any) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.predictor import service
+from services.predictor import retention
 from services.predictor.settings import PredictorSettings
 from shared.db import upsert
 from shared.models import Prediction
@@ -39,17 +39,17 @@ async def weeks_kept(sessions: Any) -> dict[dt.date, int]:
 
 
 async def test_old_weeks_are_pruned_in_batches(sessions, monkeypatch) -> None:
-    monkeypatch.setattr(service, "PRUNE_BATCH", 70)  # several batches
+    monkeypatch.setattr(retention, "PRUNE_BATCH", 70)  # several batches
     await seed(sessions, weeks=10)
-    deleted = await service.prune_predictions(sessions=sessions, keep_weeks=4)
+    deleted = await retention.prune_predictions(sessions=sessions, keep_weeks=4)
     assert deleted == 6 * 30 * 2
     assert await weeks_kept(sessions) == {add_weeks(NEWEST, -back): 60 for back in range(4)}
-    assert await service.prune_predictions(sessions=sessions, keep_weeks=4) == 0
+    assert await retention.prune_predictions(sessions=sessions, keep_weeks=4) == 0
 
 
 async def test_zero_keeps_everything(sessions) -> None:
     await seed(sessions, weeks=3)
-    assert await service.prune_predictions(sessions=sessions, keep_weeks=0) == 0
+    assert await retention.prune_predictions(sessions=sessions, keep_weeks=0) == 0
     assert len(await weeks_kept(sessions)) == 3
 
 

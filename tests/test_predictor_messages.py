@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel import col, select, update
 
-from services.predictor import batch_messages, service
+from services.predictor import batch_messages, batch_write
 from services.predictor.service import predict_trending
 from shared.events import PredictionsLatest, TrackPrediction, parse
 from shared.models import Outbox, Snapshot
@@ -87,7 +87,7 @@ async def test_after_a_crash_the_messages_come_from_the_stored_predictions(
     """A process that did not compute the batch (the one that did crashed after its commit) builds the
     same messages from the database, byte for byte: same topics, event ids, version, envelope and values
     (built from memory in parts of 3 predictions, whole songs each)."""
-    monkeypatch.setattr(service, "MESSAGE_PART", 3)
+    monkeypatch.setattr(batch_write, "MESSAGE_PART", 3)
     ids = await seed_songs(sessions, n=25, charted=10)
     async with sessions() as session:  # charted songs of unknown popularity: their streams are the headline
         await session.exec(

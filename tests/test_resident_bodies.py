@@ -19,11 +19,10 @@ from services.predictor.fastpath.bodies import as_json
 from services.predictor.tracks import build_answers, load_songs
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.events import Forecast
-from shared.models import ChartEntry, ModelVersion, Prediction, Snapshot, Track
+from shared.models import PREDICTION_KEY, ChartEntry, ModelVersion, Prediction, Snapshot, Track
 from shared.weeks import add_weeks
 from tests.predictor_support import WEEK
 
-PREDICTION_KEY = ["track_id", "week", "signal", "region", "horizon_weeks"]
 FLOATS = [0.1, 1e-7, 123456.5, -0.5, 3e12, 71.0, 99.99, 1 / 3, 61.234567890123456]  # DOUBLE: kept whole
 
 

@@ -20,11 +20,10 @@ from sqlmodel import col
 from services.predictor.app import create_app
 from services.predictor.cache import ResidentAnswers, ResponseCache, changed_songs, data_version
 from services.predictor.deps import Clients
-from services.predictor.service import PREDICTION_UPDATE
 from services.predictor.tracks import apply_changes, refresh_resident
 from shared.db import make_engine, upsert
 from shared.events import envelope
-from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
+from shared.models import PREDICTION_UPDATE, Outbox, Prediction, ProcessedEvent, Track, utcnow
 from shared.mqtt import topics
 from shared.outbox import add_event
 from tests.predictor_support import (

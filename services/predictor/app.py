@@ -29,7 +29,7 @@ from shared.spotify.budget import HourlyBudget
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyError, SpotifyPaused
 
-from . import batch_messages, fastpath, service, tracks
+from . import batch_messages, fastpath, retention, service, tracks
 from .api import forecast_route, router
 from .cache import ResidentAnswers, ResponseCache
 from .deps import Clients
@@ -67,7 +67,7 @@ def make_router(app: FastAPI) -> TopicRouter:
             await publish_pending(
                 sessions=app.state.sessions, client=app.state.mqtt, producer=SERVICE, expand=expand(app)
             )
-            await service.prune_predictions(
+            await retention.prune_predictions(
                 sessions=app.state.sessions, keep_weeks=settings.prediction_retention_weeks
             )
 

@@ -8,15 +8,11 @@ delivery, a second replica or a restart can neither lose nor double a set of pre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import functools
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
-from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -26,39 +22,27 @@ from shared import forecasting
 from shared.catalog import write_tracks
 from shared.db import upsert
 from shared.events import (
-    ForecastAlert,
     Topics,
     TrackPrediction,
 )
 from shared.forecasting.registry import ArtifactError, active_versions, load_version
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
-from shared.models import Outbox, Prediction, ProcessedEvent, Track, utcnow
-from shared.outbox import STAGED, Staged
-from shared.predictions import latest_batch_week, latest_data_week, trending_ids
+from shared.models import Outbox, ProcessedEvent, Track, utcnow
+from shared.predictions import latest_data_week, trending_ids
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
-from shared.weeks import add_weeks, current_week
+from shared.weeks import current_week
 
-from . import batch_messages, messages
+from .alerts import find_alerts
+from .batch_write import BatchPredictions, Steps, build_messages, stage_alerts, stage_batch, store_and_build
 from .settings import PredictorSettings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CONSUMER = "predictor"
-PREDICTION_UPDATE = [
-    "current",
-    "value",
-    "lower",
-    "upper",
-    "p_chart",
-    "model_version",
-    "cold_start",
-    "created_at",
-]
 
 
 class UnknownTracks(LookupError):
@@ -132,174 +116,6 @@ async def forecast_trending(
         )
 
 
-async def previous_values(
-    *, session: AsyncSession, week: dt.date, track_ids: Sequence[str], horizon: int = 26
-) -> dict[tuple[str, str], float]:
-    """Each song's (and signal's) latest forecast at `horizon` before `week`, to detect big moves."""
-    if not track_ids:
-        return {}
-    ids = sorted(set(track_ids))
-    latest = (
-        select(col(Prediction.track_id), col(Prediction.signal), func.max(col(Prediction.week)).label("week"))
-        .where(
-            col(Prediction.track_id).in_(ids),
-            col(Prediction.week) < week,
-            col(Prediction.horizon_weeks) == horizon,
-        )
-        .group_by(col(Prediction.track_id), col(Prediction.signal))
-        .subquery()
-    )
-    query = select(col(Prediction.track_id), col(Prediction.signal), col(Prediction.value)).join(
-        latest,
-        (col(Prediction.track_id) == latest.c.track_id)
-        & (col(Prediction.signal) == latest.c.signal)
-        & (col(Prediction.week) == latest.c.week)
-        & (Prediction.horizon_weeks == horizon),
-    )
-    return {(t, s): v for t, s, v in (await session.exec(query)).all()}
-
-
-def alerts_for(
-    predictions: Sequence[TrackPrediction | dict[str, Any]],
-    previous: dict[tuple[str, str], float],
-    *,
-    threshold: float | None,
-    move: float | None,
-    horizon: int = 26,
-) -> list[ForecastAlert]:
-    """Songs whose forecast crossed `threshold` upwards or moved by more than `move` since last week
-    (`predictions` as objects or as their dicts, `ScoredBatch.message_data`)."""
-    alerts = []
-    for p in predictions:
-        data = p if isinstance(p, dict) else p.model_dump()
-        forecast = next((f for f in data["forecasts"] if f["horizon_weeks"] == horizon), None)
-        if forecast is None:
-            continue
-        value, before = forecast["value"], previous.get((data["track_id"], data["signal"]))
-        common: dict[str, Any] = {
-            "track_id": data["track_id"],
-            "name": data["name"],
-            "signal": data["signal"],
-            "horizon_weeks": horizon,
-        }
-        if threshold is not None and value >= threshold and (before is None or before < threshold):
-            alerts.append(
-                ForecastAlert(**common, reason="threshold", value=value, previous=before, threshold=threshold)
-            )
-        elif move is not None and before is not None and abs(value - before) > move:
-            alerts.append(ForecastAlert(**common, reason="moved", value=value, previous=before))
-    return alerts
-
-
-async def find_alerts(
-    session: AsyncSession,
-    settings: PredictorSettings,
-    data: Sequence[dict[str, Any]],
-    *,
-    week: dt.date,
-    songs: Sequence[str],
-) -> list[ForecastAlert]:
-    """The alerts of a batch (`alerts_for`); without alert settings (the default) none, and last week's
-    forecasts are not read (100,000 songs' took seconds)."""
-    threshold, move = settings.alert_threshold, settings.alert_move
-    if threshold is None and move is None:
-        return []
-    previous = await previous_values(session=session, week=week, track_ids=songs)
-    return alerts_for(data, previous, threshold=threshold, move=move)
-
-
-async def stage_batch(
-    session: AsyncSession, *, topics: Topics, week: dt.date, demo: bool, latest_limit: int, songs: bool
-) -> tuple[Staged, Staged | None]:
-    """Stage the rows of the batch's retained messages (its latest state; its songs', when `songs`) in the
-    outbox, and return them as the publisher will read them (their ids are the messages' version)."""
-    rows = messages.batch_rows(topics=topics, week=week, demo=demo, latest_limit=latest_limit, songs=songs)
-    await upsert(session=session, model=Outbox, rows=rows, keys=["event_id"])
-    query = STAGED.where(col(Outbox.event_id).in_([row["event_id"] for row in rows])).order_by(col(Outbox.id))
-    staged = [Staged(*row) for row in (await session.execute(query)).all()]
-    return staged[0], staged[1] if songs else None
-
-
-async def stage_alerts(session: AsyncSession, *, topics: Topics, alerts: Sequence[ForecastAlert]) -> None:
-    """Stage the batch's alerts (after its retained messages: published after them)."""
-    await upsert(session=session, model=Outbox, rows=messages.alert_rows(topics=topics, alerts=alerts),
-                 keys=["event_id"])  # fmt: skip
-
-
-MESSAGE_PART = 10_000  # predictions turned into dicts, then messages, at a time
-
-
-def song_parts(batch: ScoredBatch, size: int) -> list[tuple[int, int]]:
-    """The batch's predictions (by song, then signal) in ranges of about `size`, each of whole songs."""
-    songs = [block.tracks[i] for block, i in batch.positions]
-    bounds, start = [], 0
-    while start < len(songs):
-        stop = min(start + size, len(songs))
-        while stop < len(songs) and songs[stop] == songs[stop - 1]:
-            stop += 1
-        bounds.append((start, stop))
-        start = stop
-    return bounds
-
-
-def build_messages(
-    batch: ScoredBatch | None, topics: Topics, latest: Staged, songs: Staged | None, keep: bool
-) -> list[dict[str, Any]]:
-    """The batch's messages, built from its predictions as JSON-ready dicts a part at a time and kept until
-    they are published (`batch_messages.prepare`); returns the dicts when `keep` (for the alerts). Run in a
-    thread while the predictions are stored."""
-    bounds = [] if batch is None else song_parts(batch, MESSAGE_PART)
-    parts = (batch.message_data(a, b) for a, b in bounds if batch is not None)
-    return batch_messages.prepare(topics, latest, songs, parts, keep=keep)
-
-
-async def store_and_build(
-    session: AsyncSession, rows: list[dict[str, Any]], build: Callable[[], T], steps: Steps
-) -> T:
-    """Store the prediction `rows` while `build` runs in a thread (the server loads and indexes the rows
-    meanwhile: Python would only wait); returns what `build` returned, and records its seconds in `steps`.
-    If storing fails, the messages built are dropped."""
-
-    def timed() -> tuple[T, float]:
-        start = time.perf_counter()
-        return build(), time.perf_counter() - start
-
-    building = asyncio.ensure_future(asyncio.to_thread(timed))
-    try:
-        await upsert(
-            session=session,
-            model=Prediction,
-            rows=rows,
-            keys=["track_id", "week", "signal", "region", "horizon_weeks"],
-            update=PREDICTION_UPDATE,
-        )
-    except BaseException:
-        await asyncio.gather(building, return_exceptions=True)
-        batch_messages.forget()
-        raise
-    built, seconds = await building
-    steps.seconds["messages built (in a thread, while storing)"] = seconds
-    return built
-
-
-class BatchPredictions(Sequence[TrackPrediction]):
-    """A batch scoring's predictions as `TrackPrediction` objects, built only if someone reads them (the
-    predictor's own messages and rows come from the columns)."""
-
-    def __init__(self, batch: ScoredBatch | None) -> None:
-        self.batch = batch
-
-    @functools.cached_property
-    def _objects(self) -> list[TrackPrediction]:
-        return self.batch.predictions() if self.batch is not None else []
-
-    def __len__(self) -> int:
-        return len(self.batch) if self.batch is not None else 0
-
-    def __getitem__(self, index: Any) -> Any:
-        return self._objects[index]
-
-
 async def claim(session: AsyncSession, event_id: str) -> bool:
     """Record that this consumer handles `event_id`; False if it was handled (or claimed) already."""
     if await session.get(ProcessedEvent, (CONSUMER, event_id)) is not None:
@@ -311,24 +127,6 @@ async def claim(session: AsyncSession, event_id: str) -> bool:
         await session.rollback()
         return False
     return True
-
-
-class Steps:
-    """Seconds spent in each step of a batch (logged with it; `make bench-scale` prints them)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
 
 
 async def predict_trending(
@@ -383,48 +181,6 @@ async def predict_trending(
     log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(batch or ()),
              len(trending), len(alerts), step)  # fmt: skip
     return BatchPredictions(batch)
-
-
-PRUNE_BATCH = 20_000  # prediction rows deleted per transaction: short locks, bounded undo
-
-
-async def prune_predictions(*, sessions: async_sessionmaker[AsyncSession], keep_weeks: int) -> int:
-    """Delete the predictions of anchor weeks older than the newest `keep_weeks` weeks (0: keep all), a
-    batch per transaction so readers and the next week's writes never wait long. Returns rows deleted."""
-    if keep_weeks <= 0:
-        return 0
-    async with sessions() as session:
-        newest = await latest_batch_week(session)
-        if newest is None:
-            return 0
-        cutoff = add_weeks(newest, -(keep_weeks - 1))
-        old = select(col(Prediction.week)).where(col(Prediction.week) < cutoff).distinct()
-        weeks = list((await session.exec(old)).all())
-    deleted = 0
-    for week in sorted(weeks):
-        deleted += await _prune_week(sessions, week)
-    if deleted:
-        log.info("retention: %d prediction(s) of weeks before %s deleted", deleted, cutoff)
-    return deleted
-
-
-async def _prune_week(sessions: async_sessionmaker[AsyncSession], week: dt.date) -> int:
-    """Delete one week's predictions in ranges of songs of about `PRUNE_BATCH` rows, a transaction each:
-    ranges of the primary key (week, track_id, ...), each found and deleted once, none read twice."""
-    deleted, after = 0, None
-    while True:
-        in_week = [col(Prediction.week) == week]
-        in_week += [] if after is None else [col(Prediction.track_id) > after]
-        async with sessions() as session:
-            boundary = select(col(Prediction.track_id)).where(*in_week).order_by(col(Prediction.track_id))
-            last = (await session.exec(boundary.offset(PRUNE_BATCH - 1).limit(1))).first()
-            upto = () if last is None else (col(Prediction.track_id) <= last,)
-            result = await session.exec(delete(Prediction).where(*in_week, *upto))
-            await session.commit()
-        deleted += result.rowcount
-        if last is None:
-            return deleted
-        after = last
 
 
 async def handle_event(
