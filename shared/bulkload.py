@@ -58,7 +58,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
 
-from shared.loadtext import LoadText, column_defaults, key_order, load_text, tsv, values_of
+from shared.loadtext import LoadText, column_defaults, key_order, load_text, rows_at, tsv, values_of
 
 __all__ = ["BulkLoadRejected", "column_defaults", "mysql_upsert", "sqlite_upsert", "tsv"]
 
@@ -189,7 +189,7 @@ async def mysql_upsert(
 
     def render(bounds: tuple[int, int]) -> LoadText:
         start, stop = bounds
-        part = rows[start:stop] if order is None else [rows[i] for i in order[start:stop]]
+        part = rows[start:stop] if order is None else rows_at(rows, order[start:stop])
         return load_text(part, columns, defaults, connection.dialect)
 
     direct = DIRECT_FIRST and not await _any_stored(connection, table, rows, keys)

@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy import Boolean, Column, Date, DateTime, Dialect, Float, Integer, Table, TypeDecorator
 
+from shared.rowcolumns import RowColumns
+
 NULL = "\\N"
 _ALNUM = re.compile("[^0-9A-Za-z]")
 _SPECIAL = ("\\", "\t", "\n")
@@ -93,10 +95,20 @@ def _column_text(values: Sequence[Any], column: Column[Any], dialect: Dialect) -
 
 
 def values_of(rows: Sequence[Mapping[str, Any]], name: str, defaults: Mapping[str, Any]) -> list[Any]:
-    """Column `name` of `rows` (its default for every row when the rows lack it)."""
+    """Column `name` of `rows` (its default for every row when the rows lack it); rows held as columns
+    (`RowColumns`) give theirs as they are."""
     if name in defaults:
         return [defaults[name]] * len(rows)
+    if isinstance(rows, RowColumns):
+        return rows.column(name)
     return list(map(itemgetter(name), rows))
+
+
+def rows_at(rows: Sequence[Mapping[str, Any]], positions: Sequence[int]) -> Sequence[Mapping[str, Any]]:
+    """The rows at `positions`, in that order (rows held as columns stay columns)."""
+    if isinstance(rows, RowColumns):
+        return rows.take(positions)
+    return [rows[i] for i in positions]
 
 
 Columns = Mapping[str, Sequence[Any]]
@@ -183,7 +195,7 @@ def key_order(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[in
         return None
     columns = []
     for name in keys:
-        values = list(map(itemgetter(name), rows))
+        values = values_of(rows, name, {})
         if any(isinstance(v, str) for v in values):
             if not all(isinstance(v, str) for v in values) or not "".join(values).isascii():
                 return None

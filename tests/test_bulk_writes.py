@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from shared.db import (
     upsert,
 )
 from shared.models import PREDICTION_KEY, PREDICTION_UPDATE, ChartEntry, Prediction, Snapshot
+from shared.rowcolumns import RowColumns
 from tests.conftest import Infra
 
 WEEK = dt.date(2026, 11, 2)
@@ -65,7 +66,7 @@ async def _apply(
     sessions: async_sessionmaker[AsyncSession],
     write: Writer,
     model: type[SQLModel],
-    batches: Sequence[list[dict[str, Any]]],
+    batches: Sequence[Sequence[Mapping[str, Any]]],
     **how: Any,
 ) -> list[tuple[Any, ...]]:
     """Empty the table, write `batches` (one transaction each) with `write`, return its rows without ids."""
@@ -135,28 +136,44 @@ async def test_snapshot_merge_rules_match(backend, small_chunks) -> None:
     ) or (song[6].replace(tzinfo=None) == (STAMP + dt.timedelta(seconds=1)).replace(tzinfo=None))
 
 
-async def test_prediction_replace_matches(backend, small_chunks) -> None:
-    def predictions(version: str, scale: float) -> list[dict[str, Any]]:
-        return [
-            {
-                "track_id": f"song-{i:05d}", "week": WEEK, "signal": "streams" if i % 2 else "popularity",
-                "region": "it" if i % 2 else "", "horizon_weeks": h, "current": None if i % 4 == 0 else i / 3,
-                "value": scale * i / 7 + h, "lower": None if i % 6 == 0 else i / 11, "upper": i * 1.1e-7,
-                "p_chart": 0.123456789012 if i % 2 else None, "model_version": version,
-                "cold_start": i % 3 == 0, "created_at": STAMP,
-            }
-            for i in range(600)
-            for h in (26, 52)
-        ]  # fmt: skip
+def _predictions(version: str, scale: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "track_id": f"song-{i:05d}", "week": WEEK, "signal": "streams" if i % 2 else "popularity",
+            "region": "it" if i % 2 else "", "horizon_weeks": h, "current": None if i % 4 == 0 else i / 3,
+            "value": scale * i / 7 + h, "lower": None if i % 6 == 0 else i / 11, "upper": i * 1.1e-7,
+            "p_chart": 0.123456789012 if i % 2 else None, "model_version": version,
+            "cold_start": i % 3 == 0, "created_at": STAMP,
+        }
+        for i in range(600)
+        for h in (26, 52)
+    ]  # fmt: skip
 
+
+async def test_prediction_replace_matches(backend, small_chunks) -> None:
     rows = await _same_both_ways(
         backend,
         Prediction,
-        [predictions("v1", 1.0), predictions("v2", 2.5)],
+        [_predictions("v1", 1.0), _predictions("v2", 2.5)],
         keys=PREDICTION_KEY,
         update=PREDICTION_UPDATE,
     )
     assert len(rows) == 1200 and {r[10] for r in rows} == {"v2"}
+
+
+async def test_rows_held_as_columns_store_what_their_dicts_store(backend, small_chunks) -> None:
+    """The predictor's rows come as columns (`RowColumns`, no dict per row): loaded straight into the table,
+    then merged out of key order, through the bulk path and the plain one, they leave the rows their dicts
+    leave."""
+    second = _predictions("v2", 2.5)
+    random.Random(3).shuffle(second)
+    batches = [_predictions("v1", 1.0), second]
+    as_columns = [RowColumns({name: [row[name] for row in rows] for name in rows[0]}) for rows in batches]
+    how: dict[str, Any] = {"keys": PREDICTION_KEY, "update": PREDICTION_UPDATE}
+    plain = await _apply(backend, plain_upsert, Prediction, batches, **how)
+    assert await _apply(backend, bulk_upsert, Prediction, as_columns, **how) == plain
+    assert await _apply(backend, plain_upsert, Prediction, as_columns, **how) == plain
+    assert len(plain) == 1200 and {r[10] for r in plain} == {"v2"}
 
 
 async def test_new_rows_are_inserted_directly_and_existing_ones_merged(backend, monkeypatch) -> None:

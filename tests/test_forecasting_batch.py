@@ -36,6 +36,28 @@ def read_back(batch: ScoredBatch, serving: dict[str, Serving] | None = None) -> 
     return [p.model_dump() for p in predictions_from_rows(ordered, serving or {})]
 
 
+def rows_one_by_one(batch: ScoredBatch) -> list[dict[str, Any]]:
+    """The stored rows built a dict at a time from the predictions (what `rows` gave before it built
+    columns): the reference the columns are compared to, value and type."""
+    return [
+        {
+            "track_id": block.tracks[i], "week": block.week, "signal": block.signal.value,
+            "region": block.regions[i], "horizon_weeks": h.horizon, "current": block.current[i],
+            "value": h.value[i], "lower": h.lower[i], "upper": h.upper[i], "p_chart": h.p_chart[i],
+            "model_version": h.model_version, "cold_start": h.cold_start, "created_at": STAMP,
+        }
+        for block, i in batch.positions
+        for h in block.horizons
+        if h.value[i] is not None
+    ]  # fmt: skip
+
+
+def assert_rows_as_built_one_by_one(batch: ScoredBatch) -> None:
+    rows, reference = list(batch.rows(STAMP)), rows_one_by_one(batch)
+    assert rows == reference
+    assert [list(map(type, r.values())) for r in rows] == [list(map(type, r.values())) for r in reference]
+
+
 def as_stored(batch: ScoredBatch) -> list[dict[str, Any]]:
     """The batch's `TrackPrediction` objects without what the rows leave to other tables (the song's
     name, artists and demo flag, its chart rank)."""
@@ -69,6 +91,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         assert read_back(batch) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
         assert {r["model_version"] for r in batch.rows(STAMP)} == {PERSISTENCE}
+        assert_rows_as_built_one_by_one(batch)
 
     # 26 weeks from a model, 52 by persistence; a song without this week's streams has no persistence
     activated = await train_and_register(sessions=sessions, settings=settings, horizons=(26,))
@@ -90,6 +113,7 @@ async def test_rows_from_columns_equal_the_rows_from_objects(
         serving = {v.version: serving_of(v.version, v.metrics) for v in activated}
         assert read_back(batch, serving) == as_stored(batch)
         assert [p.model_dump() for p in batch.predictions()] == full
+        assert_rows_as_built_one_by_one(batch)
         assert len(batch) == len(full)
         assert {r["model_version"] == PERSISTENCE for r in rows} == {True, False}
         streams_of_silent = {

@@ -9,7 +9,7 @@ import contextlib
 import datetime as dt
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlmodel import col
@@ -72,7 +72,7 @@ def build_messages(
 
 
 async def store_and_build(
-    session: AsyncSession, rows: list[dict[str, Any]], build: Callable[[], T], steps: Steps
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]], build: Callable[[], T], steps: Steps
 ) -> T:
     """Store the prediction `rows` while `build` runs in a thread (the server loads and indexes the rows
     meanwhile: Python would only wait); returns what `build` returned, and records its seconds in `steps`.
