@@ -10,13 +10,14 @@ import asyncio
 import datetime as dt
 import gzip
 import uuid
+import zlib
 from typing import Any
 
 import pytest
 
 from services.predictor.fastpath import bodies
 from services.predictor.fastpath.bodies import as_json
-from services.predictor.tracks import build_answers, load_songs
+from services.predictor.tracks import _gzipped_json, build_answers, load_songs
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.events import Forecast
 from shared.models import PREDICTION_KEY, ChartEntry, ModelVersion, Prediction, Snapshot, Track
@@ -181,3 +182,14 @@ def test_non_finite_floats_are_written_as_the_models_write_them() -> None:
         "p_chart": 0.5, "model_version": "v", "cold_start": False, "method": "model", "skill": None,
     }  # fmt: skip
     assert as_json(values) == Forecast(**values).model_dump_json().encode()
+
+
+def test_answers_are_gzip_any_client_reads_the_same_for_the_same_json() -> None:
+    """ISA-L writes the answers' gzip: a standard member (Python's and zlib's readers take it), no time
+    stamp (a rebuild of the same JSON gives the same bytes), and smaller than the JSON."""
+    body = as_json({"history": [{"week": "2026-11-30", "popularity": n % 97} for n in range(40)]})
+    packed = _gzipped_json(body)
+    assert gzip.decompress(packed) == body
+    assert zlib.decompressobj(wbits=31).decompress(packed) == body
+    assert packed[:3] == b"\x1f\x8b\x08" and packed[4:8] == bytes(4)  # deflate, mtime 0
+    assert packed == _gzipped_json(body) and len(packed) < len(body) / 3
