@@ -1,6 +1,6 @@
 """Rows held as columns (`RowColumns`): a large write's rows without a dict per row.
 
-A batch of 1,000,000 songs writes 2,000,000 prediction rows; as dicts they took about 1.3 GB before the first
+A batch of 1,000,000 songs writes 2,000,000 prediction rows; as dicts they took about 1 GB before the first
 byte was sent. `RowColumns` keeps one list per column and is still a sequence of rows (mappings): what
 `shared.db.upsert` takes. The MySQL/MariaDB bulk path reads its columns as they are
 (`shared.loadtext.values_of`); the plain path and SQLite's get dicts built as they iterate, a chunk at a

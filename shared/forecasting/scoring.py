@@ -216,7 +216,7 @@ class ScoredBatch:
 
     def rows(self, created_at: dt.datetime) -> RowColumns:
         """The stored rows (`Prediction`), one per song, signal and horizon, as columns (no dict per row
-        unless one is read: 2,000,000 of them took ~1.3 GB), in the order of the predictions, then of
+        unless one is read: 2,000,000 of them took ~1 GB), in the order of the predictions, then of
         their horizons: the rows `shared.predictions.predictions_from_rows` reads back as `predictions()`
         (the song's name, rank and serving method live elsewhere: the song and the model version)."""
         numbers, rows = self._ranked
