@@ -45,6 +45,10 @@ def test_charts_eval_shape_with_both_formats(chart_folder: Path) -> None:
     result = run_eval("charts", [chart_folder / "global", chart_folder / "it"], [chart_folder / "new"])
     assert_metrics(result, ("26w", "52w"), ("cmae", "auc", "coverage80"))
     assert 0.5 < result["26w"]["model"]["auc"] <= 1.0
+    # The served coverage of the songs still charting and of those off the chart; the pooled one mixes them.
+    served, share = result["26w"]["served"], result["26w"]["charted_share"]
+    mixed = share * served["coverage80_charted"] + (1 - share) * served["coverage80_censored"]
+    assert abs(mixed - served["coverage80"]) < 2e-3
     assert result["26w"]["n_test"] > 0 and result["52w"]["n_train"] > 0
     json.loads(json.dumps(result, allow_nan=False))  # plain JSON: no NaN, only null
     table = format_eval_table(result)

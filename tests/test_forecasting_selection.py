@@ -26,7 +26,7 @@ def _errors_of(actual: np.ndarray):
 
 
 def _misses_of(actual: np.ndarray):
-    return lambda pred: np.maximum(pred["lower"] - actual, actual - pred["upper"])
+    return lambda pred: np.column_stack([pred["lower"] - actual, actual - pred["upper"]])
 
 
 def test_a_baseline_serves_when_every_learned_candidate_loses_to_it() -> None:
@@ -200,8 +200,8 @@ def _chart_scores(level: np.ndarray, charted: np.ndarray, floor: np.ndarray):
         return np.where(charted, np.abs(pred["value"] - target), np.maximum(0.0, pred["value"] - floor))
 
     def misses(pred):
-        inside = np.maximum(pred["lower"] - target, target - pred["upper"])
-        return np.where(charted, inside, pred["lower"] - floor)
+        below = np.where(charted, pred["lower"] - target, pred["lower"] - floor)
+        return np.column_stack([below, np.where(charted, target - pred["upper"], np.nan)])
 
     return errors, misses
 
@@ -212,10 +212,12 @@ def _censored_coverage(served, level: np.ndarray, charted: np.ndarray, floor: np
     return float(np.mean(np.where(charted, inside, served["lower"] <= floor)))
 
 
-def test_widths_per_level_tercile_cover_80_percent_when_the_mix_of_songs_shifts() -> None:
-    """Calibrated on folds of mostly likely dropouts (low above the floor), served on a period of mostly
-    likely survivors (as 2021-24's charts kept more songs than 2019-20's): the widths of each level tercile
-    cover 75-85% of the new mix and of each tercile, on the censored score; one width for all does not."""
+def test_widths_by_p_chart_cover_80_percent_when_the_mix_of_songs_shifts() -> None:
+    """Calibrated on folds of mostly likely dropouts (low P(still charting)), served on a period of mostly
+    likely survivors (as 2020's and 2021-24's charts kept more songs than the folds before them): the widths
+    of each song's outcome mixture, by its P(still charting), cover 75-85% of the new mix, of each of the
+    folds' level terciles, and most survivors and dropouts each, on the censored score; one symmetric width
+    for all does not."""
     rng = np.random.default_rng(11)
     p_fold = rng.beta(1.0, 3.0, 9000)  # mostly dropouts
     level, charted, floor = _censored_draw(rng, p_fold)
@@ -225,21 +227,33 @@ def test_widths_per_level_tercile_cover_80_percent_when_the_mix_of_songs_shifts(
     base = {"naive": _forecast(floor)}
     songs = np.arange(len(value))
     rule = select(model, base, errors, misses, p_fold, songs)  # the level: here the chance to stay
-    one_width = select(model, base, errors, misses, np.zeros(len(value)), songs)
-    assert len(rule.edges) == 2 and rule.centred
+    assert rule.centred and rule.mixture is not None
     p_new = rng.beta(3.0, 1.0, 30000)  # mostly survivors
     new_level, new_charted, new_floor = _censored_draw(rng, p_new)
     new_value = np.where(p_new >= 0.5, 1.0, 0.0)
     new_model = {**_forecast(new_value, spread=0.0), "p_chart": p_new}
     served = rule.apply(new_model, {"naive": _forecast(new_floor)}, p_new)
-    assert 0.75 <= _censored_coverage(served, new_level, new_charted, new_floor) <= 0.85
-    tercile = np.searchsorted(rule.edges, p_new)
-    for group in np.unique(tercile):
-        part = tercile == group
+    coverage = _censored_coverage(served, new_level, new_charted, new_floor)
+    assert 0.75 <= coverage <= 0.85
+    tercile = np.searchsorted(rule.edges, p_new)  # the folds' level terciles
+    for part in [tercile == group for group in np.unique(tercile)]:
         piece = {key: values[part] for key, values in served.items()}
         assert 0.75 <= _censored_coverage(piece, new_level[part], new_charted[part], new_floor[part]) <= 0.85
+    for part in (new_charted, ~new_charted):
+        piece = {key: values[part] for key, values in served.items()}
+        assert _censored_coverage(piece, new_level[part], new_charted[part], new_floor[part]) > 0.65
+    # One symmetric width for all, without P(still charting) (the widths of rules made before, one tercile):
+    # set by the dropouts that make most of the folds, it leaves most of the new period's survivors out.
+    one_width = dataclasses.replace(
+        select(model, base, errors, misses, np.zeros(len(value)), songs), mixture=None
+    )
     flat = one_width.apply(new_model, {"naive": _forecast(new_floor)}, np.zeros(len(p_new)))
     assert _censored_coverage(flat, new_level, new_charted, new_floor) < 0.75
+    piece = {key: values[new_charted] for key, values in flat.items()}
+    assert (
+        _censored_coverage(piece, new_level[new_charted], new_charted[new_charted], new_floor[new_charted])
+        < 0.65
+    )
 
 
 def test_the_interval_does_not_depend_on_the_scale_of_the_model_band() -> None:

@@ -40,7 +40,13 @@ from shared.forecasting.panel import (
     thin_charts,
     week_date,
 )
-from shared.forecasting.scores import chart_metrics, popularity_metrics, rounded, top_survivors
+from shared.forecasting.scores import (
+    chart_metrics,
+    coverage_by_outcome,
+    popularity_metrics,
+    rounded,
+    top_survivors,
+)
 from shared.forecasting.selection import NAIVE_METHODS, ServingRule
 
 CHART_HORIZONS = {"26w": 26, "52w": 52}
@@ -65,7 +71,7 @@ def score_chart_split(
     model.serving = folds.rule if folds else None
     own, served = model.predict_model(test.X), model.predict(test.X)
     result: dict[str, Any] = {
-        "served": chart_metrics(served, test, served["p_chart"]),
+        "served": {**chart_metrics(served, test, served["p_chart"]), **coverage_by_outcome(served, test)},
         "model": chart_metrics(own, test, own["p_chart"]),
     }
     rank_score = -test.X["rank"].to_numpy(float)  # persistence: the better placed, the likelier to stay

@@ -32,6 +32,21 @@ def chart_metrics(
     return {k: rounded(v) for k, v in metrics.items()}
 
 
+def coverage_by_outcome(pred: dict[str, np.ndarray], data: ChartSet) -> dict[str, float | None]:
+    """80% coverage of the songs still charting at t+H and of those off the chart, apart: the interval of a
+    likely dropout can cover the dropouts and miss nearly every survivor, so the pooled figure moves with
+    the share of songs that survive (`eval` reports both beside it)."""
+    return {
+        f"coverage80_{name}": rounded(
+            censored_coverage(
+                pred["lower"][part], pred["upper"][part], data.charted[part],
+                data.future_level[part], data.future_floor[part],
+            )
+        )
+        for name, part in (("charted", data.charted), ("censored", ~data.charted))
+    }  # fmt: skip
+
+
 def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict[str, float | None]:
     return {
         "mae": rounded(mae(pred["value"], data.future)),
@@ -40,18 +55,18 @@ def popularity_metrics(pred: dict[str, np.ndarray], data: PopularitySet) -> dict
 
 
 def chart_conformity(pred: dict[str, np.ndarray], data: ChartSet) -> np.ndarray:
-    """How far each outcome falls outside the interval (negative inside); a censored outcome, somewhere
-    below the floor, is inside once the interval reaches below the floor."""
+    """How far each outcome falls below and above the interval (two columns, negative inside); a censored
+    outcome, somewhere below the floor, is inside once the interval reaches below the floor and cannot miss
+    above (NaN)."""
     level = np.nan_to_num(data.future_level)
-    return np.where(
-        data.charted,
-        np.maximum(pred["lower"] - level, level - pred["upper"]),
-        pred["lower"] - data.future_floor,
-    )
+    below = np.where(data.charted, pred["lower"] - level, pred["lower"] - data.future_floor)
+    above = np.where(data.charted, level - pred["upper"], np.nan)
+    return np.column_stack([below, above])
 
 
 def popularity_conformity(pred: dict[str, np.ndarray], data: PopularitySet) -> np.ndarray:
-    return np.maximum(pred["lower"] - data.future, data.future - pred["upper"])
+    """How far each outcome falls below and above the interval (two columns, negative inside)."""
+    return np.column_stack([pred["lower"] - data.future, data.future - pred["upper"]])
 
 
 def top_survivors(score: np.ndarray, data: ChartSet) -> float | None:

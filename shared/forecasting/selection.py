@@ -17,6 +17,13 @@ widest of the recent folds (each another period: the next one may be as hard as 
 Measured around the point, not as a correction of a model's quantile band, since the band of a fold model
 (fitted on older weeks) and the final model's differ in scale (2017-19 charts: median half-width 0.23 on the
 folds, 0.16 when fitted on all), so a correction measured on one does not transfer to the other.
+
+For streams the outcome is a mixture (still charting, somewhere around its level; or off the chart, covered
+once the interval reaches below the floor), so one width per tercile was set by the dropouts that make
+80-90% of the folds: it covered 0-38% of the survivors, and the pooled coverage fell wherever more songs
+survived than in the folds. The streams interval is instead each song's: the narrowest widths below and
+above its point that cover 80% of the mixture its own P(still charting) implies, with the survivors' and
+dropouts' misses measured on the folds' anchors nearest in P(still charting).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best
 SEGMENTS = 3  # terciles of the anchor's level get their own width
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one width for all; in a fold: folds pooled
 COVERAGE = 0.8
+P_GRID = np.linspace(0.0, 1.0, 21)  # P(still charting) at which the mixture's widths are measured
 
 Forecast = dict[str, np.ndarray]
 
@@ -68,6 +76,9 @@ class ServingRule:
     # True: the interval is the point forecast +- `widen`; False (artifacts made before): the served method's
     # band widened by `widen`. A class default, so rules unpickled from older artifacts serve as they did.
     centred: bool = False
+    # Streams: the widths below and above the point by P(still charting) (at P_GRID), shape (len(P_GRID), 2);
+    # None (popularity, older artifacts): `widen` on both sides.
+    mixture: np.ndarray | None = None
 
     def combine(self, model: Forecast, baselines: dict[str, Forecast]) -> Forecast:
         """The served forecast before the interval correction."""
@@ -87,6 +98,13 @@ class ServingRule:
         that it excludes the point forecast)."""
         out = self.combine(model, baselines)
         widen = self.correction(level)
+        if self.centred and self.mixture is not None and "p_chart" in out:
+            at = np.rint(np.clip(np.nan_to_num(out["p_chart"]), 0, 1) * (len(P_GRID) - 1)).astype(np.int64)
+            out["lower"], out["upper"] = (
+                out["value"] - self.mixture[at, 0],
+                out["value"] + self.mixture[at, 1],
+            )
+            return out
         if self.centred:
             out["lower"], out["upper"] = out["value"] - widen, out["value"] + widen
             return out
@@ -127,7 +145,8 @@ def select(
     out_of_time: bool = True,
 ) -> ServingRule:
     """The serving rule chosen on pooled out-of-sample fold forecasts: `errors` gives each anchor's error of a
-    forecast (lower is better), `conformity` each anchor's interval miss, `level` places anchors in terciles,
+    forecast (lower is better), `conformity` each anchor's interval miss below and above (two columns; NaN
+    above where the outcome cannot miss above: a song off the chart), `level` places anchors in terciles,
     `groups` says which anchors belong to one song (their errors move together), `folds` which fold each
     anchor was forecast in (None: one fold); without `out_of_time` (held-out songs of the training period)
     only the naive answers can serve."""
@@ -154,14 +173,18 @@ def select(
         winner_errors = errors(rule.combine(model, baselines))
         rule.fold_skill = _fold_skill(winner_errors, naive_errors[best_naive], fold)
     rule.centred = True
-    _calibrate(rule, conformity(point_interval(rule.combine(model, baselines))), level, fold)
+    served = rule.combine(model, baselines)
+    misses = conformity(point_interval(served))
+    _calibrate(rule, np.fmax(misses[:, 0], misses[:, 1]), level, fold)
+    if "p_chart" in served:
+        rule.mixture = _mixture_widths(misses, served["p_chart"], fold)
     return rule
 
 
 def point_interval(forecast: Forecast) -> Forecast:
-    """The forecast with an interval of no width at its point: its conformity scores are the widths each
-    anchor needs around the point (|outcome - point|; for a song off the chart, how far the point is above
-    the floor)."""
+    """The forecast with an interval of no width at its point: its misses are the widths each anchor needs
+    below and above the point (point - outcome, outcome - point; for a song off the chart, how far the point
+    is above the floor, and nothing above)."""
     return {**forecast, "lower": forecast["value"], "upper": forecast["value"]}
 
 
@@ -222,3 +245,53 @@ def _widest_fold(scores: np.ndarray, fold: np.ndarray) -> float:
         if np.sum(fold == k) >= MIN_SEGMENT_ANCHORS
     ]
     return max(0.0, max(widths) if widths else conformal_width(scores))
+
+
+def _mixture_widths(misses: np.ndarray, p_chart: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """For each p of P_GRID, the narrowest widths below and above the point that cover COVERAGE of the
+    outcome mixture p implies, measured on the MIN_SEGMENT_ANCHORS fold anchors nearest in P(still charting)
+    (the point, and so how far survivors and dropouts fall from it, depends on p: a likely survivor's point is
+    on the survivors' curve, a likely dropout's low on the floor), the widest of the folds with as many
+    anchors (all pooled when none has)."""
+    p_chart = np.nan_to_num(p_chart)
+    folds = [fold == k for k in np.unique(fold) if np.sum(fold == k) >= MIN_SEGMENT_ANCHORS]
+    widths = np.zeros((len(P_GRID), 2))
+    for part in folds or [np.ones(len(fold), bool)]:
+        order = np.argsort(p_chart[part], kind="stable")
+        ranked, sorted_p = misses[part][order], p_chart[part][order]
+        half = max(1, min(len(order), MIN_SEGMENT_ANCHORS) // 2)
+        for j, p in enumerate(P_GRID):
+            centre = int(np.searchsorted(sorted_p, p))
+            start = int(np.clip(centre - half, 0, max(0, len(order) - 2 * half)))
+            widths[j] = np.maximum(widths[j], _mixture_of(ranked[start : start + 2 * half], float(p)))
+    return widths
+
+
+def _mixture_of(misses: np.ndarray, p: float) -> np.ndarray:
+    """(below, above) minimising their sum such that p * (the survivors covered) + (1 - p) * (the dropouts
+    covered) >= COVERAGE (with split conformal's finite-sample correction); a class without anchors never
+    misses."""
+    below, above = misses[:, 0], misses[:, 1]
+    survived = ~np.isnan(above)
+    n = max(1, len(misses))
+    target = min(1.0, COVERAGE * (n + 1) / n)
+    grid = np.linspace(0.0, 1.0, 201)
+    lowers = np.unique(np.r_[0.0, np.maximum(0.0, np.quantile(below, grid))]) if len(below) else np.zeros(1)
+    uppers = np.zeros(1)
+    if survived.any():
+        uppers = np.unique(np.r_[0.0, np.maximum(0.0, np.quantile(above[survived], grid[::4]))])
+    dropouts = np.sort(below[~survived])
+    covered_dropouts = (
+        np.searchsorted(dropouts, lowers, side="right") / len(dropouts) if len(dropouts) else 1.0
+    )
+    covered_survivors = np.ones((len(uppers), len(lowers)))
+    for i, upper in enumerate(uppers if survived.any() else []):
+        inside = np.sort(below[survived][above[survived] <= upper])
+        covered_survivors[i] = np.searchsorted(inside, lowers, side="right") / survived.sum()
+    enough = p * covered_survivors + (1 - p) * covered_dropouts >= target
+    if not enough.any():
+        return np.array([lowers[-1], uppers[-1]])
+    narrowest = enough.argmax(axis=1)  # the narrowest lower width that suffices with each upper width
+    total = np.where(enough.any(axis=1), lowers[narrowest] + uppers, np.inf)
+    best = int(np.argmin(total))
+    return np.array([lowers[narrowest[best]], uppers[best]])
