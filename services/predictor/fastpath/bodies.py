@@ -13,8 +13,8 @@ Two ways to read a chunk's rows, the same rows either way:
 - by range: a dense chunk (a whole rebuild after a new week) is read as the id range it spans, five
   statements that scan each table's track_id index over that range (and the week's predictions by their
   primary key) instead of one lookup per id: about a third of the database's time for a chunk, measured.
-The JSON is built on the event loop and compressed in a worker thread (zlib lets go of the GIL), so the
-next chunk is read and built while this one is compressed.
+The JSON is built on the event loop and compressed in a worker thread (ISA-L, like zlib, lets go of the
+GIL), so the next chunk is read and built while this one is compressed.
 """
 
 from __future__ import annotations
