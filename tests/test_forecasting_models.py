@@ -1,14 +1,17 @@
-"""The forecasters' own mechanics: the floor's damped trend and the popularity intervals per level group."""
+"""The forecasters' own mechanics: the floor's damped trend and its spread per region, and the popularity
+intervals per level group."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from shared.forecasting.dataset import PopularitySet
+from shared.forecasting.dataset import ChartSet, PopularitySet
 from shared.forecasting.features import POPULARITY_FEATURES
 from shared.forecasting.models import (
+    DRIFT_LEVELS,
     LEVEL_GROUPS,
+    MIN_REGION_SPREAD_WEEKS,
     MIN_TREND_CHARTS,
     PopularityForecaster,
     StreamsForecaster,
@@ -83,3 +86,60 @@ def test_popularity_intervals_are_calibrated_per_level_group() -> None:
     low, high = test.current < 40, test.current > 60
     for group in (low, high):  # one shared correction: ~44% and 100%
         assert 0.75 < inside[group].mean() < 0.85
+
+
+def floor_changes(spreads: dict[float, tuple[float, int]], seed: int = 0) -> ChartSet:
+    """Anchors (10 songs a chart) of regions whose floors move by normal draws of their own spread: region
+    code -> (standard deviation, weeks of charts); last year's change unknown (no trend)."""
+    rng = np.random.default_rng(seed)
+    codes, weeks, drifts = [], [], []
+    for code, (spread, n_weeks) in spreads.items():
+        for week in range(n_weeks):
+            codes += [code] * 10
+            weeks += [week] * 10
+            drifts += [rng.normal(0.0, spread)] * 10  # one move per chart, shared by its songs
+    n = len(codes)
+    X = pd.DataFrame({"region_code": codes, "log_floor": 8.0, "floor_last_year_52": np.nan})
+    future_floor = 8.0 + np.array(drifts)
+    return ChartSet(
+        X=X,
+        track=np.array([f"s{i}" for i in range(n)]),
+        region=np.array([f"r{int(c)}" for c in codes]),
+        week=np.array(weeks),
+        charted=np.zeros(n, bool),
+        future_level=np.full(n, np.nan),
+        future_floor=future_floor,
+    )
+
+
+def test_floor_spread_is_each_regions_own_where_it_has_enough_weeks() -> None:
+    calm, wild, short = 0.0, 1.0, 2.0
+    data = floor_changes({calm: (0.02, 200), wild: (0.4, 200), short: (0.02, MIN_REGION_SPREAD_WEEKS - 1)})
+    model = StreamsForecaster(horizon=52, regions=["r0", "r1", "r2"])
+    model._fit_floor(data)
+    assert set(model.region_drift_quantiles) == {calm, wild}  # the short history falls back to all regions'
+    level = np.full(4, 0.1)
+    X = pd.DataFrame({"region_code": [calm, wild, short, 9.0]})  # 9: a region the model never saw
+    spread = model._floor_spread(X, level)
+    assert -0.04 < spread[0] < -0.015  # the calm market's 10% quantile: about -1.28 x 0.02
+    assert -0.7 < spread[1] < -0.35  # the wild one's: about -1.28 x 0.4
+    pooled = np.interp(0.1, DRIFT_LEVELS, model.drift_quantiles)
+    assert spread[2] == spread[3] == pooled
+    assert pooled < spread[0]
+
+
+def test_likely_dropouts_of_a_calm_market_are_forecast_near_its_floor() -> None:
+    data = floor_changes({0.0: (0.02, 200), 1.0: (0.4, 200)})
+    model = StreamsForecaster(horizon=52, regions=["r0", "r1"])
+    model._fit_floor(data)
+    model.base_rate, model.survivor_models = 0.2, []  # no classifier: p = 0.2, the floor's 25% quantile
+    value = model.predict_model(pd.DataFrame({"region_code": [0.0, 1.0], "log_floor": 8.0}))["value"]
+    assert 7.97 < value[0] < 8.0 and value[1] < 7.85
+
+
+def test_artifacts_without_a_per_region_spread_use_all_regions() -> None:
+    model = StreamsForecaster(horizon=52, regions=["r0"])
+    model._fit_floor(floor_changes({0.0: (0.1, 100)}))
+    del model.region_drift_quantiles  # as unpickled from an artifact made before it
+    spread = model._floor_spread(pd.DataFrame({"region_code": [0.0]}), np.array([0.1]))
+    assert spread[0] == np.interp(0.1, DRIFT_LEVELS, model.drift_quantiles)

@@ -170,6 +170,12 @@ SONG_FEATURES = [
 ]
 MIN_TREND_CHARTS = 20  # charts (region, week) with a known last-year change needed to estimate the trend
 MIN_SPREAD_CHARTS = 100  # and to take the floor's spread around it from them alone (its tails need more)
+MIN_REGION_SPREAD_WEEKS = 26  # weeks of a region's chart needed for a spread of its own (else all regions')
+
+
+def _centred_quantiles(residual: np.ndarray) -> np.ndarray:
+    """The DRIFT_LEVELS quantiles of the floor's residual changes around their median."""
+    return np.quantile(residual - np.median(residual), DRIFT_LEVELS)
 
 
 def _damped_trend(drift: np.ndarray, last_year: np.ndarray, charts: np.ndarray) -> float:
@@ -197,7 +203,8 @@ class StreamsForecaster:
     The outcome is a mixture: with probability p (a classifier) the song still charts, at a level above the
     chart's future floor given by quantile models fitted on the songs that did; otherwise it is somewhere
     below that future floor. The future floor is today's plus a damped share of the floor's change over the
-    same weeks a year earlier, with the spread of the training weeks around that. The point forecast is the
+    same weeks a year earlier, with the spread of the market's training weeks around that (all markets' for a
+    market with few). The point forecast is the
     value that minimises the expected censored absolute error under that mixture; the 80% interval is the
     mixture's 10-90% range, widened or narrowed by a split-conformal correction measured on the latest
     training weeks.
@@ -211,6 +218,9 @@ class StreamsForecaster:
     survivor_models: list[HistGradientBoostingRegressor] = field(default_factory=list)
     classifier: HistGradientBoostingClassifier | None = None
     drift_quantiles: np.ndarray = field(default_factory=lambda: np.zeros(len(DRIFT_LEVELS)))
+    # The floor's spread per region (by region code) for regions with enough training weeks: a calm
+    # market's floor does not move like the fastest-moving ones, whose tails dominate the pooled spread.
+    region_drift_quantiles: dict[float, np.ndarray] = field(default_factory=dict)
     drift_scale: float = 1.0  # share of the floor's historical spread used (1: all of it)
     floor_trend: float = 0.0  # share of last year's change of the floor expected again (0: none)
     conformal: float = 0.0
@@ -242,18 +252,28 @@ class StreamsForecaster:
         fitted = side_by_side(jobs)  # the longest first: the classifier on every anchor
         self.classifier = fitted.pop(0) if classify else None
         self.survivor_models = fitted
+        self._fit_floor(data)
+
+    def _fit_floor(self, data: ChartSet) -> None:
+        """The floor's expected change (the damped trend) and its spread around it, pooled and per region."""
         drift = data.future_floor - data.log_floor
         last_year = self._last_year(data.X)
         charts = np.char.add(data.region.astype(str), data.week.astype(str))
         self.floor_trend = _damped_trend(drift, last_year, charts) if len(data) else 0.0
         residual = drift - self._expected_drift(data.X)
         known = ~np.isnan(last_year)
+        codes, weeks = data.X["region_code"].to_numpy(float), data.week
         if len(np.unique(charts[known])) >= MIN_SPREAD_CHARTS:
-            residual = residual[known]
+            residual, codes, weeks = residual[known], codes[known], weeks[known]
         if len(residual):
             # The spread of the floor around its expected change; centred, since the training years' trend
             # beyond what last year says does not carry over (market growth slowing, a pandemic).
-            self.drift_quantiles = np.quantile(residual - np.median(residual), DRIFT_LEVELS)
+            self.drift_quantiles = _centred_quantiles(residual)
+        self.region_drift_quantiles = {
+            float(code): _centred_quantiles(residual[codes == code])
+            for code in np.unique(codes[~np.isnan(codes)])
+            if len(np.unique(weeks[codes == code])) >= MIN_REGION_SPREAD_WEEKS
+        }
 
     def _last_year(self, X: pd.DataFrame) -> np.ndarray:
         """How the anchor's region floor moved over the same H weeks a year earlier (NaN when unknown)."""
@@ -297,6 +317,19 @@ class StreamsForecaster:
         self.n_train = len(data)
         return self
 
+    def _floor_spread(self, X: pd.DataFrame, level: np.ndarray) -> np.ndarray:
+        """The `level` quantile (per row) of the floor's change around its expected one: the region's own
+        spread where it had enough training weeks, all regions' otherwise."""
+        spread = np.interp(level, DRIFT_LEVELS, self.drift_quantiles)
+        # Artifacts made before the per-region spread have none: all regions' serves, as it did.
+        regions: dict[float, np.ndarray] = getattr(self, "region_drift_quantiles", {})
+        if regions:
+            codes = X["region_code"].to_numpy(float)
+            for code, quantiles in regions.items():
+                rows = codes == code
+                spread[rows] = np.interp(level[rows], DRIFT_LEVELS, quantiles)
+        return spread
+
     def _p_chart(self, X: pd.DataFrame) -> np.ndarray:
         if self.classifier is None:
             return np.full(len(X), self.base_rate)
@@ -314,7 +347,7 @@ class StreamsForecaster:
             return floor + _piecewise(SURVIVOR_LEVELS, curves, level)
 
         def future_floor(level: np.ndarray) -> np.ndarray:
-            return floor + self.drift_scale * np.interp(level, DRIFT_LEVELS, self.drift_quantiles)
+            return floor + self.drift_scale * self._floor_spread(X, level)
 
         def mixture_quantile(q: float) -> np.ndarray:
             censored_share = 1 - p
