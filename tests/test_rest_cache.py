@@ -303,3 +303,30 @@ async def test_songs_whose_build_failed_are_built_by_the_next_pass(
 
     await refresh_resident(clients=clients)
     assert all(track_id in clients.resident for track_id in ids) and not clients.resident.pending
+
+
+async def test_the_answers_are_not_ready_while_the_last_songs_are_being_built(
+    engine, sessions, settings, monkeypatch
+) -> None:
+    """A build takes its songs off the queue before reading them: until their answers are in, the store must
+    not say it is ready (it did, one build of up to 1,000 songs early)."""
+    from services.predictor import tracks
+
+    ids = await seed_songs(sessions, n=3, charted=0)
+    await store_batch_predictions(sessions, ids)
+    cache = ResponseCache(engine, max_entries=0, check_seconds=3600)
+    clients = Clients(predictor_settings(settings), sessions, engine, None, cache, ResidentAnswers())  # type: ignore[arg-type]
+    await apply_changes(clients=clients)
+    seen: list[tuple[bool, int, int]] = []
+    build = tracks.build_answers
+
+    async def observed(**kwargs: Any) -> dict[str, bytes]:
+        resident = clients.resident
+        seen.append((resident.ready, len(resident.pending), resident.building))
+        return await build(**kwargs)
+
+    monkeypatch.setattr(tracks, "build_answers", observed)
+    await refresh_resident(clients=clients)
+    assert seen and all(not ready and building == len(ids) for ready, _, building in seen)
+    assert seen[-1][1] == 0  # nothing queued any more: only the build in flight kept it from being ready
+    assert clients.resident.ready and clients.resident.building == 0 and len(clients.resident) == len(ids)

@@ -39,7 +39,9 @@ HITS, MISSES = REST_CACHE.labels("hit"), REST_CACHE.labels("miss")
 RESIDENT_HITS = REST_CACHE.labels("resident")  # answered from the resident answers
 RESIDENT_SONGS = Gauge("songpop_rest_resident_answers", "songs whose forecast answer is resident")
 RESIDENT_BYTES = Gauge("songpop_rest_resident_bytes", "memory held by the resident answers (bytes)")
-RESIDENT_PENDING = Gauge("songpop_rest_resident_pending", "songs whose resident answer waits to be built")
+RESIDENT_PENDING = Gauge(
+    "songpop_rest_resident_pending", "songs whose resident answer waits to be built or is being built"
+)
 RESIDENT_VERSION = Gauge("songpop_rest_resident_version", "data version of the resident answers (-1: none)")
 
 
@@ -218,6 +220,7 @@ class ResidentAnswers:
         self.applied: Applied | None = None  # the outbox rows whose changes are applied
         self.batch_week: dt.date | None = None  # the latest batch's week when the changes were looked at
         self.pending: set[str] = set()  # songs dropped or never built: to (re)build
+        self.building = 0  # songs taken from `pending` whose answers are being built: not ready until put
         self.checked_at = float("-inf")
         self.wake = asyncio.Event()  # set to look for new data now rather than at the next check
 
@@ -232,14 +235,14 @@ class ResidentAnswers:
 
     @property
     def ready(self) -> bool:
-        """True once the first build is done and no rebuild is waiting."""
-        return self.version is not None and not self.pending
+        """True once the first build is done and no rebuild is waiting or under way."""
+        return self.version is not None and not self.pending and not self.building
 
     def expose_metrics(self) -> None:
         """Report this store at /metrics (read when scraped; one predictor app per process)."""
         RESIDENT_SONGS.set_function(lambda: len(self._bodies))
         RESIDENT_BYTES.set_function(self.memory_bytes)
-        RESIDENT_PENDING.set_function(lambda: len(self.pending))
+        RESIDENT_PENDING.set_function(lambda: len(self.pending) + self.building)
         RESIDENT_VERSION.set_function(lambda: -1 if self.version is None else self.version)
 
     def memory_bytes(self) -> int:

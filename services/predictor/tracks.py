@@ -297,19 +297,22 @@ async def refresh_resident(*, clients: Clients) -> None:
 async def _build(clients: Clients, taken: list[str]) -> None:
     """Build the answers of these pending songs, `RESIDENT_PARALLEL` chunks at once."""
     resident = clients.resident
-    resident.pending.difference_update(taken)
+    resident.pending.difference_update(taken)  # a change while building queues them again
+    resident.building += len(taken)
     chunks = [taken[k : k + RESIDENT_CHUNK] for k in range(0, len(taken), RESIDENT_CHUNK)]
     fast = clients.settings.predictor_fastpath
     try:
         built = await asyncio.gather(
             *(build_answers(reader=clients.reader, track_ids=chunk, fast=fast) for chunk in chunks)
         )
+        for answers in built:
+            for track_id, body in answers.items():
+                resident.put(track_id, body)
     except BaseException:  # the database went away, or the app stops: the next pass builds them
         resident.pending.update(taken)
         raise
-    for answers in built:
-        for track_id, body in answers.items():
-            resident.put(track_id, body)
+    finally:
+        resident.building -= len(taken)
 
 
 async def _forecasts(
