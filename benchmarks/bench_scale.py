@@ -6,8 +6,9 @@ For each size, in its own process (so its peak memory is its own) and its own Ma
      and a weekly top-200 chart, written through the bulk path in chunks;
   2. the real models (fitted once per run by `bench_scoring.register_models`, copied into each database);
   3. the predictor app started in-process on the real broker (its lifespan: MQTT consumer, resident
-     answers), one `db-updated` handled untimed (the resident panel store's cold load), a new week written;
-  4. timed: the handling of the new week's `db-updated` exactly as the app's handler does it (claim,
+     answers), one `db-updated` handled untimed (the resident panel store's cold load), a new week written
+     and announced as an ingest run does (its `db-updated` staged in the outbox);
+  4. timed: the handling of that `db-updated` exactly as the app's handler does it (claim,
      store refresh, scoring, predictions stored, messages staged, commit; publishing every message to the
      broker; the resident answers rebuilt for every song), with its phases;
   5. the reference: `LOAD DATA LOCAL` of the same prediction rows into an empty copy of the table.
@@ -40,7 +41,10 @@ from sqlalchemy import func, select, text
 
 from shared import bulkload
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
+from shared.events import DbUpdated, Envelope, IngestKind, envelope
 from shared.models import ChartEntry, Prediction, Snapshot, Track, utcnow
+from shared.mqtt import topics
+from shared.outbox import add_event
 from shared.weeks import add_weeks, current_week
 
 MYSQL_SERVER = os.environ.get("SONGPOP_TEST_MYSQL_URL", "mysql+asyncmy://root@127.0.0.1:3306")
@@ -102,8 +106,10 @@ async def write_week(session: Any, ids: list[str], week: dt.date, with_chart: bo
         await upsert(session=session, model=ChartEntry, rows=chart, keys=["track_id", "week", "region"])
 
 
-async def new_week(url: str, songs: int) -> float:
-    """The next week of every song, as an ingest run publishes it; seconds taken."""
+async def new_week(url: str, songs: int, topic: str) -> tuple[float, str]:
+    """The next week of every song, written as an ingest run writes it and announced as it announces it (a
+    `db-updated` on `topic` staged in the outbox when the run ends, `services.ingestor.runs`); seconds
+    taken and the event's id (the handling claims it, as it would the ingestor's message)."""
     start = time.perf_counter()
     week = add_weeks(current_week(), 1)
     engine = make_engine(url)
@@ -113,9 +119,20 @@ async def new_week(url: str, songs: int) -> float:
             async with make_sessionmaker(engine)() as session:
                 await write_week(session, ids, week, first == 0)
                 await session.commit()
+        async with make_sessionmaker(engine)() as session:  # the run's end: its event
+            event = announce(week, songs)
+            add_event(session, topic=topic, event=event, retain=True)
+            await session.commit()
     finally:
         await engine.dispose()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, event.event_id
+
+
+def announce(week: dt.date, songs: int) -> Envelope[DbUpdated]:
+    """The `db-updated` of a weekly run that wrote `week` for `songs` songs (and one chart)."""
+    data = DbUpdated(run_id=0, kind=IngestKind.UPDATE, week=week, tracks=songs, snapshots=songs,
+                     chart_entries=min(CHART_SIZE, songs))  # fmt: skip
+    return envelope("ingestor", data)
 
 
 # ---------------------------------------------------------------- databases and models
@@ -195,7 +212,6 @@ async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
     wait until the resident answers are rebuilt for the new data."""
     from services.predictor import batch_messages, service
     from services.predictor.cache import data_version
-    from shared.mqtt import topics
     from shared.outbox import publish_pending
 
     settings, clients = app.state.settings, app.state.clients
@@ -283,8 +299,8 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
                 await wait_for(app.state.consuming.wait, 120)
                 cold = await handle(app, "bench-cold", peaks)
                 rss_warm = memory("VmRSS")  # the resident store loaded, the resident answers built
-                week_seconds = await new_week(url, songs)
-                timed = await handle(app, "bench-new-week", peaks)
+                week_seconds, announced = await new_week(url, songs, topics(settings).db_updated)
+                timed = await handle(app, announced, peaks)
         except BaseException:
             # a failed run's retained messages would stay in a persistent broker (GBs at 1,000,000 songs)
             with contextlib.suppress(Exception):
