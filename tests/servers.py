@@ -23,20 +23,41 @@ class _TestServer(uvicorn.Server):
         yield
 
 
+def listening_socket(port: int | None) -> socket.socket:
+    """A socket bound to `port` (any free one when None), held until the server listens on it: a port
+    only looked up, then bound after the app's start-up, could meanwhile be taken as the local port of
+    one of the app's own outgoing connections (seen: "address already in use" in CI)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port or 0))
+    return sock
+
+
 @contextlib.asynccontextmanager
 async def serving(app: Any, port: int | None = None) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 and yield its base URL; the server stops when the block ends."""
-    port = port or free_port()
+    sock = listening_socket(port)
+    port = int(sock.getsockname()[1])
     server = _TestServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(20):
             while not server.started:
                 if task.done():
-                    task.result()
-                    raise RuntimeError("server stopped during start-up")
+                    _raise_start_failure(task)
                 await asyncio.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await task
+        with contextlib.suppress(SystemExit):  # a failed start is reported above, as an error of its test
+            await task
+        sock.close()
+
+
+def _raise_start_failure(task: asyncio.Task[None]) -> None:
+    """uvicorn exits the process when it cannot start; here that must fail one test, not the session."""
+    try:
+        task.result()
+    except SystemExit as exc:
+        raise RuntimeError(f"the server did not start (uvicorn exit {exc.code})") from None
+    raise RuntimeError("server stopped during start-up")
