@@ -20,7 +20,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import Gauge
@@ -33,6 +33,7 @@ from shared.metrics import REST_CACHE
 from shared.models import Outbox, Prediction
 from shared.predictions import latest_batch_week
 
+from .batch_answers import ScoredWeek
 from .reader import with_retry_on_dropped_connection
 
 HITS, MISSES = REST_CACHE.labels("hit"), REST_CACHE.labels("miss")
@@ -132,10 +133,13 @@ OUTBOX_LOOKBACK = 250_000
 @dataclass(frozen=True)
 class Applied:
     """The outbox rows the resident answers have applied: up to id `version`, and `count` rows above
-    `version - OUTBOX_LOOKBACK` (to notice a late commit below `version`)."""
+    `version - OUTBOX_LOOKBACK` (to notice a late commit below `version`); `predictions`: the (id, event
+    id) of the rows of prediction messages among the rows the last look applied, in id order (None when
+    that look did not read them one by one: the first, or after a late commit)."""
 
     version: int
     count: int
+    predictions: tuple[tuple[int, str], ...] | None = None
 
     @property
     def floor(self) -> int:
@@ -170,13 +174,18 @@ async def changed_songs(
             applied = Applied(version=version, count=int(count or 0))
             if previous is None or int(up_to_previous or 0) != previous.count:
                 return await _every_predicted_song(connection), applied
-            query = select(col(Outbox.topic)).where(
-                col(Outbox.id) > previous.version, col(Outbox.id) <= applied.version
+            query = (
+                select(col(Outbox.id), col(Outbox.event_id), col(Outbox.topic))
+                .where(col(Outbox.id) > previous.version, col(Outbox.id) <= applied.version)
+                .order_by(col(Outbox.id))
             )
-            changed = set((await connection.execute(query)).scalars().all())
+            rows = (await connection.execute(query)).all()
+            song_topic = topics.prediction_for("")
+            written = tuple((row.id, row.event_id) for row in rows if row.topic.startswith(song_topic))
+            applied = replace(applied, predictions=written)
+            changed = {topic for *_, topic in rows}
             if topics.db_updated in changed or topics.prediction_for("+") in changed:  # + : a batch's songs
                 return await _every_predicted_song(connection), applied
-            song_topic = topics.prediction_for("")
             return {t[len(song_topic) :] for t in changed if t.startswith(song_topic)}, applied
 
     return await with_retry_on_dropped_connection(read)
@@ -221,6 +230,7 @@ class ResidentAnswers:
         self.batch_week: dt.date | None = None  # the latest batch's week when the changes were looked at
         self.pending: set[str] = set()  # songs dropped or never built: to (re)build
         self.building = 0  # songs taken from `pending` whose answers are being built: not ready until put
+        self.batch: ScoredWeek | None = None  # this process's stored batch, its rows what the database holds
         self.checked_at = float("-inf")
         self.wake = asyncio.Event()  # set to look for new data now rather than at the next check
 

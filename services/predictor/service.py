@@ -30,12 +30,14 @@ from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
 from shared.models import Outbox, ProcessedEvent, Track, utcnow
 from shared.predictions import latest_data_week, trending_ids
+from shared.rowcolumns import RowColumns
 from shared.spotify.client import SpotifyClient
 from shared.spotify.errors import SpotifyPaused
 from shared.spotify.models import Track as SpotifyTrack
 from shared.unknown_tracks import remember_unknown
 from shared.weeks import current_week
 
+from . import batch_answers
 from .alerts import find_alerts
 from .batch_write import BatchPredictions, Steps, build_messages, stage_alerts, stage_batch, store_and_build
 from .settings import PredictorSettings
@@ -177,7 +179,14 @@ async def predict_trending(
             alerts = await find_alerts(session, settings, data, week=week or current_week(), songs=songs)
             await stage_alerts(session, topics=topics, alerts=alerts)
         with step("commit"):
-            await session.commit()
+            resident = settings.rest_cache_warm and settings.predictor_fastpath  # builds from the rows
+            if resident and isinstance(rows, RowColumns) and songs_row is not None:
+                batch_answers.hold(songs_row, rows)
+            try:
+                await session.commit()
+            except BaseException:
+                batch_answers.forget()
+                raise
     log.info("event %s: %d predictions of %d songs, %d alerts (%s)", event_id, len(batch or ()),
              len(trending), len(alerts), step)  # fmt: skip
     return BatchPredictions(batch)
@@ -197,14 +206,15 @@ async def handle_event(
     included, so trying again is safe."""
     for attempt in range(1, settings.event_attempts + 1):
         try:
-            return await predict_trending(
-                sessions=sessions,
-                settings=settings,
-                topics=topics,
-                event_id=event_id,
-                superseded=superseded,
-                steps=steps,
-            )
+            with batch_answers.storing():
+                return await predict_trending(
+                    sessions=sessions,
+                    settings=settings,
+                    topics=topics,
+                    event_id=event_id,
+                    superseded=superseded,
+                    steps=steps,
+                )
         except OperationalError as exc:
             if attempt == settings.event_attempts:
                 raise

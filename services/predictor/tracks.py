@@ -49,6 +49,8 @@ from shared.signals import Signal
 from shared.unknown_tracks import recently_unknown
 from shared.weeks import current_week
 
+from . import batch_answers
+from .batch_answers import ScoredWeek
 from .cache import RESIDENT_HITS, changed_songs, data_version, left_the_batch
 from .deps import Clients
 from .fastpath.bodies import gzipped_bodies
@@ -252,11 +254,14 @@ RESIDENT_CHUNK = 500  # songs read per statement by a resident build (larger: fa
 RESIDENT_PARALLEL = 2  # chunks read at once: the database works on one while this process builds another
 
 
-async def build_answers(*, reader: AsyncEngine, track_ids: Sequence[str], fast: bool) -> dict[str, bytes]:
+async def build_answers(
+    *, reader: AsyncEngine, track_ids: Sequence[str], fast: bool, batch: ScoredWeek | None = None
+) -> dict[str, bytes]:
     """The gzipped answers of those songs whose batch forecast is up to date (the others have none: their
-    answer is computed on request). `fast`: built from the rows without pydantic objects (the same bytes)."""
+    answer is computed on request). `fast`: built from the rows without pydantic objects (the same bytes),
+    the predictions of the songs of `batch` (this process's stored batch) taken from it."""
     if fast:
-        return await gzipped_bodies(reader=reader, track_ids=track_ids, gzipped=_gzipped_json)
+        return await gzipped_bodies(reader=reader, track_ids=track_ids, gzipped=_gzipped_json, batch=batch)
     songs = await load_songs(reader=reader, track_ids=track_ids)
     # only ids the route accepts as they are: the fast path looks answers up by the id in the path
     kept = [s for i, s in songs.items() if s.stored_is_current and TRACK_ID.match(i)]
@@ -275,23 +280,40 @@ async def apply_changes(*, clients: Clients) -> None:
         changed, resident.applied = await changed_songs(
             clients.reader, resident.applied, topics(clients.settings)
         )
+        resident.batch = standing_batch(resident.batch, resident.applied.predictions)
         left, resident.batch_week = await left_the_batch(clients.reader, resident.batch_week)
         resident.drop(changed | left)
         resident.version = version
     resident.checked_at = time.monotonic()
 
 
+def standing_batch(
+    batch: ScoredWeek | None, written: tuple[tuple[int, str], ...] | None
+) -> ScoredWeek | None:
+    """The stored batch whose rows are the database's predictions once the outbox rows just applied are:
+    `batch` when they wrote no prediction (`written`: their prediction rows, (id, event id)), this
+    process's batch (`batch_answers`) when its songs' row is the only one; else none (read back)."""
+    if written is None or len(written) > 1:
+        return None
+    return batch_answers.take(written[0]) if written else batch
+
+
 async def refresh_resident(*, clients: Clients) -> None:
     """Bring the resident answers up to date: apply data changes, then rebuild what is pending a few
     chunks at a time, looking for newer changes in between. Songs are taken in id order: neighbours share
-    index pages, and a chunk of them reads in about two thirds of the time of ids at random."""
+    index pages, and a chunk of them reads in about two thirds of the time of ids at random. While this
+    process stores a batch, the rebuild waits for it (`batch_answers.storing`; its commit wakes the
+    warmer): it replaces the predictions the songs would be built from."""
     resident = clients.resident
     await apply_changes(clients=clients)
     while resident.pending:
         queue, step = sorted(resident.pending), RESIDENT_CHUNK * RESIDENT_PARALLEL
         for start in range(0, len(queue), step):
+            if batch_answers.is_storing():
+                return
             await _build(clients, [i for i in queue[start : start + step] if i in resident.pending])
             await apply_changes(clients=clients)
+    resident.batch = None  # every answer built: its rows are no longer needed
 
 
 async def _build(clients: Clients, taken: list[str]) -> None:
@@ -303,7 +325,10 @@ async def _build(clients: Clients, taken: list[str]) -> None:
     fast = clients.settings.predictor_fastpath
     try:
         built = await asyncio.gather(
-            *(build_answers(reader=clients.reader, track_ids=chunk, fast=fast) for chunk in chunks)
+            *(
+                build_answers(reader=clients.reader, track_ids=chunk, fast=fast, batch=resident.batch)
+                for chunk in chunks
+            )
         )
         for answers in built:
             for track_id, body in answers.items():

@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,17 +43,19 @@ from shared.predictions import (
 )
 from shared.signals import Signal
 
+from ..batch_answers import PREDICTION_COLUMNS, ScoredWeek
 from ..reader import with_retry_on_dropped_connection
 
-PREDICTION_COLUMNS = (
-    "week", "signal", "region", "horizon_weeks", "current", "value", "lower", "upper", "p_chart",
-    "model_version", "cold_start",
-)  # fmt: skip
+# The columns of a song (`Track`), as its answer reads them by position.
+TRACK_COLUMNS = (col(Track.id), col(Track.name), col(Track.artist_names), col(Track.album_id),
+                 col(Track.release_date), col(Track.is_demo))  # fmt: skip
+TRACK_WIDTH = len(TRACK_COLUMNS)
 
 
-def _statements() -> tuple[Any, Any, Any]:
+def _statements() -> tuple[Any, Any, Any, Any]:
     """The songs with their predictions of their latest anchor week (one row per signal, region and horizon,
-    a row of NULLs when none), their snapshots, their chart entries: rows of plain columns, no padding."""
+    a row of NULLs when none), the songs alone, their snapshots, their chart entries: rows of plain
+    columns, no padding."""
     p, q = Prediction.__table__.alias("p"), Prediction.__table__.alias("q")  # type: ignore[attr-defined]
     ids: BindParameter[list[str]] = bindparam("ids", expanding=True)
     latest_week = (
@@ -62,23 +65,16 @@ def _statements() -> tuple[Any, Any, Any]:
         .scalar_subquery()
     )
     songs = (
-        select(
-            col(Track.id),
-            col(Track.name),
-            col(Track.artist_names),
-            col(Track.album_id),
-            col(Track.release_date),
-            col(Track.is_demo),
-            *(p.c[name] for name in PREDICTION_COLUMNS),
-        )
+        select(*TRACK_COLUMNS, *(p.c[name] for name in PREDICTION_COLUMNS))
         .outerjoin(p, (p.c.track_id == col(Track.id)) & (p.c.week == latest_week))
         .with_hint(p, SONG_KEY_ONLY, "mysql")
         .where(col(Track.id).in_(ids))
         .order_by(col(Track.id), p.c.signal, p.c.region, p.c.horizon_weeks)
     )
+    tracks = select(*TRACK_COLUMNS).where(col(Track.id).in_(ids))
     snapshots = _snapshot_rows().where(col(Snapshot.track_id).in_(ids))
     charts = _chart_rows().where(col(ChartEntry.track_id).in_(ids))
-    return songs, snapshots, charts
+    return songs, tracks, snapshots, charts
 
 
 def _snapshot_rows() -> Any:
@@ -106,9 +102,7 @@ def _range_statements() -> tuple[Any, Any, Any, Any, Any]:
     p = Prediction.__table__  # type: ignore[attr-defined]
     lo: BindParameter[str] = bindparam("lo")
     hi: BindParameter[str] = bindparam("hi")
-    track_columns = (col(Track.id), col(Track.name), col(Track.artist_names), col(Track.album_id),
-                     col(Track.release_date), col(Track.is_demo))  # fmt: skip
-    songs = select(*track_columns).where(col(Track.id).between(lo, hi))
+    songs = select(*TRACK_COLUMNS).where(col(Track.id).between(lo, hi))
     latest = (
         select(p.c.track_id, func.max(p.c.week))
         .where(p.c.track_id.between(lo, hi))
@@ -125,27 +119,55 @@ def _range_statements() -> tuple[Any, Any, Any, Any, Any]:
     return songs, latest, predictions, snapshots, charts
 
 
-SONGS, SNAPSHOTS, CHARTS = _statements()  # built once: constructing them costs more than running them
+# built once: constructing them costs more than running them
+SONGS, TRACKS, SNAPSHOTS, CHARTS = _statements()
 RANGE_SONGS, RANGE_LATEST, RANGE_PREDICTIONS, RANGE_SNAPSHOTS, RANGE_CHARTS = _range_statements()
 RANGE_MIN_SONGS = 200  # a chunk of at least this many songs may be read by range ...
 RANGE_MIN_SHARE = 0.5  # ... when at least this share of the songs in its range are the chunk's
 BUILD_SLICE = 250  # songs built between two yields to the event loop (requests wait no longer than that)
-# Rows are read as tuples, unpacked by position: where the song rows' week and model version are.
-WEEK, MODEL_VERSION = 6, 6 + PREDICTION_COLUMNS.index("model_version")
+# Rows are read as tuples, unpacked by position: where a prediction row's model version is.
+MODEL_VERSION = PREDICTION_COLUMNS.index("model_version")
 STAMP = Snapshot.__table__.c.updated_at.type  # type: ignore[attr-defined]  # what the plain read gives
+
+Rows = dict[str, list[Any]]  # a kind of row, by song, in the order read
+
+
+@dataclass
+class ChunkRows:
+    """What the answers of a chunk of songs are built from, by song: the song (`TRACK_COLUMNS`), its
+    predictions of its latest anchor week (`PREDICTION_COLUMNS`, by signal, region and horizon; none
+    without), its snapshots and its chart entries (as read)."""
+
+    tracks: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    predictions: Rows = field(default_factory=dict)
+    snapshots: Rows = field(default_factory=dict)
+    charts: Rows = field(default_factory=dict)
+
+    def update(self, other: ChunkRows) -> None:
+        """Take the songs of `other` (read apart) as it has them."""
+        self.tracks.update(other.tracks)
+        self.predictions.update(other.predictions)
+        self.snapshots.update((i, other.snapshots.get(i, [])) for i in other.tracks)
+        self.charts.update((i, other.charts.get(i, [])) for i in other.tracks)
 
 
 async def gzipped_bodies(
-    *, reader: AsyncEngine, track_ids: Sequence[str], gzipped: Callable[[bytes], bytes]
+    *,
+    reader: AsyncEngine,
+    track_ids: Sequence[str],
+    gzipped: Callable[[bytes], bytes],
+    batch: ScoredWeek | None = None,
 ) -> dict[str, bytes]:
-    """The `gzipped` JSON answers of those songs whose batch forecast is up to date, by id."""
+    """The `gzipped` JSON answers of those songs whose batch forecast is up to date, by id. The predictions
+    of the songs of `batch` (the stored batch of the latest week, while no other write followed it) are
+    its rows rather than read back."""
 
     async def read() -> dict[str, bytes]:
         async with reader.connect() as connection:
-            rows = await _rows(connection, list(track_ids))
             batch_week = await latest_batch_week(connection)
-            predicted = (row for song in rows[0].values() for row in song if row[WEEK] is not None)
-            versions = {row[MODEL_VERSION] for row in predicted}
+            scored = batch if batch is not None and batch.week == batch_week else None
+            rows = await _rows(connection, list(track_ids), scored)
+            versions = {row[MODEL_VERSION] for song in rows.predictions.values() for row in song}
             serving = await serving_by_version(connection, versions)
         methods = {version: (s.method, s.skill) for version, s in serving.items()}
         return await _json_bodies(rows, batch_week, methods, reader.dialect)
@@ -158,31 +180,41 @@ def _compressed(bodies: dict[str, bytes], gzipped: Callable[[bytes], bytes]) -> 
     return {track_id: gzipped(body) for track_id, body in bodies.items()}
 
 
-Rows = dict[str, list[Any]]  # a kind of row, by song, in the order read
-
-
 async def _json_bodies(
-    rows: tuple[Rows, Rows, Rows],
+    rows: ChunkRows,
     batch_week: dt.date | None,
     methods: dict[str, tuple[str, float | None]],
     dialect: Dialect,
 ) -> dict[str, bytes]:
     """The JSON answers of the songs of `rows` that have one, yielding to the event loop now and then."""
-    songs, snapshots, charts = rows
     bodies: dict[str, bytes] = {}
-    for n, (track_id, song_rows) in enumerate(songs.items()):
+    for n, (track_id, predictions) in enumerate(rows.predictions.items()):
         if n and n % BUILD_SLICE == 0:
             await asyncio.sleep(0)
-        history = snapshots.get(track_id, []), charts.get(track_id, [])
-        answer = _answer(song_rows, *history, batch_week, methods)
+        history = rows.snapshots.get(track_id, []), rows.charts.get(track_id, [])
+        answer = _answer(rows.tracks[track_id], predictions, *history, batch_week, methods)
         if answer is not None and TRACK_ID.match(track_id):
             answer["data_refreshed_at"] = _utc(answer["data_refreshed_at"], dialect)
             bodies[track_id] = as_json(answer)
     return bodies
 
 
-async def _rows(connection: AsyncConnection, ids: list[str]) -> tuple[Rows, Rows, Rows]:
-    """The songs' rows (`_statements`): by range when the chunk is dense enough, else listed."""
+async def _rows(connection: AsyncConnection, ids: list[str], batch: ScoredWeek | None) -> ChunkRows:
+    """The songs' rows: the predictions of the songs of `batch` from it, the others' read back."""
+    scored = [i for i in ids if i in batch] if batch is not None else []
+    if batch is None or not scored:
+        return await _read_rows(connection, ids)
+    found = await _song_data(connection, scored)
+    found.predictions = batch.predictions([i for i in scored if i in found.tracks])
+    others = [i for i in ids if i not in batch]
+    if others:
+        found.update(await _read_rows(connection, others))
+    return found
+
+
+async def _read_rows(connection: AsyncConnection, ids: list[str]) -> ChunkRows:
+    """The songs' rows (`_statements`), predictions included: by range when the chunk is dense enough,
+    else listed."""
     if len(ids) >= RANGE_MIN_SONGS:
         found = await _range_rows(connection, ids)
         if found is not None:
@@ -190,46 +222,81 @@ async def _rows(connection: AsyncConnection, ids: list[str]) -> tuple[Rows, Rows
     return await _listed_rows(connection, ids)
 
 
-async def _listed_rows(connection: AsyncConnection, ids: list[str]) -> tuple[Rows, Rows, Rows]:
-    songs = await _tuples(connection, SONGS, {"ids": ids})
-    snapshots = await _tuples(connection, SNAPSHOTS, {"ids": ids})
-    charts = await _tuples(connection, CHARTS, {"ids": ids})
-    return _by_song(songs), _by_song(snapshots), _by_song(charts)
+async def _listed_rows(connection: AsyncConnection, ids: list[str]) -> ChunkRows:
+    songs = _by_song(await _tuples(connection, SONGS, {"ids": ids}))
+    found = await _listed_data(connection, ids, {i: rows[0][:TRACK_WIDTH] for i, rows in songs.items()})
+    predicted = {i: rows for i, rows in songs.items() if rows[0][TRACK_WIDTH] is not None}  # a week
+    found.predictions = {i: [row[TRACK_WIDTH:] for row in rows] for i, rows in predicted.items()}
+    return found
 
 
-async def _range_rows(connection: AsyncConnection, ids: list[str]) -> tuple[Rows, Rows, Rows] | None:
+async def _listed_data(
+    connection: AsyncConnection, ids: list[str], tracks: dict[str, tuple[Any, ...]] | None = None
+) -> ChunkRows:
+    """The songs, snapshots and chart entries of `ids` (the songs read here unless given)."""
+    if tracks is None:
+        tracks = {row[0]: tuple(row) for row in await _tuples(connection, TRACKS, {"ids": ids})}
+    snapshots = _by_song(await _tuples(connection, SNAPSHOTS, {"ids": ids}))
+    charts = _by_song(await _tuples(connection, CHARTS, {"ids": ids}))
+    return ChunkRows(tracks, {}, snapshots, charts)
+
+
+async def _song_data(connection: AsyncConnection, ids: list[str]) -> ChunkRows:
+    """The songs, snapshots and chart entries of `ids`, without predictions: by range when dense enough
+    (ids the range does not hold read listed), else listed."""
+    found = await _range_data(connection, ids) if len(ids) >= RANGE_MIN_SONGS else None
+    if found is None:
+        return await _listed_data(connection, ids)
+    outside = [i for i in ids if i not in found.tracks]
+    if outside:
+        found.update(await _listed_data(connection, outside))
+    return found
+
+
+def _bounds(connection: AsyncConnection, ids: list[str]) -> dict[str, str]:
+    """The range the ids span: its ends in the database's order (MariaDB compares ids without case)."""
+    order = str.upper if connection.dialect.name == "mysql" else None
+    return {"lo": min(ids, key=order), "hi": max(ids, key=order)}
+
+
+async def _range_data(connection: AsyncConnection, ids: list[str]) -> ChunkRows | None:
+    """The songs of `ids` the range they span holds, with every snapshot and chart entry of the range;
+    None when the chunk's songs are too few of the range's."""
+    bounds = _bounds(connection, ids)
+    tracks = await _tuples(connection, RANGE_SONGS, bounds)
+    wanted = set(ids)
+    kept = {row[0]: tuple(row) for row in tracks if row[0] in wanted}
+    if len(kept) < RANGE_MIN_SHARE * len(tracks):
+        return None
+    snapshots = _by_song(await _tuples(connection, RANGE_SNAPSHOTS, bounds))
+    charts = _by_song(await _tuples(connection, RANGE_CHARTS, bounds))
+    return ChunkRows(kept, {}, snapshots, charts)
+
+
+async def _range_rows(connection: AsyncConnection, ids: list[str]) -> ChunkRows | None:
     """The rows `_listed_rows` reads, read over the range of ids the chunk spans (None when the chunk's
     songs are too few of the range's). The songs whose latest anchor week is the range's usual one get
     that week's predictions; the others, and ids the range did not hold (an id out of the collation's
     order), are read listed."""
-    # MariaDB compares ids without case: the range's ends in that order (any id outside is read listed)
-    order = str.upper if connection.dialect.name == "mysql" else None
-    bounds = {"lo": min(ids, key=order), "hi": max(ids, key=order)}
-    tracks = await _tuples(connection, RANGE_SONGS, bounds)
-    wanted = set(ids)
-    kept = [row for row in tracks if row[0] in wanted]
-    if len(kept) < RANGE_MIN_SHARE * len(tracks):
+    found = await _range_data(connection, ids)
+    if found is None:
         return None
+    bounds = _bounds(connection, ids)
     latest = dict(await _tuples(connection, RANGE_LATEST, bounds))
-    weeks = Counter(latest[row[0]] for row in kept if row[0] in latest)
-    songs: Rows = {}
+    weeks = Counter(latest[i] for i in found.tracks if i in latest)
     if weeks:
         week = weeks.most_common(1)[0][0]
         predictions = _by_song(await _tuples(connection, RANGE_PREDICTIONS, {**bounds, "week": week}))
-        for row in kept:
-            if latest.get(row[0]) == week and row[0] in predictions:
-                songs[row[0]] = [(*row, *prediction[1:]) for prediction in predictions[row[0]]]
-    snapshots = _by_song(await _tuples(connection, RANGE_SNAPSHOTS, bounds))
-    charts = _by_song(await _tuples(connection, RANGE_CHARTS, bounds))
+        found.predictions = {
+            i: [row[1:] for row in predictions[i]]
+            for i in found.tracks
+            if latest.get(i) == week and i in predictions
+        }
     # a song without predictions has no answer; one of another week, or out of the range, is read listed
-    in_range = {row[0] for row in kept}
-    others = [i for i in ids if i not in songs and (i in latest or i not in in_range)]
+    others = [i for i in ids if i not in found.predictions and (i in latest or i not in found.tracks)]
     if others:
-        listed = await _listed_rows(connection, others)
-        songs.update(listed[0])
-        snapshots.update((i, listed[1].get(i, [])) for i in others)
-        charts.update((i, listed[2].get(i, [])) for i in others)
-    return songs, snapshots, charts
+        found.update(await _listed_rows(connection, others))
+    return found
 
 
 async def _tuples(connection: AsyncConnection, statement: Any, params: dict[str, Any]) -> Sequence[Any]:
@@ -254,6 +321,7 @@ def _by_song(rows: Sequence[Any]) -> Rows:
 
 
 def _answer(
+    track: tuple[Any, ...],
     rows: list[Any],
     snapshots: list[Any],
     charts: list[Any],
@@ -262,16 +330,17 @@ def _answer(
 ) -> dict[str, Any] | None:
     """One song's `TrackForecast` as a dict, None when it has no up-to-date batch forecast
     (`tracks.SongData.stored_is_current`)."""
-    track_id, name, artists, album_id, release_date, demo, week = rows[0][: WEEK + 1]
-    if week is None:
+    track_id, name, artists, album_id, release_date, demo = track
+    if not rows:
         return None
+    week = rows[0][0]
     points = _points(snapshots, charts)
     latest = max(
         (p["week"] for p in points if p["popularity"] is not None or p["rank"] is not None), default=None
     )
     if not (latest is None or week >= latest or week == batch_week):
         return None
-    predictions = _predictions(rows, methods)
+    predictions = _predictions(track, rows, methods)
     stamps = [stamp for *_, stamp in snapshots if stamp is not None]
     return {
         "track": {
@@ -304,13 +373,14 @@ def _week_of(row: Any) -> Any:
     return row[1]
 
 
-def _predictions(rows: list[Any], methods: dict[str, tuple[str, float | None]]) -> list[dict[str, Any]]:
+def _predictions(
+    track: tuple[Any, ...], rows: list[Any], methods: dict[str, tuple[str, float | None]]
+) -> list[dict[str, Any]]:
     """The song's prediction rows (ordered by signal, region, horizon) as `TrackPrediction` dicts."""
+    track_id, name, artists, _, _, demo = track
     out: list[dict[str, Any]] = []
     last: tuple[str, str] | None = None
-    for row in rows:
-        (track_id, name, artists, _, _, demo, week, signal, region, horizon, current, value, lower, upper,
-         p_chart, version, cold_start) = row  # fmt: skip
+    for week, signal, region, horizon, current, value, lower, upper, p_chart, version, cold_start in rows:
         if (signal, region) != last:
             last = (signal, region)
             out.append({
