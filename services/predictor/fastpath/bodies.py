@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -334,43 +335,50 @@ def _answer(
     if not rows:
         return None
     week = rows[0][0]
-    points = _points(snapshots, charts)
-    latest = max(
-        (p["week"] for p in points if p["popularity"] is not None or p["rank"] is not None), default=None
-    )
+    points, latest = _points(snapshots, charts)
     if not (latest is None or week >= latest or week == batch_week):
         return None
     predictions = _predictions(track, rows, methods)
-    stamps = [stamp for *_, stamp in snapshots if stamp is not None]
+    if len(predictions) > 1:
+        predictions.sort(key=_shown_first)
     return {
         "track": {
             "id": track_id, "name": name, "artists": artists, "album_id": album_id,
             "release_date": release_date, "demo": bool(demo),
         },
-        "predictions": sorted(predictions, key=lambda p: (p["signal"] != Signal.POPULARITY, p["region"])),
+        "predictions": predictions,
         "history": points,
-        "data_refreshed_at": max(stamps, default=None),
+        "data_refreshed_at": max((row[4] for row in snapshots if row[4] is not None), default=None),
         "source": "batch",
         "cold_start": any(f["cold_start"] for p in predictions for f in p["forecasts"]),
     }  # fmt: skip
 
 
-def _points(snapshots: list[Any], charts: list[Any]) -> list[dict[str, Any]]:
-    """The song's `merged_points`; for a song that never charted (most songs) the same points made straight
-    from its snapshot rows, one per week, in week order."""
+def _shown_first(prediction: dict[str, Any]) -> tuple[bool, str]:
+    """The answer's order of its predictions: popularity first, then by region."""
+    return prediction["signal"] != Signal.POPULARITY, prediction["region"]
+
+
+def _points(snapshots: list[Any], charts: list[Any]) -> tuple[list[dict[str, Any]], dt.date | None]:
+    """The song's `merged_points` and the latest week of data a forecast uses (a known popularity or a
+    chart rank); for a song that never charted (most songs) the same points made straight from its
+    snapshot rows, one per week, in week order."""
     if charts:
-        return merged_points(
+        points = merged_points(
             [{"week": w, "popularity": p, "trending": t} for _, w, p, t, _ in snapshots],
             [{"week": w, "region": r, "rank": n, "streams": s} for _, w, r, n, s in charts],
         )
-    return [
+        used = (p["week"] for p in points if p["popularity"] is not None or p["rank"] is not None)
+        return points, max(used, default=None)
+    ordered = sorted(snapshots, key=WEEK_OF)
+    points = [
         {"week": w, "popularity": p, "trending": bool(t), "region": None, "rank": None, "streams": None}
-        for _, w, p, t, _ in sorted(snapshots, key=_week_of)
+        for _, w, p, t, _ in ordered
     ]  # fmt: skip
+    return points, max((row[1] for row in ordered if row[2] is not None), default=None)
 
 
-def _week_of(row: Any) -> Any:
-    return row[1]
+WEEK_OF = operator.itemgetter(1)  # a snapshot row's week
 
 
 def _predictions(
