@@ -62,6 +62,11 @@ def _assert_served(scores: dict, metric: str) -> None:
     naive = min(scores[name][metric] for name in ("naive", "persistence", "drift") if name in scores)
     assert served["skill"] == pytest.approx(1 - served[metric] / naive, abs=1e-3)
     assert set(served["candidates"]) >= {"model", "naive", "persistence"}
+    updating = scores["served_updating"]  # the weekly retrain replayed: scored on the same anchors
+    assert updating["skill"] == pytest.approx(
+        1 - updating[metric] / scores[served["best_naive_test"]][metric], abs=1e-3
+    )
+    assert sum(updating["methods"].values()) == pytest.approx(1.0, abs=0.01) and updating["updates"] >= 0
 
 
 def test_charts_eval_reports_the_served_method_skill_and_top20(tmp_path: Path) -> None:

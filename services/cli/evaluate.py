@@ -95,15 +95,16 @@ def eval_charts(
     test_spacing: Annotated[Spacing, spacing_option("test")] = Spacing.weekly,
 ) -> None:
     """Chart streams: censored MAE, AUC, 80% coverage and the top-20 survivors at 26 and 52 weeks of what
-    would serve (the method the training files' rolling-origin folds choose), of the learned model and of
-    every baseline; skill is 1 - error / the best naive answer's. Example: `--train charts/*_2019-*.csv
+    would serve (the method the training files' rolling-origin folds choose), of what the weekly retrain
+    would serve as the test period's outcomes arrive (`served_updating`), of the learned model and of every
+    baseline; skill is 1 - error / the best naive answer's. Example: `--train charts/*_2019-*.csv
     --test charts/*_2020-*.csv --test-spacing monthly`."""
     _eval("charts", train, test, as_json, train_spacing=train_spacing, test_spacing=test_spacing)
 
 
 @eval_app.command("popularity", cls=SpreadPathsCommand)
 def eval_popularity(train: TrainPaths, test: TestPaths, as_json: JsonFlag = False) -> None:
-    """Popularity index: MAE and 80% coverage at 182 and 365 days of what would serve, of the learned model,
-    persistence and the naive drift; skill against the best naive answer. Example: `--train a.csv b.csv
-    --test c.csv`."""
+    """Popularity index: MAE and 80% coverage at 182 and 365 days of what would serve (once chosen, and as
+    the weekly retrain updates it), of the learned model, persistence and the naive drift; skill against
+    the best naive answer. Example: `--train a.csv b.csv --test c.csv`."""
     _eval("popularity", train, test, as_json)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
-from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets
+from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets, concat_popularity_sets
 from shared.forecasting.metrics import censored_errors
 from shared.forecasting.models import (
     PopularityForecaster,
@@ -141,6 +140,17 @@ Metrics = dict[str, Any]  # a method's pooled fold metrics, by name (cmae, mae, 
 
 
 @dataclass
+class FoldForecasts:
+    """The folds' pooled out-of-time forecasts and their anchors, which chose the rule; `songpop eval` adds
+    newer outcomes to them to replay the weekly retrain's choice (`replay.py`)."""
+
+    model: dict[str, np.ndarray]
+    baselines: dict[str, dict[str, np.ndarray]]
+    data: Any  # ChartSet or PopularitySet
+    out_of_time: bool
+
+
+@dataclass
 class Backtest:
     """What the rolling-origin folds showed for one signal and horizon."""
 
@@ -151,6 +161,7 @@ class Backtest:
     folds: list[int]  # the folds' origins (week or day index)
     n_test: int  # test anchors pooled over the folds
     calibration: Any  # the latest fold's model: the final fit reuses its calibration
+    forecasts: FoldForecasts | None = None
 
     def metric(self, method: str, name: str) -> float | None:
         """`name` of `method` ("model", "served" or a baseline's name); None when not measured."""
@@ -165,12 +176,13 @@ def _backtest(
     rule: ServingRule,
     served: Metrics,
     folds: list[Fold],
-    n_test: int,
     runs: FoldRuns,
+    forecasts: FoldForecasts,
 ) -> Backtest:
     return Backtest(
         model=model, baselines=baselines, rule=rule, served={**served, **rule.card()},
-        folds=[int(f.origin) for f in folds], n_test=n_test, calibration=runs.latest_model,
+        folds=[int(f.origin) for f in folds], n_test=len(forecasts.data), calibration=runs.latest_model,
+        forecasts=forecasts,
     )  # fmt: skip
 
 
@@ -197,8 +209,8 @@ def backtest_streams(
         rule,
         chart_metrics(served, pooled, served["p_chart"]),
         folds,
-        len(pooled),
         runs,
+        FoldForecasts(pooled_model, bases, pooled, folds[0].out_of_time),
     )
 
 
@@ -250,13 +262,7 @@ def backtest_popularity(
     if not folds:
         return None
     runs = run_folds(data, folds, make, PopularityBaselines)
-    tests = runs.tests
-    pooled = PopularitySet(
-        X=pd.concat([t.X for t in tests], ignore_index=True),
-        song=np.concatenate([t.song for t in tests]),
-        day=np.concatenate([t.day for t in tests]),
-        future=np.concatenate([t.future for t in tests]),
-    )
+    pooled = concat_popularity_sets(runs.tests)
     pooled_model = _pool(runs.model)
     bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
     rule = select_popularity(pooled_model, bases, pooled, runs.fold_of_anchor(), folds[0].out_of_time)
@@ -267,6 +273,6 @@ def backtest_popularity(
         rule,
         popularity_metrics({k: np.clip(v, 0, 100) for k, v in served.items()}, pooled),
         folds,
-        len(pooled),
         runs,
+        FoldForecasts(pooled_model, bases, pooled, folds[0].out_of_time),
     )

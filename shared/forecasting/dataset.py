@@ -154,6 +154,15 @@ class PopularitySet:
         )
 
 
+def concat_popularity_sets(sets: list[PopularitySet]) -> PopularitySet:
+    return PopularitySet(
+        X=pd.concat([s.X for s in sets], ignore_index=True),
+        song=np.concatenate([s.song for s in sets]),
+        day=np.concatenate([s.day for s in sets]),
+        future=np.concatenate([s.future for s in sets]),
+    )
+
+
 def popularity_set(
     panel: PopularityPanel,
     horizon_days: int,

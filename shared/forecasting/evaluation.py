@@ -24,9 +24,23 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_popularity, backtest_streams
+from shared.forecasting.backtest import (
+    BACKTEST_STEP_WEEKS,
+    backtest_popularity,
+    backtest_streams,
+    select_popularity,
+    select_streams,
+)
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
-from shared.forecasting.dataset import ChartSet, PopularitySet, chart_set, popularity_set, with_thinned
+from shared.forecasting.dataset import (
+    ChartSet,
+    PopularitySet,
+    chart_set,
+    concat_chart_sets,
+    concat_popularity_sets,
+    popularity_set,
+    with_thinned,
+)
 from shared.forecasting.features import chart_features, popularity_features, regions_of
 from shared.forecasting.models import (
     PopularityForecaster,
@@ -40,6 +54,7 @@ from shared.forecasting.panel import (
     thin_charts,
     week_date,
 )
+from shared.forecasting.replay import Replayed, replay
 from shared.forecasting.scores import (
     chart_metrics,
     coverage_by_outcome,
@@ -70,16 +85,30 @@ def score_chart_split(
     model.baselines = ChartBaselines().fit(train.observed, original_train)
     model.serving = folds.rule if folds else None
     own, served = model.predict_model(test.X), model.predict(test.X)
+    bases = model.baselines.predict(test.X)
+    updating = replay(
+        folds.forecasts if folds else None, model.serving, (own, bases, test),
+        times=lambda data: data.week, level=test.X["above_floor"].to_numpy(float), concat=concat_chart_sets,
+        select=select_streams, horizon=horizon, step=BACKTEST_STEP_WEEKS,
+    )  # fmt: skip
     result: dict[str, Any] = {
         "served": {**chart_metrics(served, test, served["p_chart"]), **coverage_by_outcome(served, test)},
+        "served_updating": _updating_scores(
+            updating,
+            {
+                **chart_metrics(updating.forecast, test, own["p_chart"]),
+                **coverage_by_outcome(updating.forecast, test),
+            },
+        ),  # fmt: skip
         "model": chart_metrics(own, test, own["p_chart"]),
     }
     rank_score = -test.X["rank"].to_numpy(float)  # persistence: the better placed, the likelier to stay
-    for name, base in model.baselines.predict(test.X).items():
+    for name, base in bases.items():
         result[name] = chart_metrics(base, test, rank_score if name == "persistence" else None)
     result["model"]["top20"] = top_survivors(own["p_chart"], test)
     result["persistence"]["top20"] = top_survivors(rank_score, test)
     _describe_served(result, model.serving, "cmae")
+    _skill_of_updating(result, "cmae")
     result["n_train"], result["n_test"] = int((~train.thinned).sum()), len(test)
     result["n_train_thinned"] = int(train.thinned.sum())
     result["charted_share"] = rounded(float(np.mean(test.charted)))
@@ -100,6 +129,20 @@ def _describe_served(result: dict[str, Any], rule: ServingRule | None, metric: s
         original = result.get("original", {}).get(metric)
         if original:
             served["skill_vs_original"] = rounded(1.0 - served[metric] / original)
+
+
+def _updating_scores(updating: Replayed, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**metrics, "methods": updating.methods, "updates": updating.updates}
+
+
+def _skill_of_updating(result: dict[str, Any], metric: str) -> None:
+    """The replayed weekly retrain's skill against the same best naive answer as the one-shot's."""
+    updating, best = result["served_updating"], result["served"].get("best_naive_test")
+    if best and updating.get(metric) is not None and result[best].get(metric):
+        updating["skill"] = rounded(1.0 - updating[metric] / result[best][metric])
+        original = result.get("original", {}).get(metric)
+        if original:
+            updating["skill_vs_original"] = rounded(1.0 - updating[metric] / original)
 
 
 def _chart_membership(panel: ChartPanel) -> set[tuple[str, int]]:
@@ -271,13 +314,22 @@ def score_popularity_split(
     model = make().fit(train, calibrated_by=folds.calibration if folds else None)
     model.baselines = PopularityBaselines().fit(train, original_train)
     model.serving = folds.rule if folds else None
+    own, bases = model.predict_model(test.X), model.baselines.predict(test.X)
+    updating = replay(
+        folds.forecasts if folds else None, model.serving, (own, bases, test),
+        times=lambda data: data.day, level=test.current, concat=concat_popularity_sets,
+        select=select_popularity, horizon=horizon, step=BACKTEST_STEP_WEEKS * 7, every=7,
+    )  # fmt: skip
+    clipped = {key: np.clip(values, 0, 100) for key, values in updating.forecast.items()}
     scores: dict[str, Any] = {
         "served": popularity_metrics(model.predict(test.X), test),
-        "model": popularity_metrics(model.predict_model(test.X), test),
+        "served_updating": _updating_scores(updating, popularity_metrics(clipped, test)),
+        "model": popularity_metrics(own, test),
     }
-    for name, pred in model.baselines.predict(test.X).items():
+    for name, pred in bases.items():
         scores[name] = popularity_metrics(pred, test)
     _describe_served(scores, model.serving, "mae")
+    _skill_of_updating(scores, "mae")
     return scores
 
 
@@ -300,7 +352,7 @@ def run_eval(
 
 
 METRIC_ORDER = ("cmae", "auc", "mae", "coverage80", "top20", "skill")
-FORECASTER_ORDER = ("served", "model", "persistence", "naive", "drift", "original")
+FORECASTER_ORDER = ("served", "served_updating", "model", "persistence", "naive", "drift", "original")
 
 
 def format_eval_table(result: dict[str, Any]) -> str:
