@@ -49,6 +49,7 @@ typecheck: install  ## mypy
 
 CHARTS := $(DATA)/charts-weekly-2017-2020
 LATER := $(DATA)/charts-weekly-2021-2024
+DAILY := $(DATA)/charts-it-daily-monthly-2020-2021
 TOP50 := $(DATA)/popularity-top50-daily-2023-2024/spotify-streaming-top-50
 EVAL := $(BIN)/songpop eval
 
@@ -61,6 +62,7 @@ eval: install  ## backtests on the real data in $(DATA) (the README's table): wh
 	$(EVAL) charts --train $(CHARTS) --test $(LATER)
 	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing monthly
 	$(EVAL) charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
+	$(EVAL) charts --train $(CHARTS) --test $(DAILY)
 	$(EVAL) popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
 		--test $(TOP50)-japan.csv $(TOP50)-south-korea.csv
 

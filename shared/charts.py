@@ -68,6 +68,9 @@ class ChartRow:
     streams: int | None
 
 
+DAYS_IN_WEEK = 7
+
+
 @dataclass
 class Chart:
     """One chart file: its identity, period, rows and the rows that could not be read."""
@@ -82,6 +85,20 @@ class Chart:
     format: str  # "spotifycharts" (old) or "charts.spotify.com" (new)
     rows: list[ChartRow] = field(default_factory=list)
     problems: list[ChartProblem] = field(default_factory=list)
+
+    @property
+    def series(self) -> str:
+        """The chart this file is an issue of: its region's weekly chart ("it"), or that region's daily chart
+        ("it-daily"), a chart of its own: a day's Top 200 is another list than the week's, so a daily file
+        neither overwrites nor mixes with the week's entries."""
+        return self.region if self.period == "weekly" else f"{self.region}-{self.period}"
+
+    def weekly_streams(self, row: ChartRow) -> int | None:
+        """The row's streams on the weekly charts' scale (a day's times 7), so that levels and floors mean
+        the same to the models whatever the chart; exact, so the day's figure is kept (divide by 7)."""
+        if row.streams is None or self.period == "weekly":
+            return row.streams
+        return row.streams * DAYS_IN_WEEK
 
     @property
     def floor_streams(self) -> int | None:

@@ -42,6 +42,7 @@ def test_old_format_weekly_with_date_and_region_from_the_name(tmp_path: Path) ->
     )
     chart = read_chart(path)
     assert (chart.region, chart.period, chart.format) == ("it", "weekly", "spotifycharts")
+    assert chart.series == "it"  # a weekly chart is its region's
     assert chart.date == dt.date(2016, 12, 29)  # the end date is the next chart's first day
     assert chart.week == dt.date(2016, 12, 26) and chart.week.weekday() == 0
     assert [r.rank for r in chart.rows] == [1, 2]
@@ -73,6 +74,7 @@ def test_daily_name_folder_region_and_explicit_overrides(tmp_path: Path) -> None
     daily = old_chart(tmp_path, "regional-it-daily-2020-01-01.csv", [old_row(1, ID_A)])
     chart = read_chart(daily)
     assert (chart.region, chart.period, chart.week) == ("it", "daily", dt.date(2019, 12, 30))
+    assert chart.series == "it-daily" and chart.weekly_streams(chart.rows[0]) == 7 * chart.rows[0].streams
     in_folder = old_chart(tmp_path / "de", "chart-2020-03-05.csv", [old_row(1, ID_A)])
     assert read_chart(in_folder).region == "de"
     explicit = read_chart(in_folder, region="fr", week=dt.date(2021, 6, 2))

@@ -34,7 +34,7 @@ def test_eval_on_unreadable_files_says_why(tmp_path: Path) -> None:
 def test_eval_without_chart_files_says_so(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "charts", "--train", str(tmp_path), "--test", str(tmp_path)])
     assert result.exit_code == 1
-    assert "no weekly chart files" in result.output
+    assert "no chart files" in result.output
 
 
 def test_eval_paths_follow_their_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.forecasting import NotEnoughData, format_eval_table, run_eval
+from shared.forecasting.panel import chart_panel_from_files
 from shared.forecasting.synthetic import (
     synthetic_charts,
     synthetic_popularity,
@@ -125,3 +126,20 @@ def test_a_horizon_the_files_cannot_test_is_skipped_with_its_reason(tmp_path: Pa
     assert result["26w"]["n_test"] > 0
     assert "52 weeks later" in result["52w"]["skipped"]
     assert "52w      skipped" in format_eval_table(result)
+
+
+def test_daily_chart_files_are_a_chart_of_their_own_on_the_weekly_scale(tmp_path: Path) -> None:
+    charts = synthetic_charts(regions=2, weeks=200, size=60, seed=5)
+    charts.loc[charts["region"] == "it", "streams"] //= 7  # a day's streams
+    for path in write_chart_files(charts, tmp_path, new_format=True):
+        if path.name.startswith("regional-it-"):  # Italy's files are its daily chart, one a week
+            path.rename(path.with_name(path.name.replace("-weekly-", "-daily-")))
+    panel = chart_panel_from_files([tmp_path])
+    assert set(panel.entries["region"]) == {"global", "it-daily"}
+    daily = panel.entries[panel.entries["region"] == "it-daily"]
+    written = charts[charts["region"] == "it"]["streams"]
+    assert sorted(daily["streams"]) == sorted(written * 7)  # on the weekly scale, exactly
+    daily_files = sorted(tmp_path.glob("regional-it-daily-*.csv"))
+    result = run_eval("charts", sorted(tmp_path.glob("regional-global-*.csv")), daily_files)
+    _assert_served(result["26w"], "cmae")
+    assert result["26w"]["n_test"] > 0

@@ -26,10 +26,12 @@ JAN_1_2024 = dt.date(2024, 1, 1)
 
 async def test_both_formats_load_with_week_region_rank_and_streams(settings, sessions, tmp_path) -> None:
     old, weekly, daily = chart_entries(30, seed=1), chart_entries(25, seed=2), chart_entries(20, seed=3)
+    it_weekly = chart_entries(15, seed=4)
     folder = tmp_path / "charts"
     write(folder / "it_2020-01-03--2020-01-10.csv", old_format(old))
     write(folder / "regional-global-weekly-2024-08-29.csv", new_format(weekly))
-    write(folder / "regional-it-daily-2024-08-29.csv", new_format(daily))
+    write(folder / "regional-it-weekly-2024-08-29.csv", new_format(it_weekly))
+    write(folder / "regional-it-daily-2024-08-29.csv", new_format(daily))  # the same week's daily chart
 
     async with emulator() as spotify:
         report = await ingest_once(
@@ -37,11 +39,13 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
         )
 
     assert report.status == "ok", report.errors
-    assert report.counts.chart_files == 3 and report.counts.chart_weeks == 2
+    assert report.counts.chart_files == 4 and report.counts.chart_weeks == 2
     expected = sorted(
         [(e.track_id, JAN_6_2020, "it", e.rank, e.streams) for e in old]
         + [(e.track_id, AUG_26_2024, "global", e.rank, e.streams) for e in weekly]
-        + [(e.track_id, AUG_26_2024, "it", e.rank, e.streams) for e in daily]
+        + [(e.track_id, AUG_26_2024, "it", e.rank, e.streams) for e in it_weekly]
+        # a daily chart is a series of its own, beside the week's, its streams on the weekly scale
+        + [(e.track_id, AUG_26_2024, "it-daily", e.rank, e.streams * 7) for e in daily]
     )
     assert await rows(sessions, ChartEntry, "track_id", "week", "region", "rank", "streams") == expected
     tracks = {t[0]: t[1:] for t in await rows(sessions, Track, "id", "name", "artist_names")}

@@ -48,9 +48,9 @@ def chart_entry_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
         {
             "track_id": row.track_id,
             "week": chart.week,
-            "region": chart.region,
+            "region": chart.series,
             "rank": row.rank,
-            "streams": row.streams,
+            "streams": chart.weekly_streams(row),
             "source": chart.name[:255],
             "is_demo": demo,
         }
@@ -60,7 +60,7 @@ def chart_entry_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
 
 
 def week_entry_rows(charts: Sequence[Chart], *, demo: bool) -> list[dict[str, Any]]:
-    """Chart entries of one week's files; where two files chart the same region (daily files of one
+    """Chart entries of one week's files; where two files chart the same series (daily files of one
     week), the later file's rank and streams win."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for chart in charts:
@@ -90,7 +90,7 @@ def chart_file_rows(charts: Iterable[Chart]) -> list[dict[str, Any]]:
         {
             "sha256": c.sha256,
             "name": c.name[:512],
-            "region": c.region,
+            "region": c.series,
             "week": c.week,
             "rows": sum(1 for row in c.rows if row.track_id),
             "ingested_at": utcnow(),

@@ -222,29 +222,28 @@ def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
     return ChartPanel(entries.reset_index(drop=True), charts)
 
 
-def chart_panel_from_files(paths: Iterable[str | Path], *, period: str = "weekly") -> ChartPanel:
-    """A chart panel from chart CSV files or folders (only charts of `period`; bad rows are skipped)."""
+def chart_panel_from_files(paths: Iterable[str | Path]) -> ChartPanel:
+    """A chart panel from chart CSV files or folders (bad rows are skipped); a daily file is an issue of its
+    region's daily chart, a series of its own ("it-daily"), on the weekly scale (`Chart.series`)."""
     frames = []
     for path in iter_chart_paths(paths):
         chart = read_chart(path)
-        if chart.period != period:
-            continue
         rows = [r for r in chart.rows if r.track_id]
         frames.append(
             pd.DataFrame(
                 {
                     "track": [r.track_id for r in rows],
-                    "region": chart.region,
+                    "region": chart.series,
                     "week": week_index(chart.date),
                     "rank": [r.rank for r in rows],
-                    "streams": [r.streams for r in rows],
+                    "streams": [chart.weekly_streams(r) for r in rows],
                     "artist": [artist_key(r.artists[0]) if r.artists else "" for r in rows],
                     "name": [r.track_name for r in rows],
                 }
             )
         )
     if not frames:
-        raise NotEnoughData(f"no {period} chart files found")
+        raise NotEnoughData("no chart files found")
     return _chart_panel(pd.concat(frames, ignore_index=True))
 
 
