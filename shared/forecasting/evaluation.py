@@ -99,7 +99,7 @@ def score_chart_split(
                 **chart_metrics(updating.forecast, test, own["p_chart"]),
                 **coverage_by_outcome(updating.forecast, test),
             },
-        ),  # fmt: skip
+        ),
         "model": chart_metrics(own, test, own["p_chart"]),
     }
     rank_score = -test.X["rank"].to_numpy(float)  # persistence: the better placed, the likelier to stay
