@@ -74,7 +74,7 @@ def test_daily_name_folder_region_and_explicit_overrides(tmp_path: Path) -> None
     daily = old_chart(tmp_path, "regional-it-daily-2020-01-01.csv", [old_row(1, ID_A)])
     chart = read_chart(daily)
     assert (chart.region, chart.period, chart.week) == ("it", "daily", dt.date(2019, 12, 30))
-    assert chart.series == "it-daily" and chart.weekly_streams(chart.rows[0]) == 7 * chart.rows[0].streams
+    assert chart.series == "it-daily" and chart.weekly_streams(chart.rows[0]) == 7_000  # 1,000 that day
     in_folder = old_chart(tmp_path / "de", "chart-2020-03-05.csv", [old_row(1, ID_A)])
     assert read_chart(in_folder).region == "de"
     explicit = read_chart(in_folder, region="fr", week=dt.date(2021, 6, 2))

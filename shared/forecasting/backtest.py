@@ -178,18 +178,27 @@ def _backtest(
     folds: list[Fold],
     runs: FoldRuns,
     forecasts: FoldForecasts,
+    keep_forecasts: bool,
 ) -> Backtest:
     return Backtest(
         model=model, baselines=baselines, rule=rule, served={**served, **rule.card()},
         folds=[int(f.origin) for f in folds], n_test=len(forecasts.data), calibration=runs.latest_model,
-        forecasts=forecasts,
+        forecasts=forecasts if keep_forecasts else None,
     )  # fmt: skip
 
 
 def backtest_streams(
-    data: ChartSet, horizon: int, regions: list[str], make: Callable[[], StreamsForecaster], *, step: int
+    data: ChartSet,
+    horizon: int,
+    regions: list[str],
+    make: Callable[[], StreamsForecaster],
+    *,
+    step: int,
+    keep_forecasts: bool = False,
 ) -> Backtest | None:
-    """Backtest a streams forecaster and the baselines; None when no fold has enough history."""
+    """Backtest a streams forecaster and the baselines; None when no fold has enough history. With
+    `keep_forecasts` the folds' pooled forecasts stay in the result (for `eval`'s replay; the trainer does
+    not hold them while it fits)."""
     folds = choose_folds(data.week, data.track, horizon, step)
     if not folds:
         return None
@@ -211,6 +220,7 @@ def backtest_streams(
         folds,
         runs,
         FoldForecasts(pooled_model, bases, pooled, folds[0].out_of_time),
+        keep_forecasts,
     )
 
 
@@ -255,9 +265,15 @@ def select_popularity(
 
 
 def backtest_popularity(
-    data: PopularitySet, horizon_days: int, make: Callable[[], PopularityForecaster], *, step: int
+    data: PopularitySet,
+    horizon_days: int,
+    make: Callable[[], PopularityForecaster],
+    *,
+    step: int,
+    keep_forecasts: bool = False,
 ) -> Backtest | None:
-    """Backtest a popularity forecaster and the baselines; None when no fold has enough history."""
+    """Backtest a popularity forecaster and the baselines; None when no fold has enough history (with
+    `keep_forecasts`, as `backtest_streams`)."""
     folds = choose_folds(data.day, data.song, horizon_days, step)
     if not folds:
         return None
@@ -275,4 +291,5 @@ def backtest_popularity(
         folds,
         runs,
         FoldForecasts(pooled_model, bases, pooled, folds[0].out_of_time),
+        keep_forecasts,
     )

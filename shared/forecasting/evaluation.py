@@ -80,7 +80,7 @@ def score_chart_split(
     def make() -> StreamsForecaster:
         return StreamsForecaster(horizon=horizon, regions=regions)
 
-    folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS)
+    folds = backtest_streams(train, horizon, regions, make, step=BACKTEST_STEP_WEEKS, keep_forecasts=True)
     model = make().fit(train, calibrated_by=folds.calibration if folds else None)
     model.baselines = ChartBaselines().fit(train.observed, original_train)
     model.serving = folds.rule if folds else None
@@ -310,7 +310,7 @@ def score_popularity_split(
     def make() -> PopularityForecaster:
         return PopularityForecaster(horizon=horizon)
 
-    folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7)
+    folds = backtest_popularity(train, horizon, make, step=BACKTEST_STEP_WEEKS * 7, keep_forecasts=True)
     model = make().fit(train, calibrated_by=folds.calibration if folds else None)
     model.baselines = PopularityBaselines().fit(train, original_train)
     model.serving = folds.rule if folds else None
