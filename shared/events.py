@@ -117,7 +117,11 @@ class TrackPrediction(BaseModel):
     artists: str = ""
     week: dt.date
     signal: Signal
-    region: str = ""
+    region: str = Field(
+        default="",
+        description="streams: the chart, its region (`global`, `it`) or that region's daily chart "
+        "(`it-daily`, streams on the weekly scale: the day's times 7); popularity: empty",
+    )
     rank: int | None = None
     current: float | None = None
     forecasts: list[Forecast]
