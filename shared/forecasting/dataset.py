@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -105,16 +106,7 @@ def chart_set(
 
 
 def concat_chart_sets(sets: list[ChartSet]) -> ChartSet:
-    return ChartSet(
-        X=pd.concat([s.X for s in sets], ignore_index=True),
-        track=np.concatenate([s.track for s in sets]),
-        region=np.concatenate([s.region for s in sets]),
-        week=np.concatenate([s.week for s in sets]),
-        charted=np.concatenate([s.charted for s in sets]),
-        future_level=np.concatenate([s.future_level for s in sets]),
-        future_floor=np.concatenate([s.future_floor for s in sets]),
-        thinned=np.concatenate([s.thinned for s in sets]),
-    )
+    return _concat(sets)
 
 
 def thinned_chart_set(panel: ChartPanel, horizon: int, regions: list[str]) -> ChartSet | None:
@@ -155,11 +147,19 @@ class PopularitySet:
 
 
 def concat_popularity_sets(sets: list[PopularitySet]) -> PopularitySet:
-    return PopularitySet(
-        X=pd.concat([s.X for s in sets], ignore_index=True),
-        song=np.concatenate([s.song for s in sets]),
-        day=np.concatenate([s.day for s in sets]),
-        future=np.concatenate([s.future for s in sets]),
+    return _concat(sets)
+
+
+def _concat(sets: list[Any]) -> Any:
+    """The anchors of `sets` (of one dataclass: a frame of features, arrays) one after the other."""
+    first = sets[0]
+    return type(first)(
+        **{
+            f.name: pd.concat([getattr(s, f.name) for s in sets], ignore_index=True)
+            if isinstance(getattr(first, f.name), pd.DataFrame)
+            else np.concatenate([getattr(s, f.name) for s in sets])
+            for f in fields(first)
+        }
     )
 
 
