@@ -58,24 +58,16 @@ def replay(
     of time."""
     model, bases, data = test
     when = times(data)
-    known_data, known_model, known_bases, in_test = _pool(folds, test, concat)
-    known_times = times(known_data)
+    pool = _pool(folds, test, concat)
     starts = np.unique(when - (when - when.min()) % every) if len(when) else when
     out: Forecast = {key: np.full(len(when), np.nan) for key in model}
     methods: dict[str, float] = {}
     updates = 0
     for start, end in zip(starts, [*starts[1:], np.inf], strict=True):
         block = (when >= start) & (when < end)
-        known = (known_times + horizon <= start) & (known_times > start - horizon - 2 * step)
-        current = rule
-        if np.sum(known & in_test) >= MIN_SEGMENT_ANCHORS:
-            known &= in_test | bool(folds is not None and folds.out_of_time)
-            window = (known_times[known] > start - horizon - step).astype(np.int64)
-            current = select(
-                _take(known_model, known), {n: _take(f, known) for n, f in known_bases.items()},
-                known_data.take(known), window,
-            )  # fmt: skip
-            updates += 1
+        chosen = _rule_at(int(start), pool, times, select, horizon, step, folds)
+        updates += chosen is not None
+        current = chosen if chosen is not None else rule
         part = _take(model, block), {n: _take(f, block) for n, f in bases.items()}
         served = current.apply(*part, level[block]) if current is not None else part[0]
         for key in out:
@@ -85,13 +77,36 @@ def replay(
     return Replayed(out, {name: round(share, 3) for name, share in methods.items()}, updates)
 
 
+Pool = tuple[Any, Forecast, dict[str, Forecast], np.ndarray]  # anchors, model's, baselines', test mask
+
+
+def _rule_at(
+    start: int,
+    pool: Pool,
+    times: Callable[[Any], np.ndarray],
+    select: Select,
+    horizon: int,
+    step: int,
+    folds: FoldForecasts | None,
+) -> ServingRule | None:
+    """The rule the weekly retrain would choose at `start`: on the two windows of `step` anchor times whose
+    outcomes are known by then; None while fewer than MIN_SEGMENT_ANCHORS test outcomes are."""
+    data, model, bases, in_test = pool
+    at = times(data)
+    known = (at + horizon <= start) & (at > start - horizon - 2 * step)
+    if np.sum(known & in_test) < MIN_SEGMENT_ANCHORS:
+        return None
+    known &= in_test | bool(folds is not None and folds.out_of_time)
+    window = (at[known] > start - horizon - step).astype(np.int64)
+    chosen_on = _take(model, known), {n: _take(f, known) for n, f in bases.items()}, data.take(known)
+    return select(*chosen_on, window)
+
+
 def _take(forecast: Forecast, mask: np.ndarray) -> Forecast:
     return {key: values[mask] for key, values in forecast.items()}
 
 
-def _pool(
-    folds: FoldForecasts | None, test: Test, concat: Callable[[list[Any]], Any]
-) -> tuple[Any, Forecast, dict[str, Forecast], np.ndarray]:
+def _pool(folds: FoldForecasts | None, test: Test, concat: Callable[[list[Any]], Any]) -> Pool:
     """The folds' anchors and forecasts followed by the test's; a mask of the test's."""
     model, bases, data = test
     if folds is None:
