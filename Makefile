@@ -74,8 +74,8 @@ compose-check:  ## validate docker-compose.yml with Compose itself, against .env
 
 bench: bench-ingest bench-db bench-train bench-api bench-scoring bench-batch bench-e2e bench-up  ## every benchmark
 
-bench-scale: install  ## the predictor's whole db-updated handling at 10,000 / 100,000 / 1,000,000 songs: time and peak memory per song, next to LOAD DATA of the same rows (SIZES=...)
-	$(BIN)/python -m benchmarks.bench_scale --sizes $(SIZES)
+bench-scale: install  ## the predictor's whole db-updated handling at 10,000 / 100,000 / 1,000,000 songs: time and peak memory per song, next to LOAD DATA of the same rows, the database's size and the server's buffer pool (SIZES=...; BUFFER_POOL=4G sets innodb_buffer_pool_size for the run and restores it after)
+	$(BIN)/python -m benchmarks.bench_scale --sizes $(SIZES) $(if $(BUFFER_POOL),--buffer-pool $(BUFFER_POOL))
 
 bench-db: install  ## upsert 200,000 snapshot rows, then a new week of 100,000 songs' predictions, into MariaDB (bulk path): rows/s next to a plain executemany (>= 150,000/s and >= 2.5x)
 	$(BIN)/python -m benchmarks.bench_db --rows 200000 --songs 100000

@@ -12,10 +12,14 @@ For each size, in its own process (so its peak memory is its own) and its own Ma
      store refresh, scoring, predictions stored, messages staged, commit; publishing every message to the
      broker; the resident answers rebuilt for every song), with its phases;
   5. the reference: `LOAD DATA LOCAL` of the same prediction rows into an empty copy of the table.
-Prints, per size, seconds and microseconds per song, the phases, the peak memory of the process (and
-per song), and the LOAD DATA time. Targets (issue 14): < 3 s at 100,000 songs, < 30 s and < 4 GB at
-1,000,000, time per song not growing with size; verdicts printed, not exit codes (timings depend on what
-else the machine does). Run: `make bench-scale` (`--sizes 10000,100000,1000000` to choose sizes).
+Prints, per size, seconds and microseconds per song, the phases (the store's refresh and its checksum
+queries apart from the scoring; the garbage collector's seconds), the peak memory of the process (and per
+song), the LOAD DATA time, and the database's size next to the server's InnoDB buffer pool with the pages
+the server read from the disk meanwhile: a database larger than the pool is flagged, its figures then
+include the disk's. `--buffer-pool 4G` sets the pool for the run and restores the previous size after.
+Targets (issue 14): < 3 s at 100,000 songs, < 30 s and < 4 GB at 1,000,000, time per song not growing with
+size; verdicts printed, not exit codes (timings depend on what else the machine does). Run:
+`make bench-scale` (`--sizes 10000,100000,1000000` to choose sizes).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import json
 import os
 import random
@@ -39,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
+from benchmarks import dbserver
 from shared import bulkload
 from shared.db import make_engine, make_sessionmaker, migrate, upsert
 from shared.events import DbUpdated, Envelope, IngestKind, envelope
@@ -192,19 +198,92 @@ class Peaks:
             Path("/proc/self/clear_refs").write_text("5")
 
 
-def measured_steps(peaks: Peaks) -> Any:
-    """The handler's `Steps` (seconds per step), also cutting `peaks` at the end of each step."""
+class GcClock:
+    """Seconds the garbage collector ran (any thread: it holds the GIL throughout) and its full collections,
+    counted while `running`: a collection of the oldest generation visits every object the process holds,
+    so at 1,000,000 songs each costs more and the same work triggers as many."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._start = 0.0, 0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._start
+        self.full += info["generation"] == 2
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[GcClock]:
+        gc.callbacks.append(self._callback)
+        try:
+            yield self
+        finally:
+            gc.callbacks.remove(self._callback)
+
+
+def measured_steps(peaks: Peaks, clock: GcClock) -> Any:
+    """The handler's `Steps` (seconds per step), also cutting `peaks` at the end of each step and
+    recording the garbage collector's seconds in each (`gc_seconds`)."""
     from services.predictor.batch_write import Steps
 
     class MeasuredSteps(Steps):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gc_seconds: dict[str, float] = {}
+
         @contextlib.contextmanager
         def __call__(self, name: str) -> Iterator[None]:
             peaks.cut()
+            collecting = clock.seconds
             with super().__call__(name):
                 yield
+            self.gc_seconds[name] = self.gc_seconds.get(name, 0.0) + clock.seconds - collecting
             peaks.cut(f"  {name}")
 
     return MeasuredSteps()
+
+
+@contextlib.contextmanager
+def store_refresh_timed() -> Iterator[dict[str, float]]:
+    """The resident store's refresh timed apart from the scoring it shares a step with: its checksum query
+    of each table and the whole refresh (the rest of it reloads what changed), seconds by label."""
+    from shared.forecasting import store
+
+    seconds: dict[str, float] = {}
+    sums, refresh = store._sums, store.PanelStore.refresh
+
+    async def timed_sums(session: Any, key: str, row_hash: str, source: str) -> Any:
+        start = time.perf_counter()
+        try:
+            return await sums(session, key, row_hash, source)
+        finally:
+            seconds[f"checksums of {source.split()[1]}"] = time.perf_counter() - start
+
+    async def timed_refresh(self: Any, session: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await refresh(self, session)
+        finally:
+            seconds["the store's refresh"] = time.perf_counter() - start
+
+    store._sums, store.PanelStore.refresh = timed_sums, timed_refresh  # type: ignore[method-assign]
+    try:
+        yield seconds
+    finally:
+        store._sums, store.PanelStore.refresh = sums, refresh  # type: ignore[method-assign]
+
+
+def with_refresh(steps: dict[str, float], refresh: dict[str, float]) -> dict[str, float]:
+    """The handler's steps with the store's refresh (and its checksums) under the step that holds it."""
+    phases: dict[str, float] = {}
+    for name, seconds in steps.items():
+        phases[f"  {name}"] = seconds
+        if name == "refresh and scoring" and refresh:
+            whole = refresh.pop("the store's refresh", 0.0)
+            phases["    of which the store's refresh"] = whole
+            phases.update({f"      {label}": value for label, value in refresh.items()})
+    return phases
 
 
 async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
@@ -215,37 +294,45 @@ async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
     from shared.outbox import publish_pending
 
     settings, clients = app.state.settings, app.state.clients
-    steps = measured_steps(peaks)
+    clock = GcClock()
+    steps = measured_steps(peaks, clock)
     peaks.stretches.clear()
     peaks.cut()
-    start = time.perf_counter()
-    await service.handle_event(sessions=app.state.sessions, settings=settings, topics=topics(settings),
-                               event_id=event_id, steps=steps)  # fmt: skip
-    stored = time.perf_counter()
-    peaks.cut("  after the steps")
-    app.state.cache.expire()
-    clients.resident.wake.set()
-    published = await publish_pending(
-        sessions=app.state.sessions, client=app.state.mqtt, producer="predictor",
-        expand=batch_messages.expander(app.state.sessions, topics(settings)),
-    )  # fmt: skip
-    sent = time.perf_counter()
-    peaks.cut("published")
-    version = await data_version(clients.reader)
-    cpu = time.process_time()
-    # a pass of the app's own warmer finished after applying this version (pending empties as chunks start)
-    while not (app.state.cache_warmed_version == version and clients.resident.ready):  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    done = time.perf_counter()
-    rebuild_cpu = time.process_time() - cpu  # the process's, every thread (the gzip worker's too)
+    with clock.running():
+        start = time.perf_counter()
+        with store_refresh_timed() as refresh:
+            await service.handle_event(sessions=app.state.sessions, settings=settings,
+                                       topics=topics(settings), event_id=event_id, steps=steps)  # fmt: skip
+        stored, gc_stored = time.perf_counter(), clock.seconds
+        peaks.cut("  after the steps")
+        app.state.cache.expire()
+        clients.resident.wake.set()
+        published = await publish_pending(
+            sessions=app.state.sessions, client=app.state.mqtt, producer="predictor",
+            expand=batch_messages.expander(app.state.sessions, topics(settings)),
+        )  # fmt: skip
+        sent, gc_sent = time.perf_counter(), clock.seconds
+        peaks.cut("published")
+        version = await data_version(clients.reader)
+        cpu = time.process_time()
+        # a pass of the app's warmer finished after applying this version (pending empties as chunks start)
+        while not (app.state.cache_warmed_version == version and clients.resident.ready):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        done = time.perf_counter()
+        rebuild_cpu = time.process_time() - cpu  # the process's, every thread (the gzip worker's too)
     peaks.cut("resident answers rebuilt")
     return {
         "total": done - start,
         "handled (its steps below)": stored - start,
-        **{f"  {k}": v for k, v in steps.seconds.items()},
+        **with_refresh(steps.seconds, refresh),
         f"published ({published:,} messages)": sent - stored,
         "resident answers rebuilt": done - sent,
         "  the process's CPU meanwhile (all threads)": rebuild_cpu,
+        f"garbage collector, all threads ({clock.full} full collections)": clock.seconds,
+        "  while handled": gc_stored,
+        **{f"    in {name}": seconds for name, seconds in steps.gc_seconds.items() if seconds >= 0.05},
+        "  while published": gc_sent - gc_stored,
+        "  while the resident answers were rebuilt": clock.seconds - gc_sent,
     }
 
 
@@ -275,6 +362,25 @@ async def load_data_reference(url: str) -> tuple[int, float]:
         await engine.dispose()
 
 
+async def server_reads(url: str) -> tuple[int, int]:
+    """The buffer pool's size and the pages the server has read from the disk so far."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await dbserver.buffer_pool_size(conn), await dbserver.pages_read_from_disk(conn)
+    finally:
+        await engine.dispose()
+
+
+async def database_tables(url: str, name: str) -> list[tuple[str, int, int]]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return [(t.name, t.rows, t.bytes) for t in await dbserver.database_size(conn, name)]
+    finally:
+        await engine.dispose()
+
+
 async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[str, Any]:
     from services.predictor.app import create_app
     from services.predictor.settings import PredictorSettings
@@ -300,7 +406,9 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
                 cold = await handle(app, "bench-cold", peaks)
                 rss_warm = memory("VmRSS")  # the resident store loaded, the resident answers built
                 week_seconds, announced = await new_week(url, songs, topics(settings).db_updated)
+                pool, reads_before = await server_reads(url)
                 timed = await handle(app, announced, peaks)
+                reads = (await server_reads(url))[1] - reads_before
         except BaseException:
             # a failed run's retained messages would stay in a persistent broker (GBs at 1,000,000 songs)
             with contextlib.suppress(Exception):
@@ -308,6 +416,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
             raise
         peaks.cut()
         peak = peaks.overall
+        tables = await database_tables(url, name)  # before the reference adds its copy
         prediction_rows, reference = await load_data_reference(url)
         cleared, left = await clear_retained(root, songs)
         return {
@@ -317,6 +426,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
             "rss_warm": rss_warm, "memory": peaks.stretches,
             "prediction_rows": prediction_rows, "load_data_seconds": reference,
             "retained_cleared": cleared, "retained_left": left,
+            "buffer_pool_bytes": pool, "pages_read_from_disk": reads, "tables": tables,
         }  # fmt: skip
     finally:
         if not keep:
@@ -393,11 +503,33 @@ def report(result: dict[str, Any]) -> list[str]:
         f"      {label:<58} {peak / mb:6,.0f} / {rss / mb:6,.0f} MB"
         for label, (peak, rss) in result["memory"].items()
     ]
+    lines += database_report(result)
     target = TARGETS.get(songs)
     if target:
         ok = seconds < target[0] and (target[1] is None or peak < target[1])
         limit = f"< {target[0]:.0f} s" + (f" and < {target[1] / 1024**3:.0f} GB" if target[1] else "")
         lines.append(f"      target {limit}: {'met' if ok else 'MISSED'}")
+    return lines
+
+
+def database_report(result: dict[str, Any]) -> list[str]:
+    """The bench database's size next to the server's buffer pool, and what the handling read from disk."""
+    pool, songs = result["buffer_pool_bytes"], result["songs"]
+    tables = result["tables"]
+    total = sum(size for _, _, size in tables)
+    mb = dbserver.megabytes
+    lines = [
+        f"      database {mb(total)} (data + indexes, {total / songs:,.0f} bytes/song) in a buffer pool of "
+        f"{mb(pool)}; {result['pages_read_from_disk']:,} pages read from the disk during the handling "
+        "(the server's count: other sessions' reads too)",
+        "      " + "; ".join(f"{name} {rows:,} rows {mb(size)} ({size / rows:,.0f} B/row)"
+                            for name, rows, size in tables if rows and size >= 1024**2),
+    ]  # fmt: skip
+    if total > pool:
+        lines.append(
+            f"      WARNING: the data ({mb(total)}) exceeds the buffer pool ({mb(pool)}): this figure "
+            "measures the disk, not songpop (--buffer-pool 4G sizes the pool for the run)"
+        )
     return lines
 
 
@@ -409,7 +541,14 @@ async def prepare_models(models_dir: Path) -> str:
     return name
 
 
-def run(sizes: list[int], weeks: int, keep: bool) -> None:
+def run(sizes: list[int], weeks: int, keep: bool, buffer_pool: int | None) -> None:
+    with dbserver.sized_buffer_pool(MYSQL_SERVER + "/", buffer_pool) as pool:
+        changed = f" (set for this run; {dbserver.megabytes(buffer_pool)} asked)" if buffer_pool else ""
+        print(f"the server's InnoDB buffer pool: {dbserver.megabytes(pool)}{changed}", flush=True)
+        run_sizes(sizes, weeks, keep)
+
+
+def run_sizes(sizes: list[int], weeks: int, keep: bool) -> None:
     models_dir = Path(tempfile.mkdtemp(prefix="bench-scale-models-"))
     template = None
     try:
@@ -445,6 +584,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated song counts")
     parser.add_argument("--weeks", type=int, default=4, help="weekly snapshots per song before the new one")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    parser.add_argument(
+        "--buffer-pool", type=dbserver.parse_size, metavar="SIZE",
+        help="the server's innodb_buffer_pool_size for the run (e.g. 4G), its previous size restored after "
+        "(default: the server as it is)",
+    )  # fmt: skip
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one size
     parser.add_argument("--template", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -453,7 +597,7 @@ def main() -> None:
         print(json.dumps(result, default=str), flush=True)
         return
     with contextlib.suppress(KeyboardInterrupt):
-        run([int(s) for s in args.sizes.split(",")], args.weeks, args.keep)
+        run([int(s) for s in args.sizes.split(",")], args.weeks, args.keep, args.buffer_pool)
 
 
 if __name__ == "__main__":
