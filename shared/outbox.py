@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from shared import mqtt_bulk
 from shared.config import Settings, redact_url
 from shared.events import QOS, Envelope
+from shared.gcpause import gc_paused
 from shared.models import Outbox, utcnow
 from shared.mqtt import address_of, effective_mqtt_url, make_client
 from shared.ops_metrics import count_published
@@ -103,6 +104,17 @@ async def publish_pending(
     With per-service broker users, pass `producer`: the ACL silently drops another service's topics (the
     broker still acknowledges them), so publishing them would mark them done and lose them.
     """
+    with gc_paused():  # a week's batch is 100,000s of messages
+        return await _publish_pending(sessions=sessions, client=client, producer=producer, expand=expand)
+
+
+async def _publish_pending(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    client: aiomqtt.Client,
+    producer: str | None,
+    expand: Expand | None,
+) -> int:
     published = 0
     while True:
         async with sessions() as session:

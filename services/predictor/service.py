@@ -28,6 +28,7 @@ from shared.events import (
 from shared.forecasting.registry import ArtifactError, active_versions, load_version
 from shared.forecasting.scoring import ScoredBatch
 from shared.forecasting.store import PanelStore
+from shared.gcpause import gc_paused
 from shared.models import Outbox, ProcessedEvent, Track, utcnow
 from shared.predictions import latest_data_week, trending_ids
 from shared.rowcolumns import RowColumns
@@ -206,7 +207,7 @@ async def handle_event(
     included, so trying again is safe."""
     for attempt in range(1, settings.event_attempts + 1):
         try:
-            with batch_answers.storing():
+            with batch_answers.storing(), gc_paused():
                 return await predict_trending(
                     sessions=sessions,
                     settings=settings,

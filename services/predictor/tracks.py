@@ -32,6 +32,7 @@ from sqlmodel import SQLModel, col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.events import TrackPrediction
+from shared.gcpause import gc_paused
 from shared.ids import TRACK_ID
 from shared.models import ChartEntry, Prediction, Snapshot, Track
 from shared.mqtt import topics
@@ -304,6 +305,11 @@ async def refresh_resident(*, clients: Clients) -> None:
     index pages, and a chunk of them reads in about two thirds of the time of ids at random. While this
     process stores a batch, the rebuild waits for it (`batch_answers.storing`; its commit wakes the
     warmer): it replaces the predictions the songs would be built from."""
+    with gc_paused():
+        await _rebuild_pending(clients)
+
+
+async def _rebuild_pending(clients: Clients) -> None:
     resident = clients.resident
     await apply_changes(clients=clients)
     while resident.pending:
