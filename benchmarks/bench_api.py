@@ -189,7 +189,7 @@ def serve(kind: str, port: int, url: str) -> None:
             mqtt_topic_root=f"bench/{uuid.uuid4().hex[:8]}/songpop/v1",
             mqtt_client_prefix=f"bench-{uuid.uuid4().hex[:8]}",  # never the id of a running predictor
             log_level="WARNING",
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
         )
         app = create_app(settings)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",

@@ -13,7 +13,9 @@ For each size, in its own process (so its peak memory is its own) and its own Ma
      broker; the resident answers rebuilt for every song), with its phases;
   5. the reference: `LOAD DATA LOCAL` of the same prediction rows into an empty copy of the table.
 Prints, per size, seconds and microseconds per song, the phases (the store's refresh and its checksum
-queries apart from the scoring; the garbage collector's seconds), the peak memory of the process (and per
+queries apart from the scoring; the garbage collector's seconds; the CPU seconds of this process, of the
+database server and of the broker where they run here, and the wall time that work needs at least on
+this machine's cores), the peak memory of the process (and per
 song), the LOAD DATA time, and the database's size next to the server's InnoDB buffer pool with the pages
 the server read from the disk meanwhile: a database larger than the pool is flagged, its figures then
 include the disk's. `--buffer-pool 4G` sets the pool for the run and restores the previous size after.
@@ -180,6 +182,37 @@ def memory(field: str) -> int:
     return 0
 
 
+SERVERS = {"the database server": ("mariadbd", "mysqld"), "the broker": ("mosquitto",)}
+
+
+def server_cpu(procfs: Path = Path("/proc")) -> dict[str, float]:
+    """CPU seconds used so far by the database server and the broker where they run on this machine (by
+    process name; a server elsewhere is left out)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for proc in procfs.iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            name = (proc / "comm").read_text().strip()
+            label = next((label for label, names in SERVERS.items() if name in names), None)
+            if label is not None:
+                after_name = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                used[label] = used.get(label, 0.0) + (int(after_name[11]) + int(after_name[12])) / tick
+    return used
+
+
+def cpu_meanwhile(app_seconds: float, before: dict[str, float]) -> dict[str, float]:
+    """The CPU seconds the handling took in this process and in each local server, and what they mean on
+    this machine's cores: the shortest wall time that work could take, however well it overlapped."""
+    servers = {label: seconds - before.get(label, 0.0) for label, seconds in server_cpu().items()}
+    cores = os.cpu_count() or 1
+    total = app_seconds + sum(servers.values())
+    return {
+        "CPU meanwhile: this process (all threads)": app_seconds,
+        **{f"  {label}": seconds for label, seconds in servers.items()},
+        f"  all of it over {cores} cores: the wall time it needs at least": total / cores,
+    }
+
+
 class Peaks:
     """The process's peak memory per stretch of the run: each `cut` reads the kernel's high-water mark
     (VmHWM) since the previous cut, then resets it to the current RSS (`/proc/self/clear_refs`), so every
@@ -299,7 +332,7 @@ async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
     peaks.stretches.clear()
     peaks.cut()
     with clock.running():
-        start = time.perf_counter()
+        start, cpu_start, servers_start = time.perf_counter(), time.process_time(), server_cpu()
         with store_refresh_timed() as refresh:
             await service.handle_event(sessions=app.state.sessions, settings=settings,
                                        topics=topics(settings), event_id=event_id, steps=steps)  # fmt: skip
@@ -320,6 +353,7 @@ async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
             await asyncio.sleep(0.01)
         done = time.perf_counter()
         rebuild_cpu = time.process_time() - cpu  # the process's, every thread (the gzip worker's too)
+        cpu_used = cpu_meanwhile(time.process_time() - cpu_start, servers_start)
     peaks.cut("resident answers rebuilt")
     return {
         "total": done - start,
@@ -333,6 +367,7 @@ async def handle(app: Any, event_id: str, peaks: Peaks) -> dict[str, float]:
         **{f"    in {name}": seconds for name, seconds in steps.gc_seconds.items() if seconds >= 0.05},
         "  while published": gc_sent - gc_stored,
         "  while the resident answers were rebuilt": clock.seconds - gc_sent,
+        **cpu_used,
     }
 
 
@@ -396,7 +431,7 @@ async def one_size(songs: int, weeks: int, template: str, keep: bool) -> dict[st
         settings = PredictorSettings(
             database_url=url, mqtt_url=MQTT_URL, mqtt_topic_root=root,
             predictor_catch_up_seconds=3600, mqtt_client_prefix=f"bench-{uuid.uuid4().hex[:8]}",
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
         )  # fmt: skip
         app = create_app(settings)
         rss_before = memory("VmRSS")

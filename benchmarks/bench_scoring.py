@@ -173,7 +173,7 @@ def dumped(predictions: list[TrackPrediction]) -> list[dict[str, Any]]:
 async def measure(url: str, ids: list[str], *, repeat: int, trending: int, chart_size: int) -> dict[str, Any]:
     """Baseline and resident store on the same database and models (see the module docstring)."""
 
-    settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(database_url=url, _env_file=None)
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     store = PanelStore()
