@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
-from services.predictor import batch_answers, service
+from services.predictor import batch_answers, service, tracks
 from services.predictor.cache import ResidentAnswers, ResponseCache
 from services.predictor.deps import Clients
 from services.predictor.fastpath import bodies
@@ -145,13 +145,26 @@ def test_a_held_batch_stands_only_while_its_row_is_the_only_prediction_write() -
     assert batch_answers.take((10, "ev-10")) is None  # not one anchor week: not held
 
 
-async def test_the_rebuild_waits_while_a_batch_is_being_stored(engine, sessions, settings) -> None:
+async def test_the_rebuild_waits_while_a_batch_is_being_stored(
+    engine, sessions, settings, monkeypatch
+) -> None:
     ids = await seed_songs(sessions, n=3, charted=0)
     await store_batch_predictions(sessions, ids)
     clients = resident_clients(engine, sessions, settings)
+    ordered: list[int] = []  # how many songs each ordering of the pending songs held
+    order = tracks.build_order
+
+    def counted_order(pending: set[str]) -> list[str]:
+        ordered.append(len(pending))
+        return order(pending)
+
+    monkeypatch.setattr(tracks, "build_order", counted_order)
     with batch_answers.storing():
-        await refresh_resident(clients=clients)
+        for _ in range(3):  # the warmer looks in again and again while the batch is stored
+            await refresh_resident(clients=clients)
         assert clients.resident.pending == set(ids) and not clients.resident.ready
         assert len(clients.resident) == 0
+        assert ordered == []  # nor did it order the pending songs (seconds a look at 1,000,000 songs)
     await refresh_resident(clients=clients)
     assert clients.resident.ready and len(clients.resident) == len(ids)
+    assert ordered == [len(ids)]
