@@ -195,10 +195,11 @@ def backtest_streams(
     *,
     step: int,
     keep_forecasts: bool = False,
+    current: str | None = None,
 ) -> Backtest | None:
     """Backtest a streams forecaster and the baselines; None when no fold has enough history. With
     `keep_forecasts` the folds' pooled forecasts stay in the result (for `eval`'s replay; the trainer does
-    not hold them while it fits)."""
+    not hold them while it fits); `current` is the method serving now (`select`)."""
     folds = choose_folds(data.week, data.track, horizon, step)
     if not folds:
         return None
@@ -207,7 +208,7 @@ def backtest_streams(
     pooled_model = _pool(runs.model)
     rank_score = -pooled.X["rank"].to_numpy(float)
     bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
-    rule = select_streams(pooled_model, bases, pooled, runs.fold_of_anchor(), folds[0].out_of_time)
+    rule = select_streams(pooled_model, bases, pooled, runs.fold_of_anchor(), folds[0].out_of_time, current)
     served = rule.apply(pooled_model, bases, pooled.X["above_floor"].to_numpy(float))
     return _backtest(
         chart_metrics(pooled_model, pooled, pooled_model["p_chart"]),
@@ -230,8 +231,10 @@ def select_streams(
     data: ChartSet,
     folds: np.ndarray | None = None,
     out_of_time: bool = True,
+    current: str | None = None,
 ) -> ServingRule:
-    """The streams method that serves, chosen on pooled fold forecasts by censored MAE."""
+    """The streams method that serves, chosen on pooled fold forecasts by censored MAE (`current`: the one
+    serving now, which stays unless beaten)."""
     return select(
         model,
         bases,
@@ -241,6 +244,8 @@ def select_streams(
         data.track,
         folds,
         out_of_time=out_of_time,
+        times=data.week,
+        current=current,
     )
 
 
@@ -250,8 +255,9 @@ def select_popularity(
     data: PopularitySet,
     folds: np.ndarray | None = None,
     out_of_time: bool = True,
+    current: str | None = None,
 ) -> ServingRule:
-    """The popularity method that serves, chosen on pooled fold forecasts by MAE."""
+    """The popularity method that serves, chosen on pooled fold forecasts by MAE (weeks of days: `times`)."""
     return select(
         model,
         bases,
@@ -261,6 +267,8 @@ def select_popularity(
         data.song,
         folds,
         out_of_time=out_of_time,
+        times=data.day // 7,
+        current=current,
     )
 
 
@@ -271,9 +279,10 @@ def backtest_popularity(
     *,
     step: int,
     keep_forecasts: bool = False,
+    current: str | None = None,
 ) -> Backtest | None:
     """Backtest a popularity forecaster and the baselines; None when no fold has enough history (with
-    `keep_forecasts`, as `backtest_streams`)."""
+    `keep_forecasts` and `current`, as `backtest_streams`)."""
     folds = choose_folds(data.day, data.song, horizon_days, step)
     if not folds:
         return None
@@ -281,7 +290,9 @@ def backtest_popularity(
     pooled = concat_popularity_sets(runs.tests)
     pooled_model = _pool(runs.model)
     bases = {name: _pool(parts) for name, parts in runs.baselines.items()}
-    rule = select_popularity(pooled_model, bases, pooled, runs.fold_of_anchor(), folds[0].out_of_time)
+    rule = select_popularity(
+        pooled_model, bases, pooled, runs.fold_of_anchor(), folds[0].out_of_time, current
+    )
     served = rule.apply(pooled_model, bases, pooled.current)
     return _backtest(
         popularity_metrics(pooled_model, pooled),

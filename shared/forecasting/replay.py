@@ -25,7 +25,7 @@ from shared.forecasting.selection import MIN_SEGMENT_ANCHORS, ServingRule
 
 Forecast = dict[str, np.ndarray]
 Test = tuple[Forecast, dict[str, Forecast], Any]  # the model's forecast, the baselines', the anchors
-Select = Callable[[Forecast, dict[str, Forecast], Any, np.ndarray], ServingRule]
+Select = Callable[..., ServingRule]  # (model, baselines, anchors, window, current=the serving candidate)
 
 
 @dataclass
@@ -63,9 +63,11 @@ def replay(
     out: Forecast = {key: np.full(len(when), np.nan) for key in model}
     methods: dict[str, float] = {}
     updates = 0
+    current = rule
     for start, end in zip(starts, [*starts[1:], np.inf], strict=True):
         block = (when >= start) & (when < end)
-        chosen = _rule_at(int(start), pool, times, select, horizon, step, folds)
+        serving = current.candidate if current is not None else None  # last week's: a challenger must beat it
+        chosen = _rule_at(int(start), pool, times, select, horizon, step, folds, serving)
         updates += chosen is not None
         current = chosen if chosen is not None else rule
         part = _take(model, block), {n: _take(f, block) for n, f in bases.items()}
@@ -88,6 +90,7 @@ def _rule_at(
     horizon: int,
     step: int,
     folds: FoldForecasts | None,
+    serving: str | None,
 ) -> ServingRule | None:
     """The rule the weekly retrain would choose at `start`: on the two windows of `step` anchor times whose
     outcomes are known by then; None while fewer than MIN_SEGMENT_ANCHORS test outcomes are."""
@@ -99,7 +102,7 @@ def _rule_at(
     known &= in_test | bool(folds is not None and folds.out_of_time)
     window = (at[known] > start - horizon - step).astype(np.int64)
     chosen_on = _take(model, known), {n: _take(f, known) for n, f in bases.items()}, data.take(known)
-    return select(*chosen_on, window)
+    return select(*chosen_on, window, current=serving)
 
 
 def _take(forecast: Forecast, mask: np.ndarray) -> Forecast:

@@ -10,6 +10,12 @@ dozen songs a model's edge is often luck). Held-out songs of the training period
 too short for a fold with a gap of H) show nothing out of time, so there the best naive answer serves. Its
 skill is measured against the best naive answer (1 - error / naive error).
 
+The trainer chooses again every week, on the latest outcomes known: the method serving now keeps serving
+unless the folds' winner is shown better than it by the same test (every fold, and by a standard error
+clustered by song or by anchor week, whichever is wider, over at least two weeks), whether or not it still
+beats the naive answer by that test itself. Choosing the lowest error anew each week chased noise where few
+anchor weeks resolve (monthly files: 200 anchors of one chart file switched methods); see docs/forecasting.md.
+
 The served 80% interval is the served point forecast plus or minus a split-conformal width measured out of
 time, on the folds' forecasts (made before their outcomes were known) and on the same censored scoring as the
 metric, per tercile of the anchor's level (above its chart's floor, or today's popularity index), and the
@@ -35,7 +41,11 @@ import numpy as np
 
 NAIVE_METHODS = ("naive", "persistence", "drift")  # the answers that need no model
 SHRINK_WEIGHTS = (0.25, 0.5, 0.75)  # the model's share of a shrunk forecast
-EVIDENCE = 1.0  # standard errors by which a fitted candidate must beat the best naive answer on the folds
+# Standard errors by which a fitted candidate must beat the best naive answer (and a challenger the method
+# serving now) on the folds.
+EVIDENCE = 1.0
+MIN_SWITCH_WEEKS = 2  # anchor weeks a challenger needs to replace the serving method (on one, the standard
+# error clustered by week is zero by construction)
 SEGMENTS = 3  # terciles of the anchor's level get their own width
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one width for all; in a fold: folds pooled
 COVERAGE = 0.8
@@ -79,6 +89,11 @@ class ServingRule:
     # Streams: the widths below and above the point by P(still charting) (at P_GRID), shape (len(P_GRID), 2);
     # None (popularity, older artifacts): `widen` on both sides.
     mixture: np.ndarray | None = None
+
+    @property
+    def candidate(self) -> str:
+        """Its name among `select`'s candidates ("model", a baseline's name, "shrunk-0.75")."""
+        return f"shrunk-{self.weight:g}" if self.method == "shrunk" else self.method
 
     def combine(self, model: Forecast, baselines: dict[str, Forecast]) -> Forecast:
         """The served forecast before the interval correction."""
@@ -143,14 +158,19 @@ def select(
     folds: np.ndarray | None = None,
     *,
     out_of_time: bool = True,
+    times: np.ndarray | None = None,
+    current: str | None = None,
 ) -> ServingRule:
     """The serving rule chosen on pooled out-of-sample fold forecasts: `errors` gives each anchor's error of a
     forecast (lower is better), `conformity` each anchor's interval miss below and above (two columns; NaN
     above where the outcome cannot miss above: a song off the chart), `level` places anchors in terciles,
     `groups` says which anchors belong to one song (their errors move together), `folds` which fold each
-    anchor was forecast in (None: one fold); without `out_of_time` (held-out songs of the training period)
-    only the naive answers can serve."""
+    anchor was forecast in (None: one fold), `times` each anchor's week (a week's errors move together too;
+    None: independent); without `out_of_time` (held-out songs of the training period) only the naive answers
+    can serve. `current` names the candidate serving now (`ServingRule.candidate`): it stays unless the
+    winner is shown better than it."""
     fold = np.zeros(len(level), np.int64) if folds is None else np.asarray(folds)
+    when = np.arange(len(level)) if times is None else np.asarray(times)
     naive_errors = {name: errors(baselines[name]) for name in NAIVE_METHODS if name in baselines}
     naive_scores = {name: _mean(e) for name, e in naive_errors.items()}
     best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
@@ -163,9 +183,14 @@ def select(
         if name in NAIVE_METHODS or not best_naive:
             eligible.append(name)  # a naive answer needs no evidence
             continue
-        if out_of_time and _shown_better(anchor_errors, naive_errors[best_naive], groups, fold):
+        if out_of_time and _shown_better(anchor_errors, naive_errors[best_naive], groups, when, fold):
             eligible.append(name)
     winner = min(eligible, key=lambda name: scores[name])  # ties: the earlier (the model first)
+    if current in rules and current != winner:
+        challenger, serving = (errors(rules[name].combine(model, baselines)) for name in (winner, current))
+        shown = _shown_better(challenger, serving, groups, when, fold)
+        if not shown or len(np.unique(when)) < MIN_SWITCH_WEEKS:
+            winner = current  # not shown better than what serves: a week's luck does not switch methods
     rule = rules[winner]
     rule.scores, rule.best_naive = scores, best_naive
     if best_naive and naive_scores[best_naive] > 0:
@@ -197,10 +222,13 @@ def _fold_skill(errors: np.ndarray, naive: np.ndarray, fold: np.ndarray) -> list
     return [float(1.0 - m / t) if t > 0 else 0.0 for m, t in zip(mine, theirs, strict=True)]
 
 
-def _shown_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray, fold: np.ndarray) -> bool:
-    """Whether a fitted candidate beats the best naive answer on every fold and clearly over all of them."""
-    every_fold = bool(np.all(_fold_means(errors, fold) < _fold_means(naive, fold)))
-    return every_fold and _clearly_better(errors, naive, groups)
+def _shown_better(
+    errors: np.ndarray, other: np.ndarray, groups: np.ndarray, times: np.ndarray, fold: np.ndarray
+) -> bool:
+    """Whether a candidate beats another (the best naive answer, or the method serving now) on every fold
+    and clearly over all of them."""
+    every_fold = bool(np.all(_fold_means(errors, fold) < _fold_means(other, fold)))
+    return every_fold and _clearly_better(errors, other, groups, times)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -208,17 +236,22 @@ def _mean(values: np.ndarray) -> float:
     return mean if np.isfinite(mean) else float("inf")
 
 
-def _clearly_better(errors: np.ndarray, naive: np.ndarray, groups: np.ndarray) -> bool:
-    """Whether the mean error beats the naive one by more than EVIDENCE standard errors of the mean paired
-    difference, the standard error clustered by group (a song's anchors are not independent draws)."""
-    diff = errors - naive
+def _clearly_better(errors: np.ndarray, other: np.ndarray, groups: np.ndarray, times: np.ndarray) -> bool:
+    """Whether the mean error beats the other's by more than EVIDENCE standard errors of the mean paired
+    difference, the standard error clustered by group (a song's anchors are not independent draws) or by
+    anchor week (a week's anchors share its chart's shock: on a few monthly files each week counts once),
+    whichever is wider."""
+    diff = errors - other
     if len(diff) == 0 or not np.isfinite(diff).all():
         return False
-    mean = float(np.mean(diff))
-    _, group = np.unique(groups, return_inverse=True)
-    centred = np.bincount(group, weights=diff - mean)
-    stderr = float(np.sqrt(np.sum(centred**2))) / len(diff)
-    return mean + EVIDENCE * stderr < 0
+    centred = diff - float(np.mean(diff))
+    stderr = max(_clustered_stderr(centred, groups), _clustered_stderr(centred, times))
+    return float(np.mean(diff)) + EVIDENCE * stderr < 0
+
+
+def _clustered_stderr(centred: np.ndarray, clusters: np.ndarray) -> float:
+    _, cluster = np.unique(clusters, return_inverse=True)
+    return float(np.sqrt(np.sum(np.bincount(cluster, weights=centred) ** 2))) / len(centred)
 
 
 def _calibrate(rule: ServingRule, scores: np.ndarray, level: np.ndarray, fold: np.ndarray) -> None:

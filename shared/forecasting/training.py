@@ -38,6 +38,7 @@ from shared.forecasting.panel import (
 )
 from shared.forecasting.queries import load_chart_panel, load_popularity_panel
 from shared.forecasting.registry import ForecastBundle, activate, active_versions, save_artifact
+from shared.forecasting.selection import ServingRule
 from shared.models import ModelVersion, utcnow
 from shared.signals import Signal
 
@@ -112,6 +113,14 @@ def _check_new(fingerprint: str, config: dict[str, Any], active: ModelVersion | 
         raise Unchanged
 
 
+def _serving(active: ModelVersion | None) -> str | None:
+    """The method the active model serves (a candidate's name): this week's choice keeps it unless beaten."""
+    serving = (active.metrics or {}).get("serving") if active is not None else None
+    if not isinstance(serving, dict) or not serving.get("method"):
+        return None
+    return ServingRule(method=str(serving["method"]), weight=float(serving.get("weight") or 0.0)).candidate
+
+
 def _streams_work(
     panel: ChartPanel, horizon: int, config: dict[str, Any], cold_start: bool, active: ModelVersion | None
 ) -> tuple[Candidate, Any] | None:
@@ -125,8 +134,9 @@ def _streams_work(
     if len(data) == 0:
         return None
     data = with_thinned(data, panel, horizon, regions)  # also learn from histories of monthly downloads
+    maker = _streams_maker(horizon, regions, config)
     result = backtest_streams(
-        data, horizon, regions, _streams_maker(horizon, regions, config), step=BACKTEST_STEP_WEEKS
+        data, horizon, regions, maker, step=BACKTEST_STEP_WEEKS, current=_serving(active)
     )
     if result is None:
         return None
@@ -143,7 +153,7 @@ def _streams_work(
     latest, rule = result.calibration, result.rule
 
     def fit() -> StreamsForecaster:
-        model: StreamsForecaster = _streams_maker(horizon, regions, config)().fit(data, calibrated_by=latest)
+        model: StreamsForecaster = maker().fit(data, calibrated_by=latest)
         model.baselines, model.serving = ChartBaselines().fit(data.observed), rule
         return model
 
@@ -164,8 +174,9 @@ def _popularity_work(
     data = popularity_set(panel, horizon_days)
     if len(data) == 0:
         return None
+    maker = _popularity_maker(horizon_days, config)
     result = backtest_popularity(
-        data, horizon_days, _popularity_maker(horizon_days, config), step=BACKTEST_STEP_WEEKS * 7
+        data, horizon_days, maker, step=BACKTEST_STEP_WEEKS * 7, current=_serving(active)
     )
     if result is None:
         return None
@@ -182,7 +193,6 @@ def _popularity_work(
     latest, rule = result.calibration, result.rule
 
     def fit() -> PopularityForecaster:
-        maker = _popularity_maker(horizon_days, config)
         model: PopularityForecaster = maker().fit(data, calibrated_by=latest)
         model.baselines, model.serving = PopularityBaselines().fit(data), rule
         return model
