@@ -14,6 +14,8 @@ from shared.forecasting.features import chart_features
 from shared.forecasting.panel import chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import ServingRule, select
 from shared.forecasting.synthetic import synthetic_charts
+from shared.forecasting.training import _serving
+from shared.models import ModelVersion
 from shared.weeks import week_of
 
 
@@ -345,3 +347,37 @@ def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:
     months = pd.Series([week_date(int(w)) for w in thin.charts["week"]])
     assert months.map(lambda d: (d.year, d.month)).is_unique
     assert len(thin.charts) == len({(d.year, d.month) for d in map(week_date, panel.charts["week"])})
+
+
+def test_the_method_serving_now_stays_unless_a_challenger_is_shown_better_week_by_week() -> None:
+    """The original static regression beats the serving model on average only through one week of eight (a
+    chart file whose songs share a shock): per anchor that is a clear edge, per week it is luck, and the
+    model keeps serving; an original better in every week replaces it."""
+    rng = np.random.default_rng(7)
+    week = np.repeat(np.arange(8), 300)
+    signal = rng.normal(0, 1, len(week))
+    actual = signal + rng.normal(0, 0.3, len(week))
+    model = _forecast(signal)
+    lucky = np.where(week == 0, actual, signal + rng.normal(0, 0.1, len(week)))  # one perfect week
+    songs = np.arange(len(week))
+
+    def chosen(original: np.ndarray, **how) -> str:
+        baselines = {"naive": _forecast(np.zeros(len(week))), "original": _forecast(original)}
+        rule = select(model, baselines, _errors_of(actual), _misses_of(actual), signal, songs, **how)
+        return rule.candidate
+
+    assert chosen(lucky) == "original"  # the lowest error, chosen anew
+    assert chosen(lucky, times=None, current="model") == "original"  # anchors as independent draws
+    assert chosen(lucky, times=week, current="model") == "model"
+    assert chosen((signal + actual) / 2, times=week, current="model") == "original"  # better every week
+
+
+def test_the_weekly_retrain_passes_the_active_models_method_as_the_one_serving_now() -> None:
+    def active(serving: dict) -> ModelVersion:
+        return ModelVersion(
+            version="v", signal="streams", horizon_weeks=26, kind="gbm", metrics={"serving": serving}
+        )
+
+    assert _serving(active({"method": "shrunk", "toward": "naive", "weight": 0.75})) == "shrunk-0.75"
+    assert _serving(active({"method": "original", "toward": "original", "weight": 0.0})) == "original"
+    assert _serving(active({})) is None and _serving(None) is None
