@@ -381,3 +381,51 @@ def test_the_weekly_retrain_passes_the_active_models_method_as_the_one_serving_n
     assert _serving(active({"method": "shrunk", "toward": "naive", "weight": 0.75})) == "shrunk-0.75"
     assert _serving(active({"method": "original", "toward": "original", "weight": 0.0})) == "original"
     assert _serving(active({})) is None and _serving(None) is None
+
+
+def _floor_period(rng, p: np.ndarray, rise):
+    """Outcomes of a period whose chart floors move by `rise` over the horizon (today's floor 0, each chart's
+    move scattered around the period's): a survivor lands around 1, a dropout somewhere below the floor a
+    horizon later."""
+    level, charted, _ = _censored_draw(rng, p)
+    return level, charted, rise + rng.normal(0, 0.1, len(p))
+
+
+def test_widths_do_not_count_on_the_folds_floors_rising_again() -> None:
+    """Recent periods whose floors rose (as 2017-19's charts grew), then a period whose floors stall (2020):
+    the floor, served for likely dropouts, covers 75-85% of the new period once each fold's rise is added
+    back to its dropouts' misses; widths that count on the rise leave half its dropouts below. A fold whose
+    floors fell keeps its widths (the harder period stays), and folds of held-out songs keep theirs."""
+    rng = np.random.default_rng(12)
+    p_fold = rng.beta(1.0, 6.0, 12000)
+    fold = np.repeat([0, 1], 6000)
+    level, charted, future_floor = _floor_period(rng, p_fold, np.where(fold == 0, 0.3, 0.2))
+    model = {**_forecast(np.zeros(len(p_fold)), spread=0.0), "p_chart": p_fold}
+    errors, misses = _chart_scores(level, charted, future_floor)
+    args = (
+        model,
+        {"naive": _forecast(np.zeros(len(p_fold)))},
+        errors,
+        misses,
+        p_fold,
+        np.arange(len(p_fold)),
+    )
+    rule, held_out = select(*args, fold), select(*args, fold, out_of_time=False)
+    assert rule.method == held_out.method == "naive"
+    p_new = rng.beta(1.0, 6.0, 30000)
+    new_level, new_charted, new_floor = _floor_period(rng, p_new, 0.0)
+    new_model = {**_forecast(np.zeros(len(p_new)), spread=0.0), "p_chart": p_new}
+
+    def covered(chosen: ServingRule) -> float:
+        served = chosen.apply(new_model, {"naive": _forecast(np.zeros(len(p_new)))}, p_new)
+        return _censored_coverage(served, new_level, new_charted, new_floor)
+
+    assert 0.75 <= covered(rule) <= 0.85
+    assert covered(held_out) < 0.75  # the folds' rise counted on: about half the new dropouts fall below
+    # Floors that fell in the folds: nothing is added (the widths already reach below the fall).
+    fell = future_floor - 0.5
+    _, fell_misses = _chart_scores(level, charted, fell)
+    fell_args = (*args[:3], fell_misses, *args[4:])
+    np.testing.assert_array_equal(
+        select(*fell_args, fold).mixture, select(*fell_args, fold, out_of_time=False).mixture
+    )

@@ -29,7 +29,10 @@ once the interval reaches below the floor), so one width per tercile was set by 
 80-90% of the folds: it covered 0-38% of the survivors, and the pooled coverage fell wherever more songs
 survived than in the folds. The streams interval is instead each song's: the narrowest widths below and
 above its point that cover 80% of the mixture its own P(still charting) implies, with the survivors' and
-dropouts' misses measured on the folds' anchors nearest in P(still charting).
+dropouts' misses measured on the folds' anchors nearest in P(still charting). A dropout's miss is how far
+its chart's floor a horizon later lies below the point; on a fold with a gap of H (one period) each fold's
+rise of the floors is added back to its dropouts' misses: the widths do not count on the floors rising
+again (2017-19's folds had them rising, 2020's stalled or fell).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ MIN_SWITCH_WEEKS = 2  # anchor weeks a challenger needs to replace the serving m
 SEGMENTS = 3  # terciles of the anchor's level get their own width
 MIN_SEGMENT_ANCHORS = 200  # fewer anchors than this in a tercile: one width for all; in a fold: folds pooled
 COVERAGE = 0.8
+FLOOR = "naive"  # the streams baseline whose point is today's chart floor
 P_GRID = np.linspace(0.0, 1.0, 21)  # P(still charting) at which the mixture's widths are measured
 
 Forecast = dict[str, np.ndarray]
@@ -202,6 +206,9 @@ def select(
     misses = conformity(point_interval(served))
     _calibrate(rule, np.fmax(misses[:, 0], misses[:, 1]), level, fold)
     if "p_chart" in served:
+        if out_of_time and FLOOR in baselines:
+            floor_misses = conformity(point_interval(baselines[FLOOR]))
+            misses = _without_floor_rise(misses, floor_misses, fold)
         rule.mixture = _mixture_widths(misses, served["p_chart"], fold)
     return rule
 
@@ -278,6 +285,21 @@ def _widest_fold(scores: np.ndarray, fold: np.ndarray) -> float:
         if np.sum(fold == k) >= MIN_SEGMENT_ANCHORS
     ]
     return max(0.0, max(widths) if widths else conformal_width(scores))
+
+
+def _without_floor_rise(misses: np.ndarray, floor_misses: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """The dropouts' misses below as if their fold's floors had not risen: each fold's rise (the median,
+    over its dropouts, of how far the floor a horizon later is above today's) added back. A fold is one
+    period, and its floors' shared move is one draw of that period's shock: an interval that counts on it
+    recurring misses the dropouts of a period whose floors stall or fall. A fall stays (a fold's shock that
+    widens, like the widest fold)."""
+    out = misses.copy()
+    dropped = np.isnan(misses[:, 1])
+    for k in np.unique(fold):
+        part = dropped & (fold == k)
+        if part.any():
+            out[part, 0] += max(0.0, -float(np.median(floor_misses[part, 0])))
+    return out
 
 
 def _mixture_widths(misses: np.ndarray, p_chart: np.ndarray, fold: np.ndarray) -> np.ndarray:
