@@ -125,10 +125,7 @@ def _describe_served(result: dict[str, Any], rule: ServingRule | None, metric: s
     if naive and served.get(metric) is not None:
         best = min(naive, key=lambda name: naive[name])
         served["best_naive_test"] = best
-        served["skill"] = rounded(1.0 - served[metric] / naive[best])
-        original = result.get("original", {}).get(metric)
-        if original:
-            served["skill_vs_original"] = rounded(1.0 - served[metric] / original)
+        _add_skills(served, result, best, metric)
 
 
 def _updating_scores(updating: Replayed, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -139,10 +136,16 @@ def _skill_of_updating(result: dict[str, Any], metric: str) -> None:
     """The replayed weekly retrain's skill against the same best naive answer as the one-shot's."""
     updating, best = result["served_updating"], result["served"].get("best_naive_test")
     if best and updating.get(metric) is not None and result[best].get(metric):
-        updating["skill"] = rounded(1.0 - updating[metric] / result[best][metric])
-        original = result.get("original", {}).get(metric)
-        if original:
-            updating["skill_vs_original"] = rounded(1.0 - updating[metric] / original)
+        _add_skills(updating, result, best, metric)
+
+
+def _add_skills(scores: dict[str, Any], result: dict[str, Any], best_naive: str, metric: str) -> None:
+    """`skill` (1 - error / the best naive answer's error) and `skill_vs_original` of a served forecast's
+    `scores`."""
+    scores["skill"] = rounded(1.0 - scores[metric] / result[best_naive][metric])
+    original = result.get("original", {}).get(metric)
+    if original:
+        scores["skill_vs_original"] = rounded(1.0 - scores[metric] / original)
 
 
 def _chart_membership(panel: ChartPanel) -> set[tuple[str, int]]:
