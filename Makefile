@@ -61,6 +61,7 @@ eval: install  ## backtests on the real data in $(DATA) (the README's table): wh
 	$(EVAL) charts --train $(CHARTS)/*/*_201[678]-*.csv --test $(CHARTS)/*/*_2020-*.csv
 	$(EVAL) charts --train $(CHARTS) --test $(LATER)
 	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing monthly
+	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing irregular
 	$(EVAL) charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
 	$(EVAL) charts --train $(CHARTS) --test $(DAILY)
 	$(EVAL) popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \

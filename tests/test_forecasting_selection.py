@@ -8,10 +8,11 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from shared.forecasting.backtest import rolling_folds
 from shared.forecasting.features import chart_features
-from shared.forecasting.panel import chart_panel_from_rows, thin_charts, week_date, week_index
+from shared.forecasting.panel import ChartPanel, chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import ServingRule, select
 from shared.forecasting.synthetic import synthetic_charts
 from shared.forecasting.training import _serving
@@ -320,15 +321,29 @@ def test_a_week_without_a_file_is_unobserved_not_off_the_chart() -> None:
     assert last["gap"]["charted_1"] == 0.0
 
 
-def test_thinning_changes_no_feature_the_kept_files_still_determine() -> None:
+def _synthetic_panel() -> ChartPanel:
     frame = synthetic_charts(regions=2, weeks=80, size=30, seed=5)
-    panel = chart_panel_from_rows(
+    return chart_panel_from_rows(
         (t, r, week_of(w), int(k), s, a, n)
         for t, r, w, k, s, a, n in frame[
             ["track", "region", "week", "rank", "streams", "artist", "name"]
         ].values
     )
-    thin = thin_charts(panel, "monthly")
+
+
+def test_irregular_thinning_keeps_a_file_every_1_to_6_weeks_the_same_on_every_run() -> None:
+    panel = _panel({"s": list(range(200))}, list(range(200)))
+    thin = thin_charts(panel, "irregular")
+    gaps = np.diff(np.sort(thin.charts["week"].to_numpy()))
+    assert gaps.min() >= 1 and gaps.max() <= 6 and len(set(gaps.tolist())) > 3  # random, within bounds
+    assert thin.charts["week"].min() == panel.charts["week"].min()
+    assert thin.charts["week"].tolist() == thin_charts(panel, "irregular").charts["week"].tolist()
+
+
+@pytest.mark.parametrize(("spacing", "gaps"), [("monthly", {4, 5}), ("irregular", set(range(1, 7)))])
+def test_thinning_changes_no_feature_the_kept_files_still_determine(spacing: str, gaps: set[int]) -> None:
+    panel = _synthetic_panel()
+    thin = thin_charts(panel, spacing)
     assert 0 < len(thin.entries) < len(panel.entries) / 3
     full, thinned = chart_features(panel), chart_features(thin)
     kept = full.loc[thin.entries.index]
@@ -337,8 +352,9 @@ def test_thinning_changes_no_feature_the_kept_files_still_determine() -> None:
         assert np.array_equal(kept[column].to_numpy(), thinned[column].to_numpy(), equal_nan=True), column
     # Lags read at weeks without a file are unknown, never "off the chart".
     lag1 = thinned["charted_1"].to_numpy()
-    assert np.isnan(lag1).all()
-    assert set(np.unique(thinned["gap_prev"].dropna())) <= {4.0, 5.0}
+    no_file_a_week_before = (thinned["gap_prev"] != 1).to_numpy()
+    assert np.isnan(lag1[no_file_a_week_before]).all()
+    assert set(np.unique(thinned["gap_prev"].dropna())) <= gaps
 
 
 def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:

@@ -37,12 +37,13 @@ def with_missing_artists(panel: ChartPanel) -> ChartPanel:
     return ChartPanel(entries, panel.charts)
 
 
-@pytest.mark.parametrize("variant", ["weekly", "monthly", "missing artists"])
+@pytest.mark.parametrize("variant", ["weekly", "monthly", "irregular", "missing artists"])
 def test_running_aggregates_equal_the_reference(variant: str) -> None:
     panel = chart_panel(seed=3)
     panel = {
         "weekly": panel,
         "monthly": thin_charts(panel, "monthly"),
+        "irregular": thin_charts(panel, "irregular"),
         "missing artists": with_missing_artists(panel),
     }[variant]
     index = ChartIndex(panel, regions_of(panel))

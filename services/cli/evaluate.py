@@ -56,16 +56,19 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object in
 
 
 class Spacing(StrEnum):
-    """How often the chart files of one side were downloaded (`monthly`: the first file of each month)."""
+    """How often the chart files of one side were downloaded (`monthly`: the first file of each month;
+    `irregular`: a file every 1 to 6 weeks, at random)."""
 
     weekly = "weekly"
     monthly = "monthly"
+    irregular = "irregular"
 
 
 def spacing_option(side: str) -> Any:
     return typer.Option(
-        help=f"keep every {side} chart file (weekly) or only the first of each month (monthly), as someone "
-        "who downloads a file a month has them"
+        help=f"keep every {side} chart file (weekly), only the first of each month (monthly), as someone "
+        "who downloads a file a month has them, or one every 1 to 6 weeks at random (irregular: when they "
+        "remember; the same files on every run)"
     )
 
 

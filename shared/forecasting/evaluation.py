@@ -185,8 +185,9 @@ def chart_splits(
 ) -> dict[int, ChartSplit]:
     """Per horizon: test pairs are the anchors whose outcome (the region's chart H weeks later) is in the
     test files; training pairs have anchor and outcome in the training files, all observed by the origin.
-    A spacing other than weekly keeps only the first file of each month of that side. The training pairs
-    come twice: as the files give them and seen through a monthly-thinned history (as the trainer does)."""
+    A spacing other than weekly thins that side's files (`panel.thin_charts`: monthly, irregular). The
+    training pairs come twice: as the files give them and seen through a monthly-thinned history (as the
+    trainer does)."""
     train_panel = thin_charts(chart_panel_from_files(train_paths), train_spacing)
     test_panel = thin_charts(chart_panel_from_files(test_paths), test_spacing)
     panel = _merge(train_panel, test_panel)
@@ -345,7 +346,8 @@ def run_eval(
     test_spacing: str = "weekly",
 ) -> dict[str, Any]:
     """Train on `train` files, score on `test` files; the JSON shape of `songpop eval --json`. The spacings
-    thin chart files to the first of each month (`monthly`), as someone downloading monthly has them."""
+    thin chart files to the first of each month (`monthly`), as someone downloading monthly has them, or to
+    one every 1 to 6 weeks at random (`irregular`)."""
     train_paths, test_paths = [Path(p) for p in train], [Path(p) for p in test]
     if kind == "charts":
         return eval_charts(train_paths, test_paths, train_spacing=train_spacing, test_spacing=test_spacing)

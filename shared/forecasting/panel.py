@@ -184,26 +184,48 @@ def chart_index(panel: ChartPanel, regions: list[str] | None = None) -> ChartInd
     return index
 
 
-SPACINGS = ("weekly", "monthly")
+SPACINGS = ("weekly", "monthly", "irregular")
+IRREGULAR_GAPS = (1, 6)  # weeks between two files of `irregular` spacing: drawn uniformly, both included
+IRREGULAR_SEED = 2026  # the same files on every run
 
 
 def thin_charts(panel: ChartPanel, spacing: str) -> ChartPanel:
     """The panel as someone who downloads the files less often has it: `monthly` keeps each region's first
-    chart of every calendar month, `weekly` every chart. Entries keep their index labels (a thinned history
-    of the same anchors)."""
+    chart of every calendar month, `irregular` the charts of a week every 1 to 6 weeks at random (the same
+    weeks on every run), `weekly` every chart. Entries keep their index labels (a thinned history of
+    the same anchors)."""
     if spacing not in SPACINGS:
         raise ValueError(f"unknown file spacing {spacing!r}: use one of {', '.join(SPACINGS)}")
     if spacing == "weekly" or not len(panel.charts):
         return panel
     charts = panel.charts
-    weeks = charts["week"].to_numpy()
-    month = pd.Series([week_date(int(w)).strftime("%Y-%m") for w in weeks], index=charts.index)
-    first = charts.assign(month=month).groupby(["region", "month"], sort=False)["week"].transform("min")
-    kept = charts[charts["week"] == first]
+    kept = charts[_first_of_month(charts) if spacing == "monthly" else _irregular(charts)]
     entries = panel.entries
     chart_of = pd.MultiIndex.from_frame(entries[["region", "week"]])
     in_kept = chart_of.isin(pd.MultiIndex.from_frame(kept[["region", "week"]]))
     return ChartPanel(entries[in_kept], kept.reset_index(drop=True))
+
+
+def _first_of_month(charts: pd.DataFrame) -> np.ndarray:
+    """Which charts are their region's first of a calendar month."""
+    weeks = charts["week"].to_numpy()
+    month = pd.Series([week_date(int(w)).strftime("%Y-%m") for w in weeks], index=charts.index)
+    first = charts.assign(month=month).groupby(["region", "month"], sort=False)["week"].transform("min")
+    return (charts["week"] == first).to_numpy()
+
+
+def _irregular(charts: pd.DataFrame) -> np.ndarray:
+    """Which charts someone who downloads the files when they remember keeps: the first week, then the
+    first at least a random 1-6 weeks after the one kept before, every region's file of those weeks (they
+    are downloaded together, so what a song does in other regions that week stays known)."""
+    rng = np.random.default_rng(IRREGULAR_SEED)
+    kept: list[int] = []
+    due = -1
+    for week in np.unique(charts["week"].to_numpy()).tolist():
+        if week >= due:
+            kept.append(week)
+            due = week + int(rng.integers(IRREGULAR_GAPS[0], IRREGULAR_GAPS[1] + 1))
+    return charts["week"].isin(kept).to_numpy()
 
 
 def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
