@@ -386,6 +386,8 @@ def test_the_method_serving_now_stays_unless_a_challenger_is_shown_better_week_b
     assert chosen(lucky, times=None, current="model") == "original"  # anchors as independent draws
     assert chosen(lucky, times=week, current="model") == "model"
     assert chosen((signal + actual) / 2, times=week, current="model") == "original"  # better every week
+    # held-out songs (no fold out of time): a naive answer serves, whatever served before
+    assert chosen(lucky, times=week, current="model", out_of_time=False) == "naive"
 
 
 def test_the_weekly_retrain_passes_the_active_models_method_as_the_one_serving_now() -> None:

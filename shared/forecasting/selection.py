@@ -178,29 +178,27 @@ def select(
     naive_errors = {name: errors(baselines[name]) for name in NAIVE_METHODS if name in baselines}
     naive_scores = {name: _mean(e) for name, e in naive_errors.items()}
     best_naive = min(naive_scores, key=lambda name: naive_scores[name]) if naive_scores else ""
-    scores: dict[str, float] = {}
-    eligible: list[str] = []
     rules = _candidates(baselines, best_naive)
-    for name, rule in rules.items():
-        anchor_errors = errors(rule.combine(model, baselines))
-        scores[name] = _mean(anchor_errors)
-        if name in NAIVE_METHODS or not best_naive:
-            eligible.append(name)  # a naive answer needs no evidence
-            continue
-        if out_of_time and _shown_better(anchor_errors, naive_errors[best_naive], groups, when, fold):
-            eligible.append(name)
+    anchor_errors = {name: errors(rule.combine(model, baselines)) for name, rule in rules.items()}
+    scores = {name: _mean(e) for name, e in anchor_errors.items()}
+    eligible = [
+        name
+        for name in rules
+        if name in NAIVE_METHODS  # a naive answer needs no evidence
+        or not best_naive
+        or (out_of_time and _shown_better(anchor_errors[name], naive_errors[best_naive], groups, when, fold))
+    ]
     winner = min(eligible, key=lambda name: scores[name])  # ties: the earlier (the model first)
-    if current in rules and current != winner:
-        challenger, serving = (errors(rules[name].combine(model, baselines)) for name in (winner, current))
-        shown = _shown_better(challenger, serving, groups, when, fold)
+    # Held-out songs show nothing out of time: there only a naive answer serves, whatever served before.
+    if current in rules and current != winner and (out_of_time or current in NAIVE_METHODS):
+        shown = _shown_better(anchor_errors[winner], anchor_errors[current], groups, when, fold)
         if not shown or len(np.unique(when)) < MIN_SWITCH_WEEKS:
             winner = current  # not shown better than what serves: a week's luck does not switch methods
     rule = rules[winner]
     rule.scores, rule.best_naive = scores, best_naive
     if best_naive and naive_scores[best_naive] > 0:
         rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
-        winner_errors = errors(rule.combine(model, baselines))
-        rule.fold_skill = _fold_skill(winner_errors, naive_errors[best_naive], fold)
+        rule.fold_skill = _fold_skill(anchor_errors[winner], naive_errors[best_naive], fold)
     rule.centred = True
     served = rule.combine(model, baselines)
     misses = conformity(point_interval(served))
