@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.forecasting import NotEnoughData, format_eval_table, run_eval
+from shared.forecasting.evaluation import chart_splits
 from shared.forecasting.panel import chart_panel_from_files
 from shared.forecasting.synthetic import (
     synthetic_charts,
@@ -143,3 +144,14 @@ def test_daily_chart_files_are_a_chart_of_their_own_on_the_weekly_scale(tmp_path
     result = run_eval("charts", sorted(tmp_path.glob("regional-global-*.csv")), daily_files)
     _assert_served(result["26w"], "cmae")
     assert result["26w"]["n_test"] > 0
+
+
+def test_sparse_training_files_read_some_outcomes_early_but_never_a_test_outcome(tmp_path: Path) -> None:
+    write_chart_files(synthetic_charts(regions=2, weeks=260, size=60, seed=12), tmp_path)
+    spacing = {"train_spacing": "irregular", "test_spacing": "irregular"}
+    splits = chart_splits([tmp_path / "global"], [tmp_path / "it"], **spacing)
+    for horizon, split in splits.items():
+        assert (split.test.outcome_early == 0).all()  # scored at exactly t+H
+        train = split.train
+        assert (train.outcome_early > 0).any()
+        assert (train.week + horizon - train.outcome_early <= split.origin).all()  # known by the origin

@@ -109,6 +109,7 @@ def floor_changes(spreads: dict[float, tuple[float, int]], seed: int = 0) -> Cha
         charted=np.zeros(n, bool),
         future_level=np.full(n, np.nan),
         future_floor=future_floor,
+        outcome_early=np.zeros(n, int),
     )
 
 

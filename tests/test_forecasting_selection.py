@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from shared.forecasting.backtest import rolling_folds
-from shared.forecasting.features import chart_features
+from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set
+from shared.forecasting.features import chart_features, chart_targets
+from shared.forecasting.models import OUTCOME_EARLY, StreamsForecaster
 from shared.forecasting.panel import ChartPanel, chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import ServingRule, select
 from shared.forecasting.synthetic import synthetic_charts
@@ -355,6 +357,39 @@ def test_thinning_changes_no_feature_the_kept_files_still_determine(spacing: str
     no_file_a_week_before = (thinned["gap_prev"] != 1).to_numpy()
     assert np.isnan(lag1[no_file_a_week_before]).all()
     assert set(np.unique(thinned["gap_prev"].dropna())) <= gaps
+
+
+def test_a_sparse_history_labels_training_anchors_from_the_latest_earlier_file() -> None:
+    # Files in weeks 0, 2, 3, 6 and 12: at 4 weeks, the anchors of week 0 have no file at week 4, one at 3.
+    panel = _panel({"s": [0, 2, 3], "t": [0]}, [0, 2, 3, 6, 12])
+    exact, near = chart_targets(panel, 4), chart_targets(panel, 4, tolerance=2)
+    entries = panel.entries
+    at = pd.MultiIndex.from_arrays([entries["track"], entries["week"] - entries["week"].min()])
+    s0, t0, s3 = at.get_loc(("s", 0)), at.get_loc(("t", 0)), at.get_loc(("s", 3))
+    assert not exact["observable"].iloc[[s0, t0]].any()
+    # Read at week 3, never at week 6 (later than t+H).
+    assert near.iloc[s0][["observable", "charted", "outcome_early"]].tolist() == [True, True, 1]
+    assert near.iloc[t0][["observable", "charted"]].tolist() == [True, False]  # off the chart at week 3
+    assert near.iloc[t0]["future_floor"] == panel.charts["log_floor"].iloc[2]
+    # Week 3's outcome would be week 7: the files pause from week 6 to 12, longer than sparse files do.
+    assert not near.iloc[s3]["observable"]
+
+
+def test_outcomes_read_early_add_training_anchors_and_leave_the_scored_ones_as_they_were() -> None:
+    thin = thin_charts(_synthetic_panel(), "irregular")
+    regions = sorted(thin.charts["region"].unique())
+    exact = chart_set(thin, 26, regions)
+    data = chart_set(thin, 26, regions, tolerance=OUTCOME_TOLERANCE_WEEKS)
+    assert len(data) > 1.5 * len(exact) and (exact.outcome_early == 0).all()
+    assert set(np.unique(data.outcome_early)) <= set(range(OUTCOME_TOLERANCE_WEEKS + 1))
+    scored = data.observed  # what folds and splits score: the exact week only, the same anchors and outcomes
+    assert np.array_equal(scored.track, exact.track) and np.array_equal(scored.week, exact.week)
+    for name in ("charted", "future_level", "future_floor"):
+        assert np.array_equal(getattr(scored, name), getattr(exact, name), equal_nan=True), name
+    model = StreamsForecaster(horizon=26, regions=regions).fit(data)
+    assert OUTCOME_EARLY in model.features  # the trees learn what reading early changes
+    forecast = model.predict_model(exact.X)  # and forecast for exactly t+H (the column is absent there)
+    assert np.isfinite(forecast["value"]).all()
 
 
 def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:

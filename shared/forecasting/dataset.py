@@ -17,6 +17,14 @@ from shared.forecasting.features import (
 )
 from shared.forecasting.panel import ChartPanel, PopularityPanel, thin_charts
 
+# Where a region's files are sparse (monthly, or downloaded when remembered) and none is exactly H weeks
+# after a training anchor, its outcome is read from the latest file up to this many weeks earlier: the models
+# then learn from most anchors of a sparse history (26 weeks: both sides monthly, 2017-19 -> 2020, skill
+# 0.079 -> 0.172; both irregular, 2017-20 -> 2021-24, 0.062 -> 0.137). Never from a file after t+H, so a fold
+# or split that cuts training outcomes at its origin still does; what is scored keeps the exact week
+# (`ChartSet.observed`; `chart_targets`).
+OUTCOME_TOLERANCE_WEEKS = 4
+
 
 @dataclass
 class ChartSet:
@@ -29,6 +37,8 @@ class ChartSet:
     charted: np.ndarray  # still on the region's chart at t+H
     future_level: np.ndarray  # log streams at t+H (NaN when censored)
     future_floor: np.ndarray  # log floor of the region's chart at t+H
+    # weeks before t+H of that chart: 0, or a few where a sparse history has none at t+H (training only)
+    outcome_early: np.ndarray
     # True for an anchor seen through a thinned history (monthly files): training only, never scored
     thinned: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
@@ -61,18 +71,23 @@ class ChartSet:
             self.charted[mask],
             self.future_level[mask],
             self.future_floor[mask],
+            self.outcome_early[mask],
             self.thinned[mask],
         )
 
     @property
     def observed(self) -> ChartSet:
-        """The anchors as the files give them (without the thinned-history copies)."""
-        return self.take(~self.thinned) if self.thinned.any() else self
+        """The anchors as the files give them (without the thinned-history copies) and scored as everywhere:
+        with the outcome of the chart exactly H weeks later."""
+        as_given = ~self.thinned & (self.outcome_early == 0)
+        return self if as_given.all() else self.take(as_given)
 
 
-def with_thinned(data: ChartSet, panel: ChartPanel, horizon: int, regions: list[str]) -> ChartSet:
+def with_thinned(
+    data: ChartSet, panel: ChartPanel, horizon: int, regions: list[str], *, tolerance: int = 0
+) -> ChartSet:
     """The anchors plus their thinned-history copies (`thinned_chart_set`)."""
-    thinned = thinned_chart_set(panel, horizon, regions)
+    thinned = thinned_chart_set(panel, horizon, regions, tolerance=tolerance)
     return data if thinned is None or not len(thinned) else concat_chart_sets([data, thinned])
 
 
@@ -83,11 +98,12 @@ def chart_set(
     *,
     features: pd.DataFrame | None = None,
     labelled_only: bool = True,
+    tolerance: int = 0,
 ) -> ChartSet:
     """Every chart entry of the panel as an anchor; with `labelled_only`, only those whose region's chart
     exists H weeks later (a song absent from it is censored, not dropped)."""
     feats = features if features is not None else chart_features(panel, regions)
-    targets = chart_targets(panel, horizon, regions)
+    targets = chart_targets(panel, horizon, regions, tolerance=tolerance)
     usable = targets["observable"].to_numpy() & ~np.isnan(feats["level"].to_numpy())
     if labelled_only:
         keep = usable & ~(targets["charted"].to_numpy() & np.isnan(targets["future_level"].to_numpy()))
@@ -102,6 +118,7 @@ def chart_set(
         charted=targets["charted"].to_numpy()[keep],
         future_level=targets["future_level"].to_numpy()[keep],
         future_floor=targets["future_floor"].to_numpy()[keep],
+        outcome_early=targets["outcome_early"].to_numpy()[keep],
     )
 
 
@@ -109,7 +126,9 @@ def concat_chart_sets(sets: list[ChartSet]) -> ChartSet:
     return _concat(sets)
 
 
-def thinned_chart_set(panel: ChartPanel, horizon: int, regions: list[str]) -> ChartSet | None:
+def thinned_chart_set(
+    panel: ChartPanel, horizon: int, regions: list[str], *, tolerance: int = 0
+) -> ChartSet | None:
     """The panel's anchors as someone who downloads a file a month sees them (features of the monthly
     history), with the outcomes the full panel knows: trained on, so that features of sparse or irregular
     histories mean to the models what they mean in production."""
@@ -119,7 +138,7 @@ def thinned_chart_set(panel: ChartPanel, horizon: int, regions: list[str]) -> Ch
     if len(thin.entries) == len(panel.entries):
         return None  # the files are monthly already
     features = cached_chart_features(thin, regions).reindex(panel.entries.index)
-    data = chart_set(panel, horizon, regions, features=features)
+    data = chart_set(panel, horizon, regions, features=features, tolerance=tolerance)
     data.thinned = np.ones(len(data), bool)
     return data
 

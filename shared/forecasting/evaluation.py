@@ -33,6 +33,7 @@ from shared.forecasting.backtest import (
 )
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import (
+    OUTCOME_TOLERANCE_WEEKS,
     ChartSet,
     PopularitySet,
     chart_set,
@@ -218,12 +219,13 @@ def _chart_split(
 ) -> ChartSplit:
     """One horizon's training and test anchors, cut at the origin; NotEnoughData when either is too thin."""
     first_train_week = min(week for _, week in train_charts)
-    data = chart_set(panel, horizon, regions, features=features)
-    outcome_week = data.week + horizon
+    data = chart_set(panel, horizon, regions, features=features, tolerance=OUTCOME_TOLERANCE_WEEKS)
+    outcome_week = data.week + horizon - data.outcome_early
     in_train = _in_charts(data.region, data.week, train_charts) & _in_charts(
         data.region, outcome_week, train_charts
     )
-    in_test = _in_charts(data.region, outcome_week, test_charts)
+    # A test anchor's outcome is the chart exactly H weeks later, as scored everywhere.
+    in_test = (data.outcome_early == 0) & _in_charts(data.region, outcome_week, test_charts)
     if not in_test.any():
         raise NotEnoughData(f"{label}: no test chart is {horizon} weeks after a chart in the files")
     origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
@@ -234,11 +236,11 @@ def _chart_split(
             f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
             "around the origin; give more weeks of charts"
         )
-    train = with_thinned(data.take(train_mask), panel, horizon, regions)
+    train = with_thinned(data.take(train_mask), panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS)
     keep = ~train.thinned | (
         _in_charts(train.region, train.week, train_charts)
-        & _in_charts(train.region, train.week + horizon, train_charts)
-        & (train.week + horizon <= origin)
+        & _in_charts(train.region, train.week + horizon - train.outcome_early, train_charts)
+        & (train.week + horizon - train.outcome_early <= origin)
     )
     return ChartSplit(train.take(keep), data.take(test_mask), regions, origin)
 

@@ -199,19 +199,30 @@ def cached_chart_features(panel: ChartPanel, regions: list[str]) -> pd.DataFrame
     return panel.cache[key]
 
 
-def chart_targets(panel: ChartPanel, horizon: int, regions: list[str] | None = None) -> pd.DataFrame:
-    """For every entry: whether its region's chart exists at t+horizon, whether the song is on it,
-    its log streams there, and that chart's log floor."""
+def chart_targets(
+    panel: ChartPanel, horizon: int, regions: list[str] | None = None, *, tolerance: int = 0
+) -> pd.DataFrame:
+    """For every entry: whether its region has a chart at t+horizon, whether the song is on it, its log
+    streams there, and that chart's log floor. With a `tolerance`, where the region's files around
+    t+horizon are sparse (at most 2 * tolerance weeks apart) and none is at t+horizon, the outcome is read
+    from the latest one before it, up to `tolerance` weeks earlier (`outcome_early`): sparse files then
+    label most anchors, and no outcome is read after t+horizon. Where the files stop or pause for longer,
+    t+horizon stays unobserved."""
     index = chart_index(panel, regions)
-    future_keys = index.entry_keys + horizon
-    future_chart = index.entry_chart_keys + horizon
-    level = index.level(future_keys)
+    wanted = index.entry_chart_keys + horizon
+    latest = index.previous_chart(wanted + 1)  # the region's latest chart at or before t+horizon
+    following = index.next_chart(wanted)
+    sparse = (wanted - latest <= tolerance) & (following >= 0) & (following - latest <= 2 * tolerance)
+    observable = (latest >= 0) & ((latest == wanted) | sparse)
+    future_chart = np.where(observable, latest, wanted)
+    level = index.level(index.entry_keys + (future_chart - index.entry_chart_keys))
     return pd.DataFrame(
         {
-            "observable": index.chart_exists(future_chart),
+            "observable": observable,
             "charted": ~np.isnan(level),
             "future_level": level,
             "future_floor": index.floor(future_chart),
+            "outcome_early": (wanted - future_chart).astype(np.int32),
         },
         index=panel.entries.index,
     )

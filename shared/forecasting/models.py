@@ -168,6 +168,9 @@ ABSOLUTE_LEVELS = ("level", "log_floor")
 SONG_FEATURES = [
     name for name in CHART_FEATURES if not name.startswith("floor_last_year_") and name not in ABSOLUTE_LEVELS
 ]
+# Weeks before t+H that a training anchor's outcome was read (sparse files: `chart_targets`): the trees learn
+# what those weeks change, and forecast with 0.
+OUTCOME_EARLY = "outcome_early"
 MIN_TREND_CHARTS = 20  # charts (region, week) with a known last-year change needed to estimate the trend
 MIN_SPREAD_CHARTS = 100  # and to take the floor's spread around it from them alone (its tails need more)
 MIN_REGION_SPREAD_WEEKS = 26  # weeks of a region's chart needed for a spread of its own (else all regions')
@@ -233,8 +236,9 @@ class StreamsForecaster:
         return [name == "region_code" for name in self.features]
 
     def _fit_models(self, data: ChartSet) -> None:
-        self.features = _informative(data.X, SONG_FEATURES)
-        X = data.X[self.features]
+        with_early = data.X.assign(**{OUTCOME_EARLY: data.outcome_early})
+        self.features = _informative(with_early, [*SONG_FEATURES, OUTCOME_EARLY])
+        X = with_early[self.features]
         survived = data.charted
         self.base_rate = float(np.mean(survived)) if len(data) else 0.0
         jobs: list[Callable[[], Any]] = []
@@ -330,16 +334,23 @@ class StreamsForecaster:
                 spread[rows] = np.interp(level[rows], DRIFT_LEVELS, quantiles)
         return spread
 
+    def _design(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The trees' columns of X; a forecast is for exactly t+H (its outcome read 0 weeks early)."""
+        if OUTCOME_EARLY in self.features and OUTCOME_EARLY not in X:
+            X = X.assign(**{OUTCOME_EARLY: 0})
+        return X[self.features]
+
     def _p_chart(self, X: pd.DataFrame) -> np.ndarray:
         if self.classifier is None:
             return np.full(len(X), self.base_rate)
-        return self.classifier.predict_proba(X[self.features])[:, 1]
+        return self.classifier.predict_proba(self._design(X))[:, 1]
 
     def _mixture(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         floor = X["log_floor"].to_numpy(float) + self._expected_drift(X)  # the future floor, expected
         p = np.clip(self._p_chart(X), 1e-6, 1 - 1e-6)
         if self.survivor_models:
-            curves = np.column_stack([m.predict(X[self.features]) for m in self.survivor_models])
+            design = self._design(X)
+            curves = np.column_stack([m.predict(design) for m in self.survivor_models])
         else:
             curves = np.zeros((len(X), len(SURVIVOR_LEVELS)))
 

@@ -151,6 +151,15 @@ class ChartIndex:
         same_region = prev // WEEK_SPAN == chart_keys // WEEK_SPAN
         return np.where(found & same_region, prev, -1)
 
+    def next_chart(self, chart_keys: np.ndarray) -> np.ndarray:
+        """The key of the region's chart after each one (the next file, however far on); -1 when there is
+        none."""
+        pos = np.searchsorted(self.chart_keys, chart_keys, side="right")
+        found = pos < len(self.chart_keys)
+        following = np.where(found, self.chart_keys[np.minimum(pos, len(self.chart_keys) - 1)], -1)
+        same_region = following // WEEK_SPAN == chart_keys // WEEK_SPAN
+        return np.where(found & same_region, following, -1)
+
     def run_starts(self, entry_keys: np.ndarray, chart_keys: np.ndarray) -> np.ndarray:
         """True where an entry starts a run on its chart: the song was seen absent from an existing chart of
         the region since its previous entry there, or has none. A week without a file is unobserved, not

@@ -25,7 +25,7 @@ from shared.forecasting.backtest import (
     backtest_streams,
 )
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
-from shared.forecasting.dataset import chart_set, popularity_set, with_thinned
+from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set, popularity_set, with_thinned
 from shared.forecasting.features import cached_chart_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
@@ -130,10 +130,13 @@ def _streams_work(
     )
     _check_new(fingerprint, config, active)
     regions = regions_of(panel)
-    data = chart_set(panel, horizon, regions, features=cached_chart_features(panel, regions))
+    features = cached_chart_features(panel, regions)
+    data = chart_set(panel, horizon, regions, features=features, tolerance=OUTCOME_TOLERANCE_WEEKS)
     if len(data) == 0:
         return None
-    data = with_thinned(data, panel, horizon, regions)  # also learn from histories of monthly downloads
+    data = with_thinned(
+        data, panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS
+    )  # also learn from histories of monthly downloads
     maker = _streams_maker(horizon, regions, config)
     result = backtest_streams(
         data, horizon, regions, maker, step=BACKTEST_STEP_WEEKS, current=_serving(active)
