@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from shared.forecasting import NotEnoughData, format_eval_table, run_eval
@@ -98,6 +99,30 @@ def test_popularity_eval_shape(tmp_path: Path) -> None:
     _assert_served(result["182d"], "mae")
     json.loads(json.dumps(result, allow_nan=False))
     assert "182d" in format_eval_table(result)
+
+
+def test_popularity_eval_on_weekly_snapshots_scores_a_year_364_days_on(tmp_path: Path) -> None:
+    def weekly(lists: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        return {name: frame[pd.to_datetime(frame["date"]).dt.dayofweek == 0] for name, frame in lists.items()}
+
+    train = write_popularity_files(
+        weekly(synthetic_popularity(lists=2, days=600, size=40, seed=1, prefix="a")), tmp_path
+    )
+    test = write_popularity_files(
+        weekly(synthetic_popularity(lists=1, days=600, size=40, seed=2, prefix="b")), tmp_path
+    )
+    result = run_eval("popularity", train, test)
+    assert "skipped" not in result["365d"] and result["365d"]["n_test"] > 0  # no file is 365 days on
+    assert_metrics(result, ("182d", "365d"), ("mae", "coverage80"))
+
+
+def test_popularity_eval_skips_a_horizon_the_files_cannot_test(tmp_path: Path) -> None:
+    days = 300  # under a year of files
+    train = write_popularity_files(synthetic_popularity(lists=2, days=days, seed=1, prefix="a"), tmp_path)
+    test = write_popularity_files(synthetic_popularity(lists=1, days=days, seed=2, prefix="b"), tmp_path)
+    result = run_eval("popularity", train, test)
+    assert "365d" in result["365d"]["skipped"] and result["182d"]["n_test"] > 0
+    assert "365d     skipped" in format_eval_table(result)
 
 
 def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:

@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 
 from shared.forecasting.dataset import chart_set
-from shared.forecasting.features import CHART_FEATURES, chart_features, popularity_features
+from shared.forecasting.features import (
+    CHART_FEATURES,
+    chart_features,
+    popularity_features,
+    popularity_targets,
+)
 from shared.forecasting.panel import (
     ChartPanel,
+    PopularityPanel,
     _chart_panel,
     chart_panel_from_rows,
     popularity_panel_from_rows,
@@ -106,3 +112,36 @@ def test_popularity_features_ignore_the_future() -> None:
     after = popularity_features(changed)[changed.obs["day"] <= cut].reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
     assert week_index(pd.Timestamp("2024-01-03").date()) == week_index(pd.Timestamp("2024-01-01").date())
+
+
+def _snapshots(days: list[int], song_days: list[int]) -> PopularityPanel:
+    """A filler song observed on every file day, song "s" on `song_days` (popularity = its day number)."""
+    start = pd.Timestamp("2023-01-02").date()
+    at = [start + pd.Timedelta(days=d) for d in range(max(days) + 1)]
+    obs = [("filler", at[d], 50) for d in days] + [("s", at[d], d) for d in song_days]
+    songs = [(name, None, None, None, None, None, "a", name, "a") for name in ("filler", "s")]
+    return popularity_panel_from_rows(obs, songs)
+
+
+def test_weekly_snapshots_read_a_year_on_from_the_file_a_day_earlier() -> None:
+    weeks = list(range(0, 400, 7))
+    panel = _snapshots(weeks, weeks)
+    s = (panel.obs["song"] == "s").to_numpy()
+    exact = popularity_targets(panel, 365)["future"].to_numpy()[s]
+    near = popularity_targets(panel, 365, tolerance=7)["future"].to_numpy()[s]
+    assert np.isnan(exact).all()  # no file is ever 365 days after another
+    # Days 0-28 read the file 364 days on (popularity = its day); day 35's would be day 399, the last file,
+    # after which the files stop: unobserved.
+    assert near[:5].tolist() == [364, 371, 378, 385, 392] and np.isnan(near[5:]).all()
+    # A song absent from the file 364 days on left the lists: unobserved too.
+    gone = _snapshots(weeks, [d for d in weeks if d != 364])
+    s = (gone.obs["song"] == "s").to_numpy()
+    assert np.isnan(popularity_targets(gone, 365, tolerance=7)["future"].to_numpy()[s][0])
+
+
+def test_daily_snapshots_keep_the_exact_day() -> None:
+    days = [d for d in range(400) if d != 365]  # one file missing
+    panel = _snapshots(days, days)
+    s = (panel.obs["song"] == "s").to_numpy()
+    future = popularity_targets(panel, 365, tolerance=7)["future"].to_numpy()[s]
+    assert np.isnan(future[0]) and future[1] == 366  # day 365 has no file: not read at 364

@@ -24,6 +24,10 @@ from shared.forecasting.panel import ChartPanel, PopularityPanel, thin_charts
 # or split that cuts training outcomes at its origin still does; what is scored keeps the exact week
 # (`ChartSet.observed`; `chart_targets`).
 OUTCOME_TOLERANCE_WEEKS = 4
+# The same for popularity files sparser than daily, in days, for every pair, scored ones included: its
+# horizons are days (182, 365) while its files may be weekly snapshots, whose year is 364 days later. Daily
+# files keep the exact day (`popularity_targets`).
+OUTCOME_TOLERANCE_DAYS = 7
 
 
 @dataclass
@@ -189,11 +193,13 @@ def popularity_set(
     every_days: int = 1,
     features: pd.DataFrame | None = None,
     labelled_only: bool = True,
+    tolerance: int = OUTCOME_TOLERANCE_DAYS,
 ) -> PopularitySet:
     """Observations with a known popularity as anchors (one every `every_days` days), with the popularity
-    `horizon_days` later when the song was still observed then."""
+    `horizon_days` later when the song was still observed then (or on the file a few days before, where
+    there is none that day: `popularity_targets`)."""
     feats = features if features is not None else popularity_features(panel)
-    future = popularity_targets(panel, horizon_days)["future"].to_numpy()
+    future = popularity_targets(panel, horizon_days, tolerance=tolerance)["future"].to_numpy()
     day = panel.obs["day"].to_numpy()
     keep = ~np.isnan(feats["popularity"].to_numpy()) & (day % every_days == 0)
     if labelled_only:

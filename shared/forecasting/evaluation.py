@@ -290,20 +290,25 @@ def eval_popularity(train_paths: Sequence[Path], test_paths: Sequence[Path]) -> 
     train_features, test_features = popularity_features(train_panel), popularity_features(test_panel)
     result: dict[str, Any] = {}
     first_train: PopularitySet | None = None
+    skipped: list[str] = []
     for label, horizon in POPULARITY_HORIZONS.items():
         train = popularity_set(train_panel, horizon, features=train_features)
         test = popularity_set(test_panel, horizon, features=test_features)
         if len(train) < MIN_TEST_ANCHORS or len(test) < MIN_TEST_ANCHORS:
-            raise NotEnoughData(
+            skipped.append(
                 f"{label}: {len(train)} training and {len(test)} test pairs {horizon} days apart; "
                 "give longer histories"
             )
+            result[label] = {"skipped": skipped[-1]}
+            continue
         first_train = first_train or train
         scores = score_popularity_split(train, test, horizon, first_train)
         scores["n_train"], scores["n_test"] = len(train), len(test)
         scores["test_songs"] = int(len(set(test.song)))
         scores["split"] = split
         result[label] = scores
+    if len(skipped) == len(POPULARITY_HORIZONS):
+        raise NotEnoughData("; ".join(skipped))
     return result
 
 

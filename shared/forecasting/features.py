@@ -267,14 +267,35 @@ def popularity_features(panel: PopularityPanel) -> pd.DataFrame:
     return feats[POPULARITY_FEATURES].astype(np.float32)
 
 
-def popularity_targets(panel: PopularityPanel, horizon_days: int) -> pd.DataFrame:
-    """For every observation: the song's popularity `horizon_days` later (NaN when not observed)."""
+def popularity_targets(panel: PopularityPanel, horizon_days: int, *, tolerance: int = 0) -> pd.DataFrame:
+    """For every observation: the song's popularity `horizon_days` later (NaN when not observed). With a
+    `tolerance` and files sparser than daily, where no file exists on that day and the files around it are
+    at most 2 * tolerance days apart, the popularity is read on the latest file's day before it, up to
+    `tolerance` days earlier: weekly snapshots then still give a year's outcome (364 days later). Daily files
+    keep the exact day (a missing day's pairs are left out, as before)."""
     obs = panel.obs
     codes, _ = pd.factorize(obs["song"])
     keys = codes.astype(np.int64) * DAY_SPAN + obs["day"].to_numpy(np.int64)
     order = np.argsort(keys)
-    future = lookup(keys[order], obs["popularity"].to_numpy(float)[order], keys + horizon_days)
+    wanted = obs["day"].to_numpy(np.int64) + horizon_days
+    days = panel.file_days()
+    sparse_files = len(days) > 1 and np.median(np.diff(days)) > 1
+    read_day = _latest_file_day(days, wanted, tolerance) if tolerance and sparse_files else wanted
+    at = codes.astype(np.int64) * DAY_SPAN + read_day
+    future = lookup(keys[order], obs["popularity"].to_numpy(float)[order], at)
     return pd.DataFrame({"future": future}, index=obs.index)
+
+
+def _latest_file_day(file_days: np.ndarray, wanted: np.ndarray, tolerance: int) -> np.ndarray:
+    """Each wanted day, or where no file exists on it, the latest file day up to `tolerance` days before it
+    when the files around it are at most 2 * tolerance days apart (else the wanted day: unobserved)."""
+    if not len(file_days):
+        return wanted
+    pos = np.searchsorted(file_days, wanted, side="right") - 1
+    latest = np.where(pos >= 0, file_days[np.maximum(pos, 0)], np.iinfo(np.int64).min // 2)
+    following = np.where(pos + 1 < len(file_days), file_days[np.minimum(pos + 1, len(file_days) - 1)], -1)
+    sparse = (wanted - latest <= tolerance) & (following >= 0) & (following - latest <= 2 * tolerance)
+    return np.where(sparse, latest, wanted)
 
 
 # ---------------------------------------------------------------- features of one anchor week only

@@ -319,14 +319,22 @@ class PopularityPanel:
     obs: pd.DataFrame
     songs: pd.DataFrame  # song (index), release_day, duration_ms, explicit, album_type, total_tracks, artist
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # derived arrays
+    # The days a file (snapshot) exists, kept when songs are restricted: a song absent on such a day left the
+    # lists; on a day without any, it is unobserved. None: the days of `obs`.
+    known_days: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def file_days(self) -> np.ndarray:
+        if self.known_days is None:
+            self.known_days = np.unique(self.obs["day"].to_numpy(np.int64))
+        return self.known_days
 
     def restrict(self, *, songs: Iterable[str] | None = None, max_day: int | None = None) -> PopularityPanel:
-        obs = self.obs
+        obs, days = self.obs, self.file_days()
         if songs is not None:
             obs = obs[obs["song"].isin(set(songs))]
         if max_day is not None:
-            obs = obs[obs["day"] <= max_day]
-        return PopularityPanel(obs.reset_index(drop=True), self.songs)
+            obs, days = obs[obs["day"] <= max_day], days[days <= max_day]
+        return PopularityPanel(obs.reset_index(drop=True), self.songs, known_days=days)
 
 
 ALBUM_TYPES = {"single": 0, "album": 1, "compilation": 2}
