@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.forecasting.backtest import rolling_folds
+from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_streams, rolling_folds
 from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set
 from shared.forecasting.features import chart_features, chart_targets
 from shared.forecasting.models import OUTCOME_EARLY, StreamsForecaster
@@ -323,8 +323,8 @@ def test_a_week_without_a_file_is_unobserved_not_off_the_chart() -> None:
     assert last["gap"]["charted_1"] == 0.0
 
 
-def _synthetic_panel() -> ChartPanel:
-    frame = synthetic_charts(regions=2, weeks=80, size=30, seed=5)
+def _synthetic_panel(weeks: int = 80) -> ChartPanel:
+    frame = synthetic_charts(regions=2, weeks=weeks, size=30, seed=5)
     return chart_panel_from_rows(
         (t, r, week_of(w), int(k), s, a, n)
         for t, r, w, k, s, a, n in frame[
@@ -390,6 +390,20 @@ def test_outcomes_read_early_add_training_anchors_and_leave_the_scored_ones_as_t
     assert OUTCOME_EARLY in model.features  # the trees learn what reading early changes
     forecast = model.predict_model(exact.X)  # and forecast for exactly t+H (the column is absent there)
     assert np.isfinite(forecast["value"]).all()
+
+
+def test_a_fold_whose_anchors_all_read_their_outcome_early_is_not_scored() -> None:
+    panel = _synthetic_panel(weeks=140)
+    regions = sorted(panel.charts["region"].unique())
+    data = chart_set(panel, 26, regions, tolerance=OUTCOME_TOLERANCE_WEEKS)
+    latest = rolling_folds(data.week, 26, step=BACKTEST_STEP_WEEKS)[-1]
+    data.outcome_early[latest.test] = 1  # nothing in the latest window is scored
+
+    def make() -> StreamsForecaster:
+        return StreamsForecaster(horizon=26, regions=regions)
+
+    result = backtest_streams(data, 26, regions, make, step=BACKTEST_STEP_WEEKS)
+    assert result is not None and latest.origin not in result.folds and result.folds
 
 
 def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:

@@ -201,6 +201,7 @@ def backtest_streams(
     `keep_forecasts` the folds' pooled forecasts stay in the result (for `eval`'s replay; the trainer does
     not hold them while it fits); `current` is the method serving now (`select`)."""
     folds = choose_folds(data.week, data.track, horizon, step)
+    folds = [fold for fold in folds if (fold.test & data.as_given).any()]  # a fold scores these only
     if not folds:
         return None
     runs = run_folds(data, folds, make, ChartBaselines)

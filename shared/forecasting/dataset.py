@@ -80,10 +80,15 @@ class ChartSet:
         )
 
     @property
-    def observed(self) -> ChartSet:
-        """The anchors as the files give them (without the thinned-history copies) and scored as everywhere:
+    def as_given(self) -> np.ndarray:
+        """Which anchors are as the files give them (not thinned-history copies) and scored as everywhere:
         with the outcome of the chart exactly H weeks later."""
-        as_given = ~self.thinned & (self.outcome_early == 0)
+        return ~self.thinned & (self.outcome_early == 0)
+
+    @property
+    def observed(self) -> ChartSet:
+        """The anchors `as_given`: what folds, splits and baselines use."""
+        as_given = self.as_given
         return self if as_given.all() else self.take(as_given)
 
 

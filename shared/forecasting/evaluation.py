@@ -229,7 +229,8 @@ def _chart_split(
     if not in_test.any():
         raise NotEnoughData(f"{label}: no test chart is {horizon} weeks after a chart in the files")
     origin = max(int(data.week[in_test].min()), first_train_week + horizon + MIN_TRAIN_ANCHOR_WEEKS)
-    train_mask = in_train & (outcome_week <= origin)
+    # Known by the origin: t+H itself, not only an outcome read early (the files stop there for training).
+    train_mask = in_train & (data.week + horizon <= origin)
     test_mask = in_test & (data.week >= origin)
     if train_mask.sum() < MIN_TEST_ANCHORS or test_mask.sum() < MIN_TEST_ANCHORS:
         raise NotEnoughData(
@@ -240,7 +241,7 @@ def _chart_split(
     keep = ~train.thinned | (
         _in_charts(train.region, train.week, train_charts)
         & _in_charts(train.region, train.week + horizon - train.outcome_early, train_charts)
-        & (train.week + horizon - train.outcome_early <= origin)
+        & (train.week + horizon <= origin)
     )
     return ChartSplit(train.take(keep), data.take(test_mask), regions, origin)
 
