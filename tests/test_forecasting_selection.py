@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_streams, rolling_folds
+from shared.forecasting.baselines import ChartBaselines
 from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set
 from shared.forecasting.features import chart_features, chart_targets
 from shared.forecasting.models import OUTCOME_EARLY, StreamsForecaster
@@ -404,6 +405,17 @@ def test_a_fold_whose_anchors_all_read_their_outcome_early_is_not_scored() -> No
 
     result = backtest_streams(data, 26, regions, make, step=BACKTEST_STEP_WEEKS)
     assert result is not None and latest.origin not in result.folds and result.folds
+
+
+def test_the_original_regression_answers_the_floor_beyond_the_streams_it_was_fitted_on() -> None:
+    panel = _synthetic_panel()
+    regions = sorted(panel.charts["region"].unique())
+    data = chart_set(panel, 26, regions)
+    baselines = ChartBaselines().fit(data)
+    grown = data.X.assign(level=data.X["level"] + 5.0, log_floor=data.X["log_floor"] + 5.0)  # streams x150
+    inside, beyond = baselines.points(data.X), baselines.points(grown)
+    assert not np.allclose(inside["original"], inside["naive"])  # the regression answers in its range
+    assert np.array_equal(beyond["original"], beyond["naive"])  # and the floor far beyond it
 
 
 def test_monthly_thinning_keeps_the_first_file_of_each_month() -> None:
