@@ -19,9 +19,9 @@ from shared.forecasting.panel import ChartPanel, PopularityPanel, thin_charts
 
 # Where a region's files are sparse (monthly, or downloaded when remembered) and none is exactly H weeks
 # after a training anchor, its outcome is read from the latest file up to this many weeks earlier: the models
-# then learn from most anchors of a sparse history (26 weeks: both sides monthly, 2017-19 -> 2020, skill
-# 0.079 -> 0.172; both irregular, 2017-20 -> 2021-24, 0.062 -> 0.137). Never from a file after t+H, so a fold
-# or split that cuts training outcomes at its origin still does; what is scored keeps the exact week
+# then learn from most anchors of a sparse history (26 weeks, both sides irregular, 2017-20 -> 2021-24: skill
+# 0.062 -> 0.137; both monthly, 2017-19 -> 2020: 0.079 -> 0.140). Never from a file after t+H; training
+# anchors still need t+H itself by a fold's or split's origin, and what is scored keeps the exact week
 # (`ChartSet.observed`; `chart_targets`).
 OUTCOME_TOLERANCE_WEEKS = 4
 # The same for popularity files sparser than daily, in days, for every pair, scored ones included: its
