@@ -211,9 +211,7 @@ def chart_targets(
     index = chart_index(panel, regions)
     wanted = index.entry_chart_keys + horizon
     latest = index.previous_chart(wanted + 1)  # the region's latest chart at or before t+horizon
-    following = index.next_chart(wanted)
-    sparse = (wanted - latest <= tolerance) & (following >= 0) & (following - latest <= 2 * tolerance)
-    observable = (latest >= 0) & ((latest == wanted) | sparse)
+    observable = (latest == wanted) | read_early(wanted, latest, index.next_chart(wanted), tolerance)
     future_chart = np.where(observable, latest, wanted)
     level = index.level(index.entry_keys + (future_chart - index.entry_chart_keys))
     return pd.DataFrame(
@@ -287,15 +285,21 @@ def popularity_targets(panel: PopularityPanel, horizon_days: int, *, tolerance: 
 
 
 def _latest_file_day(file_days: np.ndarray, wanted: np.ndarray, tolerance: int) -> np.ndarray:
-    """Each wanted day, or where no file exists on it, the latest file day up to `tolerance` days before it
-    when the files around it are at most 2 * tolerance days apart (else the wanted day: unobserved)."""
+    """Each wanted day, or the latest file day before it where `read_early` (else the wanted day)."""
     if not len(file_days):
         return wanted
     pos = np.searchsorted(file_days, wanted, side="right") - 1
-    latest = np.where(pos >= 0, file_days[np.maximum(pos, 0)], np.iinfo(np.int64).min // 2)
+    latest = np.where(pos >= 0, file_days[np.maximum(pos, 0)], -1)
     following = np.where(pos + 1 < len(file_days), file_days[np.minimum(pos + 1, len(file_days) - 1)], -1)
-    sparse = (wanted - latest <= tolerance) & (following >= 0) & (following - latest <= 2 * tolerance)
-    return np.where(sparse, latest, wanted)
+    return np.where(read_early(wanted, latest, following, tolerance), latest, wanted)
+
+
+def read_early(wanted: np.ndarray, latest: np.ndarray, following: np.ndarray, tolerance: int) -> np.ndarray:
+    """Where an outcome wanted at a time without a file is read from the latest file before it (`latest`,
+    -1 when none): up to `tolerance` earlier, where the files around it (`latest`, `following`: -1 when
+    none) are at most 2 * tolerance apart, i.e. sparse files, not files that stop or pause for longer."""
+    near = (latest >= 0) & (wanted - latest <= tolerance)
+    return near & (following >= 0) & (following - latest <= 2 * tolerance)
 
 
 # ---------------------------------------------------------------- features of one anchor week only
