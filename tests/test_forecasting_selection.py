@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shared.forecasting import training
 from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_streams, rolling_folds
 from shared.forecasting.baselines import ChartBaselines
 from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set
@@ -391,6 +392,14 @@ def test_outcomes_read_early_add_training_anchors_and_leave_the_scored_ones_as_t
     assert OUTCOME_EARLY in model.features  # the trees learn what reading early changes
     forecast = model.predict_model(exact.X)  # and forecast for exactly t+H (the column is absent there)
     assert np.isfinite(forecast["value"]).all()
+
+
+def test_the_trainer_learns_from_outcomes_read_early_on_sparse_files() -> None:
+    panel = thin_charts(_synthetic_panel(weeks=140), "irregular")
+    work = training._streams_work(panel, 26, training.default_config("streams"), False, None)
+    assert work is not None
+    candidate, fit = work
+    assert OUTCOME_EARLY in fit().features and len(candidate.backtest.folds) == 2
 
 
 def test_a_fold_whose_anchors_all_read_their_outcome_early_is_not_scored() -> None:
