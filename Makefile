@@ -62,6 +62,7 @@ eval: install  ## backtests on the real data in $(DATA) (the README's table): wh
 	$(EVAL) charts --train $(CHARTS) --test $(LATER)
 	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing monthly
 	$(EVAL) charts --train $(CHARTS) --test $(LATER) --test-spacing irregular
+	$(EVAL) charts --train $(CHARTS) --test $(LATER) --train-spacing irregular --test-spacing irregular
 	$(EVAL) charts --train $(addprefix $(CHARTS)/,br de es fr gb global in) --test $(CHARTS)/it $(CHARTS)/us
 	$(EVAL) charts --train $(CHARTS) --test $(DAILY)
 	$(EVAL) popularity --train $(addprefix $(TOP50)-,argentina.csv france.csv italy.csv mexico.csv spain.csv) \
