@@ -83,6 +83,7 @@ def test_charts_eval_reports_the_served_method_skill_and_top20(tmp_path: Path) -
         _assert_served(scores, "cmae")
         assert 0 <= scores["model"]["top20"] <= 20 and 0 <= scores["persistence"]["top20"] <= 20
         assert scores["n_train_thinned"] > 0  # trained on monthly-thinned histories as well
+        assert scores["n_train_early"] == 0  # weekly training files: every outcome at exactly t+H
     assert "served:" in format_eval_table(result) and "top20" in format_eval_table(result)
 
 
@@ -180,3 +181,5 @@ def test_sparse_training_files_read_some_outcomes_early_but_never_a_test_outcome
         train = split.train
         assert (train.outcome_early > 0).any()
         assert (train.week + horizon <= split.origin).all()  # t+H itself known by the origin
+    result = run_eval("charts", [tmp_path / "global"], [tmp_path / "it"], **spacing)
+    assert result["26w"]["n_train_early"] > 0  # eval says how many training outcomes were read early

@@ -112,6 +112,7 @@ def score_chart_split(
     _skill_of_updating(result, "cmae")
     result["n_train"], result["n_test"] = int((~train.thinned).sum()), len(test)
     result["n_train_thinned"] = int(train.thinned.sum())
+    result["n_train_early"] = int((~train.thinned & (train.outcome_early > 0)).sum())  # sparse files
     result["charted_share"] = rounded(float(np.mean(test.charted)))
     return result, model
 
