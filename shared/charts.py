@@ -303,6 +303,25 @@ def _fill_rows(
         chart.rows.append(row)
 
 
+def week_charts(charts: Iterable[Chart]) -> tuple[list[Chart], list[Chart]]:
+    """Each series' chart of a week is its latest file of that week: a week's daily files are different
+    lists, and their union would mix days (more songs than the chart holds, each at its best rank, under the
+    lowest day's floor). Returns the files that make their week's chart, and the earlier files they replace
+    (the same series and week; of two files of the same day, the one read last makes the chart)."""
+    latest: dict[tuple[str, dt.date], Chart] = {}
+    replaced: list[Chart] = []
+    for chart in charts:
+        key = (chart.series, chart.week)
+        earlier = latest.get(key)
+        if earlier is not None and earlier.date > chart.date:
+            replaced.append(chart)
+            continue
+        if earlier is not None:
+            replaced.append(earlier)
+        latest[key] = chart
+    return list(latest.values()), replaced
+
+
 def is_chart_file(path: Path) -> bool:
     """True for a CSV whose name carries a date (the chart files this reader understands)."""
     return path.suffix.lower() == ".csv" and bool(ANY_DATE_RE.search(path.stem))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
 
 import pytest
 
-from shared.charts import ChartFormatError, iter_chart_paths, parse_chart_name, read_chart
+from shared.charts import ChartFormatError, iter_chart_paths, parse_chart_name, read_chart, week_charts
+from shared.forecasting.panel import chart_panel_from_files
 from shared.forecasting.synthetic import OLD_DISCLAIMER
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -82,6 +84,27 @@ def test_daily_name_folder_region_and_explicit_overrides(tmp_path: Path) -> None
     nameless = old_chart(tmp_path, "export.csv", [old_row(1, ID_A)])
     with pytest.raises(ChartFormatError, match="no region"):
         read_chart(nameless)
+
+
+def test_a_series_week_is_its_latest_file_in_the_reader_and_the_panel(tmp_path: Path) -> None:
+    days = {  # Italy's daily chart on three days of one week, its weekly chart, and the next Monday's list
+        "regional-it-daily-2024-08-26.csv": [old_row(1, ID_A, "5000"), old_row(2, ID_B, "900")],
+        "regional-it-daily-2024-08-28.csv": [old_row(1, ID_B, "4000"), old_row(2, ID_C, "2000")],
+        "regional-it-daily-2024-08-27.csv": [old_row(1, ID_C, "3000")],
+        "regional-it-weekly-2024-08-29.csv": [old_row(1, ID_A, "90000")],
+        "regional-it-daily-2024-09-02.csv": [old_row(1, ID_A, "6000")],
+    }
+    charts = [read_chart(old_chart(tmp_path, name, rows)) for name, rows in days.items()]
+    kept, replaced = week_charts(charts)
+    assert sorted(c.name for c in kept) == sorted(list(days)[i] for i in (1, 3, 4))
+    assert sorted(c.name for c in replaced) == sorted(list(days)[i] for i in (0, 2))
+
+    panel = chart_panel_from_files([tmp_path])
+    week = panel.entries[(panel.entries["region"] == "it-daily") & (panel.entries["rank"] > 0)]
+    first_week = week[week["week"] == week["week"].min()]
+    assert sorted(zip(first_week["track"], first_week["rank"], strict=True)) == [(ID_B, 1), (ID_C, 2)]
+    floors = panel.charts[panel.charts["region"] == "it-daily"]["log_floor"]
+    assert floors.round(6).tolist() == [round(math.log(2000 * 7), 6), round(math.log(6000 * 7), 6)]
 
 
 def test_parse_chart_name_variants() -> None:

@@ -6,6 +6,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
+import pytest
+
 from services.ingestor.main import ChartsWatcher, ingest_once
 from shared.models import ChartEntry, ChartFile, IngestRun, Outbox, Snapshot, SnapshotStage, Track
 from tests.ingest_support import (
@@ -62,6 +64,28 @@ async def test_both_formats_load_with_week_region_rank_and_streams(settings, ses
     assert await count(sessions, Track, Track.is_demo) == 0
     (event,) = await rows(sessions, Outbox, "topic")
     assert event[0].endswith("/events/db-updated")
+
+
+@pytest.mark.parametrize("runs", ["one run", "a run per file"])
+async def test_a_weeks_daily_files_make_one_chart_the_latest_days(settings, sessions, tmp_path, runs) -> None:
+    monday, tuesday, wednesday = (chart_entries(20, seed=s) for s in (21, 22, 23))
+    folder = tmp_path / "charts"
+    files = [  # downloaded out of order: Tuesday's file comes last
+        write(folder / "regional-it-daily-2024-08-26.csv", new_format(monday)),
+        write(folder / "regional-it-daily-2024-08-28.csv", new_format(wednesday)),
+        write(folder / "regional-it-daily-2024-08-27.csv", new_format(tuesday)),
+    ]
+    async with emulator() as spotify:
+        ingestor = ingestor_settings(settings, spotify)
+        for batch in [files] if runs == "one run" else [[f] for f in files]:
+            report = await ingest_once(ingestor, kind="init", chart_paths=batch)
+            assert report.status == "ok", report.errors
+
+    # the week's chart is Wednesday's list, not the union of three days' songs at their best rank
+    expected = sorted((e.track_id, AUG_26_2024, "it-daily", e.rank, e.streams * 7) for e in wednesday)
+    assert await rows(sessions, ChartEntry, "track_id", "week", "region", "rank", "streams") == expected
+    assert await count(sessions, ChartFile) == 3  # every file is known, none is read again
+    assert await count(sessions, Track) == 60  # and every song it named is stored
 
 
 def corrupt_folder(folder: Path) -> dict[str, list]:

@@ -3,17 +3,20 @@ each chart week in one transaction (its songs, chart entries, staged trending sn
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from shared.catalog import known_ids, upsert_snapshots
-from shared.charts import Chart, ChartFormatError, parse_chart_name, read_chart
+from shared.charts import Chart, ChartFormatError, parse_chart_name, read_chart, week_charts
 from shared.db import session_scope, upsert
 from shared.models import ChartEntry, ChartFile, Track, utcnow
 
@@ -57,16 +60,6 @@ def chart_entry_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
         for row in chart.rows
         if row.track_id
     ]
-
-
-def week_entry_rows(charts: Sequence[Chart], *, demo: bool) -> list[dict[str, Any]]:
-    """Chart entries of one week's files; where two files chart the same series (daily files of one
-    week), the later file's rank and streams win."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for chart in charts:
-        for row in chart_entry_rows(chart, demo=demo):
-            rows[(row["track_id"], row["region"])] = row
-    return list(rows.values())
 
 
 def chart_snapshot_rows(chart: Chart, *, demo: bool) -> list[dict[str, Any]]:
@@ -158,11 +151,11 @@ async def write_charts(
     """Each chart week in one transaction: its songs, chart entries, staged trending snapshots, the files'
     hashes and the run's counts. A week is written completely or not at all."""
     done = 0
-    for week_charts in by_week(charts):
+    for week_files in by_week(charts):
         async with session_scope(sessions) as session:
-            songs = chart_track_rows(week_charts, demo=demo)
+            songs = chart_track_rows(week_files, demo=demo)
             await upsert(session=session, model=Track, rows=songs, keys=["id"])
-            entries = week_entry_rows(week_charts, demo=demo)
+            entries = await entries_of_week(session=session, charts=week_files, demo=demo)
             await upsert(
                 session=session,
                 model=ChartEntry,
@@ -170,17 +163,54 @@ async def write_charts(
                 keys=["track_id", "week", "region"],
                 update=["rank", "streams", "source"],
             )
-            snapshots = {r["track_id"]: r for c in week_charts for r in chart_snapshot_rows(c, demo=demo)}
+            snapshots = {r["track_id"]: r for c in week_files for r in chart_snapshot_rows(c, demo=demo)}
             await upsert_snapshots(session=session, rows=list(snapshots.values()), staged=True)
-            await upsert(session=session, model=ChartFile, rows=chart_file_rows(week_charts), keys=["sha256"])
-            report.counts.chart_files += len(week_charts)
+            await upsert(session=session, model=ChartFile, rows=chart_file_rows(week_files), keys=["sha256"])
+            report.counts.chart_files += len(week_files)
             report.counts.chart_weeks += 1
             report.counts.chart_entries += len(entries)
             report.counts.snapshots += len(snapshots)
             await record_progress(session=session, report=report)
-        done += len(week_charts)
+        done += len(week_files)
         if progress:
             progress("chart files", done, len(charts))
+
+
+async def entries_of_week(
+    *, session: AsyncSession, charts: Sequence[Chart], demo: bool
+) -> list[dict[str, Any]]:
+    """Chart entries of one week's new files: each series' latest file of the week (`week_charts`), unless
+    an earlier run wrote a later file of that series and week; a file that makes the week's chart replaces
+    the entries of the earlier ones (a day's songs that left the list by the later day are not on it)."""
+    latest, _ = week_charts(charts)
+    series = [c.series for c in latest]
+    known = await session.exec(
+        select(ChartFile.region, ChartFile.name).where(
+            col(ChartFile.week) == charts[0].week, col(ChartFile.region).in_(series)
+        )
+    )
+    written: dict[str, list[tuple[dt.date, str]]] = {}
+    for region, name in known.all():
+        written.setdefault(region, []).append((parse_chart_name(name).date or dt.date.min, name))
+    rows: list[dict[str, Any]] = []
+    for chart in latest:
+        earlier = written.get(chart.series, [])
+        if any(day > chart.date for day, _ in earlier):
+            log.info(
+                "chart file %s: a later file of the week already makes %s's chart", chart.name, chart.series
+            )
+            continue
+        replaced = [name[:255] for _, name in earlier]
+        if replaced:
+            await session.exec(
+                delete(ChartEntry).where(
+                    col(ChartEntry.region) == chart.series,
+                    col(ChartEntry.week) == chart.week,
+                    col(ChartEntry.source).in_(replaced),
+                )
+            )
+        rows.extend(chart_entry_rows(chart, demo=demo))
+    return rows
 
 
 async def ingested_hashes(*, session: AsyncSession, hashes: Sequence[str]) -> set[str]:

@@ -255,7 +255,8 @@ def _chart_panel(entries: pd.DataFrame) -> ChartPanel:
 
 def chart_panel_from_files(paths: Iterable[str | Path]) -> ChartPanel:
     """A chart panel from chart CSV files or folders (bad rows are skipped); a daily file is an issue of its
-    region's daily chart, a series of its own ("it-daily"), on the weekly scale (`Chart.series`)."""
+    region's daily chart, a series of its own ("it-daily"), on the weekly scale (`Chart.series`), with one
+    file a week: of a series' files in one week, the latest is its chart (`shared.charts.week_charts`)."""
     frames = []
     for path in iter_chart_paths(paths):
         chart = read_chart(path)
@@ -266,6 +267,7 @@ def chart_panel_from_files(paths: Iterable[str | Path]) -> ChartPanel:
                     "track": [r.track_id for r in rows],
                     "region": chart.series,
                     "week": week_index(chart.date),
+                    "day": day_index(chart.date),
                     "rank": [r.rank for r in rows],
                     "streams": [chart.weekly_streams(r) for r in rows],
                     "artist": [artist_key(r.artists[0]) if r.artists else "" for r in rows],
@@ -275,7 +277,9 @@ def chart_panel_from_files(paths: Iterable[str | Path]) -> ChartPanel:
         )
     if not frames:
         raise NotEnoughData("no chart files found")
-    return _chart_panel(pd.concat(frames, ignore_index=True))
+    entries = pd.concat(frames, ignore_index=True)
+    latest = entries.groupby(["region", "week"])["day"].transform("max")
+    return _chart_panel(entries[entries["day"] == latest].drop(columns="day"))
 
 
 def chart_panel_from_rows(rows: Iterable[tuple[str, str, dt.date, int, int | None, str, str]]) -> ChartPanel:
