@@ -10,11 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.forecasting import training
-from shared.forecasting.backtest import BACKTEST_STEP_WEEKS, backtest_streams, rolling_folds
+from shared.forecasting import backtest, models, training
+from shared.forecasting.backtest import (
+    BACKTEST_STEP_WEEKS,
+    backtest_streams,
+    oldest_fitted_time,
+    rolling_folds,
+)
 from shared.forecasting.baselines import ChartBaselines
-from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set
-from shared.forecasting.features import chart_features, chart_targets
+from shared.forecasting.dataset import (
+    OUTCOME_TOLERANCE_WEEKS,
+    RESTART_WEEKS,
+    RESTARTED_MAX_HORIZON,
+    chart_set,
+    thinned_chart_set,
+    with_history_copies,
+)
+from shared.forecasting.features import chart_features, chart_targets, restarted_chart_features
 from shared.forecasting.models import OUTCOME_EARLY, StreamsForecaster
 from shared.forecasting.panel import ChartPanel, chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import ServingRule, select
@@ -359,6 +371,68 @@ def test_thinning_changes_no_feature_the_kept_files_still_determine(spacing: str
     no_file_a_week_before = (thinned["gap_prev"] != 1).to_numpy()
     assert np.isnan(lag1[no_file_a_week_before]).all()
     assert set(np.unique(thinned["gap_prev"].dropna())) <= gaps
+
+
+def test_restarted_copies_see_each_block_as_if_the_files_began_there() -> None:
+    """A song on every weekly file for 60 weeks: in its copy at week 30 (the second block of 26 weeks, from
+    week 26) it has been charting for 5 weeks, with no file before week 26, where the full history says 31;
+    what its own entry and chart say is the same."""
+    panel = _panel({"s": list(range(60))}, list(range(60)))
+    regions = ["it"]
+    full = chart_features(panel, regions)
+    restarted = restarted_chart_features(panel, regions, RESTART_WEEKS)
+    song = panel.entries[panel.entries["track"] == "s"]
+    at = song.index[song["week"] - song["week"].min() == 30][0]
+    assert full.loc[at, "weeks_on_chart"] == 31 and restarted.loc[at, "weeks_on_chart"] == 5
+    assert restarted.loc[at, "charts_52"] == 5 and np.isnan(
+        restarted.loc[at, "charted_8"]
+    )  # unknown, not off
+    for column in ("rank", "level", "log_floor", "above_floor", "week_of_year"):
+        assert restarted.loc[at, column] == full.loc[at, column], column
+    block = panel.entries.index[panel.entries["week"] - panel.entries["week"].min() < RESTART_WEEKS]
+    assert full.loc[block].equals(restarted.loc[block])  # the first block is the files' own beginning
+
+
+def test_restarted_copies_train_the_26_week_models_and_are_never_scored() -> None:
+    panel = _synthetic_panel(weeks=140)
+    regions = sorted(panel.charts["region"].unique())
+    for horizon in (26, 52):
+        data = chart_set(panel, horizon, regions)
+        with_copies = with_history_copies(data, panel, horizon, regions)
+        copies = len(with_copies) - len(data)
+        monthly = thinned_chart_set(panel, horizon, regions)
+        assert monthly is not None and copies >= len(monthly)
+        # at 26 weeks every anchor comes once more, through its block's history; at 52 weeks it does not
+        assert (copies - len(monthly) == len(data)) == (horizon <= RESTARTED_MAX_HORIZON)
+        assert with_copies.observed.track.tolist() == data.track.tolist()  # what is scored: the anchors alone
+
+
+def test_copies_older_than_any_fit_reads_are_not_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each fit keeps its MAX_TRAIN_ROWS most recent rows: copies of anchors older than the oldest fold's
+    reach change neither the backtest nor the final model, so they are not made (memory)."""
+    for module in (models, backtest):
+        monkeypatch.setattr(module, "MAX_TRAIN_ROWS", 1_200)
+    panel = _synthetic_panel(weeks=140)
+    regions = sorted(panel.charts["region"].unique())
+    data = chart_set(panel, 26, regions)
+    since = oldest_fitted_time(data.week, 26)
+    every = with_history_copies(data, panel, 26, regions)
+    recent = with_history_copies(data, panel, 26, regions, since=since)
+    assert since > data.week.min() and len(recent) < len(every)
+
+    def make() -> StreamsForecaster:
+        return StreamsForecaster(horizon=26, regions=regions)
+
+    first, second = (
+        backtest_streams(d, 26, regions, make, step=BACKTEST_STEP_WEEKS) for d in (every, recent)
+    )
+    assert first is not None and second is not None
+    assert first.model == second.model and first.rule.scores == second.rule.scores
+    for key, values in make().fit(every).predict_model(data.X).items():
+        assert np.array_equal(values, make().fit(recent).predict_model(data.X)[key]), key
+    too_few = with_history_copies(data, panel, 26, regions, since=int(data.week.max()) - 26)
+    third = backtest_streams(too_few, 26, regions, make, step=BACKTEST_STEP_WEEKS)
+    assert third is not None and third.model != first.model  # copies within the fits' reach do count
 
 
 def test_a_sparse_history_labels_training_anchors_from_the_latest_earlier_file() -> None:

@@ -18,6 +18,7 @@ from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
 from shared.forecasting.dataset import ChartSet, PopularitySet, concat_chart_sets, concat_popularity_sets
 from shared.forecasting.metrics import censored_errors
 from shared.forecasting.models import (
+    MAX_TRAIN_ROWS,
     PopularityForecaster,
     StreamsForecaster,
     song_holdout,
@@ -72,6 +73,17 @@ def rolling_folds(
         if test.any() and learns_enough:
             folds.append(Fold(origin, train, test))
     return folds
+
+
+def oldest_fitted_time(times: np.ndarray, horizon: int, step: int = BACKTEST_STEP_WEEKS) -> int:
+    """The oldest anchor time any fit of the backtest or the final model reads (`times`: the anchors, copies
+    left out): each fit keeps its MAX_TRAIN_ROWS most recent rows, the oldest fold's ending H before its
+    window. Copies of older anchors (`dataset.with_history_copies`) would never be read."""
+    if len(times) == 0:
+        return 0
+    oldest_fold_end = int(times.max()) - N_FOLDS * step + 1 - horizon
+    before = np.sort(times[times <= oldest_fold_end])
+    return int(before[-MAX_TRAIN_ROWS]) if len(before) > MAX_TRAIN_ROWS else int(times.min())
 
 
 def holdout_fold(

@@ -28,6 +28,7 @@ from shared.forecasting.backtest import (
     BACKTEST_STEP_WEEKS,
     backtest_popularity,
     backtest_streams,
+    oldest_fitted_time,
     select_popularity,
     select_streams,
 )
@@ -40,7 +41,7 @@ from shared.forecasting.dataset import (
     concat_chart_sets,
     concat_popularity_sets,
     popularity_set,
-    with_thinned,
+    with_history_copies,
 )
 from shared.forecasting.features import chart_features, popularity_features, regions_of
 from shared.forecasting.models import (
@@ -238,7 +239,11 @@ def _chart_split(
             f"{label}: {int(train_mask.sum())} training and {int(test_mask.sum())} test anchors "
             "around the origin; give more weeks of charts"
         )
-    train = with_thinned(data.take(train_mask), panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS)
+    anchors = data.take(train_mask)
+    since = oldest_fitted_time(anchors.week, horizon)  # copies no fit reads are not made
+    train = with_history_copies(
+        anchors, panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS, since=since
+    )
     keep = ~train.thinned | (
         _in_charts(train.region, train.week, train_charts)
         & _in_charts(train.region, train.week + horizon - train.outcome_early, train_charts)

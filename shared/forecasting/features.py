@@ -191,6 +191,32 @@ def chart_features(panel: ChartPanel, regions: list[str] | None = None) -> pd.Da
     return feats[CHART_FEATURES].astype(np.float32)  # half the memory; ample precision for trees
 
 
+def restarted_chart_features(
+    panel: ChartPanel, regions: list[str], weeks: int, *, since: int | None = None
+) -> pd.DataFrame:
+    """Features of every chart entry (of the blocks reaching week `since` or later; NaN before) as if the
+    files began at the start of its block: the panel is cut into consecutive blocks of `weeks` weeks from its
+    first chart, and each block's features come from its own files only (index aligned with `panel.entries`).
+    The short histories of files that begin after a hole in the downloads, of a new installation, of a market
+    never charted before."""
+    if not len(panel.entries):
+        return chart_features(panel, regions)
+    first = int(panel.charts["week"].min())
+    entry_block = (panel.entries["week"].to_numpy() - first) // weeks
+    chart_block = (panel.charts["week"].to_numpy() - first) // weeks
+    oldest = 0 if since is None else (since - first) // weeks
+    parts = [
+        chart_features(
+            ChartPanel(
+                panel.entries[entry_block == block], panel.charts[chart_block == block].reset_index(drop=True)
+            ),
+            regions,
+        )
+        for block in np.unique(entry_block[entry_block >= oldest])
+    ]
+    return pd.concat(parts).reindex(panel.entries.index)
+
+
 def cached_chart_features(panel: ChartPanel, regions: list[str]) -> pd.DataFrame:
     """chart_features, computed once per panel and region list (both horizons use the same)."""
     key = ("chart_features", tuple(regions))

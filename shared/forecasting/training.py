@@ -23,9 +23,10 @@ from shared.forecasting.backtest import (
     Backtest,
     backtest_popularity,
     backtest_streams,
+    oldest_fitted_time,
 )
 from shared.forecasting.baselines import ChartBaselines, PopularityBaselines
-from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set, popularity_set, with_thinned
+from shared.forecasting.dataset import OUTCOME_TOLERANCE_WEEKS, chart_set, popularity_set, with_history_copies
 from shared.forecasting.features import cached_chart_features, regions_of
 from shared.forecasting.models import BoostParams, PopularityForecaster, StreamsForecaster
 from shared.forecasting.panel import (
@@ -134,9 +135,9 @@ def _streams_work(
     data = chart_set(panel, horizon, regions, features=features, tolerance=OUTCOME_TOLERANCE_WEEKS)
     if len(data) == 0:
         return None
-    data = with_thinned(
-        data, panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS
-    )  # also learn from histories of monthly downloads
+    # also learn from histories of monthly downloads and of files begun a few weeks earlier
+    since = oldest_fitted_time(data.week, horizon)  # copies no fit reads are not made
+    data = with_history_copies(data, panel, horizon, regions, tolerance=OUTCOME_TOLERANCE_WEEKS, since=since)
     maker = _streams_maker(horizon, regions, config)
     result = backtest_streams(
         data, horizon, regions, maker, step=BACKTEST_STEP_WEEKS, current=_serving(active)
