@@ -303,23 +303,16 @@ def _fill_rows(
         chart.rows.append(row)
 
 
-def week_charts(charts: Iterable[Chart]) -> tuple[list[Chart], list[Chart]]:
-    """Each series' chart of a week is its latest file of that week: a week's daily files are different
-    lists, and their union would mix days (more songs than the chart holds, each at its best rank, under the
-    lowest day's floor). Returns the files that make their week's chart, and the earlier files they replace
-    (the same series and week; of two files of the same day, the one read last makes the chart)."""
+def week_charts(charts: Iterable[Chart]) -> list[Chart]:
+    """The files that make their series' chart of a week: the latest file of the series in that week (of two
+    files of the same day, the one read last). A week's daily files are different lists, and their union would
+    mix days: more songs than the chart holds, each at its best rank, under the lowest day's floor."""
     latest: dict[tuple[str, dt.date], Chart] = {}
-    replaced: list[Chart] = []
     for chart in charts:
-        key = (chart.series, chart.week)
-        earlier = latest.get(key)
-        if earlier is not None and earlier.date > chart.date:
-            replaced.append(chart)
-            continue
-        if earlier is not None:
-            replaced.append(earlier)
-        latest[key] = chart
-    return list(latest.values()), replaced
+        earlier = latest.get((chart.series, chart.week))
+        if earlier is None or chart.date >= earlier.date:
+            latest[(chart.series, chart.week)] = chart
+    return list(latest.values())
 
 
 def is_chart_file(path: Path) -> bool:

@@ -182,7 +182,7 @@ async def entries_of_week(
     """Chart entries of one week's new files: each series' latest file of the week (`week_charts`), unless
     an earlier run wrote a later file of that series and week; a file that makes the week's chart replaces
     the entries of the earlier ones (a day's songs that left the list by the later day are not on it)."""
-    latest, _ = week_charts(charts)
+    latest = week_charts(charts)
     series = [c.series for c in latest]
     known = await session.exec(
         select(ChartFile.region, ChartFile.name).where(

@@ -204,7 +204,7 @@ def restarted_chart_features(
     first = int(panel.charts["week"].min())
     entry_block = (panel.entries["week"].to_numpy() - first) // weeks
     chart_block = (panel.charts["week"].to_numpy() - first) // weeks
-    oldest = 0 if since is None else (since - first) // weeks
+    oldest = 0 if since is None else min((since - first) // weeks, int(entry_block.max()))
     parts = [
         chart_features(
             ChartPanel(
