@@ -99,8 +99,9 @@ class Forecast(BaseModel):
     method: str | None = Field(
         default=None,
         description="what serves this forecast, chosen on its model version's latest backtest folds: model, "
-        "shrunk <weight> toward <baseline>, or a baseline (naive: the chart floor or drift, persistence, "
-        "original); persistence where no model is usable (model_version persistence)",
+        "shrunk <weight> toward <baseline>, model floored at naive (its point never below today's chart "
+        "floor), or a baseline (naive: the chart floor or drift, persistence, original); persistence where "
+        "no model is usable (model_version persistence)",
     )
     skill: float | None = Field(
         default=None,

@@ -98,13 +98,16 @@ class Serving:
 def serving_of(model_version: str, metrics: Mapping[str, Any] | None) -> Serving:
     """A model version's serving method, from the `serving` part of its registry metrics (what
     `GET /v1/models` shows); a shrunk forecast says how much and toward what, e.g. "shrunk 0.5 toward
-    naive". Forecasts made without a usable model are served by persistence."""
+    naive", a floored one at what ("model floored at naive"). Forecasts made without a usable model are
+    served by persistence."""
     if model_version == PERSISTENCE:
         return Serving(PERSISTENCE)
     serving = (metrics or {}).get("serving") or {}
     method = str(serving.get("method") or "model")
     if method == "shrunk" and serving.get("toward"):
         method = f"shrunk {float(serving.get('weight') or 0):g} toward {serving['toward']}"
+    elif method == "floored" and serving.get("toward"):
+        method = f"model floored at {serving['toward']}"
     skill = serving.get("skill")
     return Serving(method, None if skill is None else float(skill))
 

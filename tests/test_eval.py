@@ -61,7 +61,7 @@ def test_charts_eval_shape_with_both_formats(chart_folder: Path) -> None:
 def _assert_served(scores: dict, metric: str) -> None:
     """What would serve: a method chosen on the training folds, its skill against the best naive answer."""
     served = scores["served"]
-    assert served["method"] in ("model", "shrunk", "naive", "persistence", "drift", "original")
+    assert served["method"] in ("model", "shrunk", "floored", "naive", "persistence", "drift", "original")
     naive = min(scores[name][metric] for name in ("naive", "persistence", "drift") if name in scores)
     assert served["skill"] == pytest.approx(1 - served[metric] / naive, abs=1e-3)
     assert set(served["candidates"]) >= {"model", "naive", "persistence"}

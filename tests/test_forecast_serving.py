@@ -34,6 +34,8 @@ EXPECTED = {
 def test_serving_of_says_the_method_and_its_skill() -> None:
     assert serving_of("v1", {"serving": SHRUNK}) == Serving("shrunk 0.5 toward naive", 0.1234)
     assert serving_of("v1", {"serving": LOSING_MODEL}) == Serving("model", -0.05)
+    floored = {"method": "floored", "toward": "naive", "weight": 1.0, "skill": 0.16}
+    assert serving_of("v1", {"serving": floored}) == Serving("model floored at naive", 0.16)
     assert serving_of(
         "v1", {"serving": {"method": "naive", "toward": "naive", "weight": 0.0, "skill": 0.0}}
     ) == (Serving("naive", 0.0))

@@ -27,6 +27,7 @@ from shared.forecasting.dataset import (
     with_history_copies,
 )
 from shared.forecasting.features import chart_features, chart_targets, restarted_chart_features
+from shared.forecasting.metrics import censored_errors
 from shared.forecasting.models import OUTCOME_EARLY, StreamsForecaster
 from shared.forecasting.panel import ChartPanel, chart_panel_from_rows, thin_charts, week_date, week_index
 from shared.forecasting.selection import ServingRule, select
@@ -74,6 +75,45 @@ def test_the_model_or_a_shrunk_blend_serves_when_it_beats_the_naive_answers() ->
     rule = select(noisy, baselines, _errors_of(actual), _misses_of(actual), signal, np.arange(len(signal)))
     assert rule.method == "shrunk" and 0 < rule.weight < 1 and rule.toward == "naive"
     assert rule.scores[f"shrunk-{rule.weight:g}"] < min(rule.scores["model"], rule.scores["naive"])
+
+
+@pytest.mark.parametrize(("floor_moves", "serves"), [(0.2, "floored"), (-0.5, "model")])
+def test_the_model_held_at_the_floor_serves_where_the_folds_show_it_better(
+    floor_moves: float, serves: str
+) -> None:
+    """Likely dropouts get a point below today's floor (the low tail of the floor's spread), which costs
+    their few survivors and gains only where the floor falls: with floors rising the model held at today's
+    floor beats both the model and the floor and serves; with floors falling the model's own point serves."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    fold, floor = np.repeat(np.arange(2), n // 2), np.zeros(n)
+    p_chart = np.where(rng.uniform(size=n) < 0.8, 0.1, 0.9)
+    charted = rng.uniform(size=n) < p_chart
+    future_floor = floor + floor_moves
+    level = np.where(charted, np.maximum(future_floor, 0) + rng.uniform(0.05, 0.5, n), np.nan)
+    likely = np.maximum(future_floor, 0) + 0.25  # a likely survivor's point: on the survivors' curve
+    model = _forecast(np.where(p_chart > 0.5, likely, floor - 0.3))
+    model["p_chart"] = p_chart
+
+    def errors(pred: dict[str, np.ndarray]) -> np.ndarray:
+        return censored_errors(pred["value"], charted, level, future_floor)
+
+    def misses(pred: dict[str, np.ndarray]) -> np.ndarray:
+        below = np.where(charted, pred["lower"] - np.nan_to_num(level), pred["lower"] - future_floor)
+        return np.column_stack([below, np.where(charted, np.nan_to_num(level) - pred["upper"], np.nan)])
+
+    rule = select(model, {"naive": _forecast(floor)}, errors, misses, floor, np.arange(n), fold)
+    assert rule.method == serves
+    served = rule.apply(model, {"naive": _forecast(floor)}, floor)
+    if serves == "floored":
+        assert rule.scores["floored"] < min(rule.scores["model"], rule.scores["naive"])
+        assert np.array_equal(served["value"], np.maximum(model["value"], floor))
+    else:
+        assert rule.scores["model"] < rule.scores["floored"]
+        assert np.array_equal(served["value"], model["value"])
+    popularity = {key: values for key, values in model.items() if key != "p_chart"}  # no chart floor
+    rule = select(popularity, {"naive": _forecast(floor)}, errors, misses, floor, np.arange(n), fold)
+    assert "floored" not in rule.scores
 
 
 def test_an_edge_within_the_noise_of_few_songs_does_not_serve() -> None:

@@ -173,7 +173,8 @@ class ModelOut(BaseModel):
     method: str = Field(
         "model",
         description="what serves, chosen on the latest backtest folds: model (the learned model), shrunk "
-        "(the model blended with the best naive answer), or a baseline (naive, persistence, drift, original)",
+        "(the model blended with the best naive answer), floored (streams: the model, its point never below "
+        "today's chart floor), or a baseline (naive, persistence, drift, original)",
     )
     skill: float | None = Field(
         None, description="1 - error / error of the best naive answer on the backtest folds (< 0: it loses)"
