@@ -48,10 +48,24 @@ async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -
                 is_demo=True,
             )
         )
+        floored = {"method": "floored", "toward": "naive", "skill": 0.165, "best_naive": "naive"}
+        session.add(
+            ModelVersion(
+                version="streams-52-v2",
+                signal="streams",
+                horizon_weeks=52,
+                kind="gbm-mixture",
+                n_train=4321,
+                metrics={"cmae": 0.096, "serving": floored},
+                baselines={"naive": {"cmae": 0.115}},
+                active=True,
+            )
+        )
         await session.commit()
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         html = (await http.get("/models")).text
     assert "pop-26-v3" in html and "persistence" in html and "naive" in html
+    assert "<strong>floored</strong> (the model, its point never below today's chart floor)" in html
     assert '<td class="num better">4.2</td>' in html
     assert "6.1" in html and "7.3" in html and "3 rolling" in html
     assert "demo" in html
