@@ -4,15 +4,15 @@ The candidates are the learned model, the naive answers (the chart floor or drif
 static regression, the model's forecast shrunk toward the best naive answer, and for streams the model's
 forecast floored at today's chart floor: a likely dropout's point is the low tail of the future floor's
 spread, estimated on few and correlated chart weeks, and below today's floor it gains only where the floor
-falls while it costs every survivor (2017-20's folds at 52 weeks: the model 8% worse than the floor, floored
-2% better; see docs/forecasting.md). The one with the lowest
-primary error over the folds serves: since the naive answers are candidates, a model that loses to them is
-never served. A candidate that needs fitting serves only when the folds show it out of time: it must beat the
-best naive answer on every fold (each is another recent period: one period's luck does not choose), and over
-all of them by more than their noise (one standard error of the mean difference, clustered by song: on a few
-dozen songs a model's edge is often luck). Held-out songs of the training period (the fallback of a history
-too short for a fold with a gap of H) show nothing out of time, so there the best naive answer serves. Its
-skill is measured against the best naive answer (1 - error / naive error).
+falls while it costs every survivor (2017-20's folds at 52 weeks: the model 7.5% worse than the floor, floored
+1.5% better; see docs/forecasting.md). The one with the lowest primary error over the folds serves: since the
+naive answers are candidates, a model that loses to them is never served. A candidate that needs fitting
+serves only when the folds show it out of time: it must beat the best naive answer on every fold (each is
+another recent period: one period's luck does not choose), and over all of them by more than their noise (one
+standard error of the mean difference, clustered by song: on a few dozen songs a model's edge is often luck).
+Held-out songs of the training period (the fallback of a history too short for a fold with a gap of H) show
+nothing out of time, so there the best naive answer serves. Its skill is measured against the best naive
+answer (1 - error / naive error).
 
 The trainer chooses again every week, on the latest outcomes known: the method serving now keeps serving
 unless the folds' winner is shown better than it by the same test (every fold, and by a standard error
