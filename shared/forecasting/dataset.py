@@ -178,7 +178,10 @@ def restarted_chart_set(
     """The panel's anchors (of week `since` or later) as someone whose files began at most RESTART_WEEKS
     earlier sees them (`restarted_chart_features`), with the outcomes the full panel knows: trained on, never
     scored."""
-    if not len(panel.entries) or panel.weeks()[-1] - panel.weeks()[0] < RESTART_WEEKS:
+    if not len(panel.entries):
+        return None
+    weeks = panel.weeks()
+    if weeks[-1] - weeks[0] < RESTART_WEEKS:
         return None  # the history is that short already
     features = restarted_chart_features(panel, regions, RESTART_WEEKS, since=since)
     data = chart_set(panel, horizon, regions, features=features, tolerance=tolerance)
