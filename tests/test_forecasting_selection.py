@@ -315,6 +315,51 @@ def test_widths_by_p_chart_cover_80_percent_when_the_mix_of_songs_shifts() -> No
     )
 
 
+def _two_sided_period(rng, n: int, fell: bool):
+    """A period whose chart floors fell by 0.5 over the horizon and whose survivors land close to their point,
+    or one whose floors held and whose survivors scatter widely around it (point 1 for likely survivors, the
+    floor 0 for the others)."""
+    p = rng.beta(1.5, 3.0, n)
+    charted = rng.uniform(size=n) < p
+    level = np.where(charted, 1.0 + rng.normal(0, 0.3 if fell else 1.0, n), np.nan)
+    floor = (-0.5 if fell else 0.0) + rng.normal(0, 0.1, n)
+    point = np.where(p >= 0.5, 1.0, 0.0)
+    return {**_forecast(point, spread=0.0), "p_chart": p}, level, charted, floor
+
+
+def test_one_pair_of_widths_covers_each_fold_without_both_ends_at_their_widest() -> None:
+    """One fold needs reach below (its floors fell), the other reach above (its survivors scatter): the widths
+    that cover 80% on each fold at once cover 75-85% of new draws of either period, where each end as wide as
+    the widest fold's (the union of the folds' own intervals) covers more than 85% of both."""
+    rng = np.random.default_rng(13)
+    periods = [_two_sided_period(rng, 6000, fell) for fell in (True, False)]
+    fold = np.repeat([0, 1], 6000)
+
+    def chosen(parts: list, folds: np.ndarray | None) -> tuple[ServingRule, np.ndarray]:
+        model = {key: np.concatenate([part[0][key] for part in parts]) for key in parts[0][0]}
+        level, charted, floor = (np.concatenate([part[i] for part in parts]) for i in (1, 2, 3))
+        errors, misses = _chart_scores(level, charted, floor)
+        zeros = _forecast(np.zeros(len(level)))
+        rule = select(model, {"naive": zeros}, errors, misses, model["p_chart"], np.arange(len(level)), folds)
+        assert rule.mixture is not None
+        return rule, rule.mixture
+
+    rule, widths = chosen(periods, fold)
+    each_widest = np.maximum(chosen(periods[:1], None)[1], chosen(periods[1:], None)[1])
+    widest = dataclasses.replace(rule, mixture=each_widest)
+    assert widths.sum() < each_widest.sum()
+    for fell in (True, False):
+        new_period = _two_sided_period(rng, 30000, fell)
+        assert 0.75 <= _covered(rule, new_period) <= 0.85
+        assert _covered(widest, new_period) > 0.85
+
+
+def _covered(rule: ServingRule, period: tuple) -> float:
+    model, level, charted, floor = period
+    served = rule.apply(model, {"naive": _forecast(np.zeros(len(level)))}, model["p_chart"])
+    return _censored_coverage(served, level, charted, floor)
+
+
 def test_the_interval_does_not_depend_on_the_scale_of_the_model_band() -> None:
     """The fold models' quantile band is wide, the final model's (fitted on more weeks) narrow, the outcomes
     alike: the interval, measured around the point, covers 75-85% of the new period all the same, where a

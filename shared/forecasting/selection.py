@@ -32,8 +32,10 @@ For streams the outcome is a mixture (still charting, somewhere around its level
 once the interval reaches below the floor), so one width per tercile was set by the dropouts that make
 80-90% of the folds: it covered 0-38% of the survivors, and the pooled coverage fell wherever more songs
 survived than in the folds. The streams interval is instead each song's: the narrowest widths below and
-above its point that cover 80% of the mixture its own P(still charting) implies, with the survivors' and
-dropouts' misses measured on the folds' anchors nearest in P(still charting). A dropout's miss is how far
+above its point that cover 80% of the mixture its own P(still charting) implies on each recent fold at once
+(one pair for all of them, not each end at its widest fold's: a fold whose floors fell needs reach below, one
+with more survivors reach above, and the union of the two covered more than 80% of either), with the
+survivors' and dropouts' misses measured on the folds' anchors nearest in P(still charting). A dropout's miss is how far
 its chart's floor a horizon later lies below the point; on a fold with a gap of H (one period) each fold's
 rise of the floors is added back to its dropouts' misses: the widths do not count on the floors rising
 again (2017-19's folds had them rising, 2020's stalled or fell).
@@ -321,37 +323,69 @@ def _without_floor_rise(misses: np.ndarray, floor_misses: np.ndarray, fold: np.n
 
 def _mixture_widths(misses: np.ndarray, p_chart: np.ndarray, fold: np.ndarray) -> np.ndarray:
     """For each p of P_GRID, the narrowest widths below and above the point that cover COVERAGE of the
-    outcome mixture p implies, measured on the MIN_SEGMENT_ANCHORS fold anchors nearest in P(still charting)
-    (the point, and so how far survivors and dropouts fall from it, depends on p: a likely survivor's point is
-    on the survivors' curve, a likely dropout's low on the floor), the widest of the folds with as many
-    anchors (all pooled when none has)."""
+    outcome mixture p implies on every fold with as many anchors (all pooled when none has), measured on each
+    fold's MIN_SEGMENT_ANCHORS anchors nearest in P(still charting) (the point, and so how far survivors and
+    dropouts fall from it, depends on p: a likely survivor's point is on the survivors' curve, a likely
+    dropout's low on the floor). One pair that covers each fold, not each end as wide as the widest fold's:
+    a fold whose floors fell needs reach below, one with more survivors reach above, and both ends at their
+    widest covered more than COVERAGE of either (2021-24: 0.86)."""
     p_chart = np.nan_to_num(p_chart)
     folds = [fold == k for k in np.unique(fold) if np.sum(fold == k) >= MIN_SEGMENT_ANCHORS]
-    widths = np.zeros((len(P_GRID), 2))
+    nearest = []
     for part in folds or [np.ones(len(fold), bool)]:
         order = np.argsort(p_chart[part], kind="stable")
-        ranked, sorted_p = misses[part][order], p_chart[part][order]
-        half = max(1, min(len(order), MIN_SEGMENT_ANCHORS) // 2)
-        for j, p in enumerate(P_GRID):
-            centre = int(np.searchsorted(sorted_p, p))
-            start = int(np.clip(centre - half, 0, max(0, len(order) - 2 * half)))
-            widths[j] = np.maximum(widths[j], _mixture_of(ranked[start : start + 2 * half], float(p)))
+        nearest.append((misses[part][order], p_chart[part][order]))
+    widths = np.zeros((len(P_GRID), 2))
+    for j, p in enumerate(P_GRID):
+        widths[j] = _covering_every(
+            [_near(ranked, sorted_p, float(p)) for ranked, sorted_p in nearest], float(p)
+        )
     return widths
 
 
-def _mixture_of(misses: np.ndarray, p: float) -> np.ndarray:
-    """(below, above) minimising their sum such that p * (the survivors covered) + (1 - p) * (the dropouts
-    covered) >= COVERAGE (with split conformal's finite-sample correction); a class without anchors never
-    misses."""
+def _near(ranked: np.ndarray, sorted_p: np.ndarray, p: float) -> np.ndarray:
+    """The MIN_SEGMENT_ANCHORS rows (sorted by P(still charting)) nearest to p."""
+    half = max(1, min(len(ranked), MIN_SEGMENT_ANCHORS) // 2)
+    centre = int(np.searchsorted(sorted_p, p))
+    start = int(np.clip(centre - half, 0, max(0, len(ranked) - 2 * half)))
+    return ranked[start : start + 2 * half]
+
+
+def _covering_every(parts: list[np.ndarray], p: float) -> np.ndarray:
+    """(below, above) minimising their sum such that on each part p * (its survivors covered) + (1 - p) *
+    (its dropouts covered) >= COVERAGE (with split conformal's finite-sample correction); a class without
+    anchors never misses."""
+    grid = np.linspace(0.0, 1.0, 201)
+    below_all = np.concatenate([m[:, 0] for m in parts])
+    above_all = np.concatenate([m[:, 1] for m in parts])
+    lowers = (
+        np.unique(np.r_[0.0, np.maximum(0.0, np.quantile(below_all, grid))])
+        if len(below_all)
+        else np.zeros(1)
+    )
+    uppers = np.zeros(1)
+    if (~np.isnan(above_all)).any():
+        uppers = np.unique(np.r_[0.0, np.maximum(0.0, np.nanquantile(above_all, grid[::4]))])
+    enough = np.ones((len(uppers), len(lowers)), bool)
+    for misses in parts:
+        enough &= _mixture_covered(misses, p, lowers, uppers) >= _target(len(misses))
+    if not enough.any():
+        return np.array([lowers[-1], uppers[-1]])
+    narrowest = enough.argmax(axis=1)  # the narrowest lower width that suffices with each upper width
+    total = np.where(enough.any(axis=1), lowers[narrowest] + uppers, np.inf)
+    best = int(np.argmin(total))
+    return np.array([lowers[narrowest[best]], uppers[best]])
+
+
+def _target(n: int) -> float:
+    return min(1.0, COVERAGE * (n + 1) / max(1, n))
+
+
+def _mixture_covered(misses: np.ndarray, p: float, lowers: np.ndarray, uppers: np.ndarray) -> np.ndarray:
+    """The share of the mixture p implies covered by each (upper, lower) pair of widths: p of the survivors'
+    (their misses below and above both within), 1 - p of the dropouts' (their miss below within)."""
     below, above = misses[:, 0], misses[:, 1]
     survived = ~np.isnan(above)
-    n = max(1, len(misses))
-    target = min(1.0, COVERAGE * (n + 1) / n)
-    grid = np.linspace(0.0, 1.0, 201)
-    lowers = np.unique(np.r_[0.0, np.maximum(0.0, np.quantile(below, grid))]) if len(below) else np.zeros(1)
-    uppers = np.zeros(1)
-    if survived.any():
-        uppers = np.unique(np.r_[0.0, np.maximum(0.0, np.quantile(above[survived], grid[::4]))])
     dropouts = np.sort(below[~survived])
     covered_dropouts = (
         np.searchsorted(dropouts, lowers, side="right") / len(dropouts) if len(dropouts) else 1.0
@@ -360,10 +394,4 @@ def _mixture_of(misses: np.ndarray, p: float) -> np.ndarray:
     for i, upper in enumerate(uppers if survived.any() else []):
         inside = np.sort(below[survived][above[survived] <= upper])
         covered_survivors[i] = np.searchsorted(inside, lowers, side="right") / survived.sum()
-    enough = p * covered_survivors + (1 - p) * covered_dropouts >= target
-    if not enough.any():
-        return np.array([lowers[-1], uppers[-1]])
-    narrowest = enough.argmax(axis=1)  # the narrowest lower width that suffices with each upper width
-    total = np.where(enough.any(axis=1), lowers[narrowest] + uppers, np.inf)
-    best = int(np.argmin(total))
-    return np.array([lowers[narrowest[best]], uppers[best]])
+    return p * covered_survivors + (1 - p) * covered_dropouts
