@@ -35,9 +35,9 @@ survived than in the folds. The streams interval is instead each song's: the nar
 above its point that cover 80% of the mixture its own P(still charting) implies on each recent fold at once
 (one pair for all of them, not each end at its widest fold's: a fold whose floors fell needs reach below, one
 with more survivors reach above, and the union of the two covered more than 80% of either), with the
-survivors' and dropouts' misses measured on the folds' anchors nearest in P(still charting). A dropout's miss is how far
-its chart's floor a horizon later lies below the point; on a fold with a gap of H (one period) each fold's
-rise of the floors is added back to its dropouts' misses: the widths do not count on the floors rising
+survivors' and dropouts' misses measured on the folds' anchors nearest in P(still charting). A dropout's miss
+is how far its chart's floor a horizon later lies below the point; on a fold with a gap of H (one period) each
+fold's rise of the floors is added back to its dropouts' misses: the widths do not count on the floors rising
 again (2017-19's folds had them rising, 2020's stalled or fell).
 """
 
