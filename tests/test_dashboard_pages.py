@@ -61,11 +61,27 @@ async def test_models_page_puts_metrics_next_to_baselines(sessions, dashboard) -
                 active=True,
             )
         )
+        held_out = {"method": "naive", "skill": 0.0, "best_naive": "naive", "out_of_time": False}
+        session.add(
+            ModelVersion(
+                version="pop-52-v1",
+                signal="popularity",
+                horizon_weeks=52,
+                kind="gbm",
+                n_train=99,
+                metrics={"mae": 5.1, "serving": held_out},
+                active=True,
+            )
+        )
         await session.commit()
     async with httpx.AsyncClient(base_url=dashboard.url) as http:
         html = (await http.get("/models")).text
     assert "pop-26-v3" in html and "persistence" in html and "naive" in html
     assert "<strong>floored</strong> (the model, its point never below today's chart floor)" in html
+    # Only the model chosen on held-out songs says why a naive answer serves.
+    assert (
+        html.count("No backtest fold in time yet (the history is too short for a fold 52 weeks ahead)") == 1
+    )
     assert '<td class="num better">4.2</td>' in html
     assert "6.1" in html and "7.3" in html and "3 rolling" in html
     assert "demo" in html

@@ -170,10 +170,12 @@ def test_held_out_songs_of_the_training_period_serve_only_a_naive_answer() -> No
     actual = signal + rng.normal(0, 0.1, len(signal))
     model, baselines = _forecast(signal), {"naive": _forecast(np.zeros(len(signal)))}
     args = (model, baselines, _errors_of(actual), _misses_of(actual), signal, np.arange(len(signal)))
-    assert select(*args).method == "model"
+    in_time = select(*args)
+    assert in_time.method == "model" and in_time.card()["out_of_time"] is True
     rule = select(*args, out_of_time=False)
     assert rule.method == "naive" and rule.skill == 0.0
     assert rule.scores["model"] < rule.scores["naive"]
+    assert rule.card()["out_of_time"] is False  # the model card says why a naive answer serves
 
 
 def test_folds_are_the_latest_windows_whose_models_learn_from_enough_history() -> None:

@@ -180,7 +180,8 @@ class ModelOut(BaseModel):
         None, description="1 - error / error of the best naive answer on the backtest folds (< 0: it loses)"
     )
     metrics: dict[str, Any] = Field(
-        description="backtest metrics of what serves; `serving` details the choice"
+        description="backtest metrics of what serves; `serving` details the choice (`out_of_time` false: no "
+        "backtest fold in time yet, chosen on held-out songs of the training weeks, so a naive answer serves)"
     )
     baselines: dict[str, Any] = Field(
         description="the same metrics of every other candidate: the learned model (learned) and the baselines"

@@ -102,6 +102,9 @@ class ServingRule:
     best_naive: str = ""
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's primary error on the folds
     fold_skill: list[float] = field(default_factory=list)  # its skill on each fold, the oldest first
+    # False: chosen on held-out songs of the training period (no fold with a gap of H yet), where only a naive
+    # answer serves. A class default, so rules unpickled from older artifacts read as chosen out of time.
+    out_of_time: bool = True
     edges: np.ndarray = field(default_factory=lambda: np.zeros(0))  # level terciles
     widen: np.ndarray = field(default_factory=lambda: np.zeros(1))  # width (or correction) per tercile
     # True: the interval is the point forecast +- `widen`; False (artifacts made before): the served method's
@@ -159,6 +162,7 @@ class ServingRule:
             "skill": None if self.skill is None else round(self.skill, 4),
             "best_naive": self.best_naive,
             "fold_skill": [round(skill, 4) for skill in self.fold_skill],
+            "out_of_time": self.out_of_time,
             "candidates": {name: round(score, 4) for name, score in self.scores.items()},
         }
 
@@ -216,7 +220,7 @@ def select(
         if not shown or len(np.unique(when)) < MIN_SWITCH_WEEKS:
             winner = current  # not shown better than what serves: a week's luck does not switch methods
     rule = rules[winner]
-    rule.scores, rule.best_naive = scores, best_naive
+    rule.scores, rule.best_naive, rule.out_of_time = scores, best_naive, out_of_time
     if best_naive and naive_scores[best_naive] > 0:
         rule.skill = 1.0 - scores[winner] / naive_scores[best_naive]
         rule.fold_skill = _fold_skill(anchor_errors[winner], naive_errors[best_naive], fold)

@@ -234,7 +234,16 @@ def _version_name(candidate: Candidate) -> str:
     return f"{candidate.signal}-{candidate.horizon}w-{stamp}-{candidate.fingerprint[:8]}"
 
 
-SERVING_KEYS = ("method", "toward", "weight", "skill", "best_naive", "fold_skill", "candidates")
+SERVING_KEYS = (
+    "method",
+    "toward",
+    "weight",
+    "skill",
+    "best_naive",
+    "fold_skill",
+    "out_of_time",
+    "candidates",
+)
 
 
 def _model_row(candidate: Candidate, *, demo: bool) -> ModelVersion:
