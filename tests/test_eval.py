@@ -124,6 +124,9 @@ def test_popularity_eval_skips_a_horizon_the_files_cannot_test(tmp_path: Path) -
     result = run_eval("popularity", train, test)
     assert "365d" in result["365d"]["skipped"] and result["182d"]["n_test"] > 0
     assert "365d     skipped" in format_eval_table(result)
+    # 300 days hold no fold 182 days ahead: the choice was made on held-out songs, and the table says so.
+    assert result["182d"]["served"]["out_of_time"] is False
+    assert "no fold 182d ahead in the training files" in format_eval_table(result)
 
 
 def test_too_little_history_is_a_clear_error(tmp_path: Path) -> None:

@@ -374,6 +374,12 @@ METRIC_ORDER = ("cmae", "auc", "mae", "coverage80", "top20", "skill")
 FORECASTER_ORDER = ("served", "served_updating", "model", "persistence", "naive", "drift", "original")
 
 
+HELD_OUT_NOTE = (
+    "no fold {horizon} ahead in the training files: chosen on held-out songs of their weeks, which show "
+    "nothing of a later period, so only a naive answer serves"
+)
+
+
 def format_eval_table(result: dict[str, Any]) -> str:
     """A plain-text table of an eval result: one line per horizon and forecaster."""
     lines: list[str] = []
@@ -390,6 +396,8 @@ def format_eval_table(result: dict[str, Any]) -> str:
             cells = " ".join(f"{_cell(scores[name].get(m)):>10}" for m in metrics)
             label = f"served:{scores[name].get('method')}" if name == "served" else name
             lines.append(f"{horizon:<8} {label:<16} {cells}")
+            if name == "served" and scores[name].get("out_of_time") is False:
+                lines.append(f"{'':<8} {HELD_OUT_NOTE.format(horizon=horizon)}")
         extra = {k: v for k, v in scores.items() if not isinstance(v, dict)}
         if extra:
             lines.append(f"{'':<8} " + ", ".join(f"{k}={v}" for k, v in extra.items()))
